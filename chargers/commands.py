@@ -1,0 +1,115 @@
+"""Server-initiated OCPP calls, reachable from any process through the channel layer.
+
+`send_call` is the one way Django views, Celery tasks, management commands and the shell
+talk to a charger: it finds the consumer holding the charger's websocket, asks it to send
+the CALL, and waits for the answer on a reply channel of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from ocpp.exceptions import OCPPError
+from ocpp.messages import Call, _validate_payload
+
+from chargers.frames import SYSTEM_INITIATED
+from chargers.models import Charger
+
+# Margin for the round trip through Redis on top of the charger's own answer time.
+_CHANNEL_MARGIN_S = 5.0
+
+
+class CallFailed(Exception):
+    """A server-initiated call did not produce a CALLRESULT."""
+
+
+class InvalidCall(CallFailed):
+    """The action or payload is not a valid OCPP 1.6 central-system request."""
+
+
+class ChargerOffline(CallFailed):
+    """No websocket is open for this charger."""
+
+
+class ChargerTimeout(CallFailed):
+    """The charger (or the process holding its websocket) did not answer in time."""
+
+
+class ChargerCallError(CallFailed):
+    """The charger answered with a CALLERROR."""
+
+    def __init__(self, code: str, description: str, details: object = None) -> None:
+        super().__init__(f"{code}: {description}")
+        self.code = code
+        self.description = description
+        self.details = details
+
+
+def validate_call(action: str, payload: dict[str, Any]) -> None:
+    """Raise InvalidCall unless `payload` is a schema-valid OCPP 1.6 `action` request."""
+    if action not in SYSTEM_INITIATED:
+        raise InvalidCall(f"{action!r} is not an OCPP 1.6 central-system request")
+    if not isinstance(payload, dict):
+        raise InvalidCall("the payload must be a JSON object")
+    try:
+        # The validator rewrites floats of charging schedules in place: check a copy.
+        _validate_payload(Call("validation", action, copy.deepcopy(payload)), "1.6")
+    except OCPPError as error:
+        cause = error.details.get("cause") if isinstance(error.details, dict) else error.description
+        raise InvalidCall(f"{action} payload rejected ({error.code}): {cause}") from None
+
+
+def _channel_of(charge_point_id: str) -> str:
+    row = Charger.objects.filter(charge_point_id=charge_point_id).values("connected", "channel_name").first()
+    if row is None:
+        raise ChargerOffline(f"unknown charger {charge_point_id!r}")
+    if not row["connected"] or not row["channel_name"]:
+        raise ChargerOffline(f"charger {charge_point_id!r} is offline")
+    return str(row["channel_name"])
+
+
+async def send_call_async(
+    charge_point_id: str, action: str, payload: dict[str, Any], *, timeout_s: float | None = None
+) -> dict[str, Any]:
+    """Send `action` to the charger and return its CALLRESULT payload (camelCase)."""
+    validate_call(action, payload)
+    timeout = float(timeout_s if timeout_s is not None else settings.OCPP_CALL_TIMEOUT)
+    channel = await database_sync_to_async(_channel_of)(charge_point_id)
+    layer = get_channel_layer()
+    reply_channel = await layer.new_channel()
+    await layer.send(
+        channel,
+        {"type": "ocpp.call", "action": action, "payload": payload, "reply_to": reply_channel, "timeout": timeout},
+    )
+    try:
+        reply = await asyncio.wait_for(layer.receive(reply_channel), timeout + _CHANNEL_MARGIN_S)
+    except TimeoutError:
+        raise ChargerTimeout(f"charger {charge_point_id!r} did not answer {action} within {timeout:g} s") from None
+    return reply_to_result(charge_point_id, action, reply)
+
+
+def reply_to_result(charge_point_id: str, action: str, reply: dict[str, Any]) -> dict[str, Any]:
+    """Turn the consumer's reply message into a result or the matching exception."""
+    status = reply.get("status")
+    if status == "ok":
+        return dict(reply.get("payload") or {})
+    if status == "error":
+        raise ChargerCallError(str(reply.get("code")), str(reply.get("description", "")), reply.get("details"))
+    if status == "timeout":
+        raise ChargerTimeout(f"charger {charge_point_id!r} did not answer {action} in time")
+    if status == "closed":
+        raise ChargerOffline(f"charger {charge_point_id!r} disconnected before answering {action}")
+    raise CallFailed(f"{action} to {charge_point_id!r} failed: {reply.get('description', status)}")
+
+
+def send_call(
+    charge_point_id: str, action: str, payload: dict[str, Any], *, timeout_s: float | None = None
+) -> dict[str, Any]:
+    """Synchronous `send_call_async`, for views, tasks, commands and the shell."""
+    return async_to_sync(send_call_async)(charge_point_id, action, payload, timeout_s=timeout_s)

@@ -1,0 +1,146 @@
+"""Charge points as the central system knows them: identity, registration, connection."""
+
+from __future__ import annotations
+
+from django.contrib.auth.hashers import check_password, make_password
+from django.db import models
+
+
+class RegistrationStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    ACCEPTED = "accepted", "Accepted"
+    REJECTED = "rejected", "Rejected"
+
+
+class Charger(models.Model):
+    """One OCPP charge point, identified by the last segment of its websocket URL."""
+
+    charge_point_id = models.CharField(max_length=48, unique=True)
+    vendor = models.CharField(max_length=20, blank=True)
+    model = models.CharField(max_length=20, blank=True)
+    serial_number = models.CharField(max_length=25, blank=True)
+    charge_box_serial_number = models.CharField(max_length=25, blank=True)
+    firmware_version = models.CharField(max_length=50, blank=True)
+    meter_type = models.CharField(max_length=25, blank=True)
+    meter_serial_number = models.CharField(max_length=25, blank=True)
+    iccid = models.CharField(max_length=20, blank=True)
+    imsi = models.CharField(max_length=20, blank=True)
+    registration_status = models.CharField(
+        max_length=10, choices=RegistrationStatus.choices, default=RegistrationStatus.PENDING
+    )
+    connected = models.BooleanField(default=False)
+    # Channel-layer name of the consumer holding the websocket: where server-initiated
+    # calls are sent, and how a stale consumer knows it was replaced.
+    channel_name = models.CharField(max_length=200, blank=True, editable=False)
+    connected_at = models.DateTimeField(null=True, blank=True)
+    last_seen = models.DateTimeField(null=True, blank=True)
+    last_boot_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_interval_s = models.PositiveIntegerField(default=300)
+    password_hash = models.CharField(
+        max_length=200, blank=True, help_text="HTTP Basic password (security profile 1), stored hashed."
+    )
+    rated_max_current_a = models.FloatField(default=32.0, help_text="Per phase, amps.")
+    phases = models.PositiveSmallIntegerField(choices=[(1, "1 phase"), (3, "3 phases")], default=3)
+    diagnostics_status = models.CharField(max_length=20, blank=True)
+    firmware_status = models.CharField(max_length=30, blank=True)
+    notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["charge_point_id"]
+
+    def __str__(self) -> str:
+        return self.charge_point_id
+
+    def set_password(self, raw_password: str | None) -> None:
+        self.password_hash = make_password(raw_password) if raw_password else ""
+
+    def check_password(self, raw_password: str) -> bool:
+        return bool(self.password_hash) and check_password(raw_password, self.password_hash)
+
+    @property
+    def is_accepted(self) -> bool:
+        return self.registration_status == RegistrationStatus.ACCEPTED
+
+
+class Connector(models.Model):
+    """A connector of a charger (0 = the charger as a whole, as OCPP reports it)."""
+
+    charger = models.ForeignKey(Charger, on_delete=models.CASCADE, related_name="connectors")
+    connector_id = models.PositiveIntegerField()
+    status = models.CharField(max_length=20, blank=True)
+    error_code = models.CharField(max_length=30, blank=True)
+    info = models.CharField(max_length=50, blank=True)
+    vendor_id = models.CharField(max_length=255, blank=True)
+    vendor_error_code = models.CharField(max_length=50, blank=True)
+    status_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["charger", "connector_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["charger", "connector_id"], name="unique_connector_per_charger")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.charger.charge_point_id}#{self.connector_id}"
+
+
+class ConfigurationKey(models.Model):
+    """A configuration key of one charger: its value and what became of our last change."""
+
+    charger = models.ForeignKey(Charger, on_delete=models.CASCADE, related_name="configuration")
+    key = models.CharField(max_length=50)
+    value = models.CharField(max_length=500, blank=True)
+    readonly = models.BooleanField(default=False)
+    last_change_status = models.CharField(max_length=30, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["charger", "key"]
+        constraints = [models.UniqueConstraint(fields=["charger", "key"], name="unique_key_per_charger")]
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.value}"
+
+
+class AutoConfigurationKey(models.Model):
+    """A key the system sets on every charger when it is accepted and after each boot."""
+
+    key = models.CharField(max_length=50, unique=True)
+    value = models.CharField(max_length=500)
+    enabled = models.BooleanField(default=True)
+    description = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["key"]
+        verbose_name = "automatic configuration key"
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.value}"
+
+
+class Direction(models.TextChoices):
+    IN = "in", "Charger → system"
+    OUT = "out", "System → charger"
+    EVENT = "event", "Event"
+
+
+class OcppMessage(models.Model):
+    """Maintenance log of OCPP traffic and connection events (bounded by a retention task)."""
+
+    timestamp = models.DateTimeField(db_index=True)
+    charge_point_id = models.CharField(max_length=48, db_index=True)
+    charger = models.ForeignKey(Charger, null=True, blank=True, on_delete=models.SET_NULL)
+    direction = models.CharField(max_length=5, choices=Direction.choices)
+    message_type = models.CharField(max_length=12, blank=True)
+    unique_id = models.CharField(max_length=36, blank=True)
+    action = models.CharField(max_length=50, blank=True)
+    payload = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-timestamp", "-id"]
+        verbose_name = "OCPP message"
+
+    def __str__(self) -> str:
+        return f"{self.timestamp:%Y-%m-%d %H:%M:%S} {self.charge_point_id} {self.direction} {self.action}"

@@ -1,0 +1,175 @@
+"""OCPP 1.6 handlers: convert a payload, call a service, return a call_result.
+
+No rules live here; they are in the services. The consumer owns the websocket and hands
+each frame to `route_message`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.utils.dateparse import parse_datetime
+from ocpp.charge_point import ChargePoint, snake_to_camel_case
+from ocpp.exceptions import TypeConstraintViolationError
+from ocpp.routing import after, on
+from ocpp.v16 import call_result
+from ocpp.v16.enums import Action
+
+from badges.services import AuthorizationStatus, IdTagInfo, badge_authorize
+from chargers import services
+from chargers.models import Charger
+from evce import clock
+from transactions import services as tx_services
+
+# Vendor-specific DataTransfer handlers: vendor id → (message id, data) → (status, data).
+DataTransferHandler = Callable[[str | None, str | None], tuple[str, str | None]]
+DATA_TRANSFER_HANDLERS: dict[str, DataTransferHandler] = {}
+
+
+def parse_ocpp_time(value: str, field: str) -> dt.datetime:
+    parsed = parse_datetime(value)
+    if parsed is None or parsed.tzinfo is None:
+        raise TypeConstraintViolationError(details={"cause": f"{field} is not an ISO 8601 date-time with zone"})
+    return parsed
+
+
+class CentralSystemChargePoint(ChargePoint):
+    """The central system's side of one charge point's connection."""
+
+    def __init__(
+        self,
+        charge_point_id: str,
+        connection: Any,
+        *,
+        charger_pk: int,
+        response_timeout: int,
+        on_boot_accepted: Callable[[], Awaitable[None]],
+    ) -> None:
+        super().__init__(charge_point_id, connection, response_timeout=response_timeout)
+        self.charger_pk = charger_pk
+        self._on_boot_accepted = on_boot_accepted
+        self._boot_status = ""
+
+    async def _charger(self) -> Charger:
+        return await database_sync_to_async(Charger.objects.get)(pk=self.charger_pk)
+
+    @on(Action.boot_notification)
+    async def on_boot_notification(self, charge_point_vendor: str, charge_point_model: str, **extra: str):
+        info = services.BootInfo(vendor=charge_point_vendor, model=charge_point_model, **extra)
+        answer = await database_sync_to_async(services.charger_boot)(
+            charger_pk=self.charger_pk, info=info, now=clock.now()
+        )
+        self._boot_status = answer.status
+        return call_result.BootNotification(
+            current_time=clock.now().isoformat(), interval=answer.interval_s, status=answer.status
+        )
+
+    @after(Action.boot_notification)
+    async def after_boot_notification(self, **_: Any) -> None:
+        if self._boot_status == "Accepted":
+            await self._on_boot_accepted()
+
+    @on(Action.heartbeat)
+    async def on_heartbeat(self):
+        return call_result.Heartbeat(current_time=clock.now().isoformat())
+
+    @on(Action.status_notification)
+    async def on_status_notification(self, connector_id: int, error_code: str, status: str, **extra: str):
+        timestamp = parse_ocpp_time(extra["timestamp"], "timestamp") if "timestamp" in extra else clock.now()
+        await database_sync_to_async(services.connector_status_update)(
+            charger_pk=self.charger_pk,
+            connector_id=connector_id,
+            status=status,
+            error_code=error_code,
+            info=extra.get("info", ""),
+            vendor_id=extra.get("vendor_id", ""),
+            vendor_error_code=extra.get("vendor_error_code", ""),
+            timestamp=timestamp,
+        )
+        return call_result.StatusNotification()
+
+    @on(Action.authorize)
+    async def on_authorize(self, id_tag: str):
+        charger = await self._charger()
+        if charger.is_accepted:
+            info = await database_sync_to_async(badge_authorize)(id_tag=id_tag, now=clock.now())
+        else:
+            info = IdTagInfo(AuthorizationStatus.INVALID)
+        return call_result.Authorize(id_tag_info=info.as_ocpp())
+
+    @on(Action.start_transaction)
+    async def on_start_transaction(
+        self, connector_id: int, id_tag: str, meter_start: int, timestamp: str, reservation_id: int | None = None
+    ):
+        charger = await self._charger()
+        answer = await database_sync_to_async(tx_services.transaction_start)(
+            charger=charger,
+            connector_id=connector_id,
+            id_tag=id_tag,
+            meter_start_wh=meter_start,
+            timestamp=parse_ocpp_time(timestamp, "timestamp"),
+            reservation_id=reservation_id,
+            now=clock.now(),
+        )
+        return call_result.StartTransaction(
+            transaction_id=answer.transaction_id, id_tag_info=answer.id_tag_info.as_ocpp()
+        )
+
+    @on(Action.stop_transaction)
+    async def on_stop_transaction(
+        self,
+        meter_stop: int,
+        timestamp: str,
+        transaction_id: int,
+        reason: str = "Local",
+        id_tag: str | None = None,
+        transaction_data: list[dict[str, Any]] | None = None,
+    ):
+        charger = await self._charger()
+        info = await database_sync_to_async(tx_services.transaction_stop)(
+            charger=charger,
+            transaction_id=transaction_id,
+            meter_stop_wh=meter_stop,
+            timestamp=parse_ocpp_time(timestamp, "timestamp"),
+            reason=reason,
+            id_tag=id_tag,
+            transaction_data=snake_to_camel_case(transaction_data or []),
+            now=clock.now(),
+        )
+        return call_result.StopTransaction(id_tag_info=info.as_ocpp() if info else None)
+
+    @on(Action.meter_values)
+    async def on_meter_values(
+        self, connector_id: int, meter_value: list[dict[str, Any]], transaction_id: int | None = None
+    ):
+        charger = await self._charger()
+        await database_sync_to_async(tx_services.meter_values_record)(
+            charger=charger,
+            connector_id=connector_id,
+            transaction_id=transaction_id,
+            meter_values=snake_to_camel_case(meter_value),
+        )
+        return call_result.MeterValues()
+
+    @on(Action.data_transfer)
+    async def on_data_transfer(self, vendor_id: str, message_id: str | None = None, data: str | None = None):
+        handler = DATA_TRANSFER_HANDLERS.get(vendor_id)
+        if handler is None:
+            return call_result.DataTransfer(status="UnknownVendorId")
+        status, reply = await database_sync_to_async(handler)(message_id, data)
+        return call_result.DataTransfer(status=status, data=reply)
+
+    @on(Action.diagnostics_status_notification)
+    async def on_diagnostics_status_notification(self, status: str):
+        await database_sync_to_async(services.charger_set_field)(
+            charger_pk=self.charger_pk, diagnostics_status=status
+        )
+        return call_result.DiagnosticsStatusNotification()
+
+    @on(Action.firmware_status_notification)
+    async def on_firmware_status_notification(self, status: str):
+        await database_sync_to_async(services.charger_set_field)(charger_pk=self.charger_pk, firmware_status=status)
+        return call_result.FirmwareStatusNotification()

@@ -1,0 +1,29 @@
+"""ASGI entry point: HTTP (admin, API, dashboard) and the OCPP websocket endpoint."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evce.settings")
+django_http = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402 - after Django setup
+from django.conf import settings  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+from django.urls import re_path  # noqa: E402
+
+from chargers.consumers import OcppConsumer  # noqa: E402
+
+websocket_urls = [
+    # The charge point identity is the last path segment (OCPP-J 1.6 §3.1.1).
+    re_path(r"^ocpp/(?P<charge_point_id>[^/]{1,100})/?$", OcppConsumer.as_asgi()),
+]
+
+application = ProtocolTypeRouter(
+    {
+        "http": ASGIStaticFilesHandler(django_http) if settings.SERVE_STATIC else django_http,
+        "websocket": URLRouter(websocket_urls),
+    }
+)

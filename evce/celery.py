@@ -1,0 +1,27 @@
+"""The Celery app `evce` and the one place where periodic schedules live."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evce.settings")
+
+app = Celery("evce")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+app.conf.beat_schedule = {
+    # Chargers whose websocket died without a close frame (power cut, crashed server
+    # process) are shown offline once they miss a few heartbeats.
+    "chargers-mark-silent-offline": {
+        "task": "chargers.tasks.mark_silent_chargers_offline",
+        "schedule": 60.0,
+    },
+    # The OCPP message log is a maintenance aid, not an archive: keep it bounded.
+    "chargers-prune-message-log": {
+        "task": "chargers.tasks.prune_message_log",
+        "schedule": 3600.0,
+    },
+}

@@ -1,0 +1,127 @@
+"""Shared fixtures: real Daphne servers on loopback ports, simulated chargers, helpers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from tests.embedded_services import free_port
+from tests.ocpp_sim import ChargerSim
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def database_url_of(settings_dict: dict[str, Any]) -> str:
+    """The DATABASE_URL that points another process at the test database."""
+    if settings_dict["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{settings_dict['NAME']}"
+    user = quote(settings_dict.get("USER") or "")
+    password = quote(settings_dict.get("PASSWORD") or "")
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    host = settings_dict.get("HOST") or "localhost"
+    port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
+    return f"postgres://{auth}{host}{port}/{settings_dict['NAME']}"
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early with status {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on port {port} after {timeout_s} s")
+
+
+class ServerPool:
+    """Starts real server processes against the test database, one per configuration."""
+
+    def __init__(self, database_url: str) -> None:
+        self.env = dict(os.environ, DATABASE_URL=database_url, DJANGO_SETTINGS_MODULE="evce.settings",
+                        HTTPS="false", LOG_LEVEL="warning")
+        self._daphnes: dict[tuple[tuple[str, str], ...], str] = {}
+        self._processes: list[subprocess.Popen[bytes]] = []
+
+    def daphne(self, **overrides: str) -> str:
+        key = tuple(sorted(overrides.items()))
+        if key not in self._daphnes:
+            port = free_port()
+            process = subprocess.Popen(
+                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "evce.asgi:application"],
+                cwd=BASE_DIR, env={**self.env, **overrides},
+            )
+            self._processes.append(process)
+            wait_for_port(port, process)
+            self._daphnes[key] = f"ws://127.0.0.1:{port}"
+        return self._daphnes[key]
+
+    def celery_worker(self, **overrides: str) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "evce", "worker", "-l", "warning", "--pool", "solo",
+             "--without-mingle", "--without-gossip"],
+            cwd=BASE_DIR, env={**self.env, **overrides},
+        )
+        self._processes.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in self._processes:
+            process.terminate()
+        for process in self._processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@pytest.fixture(scope="session")
+def servers(django_db_setup: None, django_db_blocker: Any) -> Iterator[ServerPool]:
+    from django.db import connection
+
+    pool = ServerPool(database_url_of(connection.settings_dict))
+    yield pool
+    pool.stop_all()
+
+
+@pytest.fixture
+def ocpp_url(servers: ServerPool, transactional_db: None) -> str:
+    """A running Daphne with the default policy for unknown chargers (pending)."""
+    return servers.daphne()
+
+
+@pytest.fixture
+def charger_factory() -> Iterator[Callable[..., ChargerSim]]:
+    sims: list[ChargerSim] = []
+
+    def make(url: str, cp_id: str, **kwargs: Any) -> ChargerSim:
+        sim = ChargerSim(url, cp_id, **kwargs)
+        sims.append(sim)
+        return sim
+
+    yield make
+    for sim in sims:
+        sim.close()
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float = 10, interval_s: float = 0.05) -> Any:
+    """Poll `predicate` until it is truthy: for effects that cross a process boundary."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        time.sleep(interval_s)

@@ -1,0 +1,88 @@
+"""Registration: unknown-charger policies, BootNotification, heartbeat, auth."""
+
+from __future__ import annotations
+
+import pytest
+import websockets
+from ocpp.v16 import call
+
+from chargers.models import Charger, OcppMessage, RegistrationStatus
+from tests.conftest import wait_until
+
+
+def test_it_registers_an_unknown_charger_as_pending(ocpp_url, charger_factory):
+    sim = charger_factory(ocpp_url, "CP-PENDING").connect()
+    answer = sim.boot(vendor="Acme", model="Wallbox")
+    assert answer.status == "Pending"
+    charger = Charger.objects.get(charge_point_id="CP-PENDING")
+    assert charger.registration_status == RegistrationStatus.PENDING
+    assert (charger.vendor, charger.model, charger.connected) == ("Acme", "Wallbox", True)
+
+
+def test_it_answers_security_error_before_acceptance(ocpp_url, charger_factory):
+    sim = charger_factory(ocpp_url, "CP-NOTYET").connect()
+    sim.boot()
+    with pytest.raises(Exception) as error:
+        sim.call(call.Heartbeat())
+    assert error.value.code == "SecurityError"
+
+
+def test_it_accepts_a_charger_accepted_by_the_admin(ocpp_url, charger_factory):
+    Charger.objects.create(charge_point_id="CP-OK", registration_status=RegistrationStatus.ACCEPTED,
+                           heartbeat_interval_s=120)
+    sim = charger_factory(ocpp_url, "CP-OK").connect()
+    answer = sim.boot()
+    assert answer.status == "Accepted"
+    assert answer.interval == 120
+    assert sim.call(call.Heartbeat()).current_time
+
+
+def test_it_auto_accepts_with_the_accept_policy(servers, transactional_db, charger_factory):
+    url = servers.daphne(OCPP_UNKNOWN_CHARGERS="accept")
+    sim = charger_factory(url, "CP-AUTO").connect()
+    assert sim.boot().status == "Accepted"
+    assert Charger.objects.get(charge_point_id="CP-AUTO").registration_status == RegistrationStatus.ACCEPTED
+
+
+def test_it_refuses_unknown_chargers_with_the_reject_policy(servers, transactional_db, charger_factory):
+    url = servers.daphne(OCPP_UNKNOWN_CHARGERS="reject")
+    with pytest.raises(websockets.InvalidStatus):
+        charger_factory(url, "CP-STRANGER").connect()
+    assert not Charger.objects.filter(charge_point_id="CP-STRANGER").exists()
+    assert OcppMessage.objects.filter(charge_point_id="CP-STRANGER", action="connection refused").exists()
+
+
+def test_it_refuses_a_handshake_without_the_ocpp16_subprotocol(ocpp_url, charger_factory):
+    with pytest.raises(websockets.InvalidStatus):
+        charger_factory(ocpp_url, "CP-NOPROTO", subprotocols=["ocpp2.0.1"]).connect()
+
+
+def test_it_requires_the_password_when_one_is_set(ocpp_url, charger_factory):
+    charger = Charger(charge_point_id="CP-SECURE", registration_status=RegistrationStatus.ACCEPTED)
+    charger.set_password("s3cret-passw0rd")
+    charger.save()
+    with pytest.raises(websockets.InvalidStatus):
+        charger_factory(ocpp_url, "CP-SECURE").connect()
+    with pytest.raises(websockets.InvalidStatus):
+        charger_factory(ocpp_url, "CP-SECURE", password="wrong").connect()
+    sim = charger_factory(ocpp_url, "CP-SECURE", password="s3cret-passw0rd").connect()
+    assert sim.boot().status == "Accepted"
+
+
+def test_a_reconnect_replaces_the_old_connection(ocpp_url, charger_factory):
+    Charger.objects.create(charge_point_id="CP-TWICE", registration_status=RegistrationStatus.ACCEPTED)
+    first = charger_factory(ocpp_url, "CP-TWICE").connect()
+    first.boot()
+    second = charger_factory(ocpp_url, "CP-TWICE").connect()
+    assert first.wait_closed() == 4000
+    assert second.boot().status == "Accepted"
+    charger = Charger.objects.get(charge_point_id="CP-TWICE")
+    assert charger.connected
+    assert second.call(call.Heartbeat()).current_time
+
+
+def test_disconnect_marks_the_charger_offline(ocpp_url, charger_factory):
+    sim = charger_factory(ocpp_url, "CP-BYE").connect()
+    sim.boot()
+    sim.close()
+    wait_until(lambda: not Charger.objects.get(charge_point_id="CP-BYE").connected)

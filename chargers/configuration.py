@@ -42,3 +42,8 @@ async def apply_auto_configuration(call: CallFn, *, charger_pk: int) -> dict[str
             charger_pk=charger_pk, keys=list(answer.get("configurationKey", []))
         )
     return outcomes
+
+
+async def boot_step_auto_configuration(call: CallFn, charger_pk: int) -> dict[str, str]:
+    """Boot step (see chargers.hooks): configure the charger that just booted."""
+    return await apply_auto_configuration(call, charger_pk=charger_pk)

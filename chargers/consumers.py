@@ -33,8 +33,9 @@ logger = logging.getLogger(__name__)
 
 SUBPROTOCOL = "ocpp1.6"
 CLOSE_REPLACED = 4000
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_UNSUPPORTED_DATA = 1003
+# Application close codes (autobahn allows 1000 or 3000-4999 from a server).
+CLOSE_PROTOCOL_ERROR = 4002
+CLOSE_UNSUPPORTED_DATA = 4003
 _TYPE_NAMES = {2: "CALL", 3: "CALLRESULT", 4: "CALLERROR"}
 
 
@@ -148,16 +149,20 @@ class OcppConsumer(AsyncWebsocketConsumer):
         self._spawn(self._answer_call(event))
 
     async def _answer_call(self, event: dict[str, Any]) -> None:
-        reply = await self.call_action_reply(event["action"], event["payload"])
+        reply = await self.call_action_reply(event["action"], event["payload"], timeout_s=event.get("timeout"))
         await self.channel_layer.send(event["reply_to"], {"type": "ocpp.reply", **reply})
 
-    async def call_action_reply(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def call_action_reply(
+        self, action: str, payload: dict[str, Any], *, timeout_s: float | None = None
+    ) -> dict[str, Any]:
         """Send one CALL over this websocket and describe the outcome as a reply message."""
         if self.cp is None:
             return {"status": "closed"}
         try:
             request = getattr(ocpp_call, action)(**camel_to_snake_case(payload))
-            result = await self.cp.call(request, suppress=False)
+            result = await asyncio.wait_for(
+                self.cp.call(request, suppress=False), timeout_s or settings.OCPP_CALL_TIMEOUT
+            )
         except OCPPError as error:
             return {"status": "error", "code": respell_error_code(error.code),
                     "description": error.description, "details": _jsonable(error.details)}

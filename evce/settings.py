@@ -118,7 +118,9 @@ REDIS_URL = check_redis_url(env_str("REDIS_URL", f"redis://127.0.0.1:{EMBEDDED_R
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "expiry": 60, "capacity": 500},
+        # redis-py 8 times out socket reads after 5 s by default, the same as the layer's
+        # blocking-pop timeout: a longer socket timeout keeps idle receives from failing.
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}], "expiry": 60, "capacity": 500},
     }
 }
 

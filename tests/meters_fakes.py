@@ -5,7 +5,8 @@ register layout of a :class:`~meters.registers.RegisterMap`: only the map's
 registers exist, so a read over anything else gets a genuine IllegalAddress
 exception. Values are encoded here with :mod:`struct`, independently of the
 decoder under test, and can be changed while the server runs. Misbehaviour is
-switched on per meter: ``silent`` (never answers), ``exception_code`` (answers
+switched on per meter: ``silent`` (never answers), ``delay_s`` (slow answers,
+with a :class:`ConcurrencyTracker` to observe overlap), ``exception_code`` (answers
 every read with that Modbus exception), :meth:`FakeMeter.set_words` (NaN,
 markers, garbage), ``omit`` (registers the device lacks).
 
@@ -55,6 +56,24 @@ def encode_value(value: float, data_type: str, word_order: str = "big") -> list[
     return words if word_order == "big" else words[::-1]
 
 
+class ConcurrencyTracker:
+    """Counts requests being served at once, across the meters that share it."""
+
+    def __init__(self) -> None:
+        """Start idle."""
+        self.in_flight = 0
+        self.peak = 0
+
+    def enter(self) -> None:
+        """A request started."""
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+
+    def leave(self) -> None:
+        """A request finished."""
+        self.in_flight -= 1
+
+
 class FakeMeter:
     """One simulated device: register layout from a map, values in engineering units."""
 
@@ -67,20 +86,24 @@ class FakeMeter:
         word_order: str | None = None,
         omit: Iterable[str] = (),
         silent: bool = False,
+        delay_s: float = 0.0,
+        tracker: ConcurrencyTracker | None = None,
     ) -> None:
-        """``word_order`` forces the device's order (to test overrides)."""
+        """``word_order`` forces the device's order (to test overrides); values of
+        omitted quantities are ignored so one value set fits every variant."""
         self.register_map = register_map
         self.unit_id = unit_id
         self.word_order = word_order
         omitted = set(omit)
         self.registers = tuple(r for r in register_map.registers if r.quantity not in omitted)
         self.silent = silent
+        self.delay_s = delay_s
+        self.tracker = tracker or ConcurrencyTracker()
         self.exception_code: int | None = None
         self.requests = 0
         self._words: dict[int, int] = {}
         self._release = asyncio.Event()
-        for quantity, value in (values or {}).items():
-            self.set_value(quantity, value)
+        self.set_values({q: v for q, v in (values or {}).items() if q not in omitted})
 
     def _register(self, quantity: str) -> Register:
         """Register of a quantity this device has."""
@@ -132,9 +155,15 @@ class FakeMeter:
         """Called by the server on each valid access: misbehave or serve current values."""
         del function_code, set_values
         self.requests += 1
-        if self.silent:
-            await self._release.wait()
-            return ExcCodes.DEVICE_BUSY
+        self.tracker.enter()
+        try:
+            if self.silent:
+                await self._release.wait()
+                return ExcCodes.DEVICE_BUSY
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+        finally:
+            self.tracker.leave()
         if self.exception_code is not None:
             return ExcCodes(self.exception_code)
         for wire in range(address, address + count):

@@ -100,6 +100,46 @@ class SimulatedChargePoint(ChargePoint):
         self._record("GetCompositeSchedule", payload)
         return call_result.GetCompositeSchedule(status="Rejected")
 
+    @on(Action.unlock_connector)
+    async def on_unlock_connector(self, connector_id: int):
+        self._record("UnlockConnector", {"connector_id": connector_id})
+        return call_result.UnlockConnector(status="Unlocked")
+
+    @on(Action.change_availability)
+    async def on_change_availability(self, **payload: Any):
+        self._record("ChangeAvailability", payload)
+        return call_result.ChangeAvailability(status="Accepted")
+
+    @on(Action.clear_cache)
+    async def on_clear_cache(self):
+        self._record("ClearCache", {})
+        return call_result.ClearCache(status="Accepted")
+
+    @on(Action.update_firmware)
+    async def on_update_firmware(self, **payload: Any):
+        self._record("UpdateFirmware", payload)
+        return call_result.UpdateFirmware()
+
+    @on(Action.get_diagnostics)
+    async def on_get_diagnostics(self, **payload: Any):
+        self._record("GetDiagnostics", payload)
+        return call_result.GetDiagnostics(file_name="diag.zip")
+
+    @on(Action.reserve_now)
+    async def on_reserve_now(self, **payload: Any):
+        self._record("ReserveNow", payload)
+        return call_result.ReserveNow(status="Accepted")
+
+    @on(Action.cancel_reservation)
+    async def on_cancel_reservation(self, reservation_id: int):
+        self._record("CancelReservation", {"reservation_id": reservation_id})
+        return call_result.CancelReservation(status="Accepted")
+
+    @on(Action.data_transfer)
+    async def on_data_transfer(self, vendor_id: str, **payload: Any):
+        self._record("DataTransfer", {"vendor_id": vendor_id, **payload})
+        return call_result.DataTransfer(status="Accepted", data="pong")
+
 
 class ChargerSim:
     """Sync façade over one simulated charger connection running in a background loop."""

@@ -1,17 +1,20 @@
-"""Pure decoding and request planning (no network)."""
+"""Pure decoding, request planning and configuration checks (no network)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
 from meters.modbus import (
     MAX_REGISTERS_PER_READ,
+    MeterConfig,
     ValueRejected,
     decode_raw,
     decode_register,
     plan_reads,
 )
-from meters.registers import IEM3X5X, Register
+from meters.registers import IEM3X5X, Register, get_register_map
 
 # Hand-computed wire images (not produced by the fakes' encoder, to keep tests independent).
 FLOAT_230_5 = [0x4366, 0x8000]  # 230.5 as IEEE-754 big-endian
@@ -106,3 +109,23 @@ def test_plan_respects_max_count_and_function_codes() -> None:
     assert all(b.count <= MAX_REGISTERS_PER_READ for b in blocks)
     contiguous = [Register("current_l1_a", 0, "float32"), Register("current_l2_a", 2, "float32")]
     assert len(plan_reads(contiguous, max_count=3)) == 2
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"host": ""}, "host is required"),
+        ({"port": 0}, "port must be 1..65535"),
+        ({"unit_id": 256}, "unit_id must be 0..255"),
+        ({"timeout_s": 0}, "timeout_s must be a positive"),
+        ({"transport": "udp"}, "unknown transport 'udp'"),
+        ({"word_order": "mixed"}, "unknown word order"),
+        ({"transport": "rtu_serial"}, "serial_device is required"),
+        ({"transport": "rtu_serial", "serial_device": "/dev/ttyUSB0", "unit_id": 0}, "unit_id must be 1..247"),
+        ({"transport": "rtu_serial", "serial_device": "/dev/ttyUSB0", "parity": "X"}, "parity must be N, E or O"),
+    ],
+)
+def test_config_validation(changes: dict[str, object], message: str) -> None:
+    base = MeterConfig(get_register_map("iem3x5x"), host="10.0.0.5")
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(base, **changes)

@@ -22,7 +22,8 @@ def test_all_brief_meter_types_are_provided() -> None:
 
 @pytest.mark.parametrize("register_map", METER_TYPES.values(), ids=lambda m: m.key)
 def test_every_table_cites_a_schneider_document(register_map: RegisterMap) -> None:
-    assert any(doc in register_map.source for doc in ("DOCA0005EN", "EAV15107", "DOCA0157EN", "DOCA0091EN", "DOCA0105EN"))
+    documents = ("DOCA0005EN", "EAV15107", "DOCA0157EN", "DOCA0091EN", "DOCA0105EN")
+    assert any(doc in register_map.source for doc in documents)
     assert register_map.label
     assert set(register_map.quantities) <= set(QUANTITIES)
 

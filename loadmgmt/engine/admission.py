@@ -55,12 +55,12 @@ def admission_key(session: Session, policy: Policy, now: float, rotate: bool) ->
 
 def admit(
     order: Sequence[int], lo: Sequence[int], sig_of: Sequence[int], sig_pairs: Sequence[Pairs], cap: Sequence[int],
-) -> tuple[list[int], list[int], dict[int, int]]:
+) -> tuple[list[int], dict[int, int]]:
     """Greedy admission at minimum current.
 
-    Returns the admitted sessions (in admission order), the per-constraint usage with every
-    admitted session at its minimum (the starting point of the filling), and for each rejected
-    session the constraint that had no room for it.
+    Returns the admitted sessions (in admission order) and, for each rejected session, the
+    constraint that had no room for its minimum. `sig_pairs` may be limited to the contested
+    constraints: the others fit everyone anyway.
     """
     used = [0] * len(cap)
     running: list[int] = []
@@ -75,7 +75,7 @@ def admit(
         for c, k in pairs:
             used[c] += k * need
         running.append(i)
-    return running, used, blocked
+    return running, blocked
 
 
 def _first_full(pairs: Pairs, need: int, used: list[int], cap: Sequence[int]) -> int:

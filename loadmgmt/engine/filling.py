@@ -50,6 +50,8 @@ class _Filler:
         self.w = [0] * len(cap)
         self.full = [False] * len(cap)
         self.heap: list[tuple[int, int]] = []
+        self.dirty: set[int] = set()  # constraints whose fill level dropped at the current level
+        self.dirty_level = 0
         self.state: dict[int, int] = {}
         self.fill = Fill(value={}, binding={})
         self.groups: dict[int, list[int]] = {}
@@ -59,19 +61,21 @@ class _Filler:
     def setup(self, members: Sequence[int], sig_of: Sequence[int], lo: Sequence[int], hi: Sequence[int]) -> list:
         """Put every member at its minimum and return the sorted, batched session events."""
         batches: dict[tuple[int, int, int], list[int]] = {}
-        value, binding, state = self.fill.value, self.fill.binding, self.state
+        value, binding, state, groups = self.fill.value, self.fill.binding, self.state, self.groups
         for i in members:
             sig = sig_of[i]
-            self.groups.setdefault(sig, []).append(i)
-            value[i] = lo[i]
-            if hi[i] <= lo[i]:
+            low, high = lo[i], hi[i]
+            if high <= low or not self.sig_pairs[sig]:  # fixed, or nothing can bind it
+                value[i] = high if high > low else low
                 state[i] = FROZEN
                 binding[i] = OWN_CEILING
                 continue
+            value[i] = low
             state[i] = FLOOR
-            batches.setdefault((lo[i], _RISE_EVENT, sig), []).append(i)
-            batches.setdefault((hi[i], _CEILING_EVENT, sig), []).append(i)
-        for sig in self.groups:
+            groups.setdefault(sig, []).append(i)
+            batches.setdefault((low, _RISE_EVENT, sig), []).append(i)
+            batches.setdefault((high, _CEILING_EVENT, sig), []).append(i)
+        for sig in groups:
             for c, _k in self.sig_pairs[sig]:
                 self.cons_groups.setdefault(c, []).append(sig)
         return sorted(batches.items())
@@ -89,6 +93,8 @@ class _Filler:
 
     def _fill_below(self, limit: int | None) -> None:
         """Freeze every constraint that fills up strictly below `limit` (None: at any level)."""
+        if self.dirty and (limit is None or limit > self.dirty_level):
+            self._push_dirty()
         heap, cap, base, w, full = self.heap, self.cap, self.base, self.w, self.full
         while heap and (limit is None or heap[0][0] < limit):
             level, c = heapq.heappop(heap)
@@ -103,6 +109,14 @@ class _Filler:
                 if sig not in self.done:
                     self.done.add(sig)
                     self._freeze_group(sig, c, level)
+
+    def _push_dirty(self) -> None:
+        """One fresh heap entry per constraint whose level dropped, however many groups rose."""
+        cap, base, w, full, heap = self.cap, self.base, self.w, self.full, self.heap
+        for c in self.dirty:
+            if not full[c] and w[c]:
+                heapq.heappush(heap, ((cap[c] - base[c]) // w[c], c))
+        self.dirty.clear()
 
     def _freeze_group(self, sig: int, c: int, level: int) -> None:
         """Stop every session of a group that is still below its ceiling, at `level`."""
@@ -131,10 +145,10 @@ class _Filler:
         if not count:
             return
         self._shift(sig, -level * count, count)
-        cap, base, w, heap = self.cap, self.base, self.w, self.heap
-        for c, _k in self.sig_pairs[sig]:
-            if not self.full[c]:
-                heapq.heappush(heap, ((cap[c] - base[c]) // w[c], c))
+        # Entries are pushed lazily (_push_dirty) before the heap is next read below a higher
+        # level; every group rising at this same level has been applied by then.
+        self.dirty.update(c for c, _k in self.sig_pairs[sig])
+        self.dirty_level = level
 
     def _reach_ceiling(self, sig: int, sessions: list[int], level: int) -> None:
         """Rising sessions that reach their own ceiling stop there."""

@@ -11,7 +11,7 @@ one precomputed list of (constraint, coefficient) pairs, which keeps the hot loo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .model import PHASE_NAMES, Zone
@@ -141,3 +141,27 @@ def _new_constraint(net: Network, zone_index: int, cap: int, label: str) -> int:
     net.cons_zone.append(zone_index)
     net.cons_label.append(label)
     return len(net.cap) - 1
+
+
+def demand(members: Iterable[int], values: Sequence[int], sig_of: Sequence[int], sig_pairs: Sequence[Pairs],
+           n_cons: int) -> list[int]:
+    """Per-constraint usage if every member took `values[i]`: summed per signature first."""
+    per_sig: dict[int, int] = {}
+    for i in members:
+        sig = sig_of[i]
+        per_sig[sig] = per_sig.get(sig, 0) + values[i]
+    total = [0] * n_cons
+    for sig, value in per_sig.items():
+        for c, k in sig_pairs[sig]:
+            total[c] += k * value
+    return total
+
+
+def restrict(sig_pairs: Sequence[Pairs], keep: Sequence[bool]) -> list[Pairs]:
+    """The pairs of every signature limited to constraints that can matter.
+
+    A constraint that holds even when everyone concerned takes the most they could can never
+    bind, so dropping it from the hot loops changes no result and saves most of the work on a
+    site where only a few boards are tight.
+    """
+    return [tuple(pair for pair in pairs if keep[pair[0]]) for pairs in sig_pairs]

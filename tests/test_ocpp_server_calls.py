@@ -1,0 +1,107 @@
+"""Server-initiated calls from synchronous code through the real Redis channel layer."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from chargers.commands import ChargerOffline, ChargerTimeout, InvalidCall, send_call
+from chargers.models import AutoConfigurationKey, Charger, ConfigurationKey, RegistrationStatus
+from tests.conftest import wait_until
+
+PROFILE = {
+    "connectorId": 0,
+    "csChargingProfiles": {
+        "chargingProfileId": 1, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile",
+        "chargingProfileKind": "Absolute",
+        "chargingSchedule": {"chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16.5}]},
+    },
+}
+
+CALLS = [
+    ("Reset", {"type": "Soft"}, {"status": "Accepted"}),
+    ("RemoteStartTransaction", {"idTag": "DRIVER", "connectorId": 1}, {"status": "Accepted"}),
+    ("RemoteStopTransaction", {"transactionId": 12}, {"status": "Accepted"}),
+    ("UnlockConnector", {"connectorId": 1}, {"status": "Unlocked"}),
+    ("ChangeAvailability", {"connectorId": 0, "type": "Inoperative"}, {"status": "Accepted"}),
+    ("ChangeConfiguration", {"key": "HeartbeatInterval", "value": "60"}, {"status": "Accepted"}),
+    ("ClearCache", {}, {"status": "Accepted"}),
+    ("TriggerMessage", {"requestedMessage": "StatusNotification"}, {"status": "Accepted"}),
+    ("SetChargingProfile", PROFILE, {"status": "Accepted"}),
+    ("ClearChargingProfile", {"id": 1}, {"status": "Accepted"}),
+    ("GetCompositeSchedule", {"connectorId": 1, "duration": 3600}, {"status": "Rejected"}),
+    ("SendLocalList", {"listVersion": 1, "updateType": "Full", "localAuthorizationList": []}, {"status": "Accepted"}),
+    ("GetLocalListVersion", {}, {"listVersion": 0}),
+    ("UpdateFirmware", {"location": "https://fw.example/1.bin", "retrieveDate": "2026-11-23T00:00:00Z"}, {}),
+    ("GetDiagnostics", {"location": "ftp://diag.example/"}, {"fileName": "diag.zip"}),
+    ("ReserveNow", {"connectorId": 1, "expiryDate": "2026-11-23T10:00:00Z", "idTag": "D", "reservationId": 5},
+     {"status": "Accepted"}),
+    ("CancelReservation", {"reservationId": 5}, {"status": "Accepted"}),
+    ("DataTransfer", {"vendorId": "com.example", "messageId": "ping"}, {"status": "Accepted", "data": "pong"}),
+]
+
+
+@pytest.fixture
+def charger(ocpp_url, charger_factory):
+    Charger.objects.create(charge_point_id="CP-CMD", registration_status=RegistrationStatus.ACCEPTED)
+    sim = charger_factory(ocpp_url, "CP-CMD").connect()
+    sim.boot()
+    return sim
+
+
+@pytest.mark.parametrize(("action", "payload", "expected"), CALLS, ids=[c[0] for c in CALLS])
+def test_every_central_system_call_reaches_the_charger(charger, action, payload, expected):
+    assert send_call("CP-CMD", action, payload) == expected
+    assert action in [name for name, _ in charger.cp.received]
+
+
+def test_an_offline_charger_gives_a_clear_error(ocpp_url):
+    Charger.objects.create(charge_point_id="CP-GONE", registration_status=RegistrationStatus.ACCEPTED)
+    with pytest.raises(ChargerOffline, match="offline"):
+        send_call("CP-GONE", "Reset", {"type": "Soft"})
+    with pytest.raises(ChargerOffline, match="unknown charger"):
+        send_call("CP-NEVER", "Reset", {"type": "Soft"})
+
+
+def test_a_silent_charger_times_out(charger):
+    charger.cp.silent = True
+    with pytest.raises(ChargerTimeout):
+        send_call("CP-CMD", "Reset", {"type": "Hard"}, timeout_s=1)
+
+
+def test_an_invalid_payload_is_refused_before_sending(charger):
+    with pytest.raises(InvalidCall, match="Reset payload rejected"):
+        send_call("CP-CMD", "Reset", {"type": "Gentle"})
+    with pytest.raises(InvalidCall, match="not an OCPP 1.6 central-system request"):
+        send_call("CP-CMD", "Heartbeat", {})
+    assert not {"Reset", "Heartbeat"} & {name for name, _ in charger.cp.received}
+
+
+def test_the_management_command_prints_the_answer(charger):
+    out = io.StringIO()
+    call_command("ocpp_call", "CP-CMD", "GetConfiguration", "{}", stdout=out)
+    keys = {item["key"] for item in json.loads(out.getvalue())["configurationKey"]}
+    assert "HeartbeatInterval" in keys
+    with pytest.raises(CommandError, match="not valid JSON"):
+        call_command("ocpp_call", "CP-CMD", "Reset", "{oops")
+
+
+def test_boot_applies_the_automatic_configuration(ocpp_url, charger_factory):
+    AutoConfigurationKey.objects.all().delete()
+    AutoConfigurationKey.objects.create(key="MeterValueSampleInterval", value="10")
+    AutoConfigurationKey.objects.create(key="MeterValuesSampledData", value="Energy.Active.Import.Register")
+    AutoConfigurationKey.objects.create(key="Disabled", value="x", enabled=False)
+    Charger.objects.create(charge_point_id="CP-CONF", registration_status=RegistrationStatus.ACCEPTED)
+    sim = charger_factory(ocpp_url, "CP-CONF").connect()
+    sim.cp.answers["ChangeConfiguration:MeterValuesSampledData"] = "Rejected"
+    sim.boot()
+    charger = Charger.objects.get(charge_point_id="CP-CONF")
+    wait_until(lambda: ConfigurationKey.objects.filter(charger=charger, key="ChargeProfileMaxStackLevel").exists())
+    statuses = dict(ConfigurationKey.objects.filter(charger=charger).values_list("key", "last_change_status"))
+    assert statuses["MeterValueSampleInterval"] == "Accepted"
+    assert statuses["MeterValuesSampledData"] == "Rejected"
+    assert "Disabled" not in statuses
+    assert sim.config["MeterValueSampleInterval"] == "10"

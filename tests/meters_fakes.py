@@ -187,7 +187,12 @@ class FakeMeterServer:
         self._server: ModbusTcpServer | None = None
 
     async def start(self) -> FakeMeterServer:
-        """Listen on a free port (chosen by the OS) and serve in the background."""
+        """Listen on a free port (chosen by the OS) and serve in the background.
+
+        Idempotent, so ``async with await start_fake_meter(...)`` is fine.
+        """
+        if self._server is not None:
+            return self
         framer = FramerType.RTU if self.framer == "rtu" else FramerType.SOCKET
         devices = [meter.sim_device() for meter in self.meters]
         self._server = ModbusTcpServer(devices, framer=framer, address=(self.host, 0))

@@ -104,4 +104,4 @@ def test_boot_applies_the_automatic_configuration(ocpp_url, charger_factory):
     assert statuses["MeterValueSampleInterval"] == "Accepted"
     assert statuses["MeterValuesSampledData"] == "Rejected"
     assert "Disabled" not in statuses
-    assert sim.config["MeterValueSampleInterval"] == "10"
+    assert sim.cp.config["MeterValueSampleInterval"] == "10"

@@ -109,8 +109,9 @@ def parse_database_url(url: str) -> DatabaseUrl:
             f"DATABASE_URL scheme {parsed.scheme!r} is not supported (use postgres:// or sqlite:///)"
         )
     if parsed.scheme == "sqlite":
-        path = unquote(parsed.path)
-        if not path or path == "/":
+        # sqlite:////abs/path.sqlite3 is absolute, sqlite:///rel.sqlite3 is relative.
+        path = unquote(parsed.netloc + parsed.path)[1:]
+        if not path:
             raise ConfigError("DATABASE_URL for sqlite needs a file path, e.g. sqlite:////var/lib/evce/db.sqlite3")
         return DatabaseUrl(engine=engine, name=path)
     name = unquote(parsed.path.lstrip("/"))

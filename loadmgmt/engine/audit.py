@@ -69,5 +69,6 @@ def _zone_problems(zone: Zone, amps: list[float], watts: float) -> list[str]:
 
 
 def _safe(capacity: float) -> float:
-    """NaN capacity means unknown, which must be treated as nothing available."""
-    return 0.0 if math.isnan(capacity) else capacity
+    """NaN means unknown, treated as nothing available; below zero (the building alone already
+    exceeds the limit) the best the EVs can do is draw nothing, which is what is checked."""
+    return 0.0 if math.isnan(capacity) else max(capacity, 0.0)

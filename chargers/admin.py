@@ -27,7 +27,10 @@ class ChargerForm(forms.ModelForm):
 
     class Meta:
         model = Charger
-        exclude = ["password_hash"]
+        fields = [
+            "charge_point_id", "registration_status", "heartbeat_interval_s", "rated_max_current_a", "phases",
+            "notes",
+        ]
 
     def save(self, commit: bool = True) -> Charger:
         charger = super().save(commit=False)

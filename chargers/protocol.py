@@ -13,10 +13,9 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.utils.dateparse import parse_datetime
 from ocpp.charge_point import snake_to_camel_case
-from ocpp.v16 import ChargePoint
 from ocpp.exceptions import TypeConstraintViolationError
 from ocpp.routing import after, on
-from ocpp.v16 import call_result
+from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action
 
 from badges.services import AuthorizationStatus, IdTagInfo, badge_authorize

@@ -257,10 +257,8 @@ def message_log_prune(*, now: dt.datetime) -> int:
     """Drop log rows older than the retention period, then keep at most OCPP_LOG_MAX_ROWS."""
     cutoff = now - dt.timedelta(days=settings.OCPP_LOG_RETENTION_DAYS)
     deleted, _ = OcppMessage.objects.filter(timestamp__lt=cutoff).delete()
-    boundary = (
-        OcppMessage.objects.order_by("-id").values_list("id", flat=True)[settings.OCPP_LOG_MAX_ROWS : settings.OCPP_LOG_MAX_ROWS + 1]
-    )
-    oldest_kept = list(boundary)
+    limit = settings.OCPP_LOG_MAX_ROWS
+    oldest_kept = list(OcppMessage.objects.order_by("-id").values_list("id", flat=True)[limit : limit + 1])
     if oldest_kept:
         extra, _ = OcppMessage.objects.filter(id__lte=oldest_kept[0]).delete()
         deleted += extra

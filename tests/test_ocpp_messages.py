@@ -27,7 +27,8 @@ def meter_value(moment: dt.datetime, wh: int, amps: float | None = None) -> dict
     sampled = [{"value": str(wh), "measurand": "Energy.Active.Import.Register", "unit": "Wh"}]
     if amps is not None:
         sampled += [
-            {"value": str(amps), "measurand": "Current.Import", "phase": phase, "unit": "A"} for phase in ("L1", "L2", "L3")
+            {"value": str(amps), "measurand": "Current.Import", "phase": phase, "unit": "A"}
+            for phase in ("L1", "L2", "L3")
         ]
     return {"timestamp": utc_iso(moment), "sampledValue": sampled}
 
@@ -144,8 +145,9 @@ def test_offline_queue_replayed_in_order_keeps_original_timestamps(ocpp_url, cha
     start = replay.call(call.StartTransaction(connector_id=1, id_tag="DRIVER", meter_start=0,
                                               timestamp=utc_iso(T0 - dt.timedelta(hours=3))))
     for minute in (10, 20, 30):
+        moment = T0 - dt.timedelta(hours=3) + dt.timedelta(minutes=minute)
         replay.call(call.MeterValues(connector_id=1, transaction_id=start.transaction_id,
-                                     meter_value=[meter_value(T0 - dt.timedelta(hours=3, minutes=-minute), minute * 100)]))
+                                     meter_value=[meter_value(moment, minute * 100)]))
     replay.call(call.StopTransaction(meter_stop=3500, timestamp=utc_iso(T0 - dt.timedelta(hours=2)),
                                      transaction_id=start.transaction_id, reason="Local"))
     record = Transaction.objects.get(pk=start.transaction_id)

@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ocpp.v16 import call
-
 from tests.conftest import BASE_DIR, wait_for_port
 from tests.embedded_services import free_port
 from tests.ocpp_sim import ChargerSim

@@ -11,6 +11,8 @@ import pytest
 from evce.env import ConfigError, env_bool, env_choice, env_int, parse_database_url
 from tests.conftest import BASE_DIR
 
+PRODUCTION_LIKE_KEY = "k3!Qz9@vR2#mW8^tY6&uP4*oL1(nB7)cX5-eH0_aJ" * 2
+
 
 def test_booleans_are_strict(monkeypatch):
     monkeypatch.setenv("X_FLAG", "yes")
@@ -57,5 +59,5 @@ def test_a_bad_value_stops_the_start_up_with_a_clear_message():
 
 def test_production_settings_pass_check_deploy():
     result = run_manage("check", "--deploy", "--fail-level", "WARNING",
-                        DEBUG="false", HTTPS="true", SECRET_KEY="k3!Qz9@vR2#mW8^tY6&uP4*oL1(nB7)cX5-eH0_aJ" * 2, ALLOWED_HOSTS="evce.example.com")
+                        DEBUG="false", HTTPS="true", SECRET_KEY=PRODUCTION_LIKE_KEY, ALLOWED_HOSTS="evce.example.com")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -41,6 +41,17 @@ class Charger(models.Model):
     )
     rated_max_current_a = models.FloatField(default=32.0, help_text="Per phase, amps.")
     phases = models.PositiveSmallIntegerField(choices=[(1, "1 phase"), (3, "3 phases")], default=3)
+    # Load management: where the charger hangs in the site tree and how it may be driven.
+    zone = models.ForeignKey(
+        "loadmgmt.Zone", null=True, blank=True, on_delete=models.PROTECT, related_name="chargers",
+        help_text="Zone of the site tree that feeds this charger; unmanaged when empty.",
+    )
+    supply_phase = models.PositiveSmallIntegerField(
+        choices=[(1, "L1"), (2, "L2"), (3, "L3")], default=1,
+        help_text="For a single-phase charger: the supply phase it is wired to.",
+    )
+    min_current_a = models.FloatField(default=6.0, help_text="Lowest current the charger may signal (IEC 61851: 6 A).")
+    vip = models.BooleanField(default=False, help_text="Sessions on this charger are served first in priority mode.")
     diagnostics_status = models.CharField(max_length=20, blank=True)
     firmware_status = models.CharField(max_length=30, blank=True)
     notes = models.TextField(blank=True)
@@ -57,6 +68,11 @@ class Charger(models.Model):
 
     def check_password(self, raw_password: str) -> bool:
         return bool(self.password_hash) and check_password(raw_password, self.password_hash)
+
+    @property
+    def supply_phases(self) -> tuple[int, ...]:
+        """Supply phases loaded (0 = L1): all three, or the one a single-phase unit is wired to."""
+        return (0, 1, 2) if self.phases == 3 else (self.supply_phase - 1,)
 
     @property
     def is_accepted(self) -> bool:

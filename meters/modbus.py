@@ -500,11 +500,19 @@ async def poll_meters(
         async with gates[config.endpoint]:
             result = await _read_or_error(config, now)
         if on_result is not None:
-            on_result(key, result)
+            _notify(on_result, key, result)
         return key, result
 
     pairs = await asyncio.gather(*(poll_one(key, config) for key, config in configs.items()))
     return dict(pairs)
+
+
+def _notify(on_result: ResultCallback[K], key: K, result: MeterReading | MeterError) -> None:
+    """A failing callback must not cost the other meters their readings."""
+    try:
+        on_result(key, result)
+    except Exception:  # the caller's bug, logged; polling goes on
+        logger.exception("on_result callback failed for %r", key)
 
 
 def _endpoint_gates(

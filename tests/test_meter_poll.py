@@ -117,6 +117,16 @@ async def test_unexpected_bug_is_isolated_to_its_meter(monkeypatch: pytest.Monke
     assert "RuntimeError: decoder bug" in str(results[2])
 
 
+async def test_failing_callback_does_not_lose_readings() -> None:
+    def broken_callback(key: int, result: MeterReading | MeterError) -> None:
+        raise RuntimeError("subscriber bug")
+
+    meters = [FakeMeter(IEM, unit_id=uid, values=typical_values(IEM)) for uid in (1, 2)]
+    async with FakeMeterServer(meters) as server:
+        results = await poll_meters({uid: server.config(uid) for uid in (1, 2)}, on_result=broken_callback)
+    assert all(isinstance(result, MeterReading) for result in results.values())
+
+
 async def test_poll_rejects_bad_concurrency_limit() -> None:
     with pytest.raises(ValueError, match="max_per_endpoint"):
         await poll_meters({}, max_per_endpoint=0)

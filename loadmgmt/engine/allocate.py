@@ -182,7 +182,7 @@ def _share(running: list[int], sessions: Sequence[Session], prep: _Prepared, net
     vips = [i for i in running if sessions[i].vip]
     others = [i for i in running if not sessions[i].vip]
     first = water_fill(vips, *args)
-    second = water_fill(others, *args)  # base now holds the VIPs' final currents
+    second = water_fill(others, *args, first.full)  # base now holds the VIPs' final currents
     first.value.update(second.value)
     first.binding.update(second.binding)
     return first

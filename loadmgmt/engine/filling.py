@@ -22,7 +22,7 @@ constraint: the total work is O((n + groups x path length) log).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 Pairs = tuple[tuple[int, int], ...]
@@ -38,22 +38,23 @@ class Fill:
 
     value: dict[int, int]
     binding: dict[int, int]
+    full: list[bool]  # per constraint: filled up during this pass (or an earlier one)
 
 
 class _Filler:
     """State of one filling pass. A class only to keep each step a short method."""
 
-    def __init__(self, sig_pairs: Sequence[Pairs], cap: Sequence[int], base: list[int]) -> None:
+    def __init__(self, sig_pairs: Sequence[Pairs], cap: Sequence[int], base: list[int], full: list[bool]) -> None:
         self.sig_pairs = sig_pairs
         self.cap = cap
         self.base = base
         self.w = [0] * len(cap)
-        self.full = [False] * len(cap)
+        self.full = full
         self.heap: list[tuple[int, int]] = []
         self.dirty: set[int] = set()  # constraints whose fill level dropped at the current level
         self.dirty_level = 0
         self.state: dict[int, int] = {}
-        self.fill = Fill(value={}, binding={})
+        self.fill = Fill(value={}, binding={}, full=full)
         self.groups: dict[int, list[int]] = {}
         self.done: set[int] = set()  # groups already frozen by a filled constraint
         self.cons_groups: dict[int, list[int]] = {}
@@ -62,9 +63,15 @@ class _Filler:
         """Put every member at its minimum and return the sorted, batched session events."""
         batches: dict[tuple[int, int, int], list[int]] = {}
         value, binding, state, groups = self.fill.value, self.fill.binding, self.state, self.groups
+        already_full = self._already_full(sig_of[i] for i in members)
         for i in members:
             sig = sig_of[i]
             low, high = lo[i], hi[i]
+            if sig in already_full:  # a previous pass filled one of its constraints: stay at minimum
+                value[i] = low
+                state[i] = FROZEN
+                binding[i] = already_full[sig]
+                continue
             if high <= low or not self.sig_pairs[sig]:  # fixed, or nothing can bind it
                 value[i] = high if high > low else low
                 state[i] = FROZEN
@@ -79,6 +86,22 @@ class _Filler:
             for c, _k in self.sig_pairs[sig]:
                 self.cons_groups.setdefault(c, []).append(sig)
         return sorted(batches.items())
+
+    def _already_full(self, sigs: Iterable[int]) -> dict[int, int]:
+        """Signatures behind a constraint filled by an earlier pass, with that constraint.
+
+        In priority mode the VIP pass may leave a rounding remainder (< 0.1 A per VIP) in a filled
+        constraint; giving it to a non-VIP would put that non-VIP above the VIPs it shares with.
+        """
+        full = self.full
+        if not any(full):
+            return {}
+        found: dict[int, int] = {}
+        for sig in set(sigs):
+            c = next((c for c, _k in self.sig_pairs[sig] if full[c]), None)
+            if c is not None:
+                found[sig] = c
+        return found
 
     def run(self, events: list) -> Fill:
         """Alternate between filled constraints and session events in level order."""
@@ -173,14 +196,14 @@ class _Filler:
 
 def water_fill(
     members: Sequence[int], sig_of: Sequence[int], sig_pairs: Sequence[Pairs],
-    lo: Sequence[int], hi: Sequence[int], cap: Sequence[int], base: list[int],
+    lo: Sequence[int], hi: Sequence[int], cap: Sequence[int], base: list[int], full: list[bool] | None = None,
 ) -> Fill:
     """Fill `members` from their minimums up to their ceilings; others stay as counted in `base`.
 
     `base` must hold, per constraint, the usage of every session at its current value (members at
     their minimum) and must fit the capacities; it is updated in place to the usage after filling,
-    so a second pass (non-VIPs after VIPs) can start from it.
+    so a second pass (non-VIPs after VIPs) can start from it, passing the first pass's `full`.
     """
-    filler = _Filler(sig_pairs, cap, base)
+    filler = _Filler(sig_pairs, cap, base, [False] * len(cap) if full is None else full)
     events = filler.setup(members, sig_of, lo, hi)
     return filler.run(events)

@@ -1,0 +1,187 @@
+"""How much current each zone can give to EV charging right now: pure functions, no Django.
+
+The engine shares capacity; this module computes it from what the installer configured (static
+limit, time-of-use table, dynamic mode, PV) and what the meters say. The one rule that matters
+most: missing or stale data gives the zone's fixed fallback, never "unlimited".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from loadmgmt.engine import Zone
+
+PHASES = 3
+Phases = tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class TimeOfUse:
+    weekdays: frozenset[int]  # 0 = Monday
+    start: dt.time
+    end: dt.time  # earlier than start: the period crosses midnight
+    limit_current_a: float | None = None
+    limit_percent: float | None = None
+    label: str = "peak"
+
+    def active(self, local: dt.datetime) -> bool:
+        clock = local.time()
+        if self.start < self.end:
+            return local.weekday() in self.weekdays and self.start <= clock < self.end
+        # Crosses midnight: the part after midnight belongs to the previous day's rule.
+        if clock >= self.start:
+            return local.weekday() in self.weekdays
+        return clock < self.end and (local.weekday() - 1) % 7 in self.weekdays
+
+
+@dataclass(frozen=True)
+class ZoneConfig:
+    id: str
+    name: str
+    parent_id: str | None
+    max_current_a: float | None
+    max_power_w: float | None
+    dynamic: bool = False
+    fallback_current_a: float | None = None
+    add_pv: bool = False
+    time_of_use: tuple[TimeOfUse, ...] = ()
+
+
+@dataclass(frozen=True)
+class ZoneMeasurement:
+    """The zone meter's latest reading (total consumption, EV included) and PV production."""
+
+    at: float  # epoch seconds
+    current_a: tuple[float | None, float | None, float | None] | None = None
+    power_w: float | None = None
+    pv_w: float | None = None
+
+
+@dataclass(frozen=True)
+class ZoneCapacity:
+    zone: Zone  # what the engine gets
+    limit_current_a: float | None  # after time-of-use, before subtracting loads
+    limit_power_w: float | None
+    note: str  # human explanation: "static", "peak (time-of-use)", "stale data: fallback 32 A"…
+    fallback: bool
+
+
+def time_of_use_limits(config: ZoneConfig, local: dt.datetime) -> tuple[float | None, float | None, str]:
+    """The zone limits in force at `local` time: the lowest active time-of-use rule wins."""
+    current, power, label = config.max_current_a, config.max_power_w, ""
+    for rule in config.time_of_use:
+        if not rule.active(local):
+            continue
+        if rule.limit_percent is not None:
+            factor = rule.limit_percent / 100.0
+            rule_current = None if config.max_current_a is None else config.max_current_a * factor
+            rule_power = None if config.max_power_w is None else config.max_power_w * factor
+        else:
+            rule_current, rule_power = rule.limit_current_a, None
+        current, power = _lower(current, rule_current), _lower(power, rule_power)
+        label = label or rule.label
+    return current, power, label
+
+
+def _lower(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+def zone_capacity(
+    config: ZoneConfig,
+    measurement: ZoneMeasurement | None,
+    ev_current_a: Phases,
+    *,
+    now: float,
+    local: dt.datetime,
+    max_age_s: float,
+    voltage_v: float = 230.0,
+) -> ZoneCapacity:
+    """Capacity available to EV charging in the zone (its own limit; ancestors are the engine's job).
+
+    Dynamic: limit − (measured total − EV load measured inside the zone), per phase and in power,
+    so the building's own consumption is served first. PV production, when configured and fresh,
+    adds to the capacity. Stale or missing data: the fixed fallback current.
+    """
+    limit_a, limit_w, tou_label = time_of_use_limits(config, local)
+    fresh = measurement is not None and 0 <= now - measurement.at <= max_age_s
+    pv_w = measurement.pv_w if (fresh and config.add_pv and measurement and measurement.pv_w) else 0.0
+    note = f"{tou_label} (time-of-use)" if tou_label else "static"
+    if config.dynamic:
+        if not fresh or not _has_needed_values(config, measurement, limit_a, limit_w):
+            return _fallback(config, limit_a, limit_w)
+        assert measurement is not None  # noqa: S101 - checked by `fresh`
+        capacity_a = _dynamic_amps(limit_a, measurement, ev_current_a, pv_w, voltage_v)
+        capacity_w = _dynamic_watts(limit_w, measurement, ev_current_a, pv_w, voltage_v)
+        note = f"dynamic, {note}" if tou_label else "dynamic"
+    else:
+        capacity_a = None if limit_a is None else tuple(limit_a + pv_w / (PHASES * voltage_v) for _ in range(PHASES))
+        capacity_w = None if limit_w is None else limit_w + pv_w
+    if pv_w:
+        note += f", PV +{pv_w / 1000:.1f} kW"
+    zone = Zone(id=config.id, parent_id=config.parent_id, name=config.name,
+                capacity_a=_clamp3(capacity_a), capacity_w=None if capacity_w is None else max(0.0, capacity_w))
+    return ZoneCapacity(zone, limit_a, limit_w, note, fallback=False)
+
+
+def _has_needed_values(
+    config: ZoneConfig, m: ZoneMeasurement | None, limit_a: float | None, limit_w: float | None
+) -> bool:
+    if m is None:
+        return False
+    if limit_a is not None and (m.current_a is None or any(value is None for value in m.current_a)):
+        return False
+    return not (limit_w is not None and m.power_w is None)
+
+
+def _dynamic_amps(
+    limit_a: float | None, m: ZoneMeasurement, ev: Phases, pv_w: float, voltage_v: float
+) -> tuple[float, ...] | None:
+    if limit_a is None or m.current_a is None:
+        return None
+    pv_per_phase = pv_w / (PHASES * voltage_v)
+    return tuple(limit_a - max(0.0, (m.current_a[p] or 0.0) - ev[p]) + pv_per_phase for p in range(PHASES))
+
+
+def _dynamic_watts(
+    limit_w: float | None, m: ZoneMeasurement, ev: Phases, pv_w: float, voltage_v: float
+) -> float | None:
+    if limit_w is None or m.power_w is None:
+        return None
+    ev_w = sum(ev) * voltage_v
+    return limit_w - max(0.0, m.power_w - ev_w) + pv_w
+
+
+def _fallback(config: ZoneConfig, limit_a: float | None, limit_w: float | None) -> ZoneCapacity:
+    fallback_a = _lower(config.fallback_current_a if config.fallback_current_a is not None else 0.0, limit_a)
+    zone = Zone(id=config.id, parent_id=config.parent_id, name=config.name,
+                capacity_a=_clamp3((fallback_a, fallback_a, fallback_a)), capacity_w=limit_w)
+    return ZoneCapacity(zone, limit_a, limit_w, f"measurement missing or stale: fallback {fallback_a:g} A", True)
+
+
+def _clamp3(values: tuple[float, ...] | None) -> tuple[float, float, float] | None:
+    if values is None:
+        return None
+    return (max(0.0, values[0]), max(0.0, values[1]), max(0.0, values[2]))
+
+
+def safe_default_current(
+    path_capacities_a: list[tuple[float | None, int]], *, charger_max_a: float, min_a: float
+) -> float:
+    """The current a charger may take before the loop has run: its fair share of every zone above it.
+
+    `path_capacities_a` is, for the charger's zone and each ancestor, (static per-phase limit,
+    number of chargers under that zone). Below the minimum signalable current the answer is 0:
+    a new car waits for the loop rather than risk tripping a breaker.
+    """
+    share = charger_max_a
+    for capacity, chargers in path_capacities_a:
+        if capacity is not None:
+            share = min(share, capacity / max(1, chargers))
+    share = int(share * 10) / 10
+    return share if share >= min_a else 0.0

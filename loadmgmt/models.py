@@ -1,0 +1,201 @@
+"""The site as the installer describes it: zone tree, time-of-use rules, sharing policy;
+plus what the control loop decided and sent (setpoint history, limits in force)."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+from chargers.models import Charger
+
+# The appliance this replaces supports 20 zones in 4 levels; the engine is benchmarked far
+# beyond (100 zones, 8 levels): these are the limits the admin enforces.
+MAX_ZONE_DEPTH = 8
+MAX_ZONES = 200
+
+
+class AllocationMode(models.TextChoices):
+    EQUAL = "equal", "Equal share"
+    PRIORITY = "priority", "Priority (VIP first)"
+
+
+class SheddingPolicy(models.TextChoices):
+    ENERGY = "energy", "Pause who received the most energy first"
+    CONNECTION_TIME = "connection_time", "Pause the longest connected first"
+
+
+class SiteSettings(models.Model):
+    """Site-wide load-management policy (one row; edited in the admin)."""
+
+    allocation_mode = models.CharField(max_length=10, choices=AllocationMode.choices, default=AllocationMode.EQUAL)
+    shedding_policy = models.CharField(max_length=20, choices=SheddingPolicy.choices, default=SheddingPolicy.ENERGY)
+    rotation_period_s = models.PositiveIntegerField(
+        default=900, validators=[MinValueValidator(60)], help_text="Paused sessions are reconsidered this often."
+    )
+    loop_period_s = models.PositiveIntegerField(
+        default=5, validators=[MinValueValidator(1), MaxValueValidator(300)], help_text="Control loop period."
+    )
+    min_on_s = models.PositiveIntegerField(default=300, help_text="A started session runs at least this long.")
+    min_off_s = models.PositiveIntegerField(default=120, help_text="A paused session stays paused this long.")
+    hysteresis_a = models.FloatField(
+        default=1.0, validators=[MinValueValidator(0.1)], help_text="Send a new limit only when it moves this much."
+    )
+    unused_margin_a = models.FloatField(default=2.0, help_text="Headroom kept above a car's measured draw.")
+    overdraw_tolerance_a = models.FloatField(default=2.0, help_text="Draw above the limit before flagging.")
+    measurement_max_age_s = models.PositiveIntegerField(
+        default=60, help_text="Older meter readings are stale: dynamic zones fall back to their fallback limit."
+    )
+    setpoint_retention_days = models.PositiveIntegerField(default=30, validators=[MinValueValidator(1)])
+    last_rotation_at = models.FloatField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = verbose_name_plural = "site settings"
+
+    def __str__(self) -> str:
+        return "Site settings"
+
+    @classmethod
+    def load(cls) -> SiteSettings:
+        settings, _ = cls.objects.get_or_create(pk=1)
+        return settings
+
+
+class ZoneMode(models.TextChoices):
+    STATIC = "static", "Static (fixed limit)"
+    DYNAMIC = "dynamic", "Dynamic (limit minus measured non-EV load)"
+
+
+class Zone(models.Model):
+    """A node of the electrical tree: the connection point (root), a board, a feeder."""
+
+    name = models.CharField(max_length=60, unique=True)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+    max_current_a = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0)], help_text="Per phase (breaker rating), amps."
+    )
+    max_power_kw = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0)], help_text="Total (subscribed demand), kW."
+    )
+    mode = models.CharField(max_length=10, choices=ZoneMode.choices, default=ZoneMode.STATIC)
+    fallback_current_a = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0)],
+        help_text="Per phase limit for EV charging when measurements are missing or stale (dynamic zones).",
+    )
+    add_pv_production = models.BooleanField(default=False, help_text="Add measured PV production to the capacity.")
+    # Latest measurement of the zone's total consumption (meters or a BEMS write it).
+    measured_current_l1_a = models.FloatField(null=True, blank=True)
+    measured_current_l2_a = models.FloatField(null=True, blank=True)
+    measured_current_l3_a = models.FloatField(null=True, blank=True)
+    measured_power_kw = models.FloatField(null=True, blank=True)
+    pv_power_kw = models.FloatField(null=True, blank=True)
+    measured_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def depth(self) -> int:
+        """Level in the tree (root = 1); raises ValidationError on a cycle."""
+        seen: set[int | None] = {self.pk}
+        level, node = 1, self.parent
+        while node is not None:
+            if node.pk in seen:
+                raise ValidationError({"parent": "This parent would make a loop in the zone tree."})
+            seen.add(node.pk)
+            level, node = level + 1, node.parent
+        return level
+
+    def clean(self) -> None:
+        if self.max_current_a is None and self.max_power_kw is None:
+            raise ValidationError("Give the zone a maximum current per phase, a maximum power, or both.")
+        if self.mode == ZoneMode.DYNAMIC and self.fallback_current_a is None:
+            raise ValidationError({"fallback_current_a": "A dynamic zone needs a fallback limit for missing data."})
+        if self.depth() > MAX_ZONE_DEPTH:
+            raise ValidationError({"parent": f"The zone tree supports at most {MAX_ZONE_DEPTH} levels."})
+        if self.pk is None and Zone.objects.count() >= MAX_ZONES:
+            raise ValidationError(f"The site supports at most {MAX_ZONES} zones.")
+
+
+class TimeOfUseRule(models.Model):
+    """A reduced zone limit during given hours (peak tariff), e.g. Mon–Fri 17:00–20:00 at 50 %."""
+
+    zone = models.ForeignKey(Zone, on_delete=models.CASCADE, related_name="time_of_use")
+    label = models.CharField(max_length=40, default="peak")
+    weekdays = models.CharField(
+        max_length=13, default="0,1,2,3,4", help_text="Comma-separated weekdays, 0 = Monday … 6 = Sunday."
+    )
+    start_time = models.TimeField()
+    end_time = models.TimeField(help_text="May be earlier than the start: the period then crosses midnight.")
+    limit_current_a = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0)])
+    limit_percent = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0), MaxValueValidator(100)],
+        help_text="Percentage of the zone limit (current and power).",
+    )
+
+    class Meta:
+        ordering = ["zone", "start_time"]
+        verbose_name = "time-of-use rule"
+
+    def __str__(self) -> str:
+        return f"{self.zone}: {self.label} {self.start_time:%H:%M}-{self.end_time:%H:%M}"
+
+    def weekday_set(self) -> frozenset[int]:
+        return frozenset(int(day) for day in self.weekdays.split(",") if day.strip())
+
+    def clean(self) -> None:
+        try:
+            days = self.weekday_set()
+        except ValueError:
+            raise ValidationError({"weekdays": "Use numbers 0 (Monday) to 6 (Sunday), separated by commas."}) from None
+        if not days or not days <= set(range(7)):
+            raise ValidationError({"weekdays": "Use numbers 0 (Monday) to 6 (Sunday), separated by commas."})
+        if (self.limit_current_a is None) == (self.limit_percent is None):
+            raise ValidationError("Give either an absolute current limit or a percentage, not both.")
+        if self.start_time == self.end_time:
+            raise ValidationError({"end_time": "The period is empty: start and end are equal."})
+
+
+class AppliedLimit(models.Model):
+    """The charging profile last sent to a charger's connector (0 = TxDefault for the charger)."""
+
+    charger = models.ForeignKey(Charger, on_delete=models.CASCADE, related_name="applied_limits")
+    connector_id = models.PositiveIntegerField()
+    purpose = models.CharField(max_length=25)
+    transaction_id = models.BigIntegerField(null=True, blank=True)
+    limit_a = models.FloatField()
+    paused = models.BooleanField(default=False)
+    state_since = models.FloatField(default=0.0, help_text="Epoch seconds of the last pause/run change.")
+    status = models.CharField(max_length=40, blank=True)
+    sent_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["charger", "connector_id"], name="one_applied_limit_per_connector")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.charger}#{self.connector_id} {self.limit_a} A ({self.status})"
+
+
+class Setpoint(models.Model):
+    """Setpoint history: every decision of the control loop, sent or not, and why."""
+
+    timestamp = models.DateTimeField(db_index=True)
+    charger = models.ForeignKey(Charger, on_delete=models.CASCADE, related_name="setpoints")
+    connector_id = models.PositiveIntegerField()
+    transaction_id = models.BigIntegerField(null=True, blank=True)
+    limit_a = models.FloatField()
+    paused = models.BooleanField(default=False)
+    binding = models.CharField(max_length=120, blank=True, help_text="What limited this session.")
+    overdraw = models.BooleanField(default=False)
+    sent = models.BooleanField(default=False)
+    status = models.CharField(max_length=60, blank=True, help_text="The charger's answer, or why none.")
+
+    class Meta:
+        ordering = ["-timestamp", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.timestamp:%H:%M:%S} {self.charger}#{self.connector_id} {self.limit_a} A"

@@ -28,8 +28,8 @@ class ChargerForm(forms.ModelForm):
     class Meta:
         model = Charger
         fields = [
-            "charge_point_id", "registration_status", "heartbeat_interval_s", "rated_max_current_a", "phases",
-            "notes",
+            "charge_point_id", "registration_status", "heartbeat_interval_s", "zone", "rated_max_current_a",
+            "phases", "supply_phase", "min_current_a", "vip", "notes",
         ]
 
     def save(self, commit: bool = True) -> Charger:
@@ -62,10 +62,10 @@ class ConfigurationKeyInline(admin.TabularInline):
 class ChargerAdmin(admin.ModelAdmin):
     form = ChargerForm
     list_display = [
-        "charge_point_id", "registration_status", "connected", "last_seen", "vendor", "model",
+        "charge_point_id", "registration_status", "connected", "last_seen", "zone", "vip", "vendor", "model",
         "firmware_version", "rated_max_current_a", "phases",
     ]
-    list_filter = ["registration_status", "connected", "vendor", "phases"]
+    list_filter = ["registration_status", "connected", "zone", "vip", "vendor", "phases"]
     search_fields = ["charge_point_id", "vendor", "model", "serial_number", "notes"]
     readonly_fields = [
         "connected", "connected_at", "last_seen", "last_boot_at", "vendor", "model", "serial_number",

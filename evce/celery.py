@@ -19,6 +19,18 @@ app.conf.beat_schedule = {
         "task": "chargers.tasks.mark_silent_chargers_offline",
         "schedule": 60.0,
     },
+    # The load-management loop: fired every second, runs at the site's loop period (admin
+    # setting); `expires` drops ticks that queued up behind a slow one instead of bursting.
+    "loadmgmt-control-tick": {
+        "task": "loadmgmt.tasks.control_tick",
+        "schedule": 1.0,
+        "options": {"expires": 2},
+    },
+    # Setpoint history is kept for SiteSettings.setpoint_retention_days.
+    "loadmgmt-prune-setpoints": {
+        "task": "loadmgmt.tasks.prune_setpoints",
+        "schedule": 3600.0,
+    },
     # The OCPP message log is a maintenance aid, not an archive: keep it bounded.
     "chargers-prune-message-log": {
         "task": "chargers.tasks.prune_message_log",

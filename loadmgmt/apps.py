@@ -4,3 +4,10 @@ from django.apps import AppConfig
 class LoadmgmtConfig(AppConfig):
     name = "loadmgmt"
     verbose_name = "Load management"
+
+    def ready(self) -> None:
+        from chargers.hooks import add_boot_step
+        from loadmgmt.control import boot_step_safe_default
+
+        # Safety first: the safe default profile goes out before anything else after a boot.
+        add_boot_step(boot_step_safe_default, first=True)

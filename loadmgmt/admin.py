@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from loadmgmt.models import AppliedLimit, Setpoint, SiteSettings, TimeOfUseRule, Zone
+
+
+@admin.register(SiteSettings)
+class SiteSettingsAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "allocation_mode", "shedding_policy", "rotation_period_s", "loop_period_s"]
+    fieldsets = [
+        ("Sharing", {"fields": ["allocation_mode", "shedding_policy", "rotation_period_s", "min_on_s", "min_off_s"]}),
+        ("Control loop", {"fields": ["loop_period_s", "hysteresis_a", "unused_margin_a", "overdraw_tolerance_a",
+                                     "measurement_max_age_s", "setpoint_retention_days"]}),
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return not SiteSettings.objects.exists()
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class TimeOfUseInline(admin.TabularInline):
+    model = TimeOfUseRule
+    extra = 0
+
+
+@admin.register(Zone)
+class ZoneAdmin(admin.ModelAdmin):
+    list_display = ["name", "parent", "mode", "max_current_a", "max_power_kw", "fallback_current_a",
+                    "add_pv_production", "measured_at"]
+    list_filter = ["mode", "add_pv_production"]
+    search_fields = ["name"]
+    inlines = [TimeOfUseInline]
+    fieldsets = [
+        (None, {"fields": ["name", "parent", "mode", "max_current_a", "max_power_kw", "fallback_current_a",
+                           "add_pv_production"]}),
+        ("Latest measurement (meters, BEMS or entered here)", {
+            "fields": ["measured_current_l1_a", "measured_current_l2_a", "measured_current_l3_a",
+                       "measured_power_kw", "pv_power_kw", "measured_at"],
+        }),
+    ]
+
+
+@admin.register(AppliedLimit)
+class AppliedLimitAdmin(admin.ModelAdmin):
+    list_display = ["charger", "connector_id", "purpose", "transaction_id", "limit_a", "paused", "status", "sent_at"]
+    list_filter = ["purpose", "paused", "status"]
+    search_fields = ["charger__charge_point_id"]
+    readonly_fields = [f.name for f in AppliedLimit._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(Setpoint)
+class SetpointAdmin(admin.ModelAdmin):
+    list_display = ["timestamp", "charger", "connector_id", "transaction_id", "limit_a", "paused", "binding",
+                    "overdraw", "sent", "status"]
+    list_filter = ["paused", "sent", "overdraw", "status"]
+    search_fields = ["charger__charge_point_id", "binding", "=transaction_id"]
+    date_hierarchy = "timestamp"
+    readonly_fields = [f.name for f in Setpoint._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

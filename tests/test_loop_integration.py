@@ -1,0 +1,108 @@
+"""The control loop end to end: a real Celery worker, a real Daphne, four `ocpp` chargers."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from ocpp.v16 import call
+
+from badges.models import Badge
+from chargers.models import Charger, RegistrationStatus
+from loadmgmt.models import AllocationMode, AppliedLimit, Setpoint, SiteSettings, Zone
+from loadmgmt.tasks import control_tick
+from tests.conftest import wait_until
+from tests.ocpp_sim import utc_iso
+
+pytestmark = pytest.mark.slow
+
+
+def profiles_of(sim, purpose: str) -> list[tuple[int, float]]:
+    found = []
+    for action, payload in list(sim.cp.received):
+        if action != "SetChargingProfile":
+            continue
+        profile = payload["cs_charging_profiles"]
+        if profile["charging_profile_purpose"] == purpose:
+            limit = float(profile["charging_schedule"]["charging_schedule_period"][0]["limit"])
+            found.append((payload["connector_id"], limit))
+    return found
+
+
+def last_tx_limit(sim) -> float | None:
+    found = profiles_of(sim, "TxProfile")
+    return found[-1][1] if found else None
+
+
+def tick_until(sims, expected: dict[str, float]) -> None:
+    """Run loop ticks on the worker until every charger's last TxProfile has the expected limit."""
+    def settled() -> bool:
+        control_tick.delay(force=True)
+        return all(last_tx_limit(sims[cp_id]) == limit for cp_id, limit in expected.items())
+
+    wait_until(settled, timeout_s=30, interval_s=0.5)
+
+
+@pytest.fixture
+def site(servers, transactional_db, charger_factory):
+    root = Zone.objects.create(name="Connection point", max_current_a=63)
+    settings = SiteSettings.load()
+    settings.min_on_s = settings.min_off_s = 0
+    settings.save()
+    Badge.objects.create(id_tag="DRIVER")
+    Badge.objects.create(id_tag="BOSS", vip=True)
+    url = servers.daphne()
+    servers.celery_worker()
+    cp_ids = [f"CP-LOOP-{n}" for n in range(1, 5)]
+    for cp_id in cp_ids:
+        Charger.objects.create(charge_point_id=cp_id, registration_status=RegistrationStatus.ACCEPTED, zone=root,
+                               rated_max_current_a=32, phases=3)
+    sims = {}
+    for cp_id in cp_ids:
+        sims[cp_id] = charger_factory(url, cp_id).connect()
+        sims[cp_id].boot()
+    return sims
+
+
+def start(sim, id_tag: str) -> int:
+    return sim.call(call.StartTransaction(connector_id=1, id_tag=id_tag, meter_start=0,
+                                          timestamp=utc_iso())).transaction_id
+
+
+def test_four_chargers_share_a_63_a_root_then_rebalance_and_serve_a_vip_first(site):
+    sims = site
+    # 1. At boot every charger got the safe default: its fair share of 63 A.
+    for sim in sims.values():
+        wait_until(lambda sim=sim: profiles_of(sim, "TxDefaultProfile"))
+        assert profiles_of(sim, "TxDefaultProfile")[0] == (0, 15.7)
+    # 2. Four sessions share the root equally; the sum fits.
+    tx = {cp_id: start(sim, "DRIVER") for cp_id, sim in sims.items()}
+    tick_until(sims, dict.fromkeys(sims, 15.7))
+    assert sum(last_tx_limit(sim) for sim in sims.values()) <= 63
+    # 3. One session stops: the three others are raised.
+    sims["CP-LOOP-4"].call(call.StopTransaction(meter_stop=100, timestamp=utc_iso(),
+                                                transaction_id=tx["CP-LOOP-4"], reason="EVDisconnected"))
+    tick_until(sims, {"CP-LOOP-1": 21.0, "CP-LOOP-2": 21.0, "CP-LOOP-3": 21.0})
+    # 4. Priority mode: a VIP badge starts and is served first; the others share the rest.
+    SiteSettings.objects.update(allocation_mode=AllocationMode.PRIORITY)
+    start(sims["CP-LOOP-4"], "BOSS")
+    tick_until(sims, {"CP-LOOP-4": 32.0, "CP-LOOP-1": 10.3, "CP-LOOP-2": 10.3, "CP-LOOP-3": 10.3})
+    # Every decision is in the setpoint history with its reason, and the chargers' answers are recorded.
+    vip_setpoint = Setpoint.objects.filter(charger__charge_point_id="CP-LOOP-4", limit_a=32.0).latest("id")
+    assert vip_setpoint.binding == "session max"
+    assert Setpoint.objects.filter(charger__charge_point_id="CP-LOOP-1", limit_a=10.3).latest("id").binding.startswith(
+        "zone:Connection point")
+    assert set(AppliedLimit.objects.values_list("status", flat=True)) == {"Accepted"}
+
+
+def test_a_rejecting_charger_is_recorded_and_does_not_stop_the_others(site):
+    sims = site
+    sims["CP-LOOP-1"].cp.answers["SetChargingProfile"] = "Rejected"
+    sims["CP-LOOP-2"].close()  # gone without a word: its profile cannot be delivered
+    for cp_id in ("CP-LOOP-1", "CP-LOOP-3"):
+        start(sims[cp_id], "DRIVER")
+    Charger.objects.filter(charge_point_id="CP-LOOP-2").update(connected=True)  # stale flag, as after a crash
+    tick_until(sims, {"CP-LOOP-3": 31.5})
+    rejected = AppliedLimit.objects.get(charger__charge_point_id="CP-LOOP-1", connector_id=1)
+    assert rejected.status == "Rejected"
+    assert dt.datetime.now(dt.UTC) - rejected.sent_at < dt.timedelta(minutes=1)

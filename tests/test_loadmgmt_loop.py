@@ -1,0 +1,94 @@
+"""Loop ticks run in-process against real chargers: shedding, dynamic zones, stale data, audit."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from ocpp.v16 import call
+
+from badges.models import Badge
+from chargers.models import Charger, RegistrationStatus
+from evce import clock
+from loadmgmt.control import run_tick
+from loadmgmt.inputs import gather
+from loadmgmt.models import Setpoint, SiteSettings, Zone, ZoneMode
+from loadmgmt.services import zone_record_measurement
+from tests.ocpp_sim import utc_iso
+
+
+@pytest.fixture
+def make_site(ocpp_url, charger_factory):
+    def make(zone: Zone, count: int, prefix: str):
+        settings = SiteSettings.load()
+        settings.min_on_s = settings.min_off_s = 0
+        settings.save()
+        Badge.objects.get_or_create(id_tag="DRIVER")
+        sims = []
+        for n in range(count):
+            Charger.objects.create(charge_point_id=f"{prefix}-{n}", registration_status=RegistrationStatus.ACCEPTED,
+                                   zone=zone, rated_max_current_a=32)
+        for n in range(count):
+            sim = charger_factory(ocpp_url, f"{prefix}-{n}").connect()
+            sim.boot()
+            sim.call(call.StartTransaction(connector_id=1, id_tag="DRIVER", meter_start=n * 1000,
+                                           timestamp=utc_iso(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=n))))
+            sims.append(sim)
+        return sims
+
+    return make
+
+
+def tx_limits(sims) -> list[float | None]:
+    out = []
+    for sim in sims:
+        limits = [float(p["cs_charging_profiles"]["charging_schedule"]["charging_schedule_period"][0]["limit"])
+                  for action, p in sim.cp.received
+                  if action == "SetChargingProfile" and p["cs_charging_profiles"]["charging_profile_purpose"]
+                  == "TxProfile"]
+        out.append(limits[-1] if limits else None)
+    return out
+
+
+def test_when_minimums_do_not_fit_sessions_are_paused_with_0_a(make_site):
+    zone = Zone.objects.create(name="Small feeder", max_current_a=20)
+    sims = make_site(zone, 4, "CP-SHED")
+    report = run_tick(clock.now())
+    assert report.problems == []
+    limits = tx_limits(sims)
+    assert sorted(limits) == [0.0, 6.6, 6.6, 6.6]  # 3 x 6 A fit in 20 A, 4 do not
+    assert report.paused == 1
+    paused = Setpoint.objects.filter(paused=True)
+    assert {s.binding for s in paused} == {"shed"}
+
+
+def test_a_dynamic_zone_follows_the_building_load_and_falls_back_when_data_is_stale(make_site):
+    zone = Zone.objects.create(name="Building", max_current_a=100, mode=ZoneMode.DYNAMIC, fallback_current_a=20)
+    sims = make_site(zone, 2, "CP-DYN")
+    zone_record_measurement(zone=zone, at=clock.now(), current_a=(40.0, 40.0, 40.0))
+    run_tick(clock.now())
+    assert tx_limits(sims) == [30.0, 30.0]
+    zone_record_measurement(zone=zone, at=clock.now(), current_a=(80.0, 80.0, 80.0))
+    run_tick(clock.now())
+    assert tx_limits(sims) == [10.0, 10.0]
+    later = clock.now() + dt.timedelta(minutes=10)  # the meter went silent: its reading is now stale
+    run_tick(later)
+    assert tx_limits(sims) == [10.0, 10.0]
+    gathered = gather(later)
+    assert gathered.zones[0].fallback
+    assert "fallback 20 A" in gathered.zones[0].note
+
+
+def test_measured_draw_below_the_offer_is_given_to_others(make_site):
+    zone = Zone.objects.create(name="Park", max_current_a=40)
+    sims = make_site(zone, 2, "CP-DRAW")
+    run_tick(clock.now())
+    assert tx_limits(sims) == [20.0, 20.0]
+    charger = Charger.objects.get(charge_point_id="CP-DRAW-0")
+    tx_id = charger.transactions.get().pk
+    sims[0].call(call.MeterValues(connector_id=1, transaction_id=tx_id, meter_value=[{
+        "timestamp": utc_iso(), "sampledValue": [
+            {"value": "8.0", "measurand": "Current.Import", "phase": p, "unit": "A"} for p in ("L1", "L2", "L3")]}]))
+    run_tick(clock.now())
+    assert tx_limits(sims) == [10.0, 30.0]  # 8 A drawn + 2 A margin; the rest goes to the other car
+    assert Setpoint.objects.filter(charger=charger).latest("id").binding == "measured draw"

@@ -31,6 +31,25 @@ app.conf.beat_schedule = {
         "task": "loadmgmt.tasks.prune_setpoints",
         "schedule": 3600.0,
     },
+    # Modbus meters: fired every second; the task polls only the meters whose own poll period
+    # (admin setting) has elapsed, never two polls at once (Redis lock); `expires` drops polls
+    # that queued up behind a slow one.
+    "meters-poll": {
+        "task": "meters.tasks.poll_due_meters",
+        "schedule": 1.0,
+        "options": {"expires": 2},
+    },
+    # Meter history: writes the 1-minute average of meters whose minute ended without a newer
+    # reading (a failing or disabled meter); running meters write theirs as they go.
+    "meters-flush-history": {
+        "task": "meters.tasks.flush_meter_history",
+        "schedule": 60.0,
+    },
+    # Meter history is kept for each meter's history_retention_days.
+    "meters-prune-history": {
+        "task": "meters.tasks.prune_meter_history",
+        "schedule": 3600.0,
+    },
     # The OCPP message log is a maintenance aid, not an archive: keep it bounded.
     "chargers-prune-message-log": {
         "task": "chargers.tasks.prune_message_log",

@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "badges",
     "transactions",
     "loadmgmt",
+    "meters",
 ]
 
 MIDDLEWARE = [

@@ -129,3 +129,25 @@ def test_the_message_log_is_bounded(settings):
         message_log(charge_point_id="CP", charger_pk=None, direction="in", now=now)
     assert message_log_prune(now=now) == 4
     assert OcppMessage.objects.count() == 5
+
+
+def test_a_restart_shows_no_charger_online():
+    from django.core.management import call_command
+
+    Charger.objects.create(charge_point_id="CP-GHOST", connected=True, channel_name="gone")
+    call_command("ocpp_reset_connections", stdout=None)
+    ghost = Charger.objects.get(charge_point_id="CP-GHOST")
+    assert (ghost.connected, ghost.channel_name) == (False, "")
+
+
+def test_setpoint_history_is_pruned_after_the_retention():
+    from loadmgmt.models import Setpoint, SiteSettings
+    from loadmgmt.services import setpoints_prune
+
+    charger = Charger.objects.create(charge_point_id="CP-HIST")
+    now = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
+    SiteSettings.objects.update_or_create(pk=1, defaults={"setpoint_retention_days": 7})
+    for age in (1, 6, 8, 30):
+        Setpoint.objects.create(timestamp=now - dt.timedelta(days=age), charger=charger, connector_id=1, limit_a=6)
+    assert setpoints_prune(now=now) == 2
+    assert Setpoint.objects.count() == 2

@@ -41,15 +41,20 @@ class Digits:
         return options[self.take(len(options))]
 
     def amps(self) -> float | None:
-        kind = self.take(8)
-        if kind == 0:
+        """None, rarely NaN or next to nothing, else a capacity with two decimals (off the 0.1 A grid)."""
+        kind = self.take(40)
+        if kind < 8:
             return None
-        if kind == 1:
+        if kind == 8:
             return math.nan
-        return (self.take(17_001) - 1_000) / 100  # -10.00 .. 160.00 A, not always on the 0.1 A grid
+        if kind < 11:
+            return (self.take(1_601) - 1_000) / 100  # -10.00 .. 6.00 A: nothing or next to nothing
+        return self.take(4_001 if kind < 26 else 16_001) / 100  # tight (<= 40 A) or roomy (<= 160 A)
 
 
-ENTITY = st.integers(0, 2**128)
+# Fixed-size random bytes, not st.integers: Hypothesis favours small integers, whose digits would be
+# mostly zero (zero capacities everywhere). Bytes shrink towards zero all the same.
+ENTITY = st.binary(min_size=16, max_size=16).map(lambda raw: int.from_bytes(raw, "little"))
 
 
 @st.composite
@@ -64,7 +69,7 @@ def zone_trees(draw) -> list[Zone]:
         parent = None if new_root else shallow[-1 - d.take(len(shallow))]
         depth.append(0 if parent is None else depth[parent] + 1)
         amps = None if d.take(5) == 0 else (d.amps(), d.amps(), d.amps())
-        watts = None if d.take(3) else (d.take(121_001) - 1_000) * d.pick([1.0, 0.25])
+        watts = None if d.take(3) else (d.take(120_001) - 1_000) * d.pick([1.0, 0.25]) + d.take(100) / 100
         zones.append(Zone(id=f"z{i:02d}", parent_id=None if parent is None else f"z{parent:02d}",
                           capacity_a=amps, capacity_w=watts, name=d.pick(["", f"Zone {i}"])))
     return zones

@@ -43,7 +43,7 @@ def min_off_hold(session: Session, policy: Policy, now: float) -> bool:
 
 def admission_key(session: Session, policy: Policy, now: float, rotate: bool) -> tuple:
     """Sort key, best (admitted first, shed last) first; see the module docstring."""
-    vip_rank = 0 if policy.mode == "priority" and session.vip else 1
+    vip_rank = 1
     hold_rank = 0 if min_on_hold(session, policy, now) else 1
     state_rank = 0 if rotate or not session.paused else 1
     if policy.shedding == "energy":

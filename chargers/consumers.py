@@ -202,13 +202,10 @@ class OcppConsumer(AsyncWebsocketConsumer):
     # --- maintenance log ---------------------------------------------------------------
 
     async def log_frame(self, direction: str, frame: list[Any]) -> None:
-        message_type = _TYPE_NAMES.get(frame[0], "?")
-        action = frame[2] if frame[0] == CALL else ""
-        payload = frame[3] if frame[0] == CALL else frame[2] if frame[0] == 3 else frame[4] if len(frame) > 4 else None
-        error = f"{frame[2]}: {frame[3]}" if frame[0] == CALLERROR and len(frame) > 3 else ""
+        action, payload, error = _frame_parts(frame)
         await database_sync_to_async(services.message_log)(
             charge_point_id=self.charge_point_id, charger_pk=self.charger_pk, direction=direction,
-            now=clock.now(), message_type=message_type, unique_id=str(frame[1]), action=action,
+            now=clock.now(), message_type=_TYPE_NAMES.get(frame[0], "?"), unique_id=str(frame[1]), action=action,
             payload=_jsonable(payload), error=error, touch=direction == Direction.IN,
         )
 
@@ -217,6 +214,17 @@ class OcppConsumer(AsyncWebsocketConsumer):
             charge_point_id=self.charge_point_id, charger_pk=self.charger_pk, direction=Direction.EVENT,
             now=clock.now(), message_type="EVENT", action=what, payload=payload, error=error,
         )
+
+
+def _frame_parts(frame: list[Any]) -> tuple[str, object, str]:
+    """(action, payload, error) of a CALL `[2,id,action,payload]`, CALLRESULT `[3,id,payload]`
+    or CALLERROR `[4,id,code,description,details]`, for the log."""
+    if frame[0] == CALL:
+        return frame[2], frame[3], ""
+    if frame[0] == CALLERROR:
+        description = frame[3] if len(frame) > 3 else ""
+        return "", frame[4] if len(frame) > 4 else None, f"{frame[2]}: {description}"
+    return "", frame[2] if len(frame) > 2 else None, ""
 
 
 def _jsonable(value: object) -> object:

@@ -58,7 +58,17 @@ class CentralSystemChargePoint(ChargePoint):
 
     @on(Action.boot_notification)
     async def on_boot_notification(self, charge_point_vendor: str, charge_point_model: str, **extra: str):
-        info = services.BootInfo(vendor=charge_point_vendor, model=charge_point_model, **extra)
+        info = services.BootInfo(
+            vendor=charge_point_vendor,
+            model=charge_point_model,
+            serial_number=extra.get("charge_point_serial_number", ""),
+            charge_box_serial_number=extra.get("charge_box_serial_number", ""),
+            firmware_version=extra.get("firmware_version", ""),
+            meter_type=extra.get("meter_type", ""),
+            meter_serial_number=extra.get("meter_serial_number", ""),
+            iccid=extra.get("iccid", ""),
+            imsi=extra.get("imsi", ""),
+        )
         answer = await database_sync_to_async(services.charger_boot)(
             charger_pk=self.charger_pk, info=info, now=clock.now()
         )

@@ -70,7 +70,8 @@ def meters_poll_due(*, now: dt.datetime) -> PollReport:
         results.update(asyncio.run(modbus.poll_meters(configs, now=now.timestamp())))
     report.polled = len(due)
     with transaction.atomic():
-        for meter in due:
+        # Consumption first: a PV reading is stored under the zone's consumption timestamp.
+        for meter in sorted(due, key=lambda meter: meter.role != MeterRole.ZONE_TOTAL):
             _record_one(meter, results[meter.pk], now, report)
     report.turned_stale = meters_mark_stale(now=now, max_age_s=SiteSettings.load().measurement_max_age_s)
     return report

@@ -19,6 +19,19 @@ def test_it_registers_an_unknown_charger_as_pending(ocpp_url, charger_factory):
     assert (charger.vendor, charger.model, charger.connected) == ("Acme", "Wallbox", True)
 
 
+def test_it_records_every_boot_notification_field(ocpp_url, charger_factory):
+    sim = charger_factory(ocpp_url, "CP-FULL").connect()
+    sim.call(call.BootNotification(
+        charge_point_vendor="Acme", charge_point_model="W22", charge_point_serial_number="SN-1",
+        charge_box_serial_number="BOX-1", firmware_version="1.2.3", iccid="8931", imsi="2620",
+        meter_type="iEM", meter_serial_number="M-9"))
+    charger = Charger.objects.get(charge_point_id="CP-FULL")
+    assert (charger.serial_number, charger.charge_box_serial_number, charger.firmware_version, charger.iccid,
+            charger.imsi, charger.meter_type, charger.meter_serial_number) == (
+        "SN-1", "BOX-1", "1.2.3", "8931", "2620", "iEM", "M-9")
+    assert charger.last_boot_at is not None
+
+
 def test_it_answers_security_error_before_acceptance(ocpp_url, charger_factory):
     sim = charger_factory(ocpp_url, "CP-NOTYET").connect()
     sim.boot()

@@ -44,6 +44,19 @@ class ZoneAdmin(admin.ModelAdmin):
     ]
 
 
+class AppliedLimitInline(admin.TabularInline):
+    """On the charger's page: the limits in force on each connector and the charger's answer."""
+
+    model = AppliedLimit
+    extra = 0
+    can_delete = False
+    fields = ["connector_id", "purpose", "transaction_id", "limit_a", "paused", "status", "sent_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
 @admin.register(AppliedLimit)
 class AppliedLimitAdmin(admin.ModelAdmin):
     list_display = ["charger", "connector_id", "purpose", "transaction_id", "limit_a", "paused", "status", "sent_at"]

@@ -11,3 +11,12 @@ class LoadmgmtConfig(AppConfig):
 
         # Safety first: the safe default profile goes out before anything else after a boot.
         add_boot_step(boot_step_safe_default, first=True)
+        self._show_limits_on_charger_page()
+
+    @staticmethod
+    def _show_limits_on_charger_page() -> None:
+        from chargers.admin import ChargerAdmin
+        from loadmgmt.admin import AppliedLimitInline
+
+        if AppliedLimitInline not in ChargerAdmin.inlines:
+            ChargerAdmin.inlines = [*ChargerAdmin.inlines, AppliedLimitInline]

@@ -57,7 +57,8 @@ def test_the_charger_password_is_stored_hashed(admin_client):
     data = {"registration_status": "accepted", "heartbeat_interval_s": 300, "rated_max_current_a": 32, "phases": 3,
             "supply_phase": 1, "min_current_a": 6, "new_password": "s3cret-passw0rd", "notes": "",
             "connectors-TOTAL_FORMS": 0, "connectors-INITIAL_FORMS": 0,
-            "configuration-TOTAL_FORMS": 0, "configuration-INITIAL_FORMS": 0}
+            "configuration-TOTAL_FORMS": 0, "configuration-INITIAL_FORMS": 0,
+            "applied_limits-TOTAL_FORMS": 0, "applied_limits-INITIAL_FORMS": 0}
     response = admin_client.post(url, data, secure=True)
     assert response.status_code == 302, response.content.decode()[:2000]
     charger.refresh_from_db()

@@ -105,3 +105,19 @@ def test_boot_applies_the_automatic_configuration(ocpp_url, charger_factory):
     assert statuses["MeterValuesSampledData"] == "Rejected"
     assert "Disabled" not in statuses
     assert sim.cp.config["MeterValueSampleInterval"] == "10"
+
+
+def test_accepting_a_connected_pending_charger_configures_it(ocpp_url, charger_factory):
+    """The admin's accept action queues this task; here it runs as a Celery worker would run it."""
+    from chargers.services import chargers_set_registration
+    from chargers.tasks import configure_charger
+
+    AutoConfigurationKey.objects.all().delete()
+    AutoConfigurationKey.objects.create(key="HeartbeatInterval", value="120")
+    sim = charger_factory(ocpp_url, "CP-LATE").connect()
+    assert sim.boot().status == "Pending"
+    charger = Charger.objects.get(charge_point_id="CP-LATE")
+    chargers_set_registration(charger_pks=[charger.pk], status=RegistrationStatus.ACCEPTED)
+    assert configure_charger(charger.pk) == {"HeartbeatInterval": "Accepted"}
+    assert sim.cp.config["HeartbeatInterval"] == "120"
+    assert ConfigurationKey.objects.get(charger=charger, key="HeartbeatInterval").last_change_status == "Accepted"

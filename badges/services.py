@@ -1,11 +1,31 @@
-"""Authorization rules: what a badge may do, answered as an OCPP idTagInfo."""
+"""Authorization rules: what a badge may do, answered as an OCPP idTagInfo; badge writes.
+
+The answer to Authorize and StartTransaction (OCPP 1.6 §4.1, §4.8, §7.2), in this order:
+1. unknown id tag (matched ignoring case: IdToken is a CiString) → Invalid;
+2. blocked → Blocked;
+3. not valid yet (`valid_from` in the future) → Invalid;
+4. past its `valid until` → Expired;
+5. rights: a badge with chargers or zones may use only those chargers, and every charger in
+   those zones or below them (a charger's zone counts with all its ancestors) → else Invalid;
+6. the badge already has a running session and BADGES_ALLOW_CONCURRENT_TX is false →
+   ConcurrentTx. For Authorize, a session on the same charger does not count (the driver
+   may be presenting the badge to stop it); for StartTransaction any other running session
+   counts, except when the start was replayed after an offline period (it happened already);
+7. otherwise Accepted, with the expiry date and the parent id tag.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
 
-from badges.models import Badge, BadgeStatus
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+
+from badges.models import Badge, BadgeListRevision, BadgeStatus
+from chargers.models import Charger
+from transactions.models import Transaction, TransactionState
 
 
 class AuthorizationStatus:
@@ -32,13 +52,97 @@ class IdTagInfo:
         return info
 
 
-def badge_authorize(*, id_tag: str, now: dt.datetime) -> IdTagInfo:
-    """Decide whether `id_tag` may charge now. Unknown tags are Invalid (no free charging)."""
-    badge = Badge.objects.filter(id_tag=id_tag).first()
+def zone_lineage(charger: Charger) -> set[int]:
+    """The charger's zone and all its ancestors (a badge allowed in a zone may use what is below)."""
+    lineage: set[int] = set()
+    zone = charger.zone
+    while zone is not None and zone.pk not in lineage:
+        lineage.add(zone.pk)
+        zone = zone.parent
+    return lineage
+
+
+def may_use(*, charger_ids: set[int], zone_ids: set[int], charger_pk: int, lineage: set[int]) -> bool:
+    """Rights rule: no charger and no zone = every charger; else the charger or one of its zones."""
+    if not charger_ids and not zone_ids:
+        return True
+    return charger_pk in charger_ids or bool(zone_ids & lineage)
+
+
+def badge_may_use(badge: Badge, charger: Charger) -> bool:
+    charger_ids = set(badge.chargers.values_list("pk", flat=True))
+    zone_ids = set(badge.zones.values_list("pk", flat=True))
+    if not charger_ids and not zone_ids:
+        return True
+    return may_use(charger_ids=charger_ids, zone_ids=zone_ids, charger_pk=charger.pk, lineage=zone_lineage(charger))
+
+
+def badge_find(id_tag: str) -> Badge | None:
+    return Badge.objects.by_id_tag(id_tag).first()
+
+
+def badge_authorize(
+    *,
+    id_tag: str,
+    now: dt.datetime,
+    charger: Charger | None = None,
+    starting: bool = False,
+    offline: bool = False,
+    exclude_transaction_pk: int | None = None,
+    check_concurrency: bool = True,
+) -> IdTagInfo:
+    """Decide whether `id_tag` may charge now (on `charger`, when given). Unknown tags are Invalid.
+
+    `starting` is True for a StartTransaction (other sessions on the same charger count as
+    concurrent), `offline` for a start replayed after an outage (concurrency is not checked),
+    `check_concurrency` False for the idTagInfo of a StopTransaction.
+    """
+    badge = badge_find(id_tag)
     if badge is None:
         return IdTagInfo(AuthorizationStatus.INVALID)
-    if badge.status == BadgeStatus.BLOCKED:
-        return IdTagInfo(AuthorizationStatus.BLOCKED)
-    if badge.expires_at is not None and badge.expires_at <= now:
-        return IdTagInfo(AuthorizationStatus.EXPIRED, expiry_date=badge.expires_at)
-    return IdTagInfo(AuthorizationStatus.ACCEPTED, expiry_date=badge.expires_at)
+    parent = badge.parent_id_tag or None
+    status = badge.validity_status(now)
+    if status == AuthorizationStatus.EXPIRED:
+        return IdTagInfo(status, expiry_date=badge.expires_at, parent_id_tag=parent)
+    if status != AuthorizationStatus.ACCEPTED:
+        return IdTagInfo(status, parent_id_tag=parent)
+    if charger is not None and not badge_may_use(badge, charger):
+        return IdTagInfo(AuthorizationStatus.INVALID, parent_id_tag=parent)
+    if check_concurrency and not offline and not settings.BADGES_ALLOW_CONCURRENT_TX:
+        if _has_running_session(badge, charger, starting=starting, exclude_pk=exclude_transaction_pk):
+            return IdTagInfo(AuthorizationStatus.CONCURRENT_TX, expiry_date=badge.expires_at, parent_id_tag=parent)
+    return IdTagInfo(AuthorizationStatus.ACCEPTED, expiry_date=badge.expires_at, parent_id_tag=parent)
+
+
+def _has_running_session(badge: Badge, charger: Charger | None, *, starting: bool, exclude_pk: int | None) -> bool:
+    running = Transaction.objects.filter(badge=badge, state=TransactionState.ACTIVE)
+    if exclude_pk is not None:
+        running = running.exclude(pk=exclude_pk)
+    if charger is not None and not starting:
+        running = running.exclude(charger=charger)
+    return running.exists()
+
+
+# --- writes --------------------------------------------------------------------------------
+
+
+def badges_changed(*, now: dt.datetime) -> int:
+    """Record that badges changed: local lists are pushed once the changes have settled.
+
+    The beat task `badges.tasks.sync_local_lists` pushes to chargers whose list predates the
+    new revision, after a quiet period (see `badges.local_list.DEBOUNCE`).
+    """
+    with transaction.atomic():
+        BadgeListRevision.load()
+        BadgeListRevision.objects.filter(pk=1).update(revision=F("revision") + 1, changed_at=now)
+    return BadgeListRevision.load().revision
+
+
+def badges_set_status(*, badge_pks: list[int], status: str, now: dt.datetime) -> int:
+    """Block or unblock badges (the only change an operator may make)."""
+    if status not in BadgeStatus.values:
+        raise ValueError(f"unknown badge status {status!r}")
+    count = Badge.objects.filter(pk__in=badge_pks).exclude(status=status).update(status=status, updated_at=now)
+    if count:
+        badges_changed(now=now)
+    return count

@@ -28,21 +28,23 @@ MODES = ("equal", "priority")
 
 
 def build_tree(rng: random.Random, n_zones: int, levels: int, per_session_a: float, n_sessions: int) -> list[Zone]:
-    """A tree of exactly `levels` levels: a spine to the bottom, the rest hung at random depths."""
+    """A tree of exactly `levels` levels: a spine to the bottom, the rest hung at random depths.
+
+    Each board gets 45-80 % of its parent's amps (so children together oversubscribe the parent,
+    as real distribution boards do) and a quarter of them also a kW limit.
+    """
     root_a = per_session_a * n_sessions
-    zones = [Zone(id="z000", capacity_a=(root_a, root_a, root_a), capacity_w=root_a * 3 * 230 * 0.97, name="site")]
+    amps = {"z000": root_a}
+    zones = [Zone(id="z000", capacity_a=(root_a,) * 3, capacity_w=root_a * 3 * 230 * 0.97, name="site")]
     depth = {"z000": 0}
     for i in range(1, n_zones):
-        if i < levels:
-            parent = zones[i - 1]
-        else:
-            parent = rng.choice([z for z in zones if depth[z.id] < levels - 1])
-        share = rng.uniform(0.45, 0.8)
-        caps = tuple(round(c * share * rng.uniform(0.9, 1.0), 1) for c in parent.capacity_a)  # type: ignore[union-attr]
-        watts = caps[0] * 3 * 230 * 0.9 if rng.random() < 0.25 else None
-        zone = Zone(id=f"z{i:03d}", parent_id=parent.id, capacity_a=caps, capacity_w=watts, name=f"board-{i}")
-        depth[zone.id] = depth[parent.id] + 1
-        zones.append(zone)
+        parent = zones[i - 1] if i < levels else rng.choice([z for z in zones if depth[z.id] < levels - 1])
+        zid = f"z{i:03d}"
+        amps[zid] = round(amps[parent.id] * rng.uniform(0.45, 0.8), 1)
+        caps = tuple(round(amps[zid] * rng.uniform(0.9, 1.0), 1) for _ in range(3))
+        watts = amps[zid] * 3 * 230 * 0.9 if rng.random() < 0.25 else None
+        zones.append(Zone(id=zid, parent_id=parent.id, capacity_a=caps, capacity_w=watts, name=f"board-{i}"))
+        depth[zid] = depth[parent.id] + 1
     return zones
 
 
@@ -52,20 +54,22 @@ def build_sessions(rng: random.Random, zones: list[Zone], n: int) -> list[Sessio
     for i in range(n):
         paused = rng.random() < 0.2
         measured = None if paused or rng.random() < 0.5 else round(rng.uniform(3, 32), 1)
-        sessions.append(Session(
-            id=f"s{i:05d}",
-            zone_id=rng.choice(zones).id,
-            phases=(0, 1, 2) if rng.random() < 0.7 else (rng.randrange(3),),
-            max_a=rng.choice((16.0, 20.0, 32.0)),
-            charger_max_a=rng.choice((None, None, 16.0)),
-            measured_a=measured,
-            offered_a=None if measured is None else round(rng.uniform(6, 32), 1),
-            vip=rng.random() < 0.1,
-            energy_wh=round(rng.uniform(0, 40_000)),
-            connected_at=NOW - rng.uniform(0, 36_000),
-            paused=paused,
-            state_since=NOW - rng.uniform(0, 3_600),
-        ))
+        sessions.append(
+            Session(
+                id=f"s{i:05d}",
+                zone_id=rng.choice(zones).id,
+                phases=(0, 1, 2) if rng.random() < 0.7 else (rng.randrange(3),),
+                max_a=rng.choice((16.0, 20.0, 32.0)),
+                charger_max_a=rng.choice((None, None, 16.0)),
+                measured_a=measured,
+                offered_a=None if measured is None else round(rng.uniform(6, 32), 1),
+                vip=rng.random() < 0.1,
+                energy_wh=round(rng.uniform(0, 40_000)),
+                connected_at=NOW - rng.uniform(0, 36_000),
+                paused=paused,
+                state_since=NOW - rng.uniform(0, 3_600),
+            )
+        )
     return sessions
 
 
@@ -94,8 +98,10 @@ def peak_memory_kib(zones: list[Zone], sessions: list[Session], policy: Policy) 
 
 
 def run(quick: bool) -> None:
-    print(f"{'sessions':>8} {'zones':>5} {'levels':>6} {'mode':>8} {'running':>7} "
-          f"{'median ms':>9} {'p95 ms':>7} {'peak KiB':>8}")
+    print(
+        f"{'sessions':>8} {'zones':>5} {'levels':>6} {'mode':>8} {'running':>7} "
+        f"{'median ms':>9} {'p95 ms':>7} {'peak KiB':>8}"
+    )
     for n_zones, levels in TREES:
         for n in SESSIONS:
             zones, sessions = scenario(n, n_zones, levels)
@@ -110,8 +116,10 @@ def run(quick: bool) -> None:
                 samples = time_calls(zones, sessions, policy, repeats)
                 p95 = statistics.quantiles(samples, n=20)[-1]
                 peak = peak_memory_kib(zones, sessions, policy)
-                print(f"{n:>8} {n_zones:>5} {levels:>6} {mode:>8} {running:>7} "
-                      f"{statistics.median(samples):>9.2f} {p95:>7.2f} {peak:>8.0f}")
+                print(
+                    f"{n:>8} {n_zones:>5} {levels:>6} {mode:>8} {running:>7} "
+                    f"{statistics.median(samples):>9.2f} {p95:>7.2f} {peak:>8.0f}"
+                )
 
 
 def main() -> None:

@@ -105,7 +105,7 @@ class CentralSystemChargePoint(ChargePoint):
     async def on_authorize(self, id_tag: str):
         charger = await self._charger()
         if charger.is_accepted:
-            info = await database_sync_to_async(badge_authorize)(id_tag=id_tag, now=clock.now())
+            info = await database_sync_to_async(badge_authorize)(id_tag=id_tag, now=clock.now(), charger=charger)
         else:
             info = IdTagInfo(AuthorizationStatus.INVALID)
         return call_result.Authorize(id_tag_info=info.as_ocpp())

@@ -55,4 +55,17 @@ app.conf.beat_schedule = {
         "task": "chargers.tasks.prune_message_log",
         "schedule": 3600.0,
     },
+    # Local authorization lists follow badge changes (pushed once changes have been quiet
+    # for 10 s), lists that failed are retried after 10 min, and every list is checked
+    # against the charger's version hourly. Cheap when nothing changed: two queries.
+    "badges-sync-local-lists": {
+        "task": "badges.tasks.sync_local_lists",
+        "schedule": 30.0,
+    },
+    # Sessions a charger never stopped (it vanished, or forgot them) are closed once
+    # TRANSACTIONS_STALE_AFTER_HOURS passed without news; a quarter-hour is precise enough.
+    "transactions-close-stale": {
+        "task": "transactions.tasks.close_stale_transactions",
+        "schedule": 900.0,
+    },
 }

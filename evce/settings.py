@@ -183,6 +183,14 @@ OCPP_LOG_MAX_ROWS = env_int("OCPP_LOG_MAX_ROWS", 200_000, minimum=1000)
 # A charger counts as gone when it has said nothing for this many heartbeat intervals.
 OCPP_OFFLINE_AFTER_HEARTBEATS = env_int("OCPP_OFFLINE_AFTER_HEARTBEATS", 3, minimum=2)
 
+# --- Badges and charging sessions -------------------------------------------------------
+# May one badge run several sessions at once? When false, a second start gets ConcurrentTx.
+BADGES_ALLOW_CONCURRENT_TX = env_bool("BADGES_ALLOW_CONCURRENT_TX", False)
+# Push Local Authorization Lists to chargers (at boot, after badge changes, hourly check).
+BADGES_LOCAL_LIST_SYNC = env_bool("BADGES_LOCAL_LIST_SYNC", True)
+# An open session nothing was heard of for this long is closed by the system.
+TRANSACTIONS_STALE_AFTER_HOURS = env_int("TRANSACTIONS_STALE_AFTER_HOURS", 12, minimum=1, maximum=24 * 30)
+
 LOG_LEVEL = env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()
 LOGGING = {
     "version": 1,

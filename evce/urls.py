@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
 
@@ -15,5 +15,6 @@ admin.site.site_title = "EVCE admin"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz),
+    path("api/", include("api.urls")),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
 ]

@@ -20,7 +20,7 @@ CONFIG_FIELDS = [f.name for f in Meter._meta.concrete_fields if f.editable and n
 def format_values(values: dict[str, float]) -> str:
     """``current_l1_a 31.5 A, …`` in register-table order."""
     ordered = [q for q in registers.QUANTITIES if q in values]
-    return ", ".join(f"{q} {round(values[q], 3):.12g} {registers.QUANTITY_UNITS[q]}" for q in ordered)
+    return ", ".join(f"{q} {round(values[q], 2):.12g} {registers.QUANTITY_UNITS[q]}" for q in ordered)
 
 
 class _Echo:

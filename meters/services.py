@@ -206,7 +206,8 @@ def meters_mark_stale(*, now: dt.datetime, max_age_s: float) -> list[str]:
     production that nobody measures any more must not keep adding capacity.
     """
     cutoff = now - dt.timedelta(seconds=max_age_s)
-    candidates = Meter.objects.filter(stale=False).filter(Q(last_reading_at__isnull=True) | Q(last_reading_at__lt=cutoff))
+    too_old = Q(last_reading_at__isnull=True) | Q(last_reading_at__lt=cutoff)
+    candidates = Meter.objects.filter(too_old, stale=False)
     turned: list[str] = []
     for meter in candidates.select_related("zone"):
         if Meter.objects.filter(pk=meter.pk, stale=False).update(stale=True) != 1:

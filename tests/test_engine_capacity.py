@@ -98,8 +98,9 @@ def test_it_applies_a_parent_tighter_than_the_sum_of_its_children():
 
 
 def test_it_respects_every_level_of_a_deep_tree():
-    zones = [zone("site", 200.0)] + [zone(f"z{d}", 200.0 - 20 * d, parent="site" if d == 1 else f"z{d - 1}")
-                                     for d in range(1, 8)]
+    zones = [zone("site", 200.0)] + [
+        zone(f"z{d}", 200.0 - 20 * d, parent="site" if d == 1 else f"z{d - 1}") for d in range(1, 8)
+    ]
     sessions = [car(f"s{d}", f"z{d}") for d in range(1, 8)] + [car("deep2", "z7")]
     result = limits(zones, sessions)
     assert result["s7"] + result["deep2"] <= 60.0

@@ -63,8 +63,10 @@ def test_it_rounds_a_kw_share_down_too():
 
 def test_rounding_never_pushes_a_zone_over_capacity():
     zones = [Zone(id="site", capacity_a=(100.0, 99.9, 100.05), capacity_w=68_999.99)]
-    sessions = [Session(id=f"s{i:02d}", zone_id="site", max_a=32.0, phases=((0, 1, 2), (0,), (1,), (2,))[i % 4])
-                for i in range(14)]
+    sessions = [
+        Session(id=f"s{i:02d}", zone_id="site", max_a=32.0, phases=((0, 1, 2), (0,), (1,), (2,))[i % 4])
+        for i in range(14)
+    ]
     result = allocate(zones, sessions, POLICY, NOW)
     assert check_allocation(zones, sessions, result) == []
     used = result.zones["site"].used_a

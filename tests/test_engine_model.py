@@ -52,8 +52,10 @@ def test_it_rejects_a_capacity_without_three_phases():
         ([Zone(id="a"), Zone(id="a")], "unique"),
         ([Zone(id="a", parent_id="missing")], "unknown parent"),
         ([Zone(id="a", parent_id="b"), Zone(id="b", parent_id="a")], "cycle"),
-        ([Zone(id="root"), Zone(id="a", parent_id="c"), Zone(id="b", parent_id="a"), Zone(id="c", parent_id="b")],
-         "cycle"),
+        (
+            [Zone(id="root"), Zone(id="a", parent_id="c"), Zone(id="b", parent_id="a"), Zone(id="c", parent_id="b")],
+            "cycle",
+        ),
     ],
 )
 def test_it_rejects_a_broken_zone_tree(zones, message):

@@ -22,6 +22,7 @@ EPS = 1e-6
 PHASE_SETS = [(0, 1, 2), (0,), (1,), (2,), (0, 2)]
 PROPERTY = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
+
 class Digits:
     """Reads a big integer as mixed-radix digits, one per field.
 
@@ -70,8 +71,15 @@ def zone_trees(draw) -> list[Zone]:
         depth.append(0 if parent is None else depth[parent] + 1)
         amps = None if d.take(5) == 0 else (d.amps(), d.amps(), d.amps())
         watts = None if d.take(3) else (d.take(120_001) - 1_000) * d.pick([1.0, 0.25]) + d.take(100) / 100
-        zones.append(Zone(id=f"z{i:02d}", parent_id=None if parent is None else f"z{parent:02d}",
-                          capacity_a=amps, capacity_w=watts, name=d.pick(["", f"Zone {i}"])))
+        zones.append(
+            Zone(
+                id=f"z{i:02d}",
+                parent_id=None if parent is None else f"z{parent:02d}",
+                capacity_a=amps,
+                capacity_w=watts,
+                name=d.pick(["", f"Zone {i}"]),
+            )
+        )
     return zones
 
 
@@ -117,8 +125,14 @@ def cases(draw, mode: str | None = None) -> tuple[list[Zone], list[Session], Pol
     zones = draw(zone_trees())
     policy = draw(policies)
     if mode is not None:
-        policy = Policy(mode=mode, shedding=policy.shedding, min_on_s=policy.min_on_s, min_off_s=policy.min_off_s,
-                        unused_margin_a=policy.unused_margin_a, last_rotation_at=policy.last_rotation_at)
+        policy = Policy(
+            mode=mode,
+            shedding=policy.shedding,
+            min_on_s=policy.min_on_s,
+            min_off_s=policy.min_off_s,
+            unused_margin_a=policy.unused_margin_a,
+            last_rotation_at=policy.last_rotation_at,
+        )
     return zones, draw(sessions_in(zones)), policy
 
 
@@ -141,11 +155,11 @@ class Constraint:
         return 1.0 if self.phase in s.phases else 0.0
 
 
-def path(zone_id: str, zones: dict[str, Zone]) -> list[str]:
+def path(zone_id: str | None, zones: dict[str, Zone]) -> list[str]:
     result = []
-    while zone_id in zones:
+    while zone_id is not None and zone_id in zones:
         result.append(zone_id)
-        zone_id = zones[zone_id].parent_id  # type: ignore[assignment]
+        zone_id = zones[zone_id].parent_id
     return result
 
 
@@ -159,9 +173,10 @@ def usage(c: Constraint, sessions: list[Session], amps: dict[str, float], zones:
 
 
 def parse_binding(r: SessionLimit) -> Constraint | None:
-    if not r.binding.startswith("zone:"):
+    """The constraint named by "zone:<label> phase L<n>" / "zone:<label> power" (zone from zone_id)."""
+    if not r.binding.startswith("zone:") or r.zone_id is None:
         return None
-    return Constraint(r.zone_id, None if r.binding.endswith(" power") else int(r.binding[-1]) - 1)  # type: ignore[arg-type]
+    return Constraint(r.zone_id, None if r.binding.endswith(" power") else int(r.binding[-1]) - 1)
 
 
 def run(zones: list[Zone], sessions: list[Session], policy: Policy) -> Allocation:
@@ -179,19 +194,37 @@ def test_no_zone_phase_or_kw_limit_is_ever_exceeded_and_minimums_hold(case):
         assert r.paused or s.min_a - EPS <= r.limit_a <= r.max_a + EPS
 
 
+def tier(s: Session, policy: Policy) -> tuple[int, int, int]:
+    """Who may take room from whom: VIPs (priority mode), then sessions inside their minimum
+    on-time, then (between rotations) the running ones. Only the shedding policy ranks within a tier."""
+    rotating = policy.last_rotation_at is None or NOW - policy.last_rotation_at >= policy.rotation_period_s
+    return (
+        0 if policy.mode == "priority" and s.vip else 1,
+        0 if not s.paused and NOW - s.state_since < policy.min_on_s else 1,
+        0 if rotating or not s.paused else 1,
+    )
+
+
 @PROPERTY
 @given(cases())
-def test_a_shed_session_had_no_room_for_its_minimum(case):
+def test_a_shed_session_had_no_room_for_its_minimum_next_to_those_ranking_above_it(case):
     zones, sessions, policy = case
     result = run(zones, sessions, policy)
     by_id = {z.id: z for z in zones}
-    at_min = {s.id: 0.0 if result.limits[s.id].paused else s.min_a for s in sessions}
     for s in sessions:
         r = result.limits[s.id]
         if r.binding != SHED:
             continue
-        overflows = [c for c in constraints_of(s, by_id)
-                     if usage(c, sessions, at_min, by_id) + c.weight(s) * s.min_a > c.cap(by_id) - EPS]
+        # Shed only as much as needed: even counting only the running sessions of its tier or
+        # better (those that may take precedence: VIPs, held sessions, the already running)...
+        ahead = [t for t in sessions if not result.limits[t.id].paused and tier(t, policy) <= tier(s, policy)]
+        at_min = {t.id: t.min_a if t in ahead else 0.0 for t in sessions}
+        # ...its minimum does not fit somewhere on its path.
+        overflows = [
+            c
+            for c in constraints_of(s, by_id)
+            if usage(c, sessions, at_min, by_id) + c.weight(s) * s.min_a > c.cap(by_id) - EPS
+        ]
         assert overflows, f"{s.id} was shed but its minimum fits"
         assert r.zone_id in {c.zone_id for c in overflows}
 
@@ -246,8 +279,13 @@ def test_priority_mode_never_leaves_a_vip_worse_off_than_a_non_vip_in_its_zone(c
         if rv.binding == MIN_OFF_HOLD:
             continue
         for n in sessions:
-            comparable = (not n.vip and n.zone_id == v.zone_id and n.voltage_v == v.voltage_v
-                          and set(n.phases) >= set(v.phases) and n.min_a >= v.min_a)
+            comparable = (
+                not n.vip
+                and n.zone_id == v.zone_id
+                and n.voltage_v == v.voltage_v
+                and set(n.phases) >= set(v.phases)
+                and n.min_a >= v.min_a
+            )
             if not comparable:
                 continue
             rn = result.limits[n.id]
@@ -255,6 +293,23 @@ def test_priority_mode_never_leaves_a_vip_worse_off_than_a_non_vip_in_its_zone(c
                 assert rn.paused, f"VIP {v.id} shed while {n.id} runs"
             if not rv.paused and not rn.paused and rn.limit_a > n.min_a + EPS:
                 assert rv.limit_a >= min(rn.limit_a, rv.max_a) - EPS, (v.id, n.id)
+
+
+@PROPERTY
+@given(cases(mode="priority"))
+def test_priority_mode_serves_vips_first(case):
+    zones, sessions, policy = case
+    result = run(zones, sessions, policy)
+    by_id = {z.id: z for z in zones}
+    for v in sessions:
+        c = parse_binding(result.limits[v.id])
+        if not v.vip or c is None:
+            continue
+        # A VIP held back by a zone: every non-VIP behind the same limit is down to its minimum.
+        for n in sessions:
+            rn = result.limits[n.id]
+            if not n.vip and not rn.paused and c.weight(n) and c.zone_id in path(n.zone_id, by_id):
+                assert rn.limit_a <= n.min_a + EPS, (v.id, n.id, rn.limit_a)
 
 
 @PROPERTY

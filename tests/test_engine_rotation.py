@@ -31,6 +31,7 @@ def test_a_rotation_is_due_on_the_first_tick_and_every_period():
     assert rotation_due(replace(POLICY, last_rotation_at=None), NOW)
     assert not rotation_due(replace(POLICY, last_rotation_at=NOW - 899.9), NOW)
     assert rotation_due(replace(POLICY, last_rotation_at=NOW - 900), NOW)
+    assert rotation_due(replace(POLICY, last_rotation_at=NOW + 3_600), NOW)  # the clock jumped back
 
 
 def test_it_keeps_the_paused_set_between_rotations():
@@ -63,6 +64,12 @@ def test_capacity_beats_the_minimum_on_time():
     assert running(result) == set()
     assert result.limits["just-started"].binding == "shed"
     assert result.limits["just-started"].state_since == NOW
+
+
+def test_a_vip_takes_the_place_of_a_non_vip_inside_its_minimum_on_time_in_priority_mode():
+    sessions = [car("just-started", state_since=NOW - 60), car("vip", vip=True, paused=True)]
+    result = allocate(site(10.0), sessions, replace(POLICY, mode="priority"), NOW)
+    assert running(result) == {"vip"}
 
 
 def test_it_does_not_restart_a_session_inside_its_minimum_off_time():
@@ -108,8 +115,14 @@ def simulate(sessions: list[Session], zones: list[Zone], policy: Policy, ticks: 
 def _advance(s: Session, result: Allocation, step_s: float) -> Session:
     decided = result.limits[s.id]
     energy = s.energy_wh + decided.limit_a * len(s.phases) * s.voltage_v * step_s / 3600
-    return replace(s, paused=decided.paused, state_since=decided.state_since, energy_wh=energy,
-                   offered_a=decided.limit_a, measured_a=decided.limit_a)
+    return replace(
+        s,
+        paused=decided.paused,
+        state_since=decided.state_since,
+        energy_wh=energy,
+        offered_a=decided.limit_a,
+        measured_a=decided.limit_a,
+    )
 
 
 def test_three_cars_on_room_for_two_take_turns_every_fifteen_minutes():
@@ -132,8 +145,9 @@ def test_it_does_not_flap_when_capacity_hovers_around_the_threshold():
         result = allocate(site(amps), sessions, replace(POLICY, last_rotation_at=now), now)
         assert len(running(result)) >= 1  # pausing one is enough, never both
         history.append({s.id: not result.limits[s.id].paused for s in sessions})
-        sessions = [replace(s, paused=result.limits[s.id].paused, state_since=result.limits[s.id].state_since)
-                    for s in sessions]
+        sessions = [
+            replace(s, paused=result.limits[s.id].paused, state_since=result.limits[s.id].state_since) for s in sessions
+        ]
     for sid in ("a", "b"):
         flips = [t for t in range(1, len(history)) if history[t][sid] != history[t - 1][sid]]
         assert len(flips) >= 2, (sid, flips)  # it is not simply starved...

@@ -61,7 +61,9 @@ def test_equal_mode_keeps_a_session_with_a_higher_minimum_at_that_minimum():
 
 def test_equal_mode_treats_vips_like_everyone_else():
     assert amps(run([zone("site", 60.0)], [car("vip", vip=True), car("a"), car("b")])) == {
-        "vip": 20.0, "a": 20.0, "b": 20.0,
+        "vip": 20.0,
+        "a": 20.0,
+        "b": 20.0,
     }
 
 

@@ -1,7 +1,20 @@
-"""Writes about charging sessions: start, stop, meter values.
+"""Writes about charging sessions: start, stop, meter values, and closing forgotten sessions.
 
 Chargers replay queued transaction messages after an outage, sometimes twice: these
 functions take the charger's own timestamps and are idempotent where a replay can repeat.
+
+No session stays open forever. Besides the charger's own StopTransaction, a session is
+closed by the system (`closed_by = system`) when:
+1. its charger boots again (BootNotification) while the session is open: reason
+   "charger rebooted" — a reboot ends every transaction (OCPP 1.6 §5.14);
+2. the charger starts another session on the same connector: "superseded by new session";
+3. for TRANSACTIONS_STALE_AFTER_HOURS nothing was heard from the charger, or its connector
+   says Available and no meter value came for the session: "charger silent for N h" /
+   "connector available, no stop" (beat task `transactions-close-stale`).
+A system close takes the last meter reading of the session as its end (stop time and
+meter value), or the moment of the event when there is none. If the charger later sends
+the StopTransaction after all, the charger's values replace the system's (`closed_by =
+charger`): the charger always has the last word.
 """
 
 from __future__ import annotations
@@ -11,14 +24,24 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import transaction as db_transaction
 from django.utils.dateparse import parse_datetime
 
-from badges.services import AuthorizationStatus, IdTagInfo, badge_authorize
-from chargers.models import Charger
-from transactions.models import MeterSample, Transaction, TransactionState
+from badges.services import AuthorizationStatus, IdTagInfo, badge_authorize, badge_find
+from chargers.models import Charger, Connector
+from transactions.energy import Reading, register_wh, session_energy
+from transactions.models import ClosedBy, MeterSample, Transaction, TransactionState
 
 logger = logging.getLogger(__name__)
+
+# A StartTransaction whose timestamp is this much older than its arrival was queued by a
+# charger that was offline (OCPP 1.6 §3.7) and is a replay, not a driver waiting now.
+OFFLINE_REPLAY_AGE = dt.timedelta(minutes=5)
+
+REASON_REBOOTED = "charger rebooted"
+REASON_SUPERSEDED = "superseded by new session"
+REASON_AVAILABLE = "connector available, no stop"
 
 
 @dataclass(frozen=True)
@@ -40,9 +63,12 @@ def transaction_start(
     """Issue a transaction id for a StartTransaction (OCPP §4.8).
 
     A transaction id is issued whatever the authorization says: the charger stops a
-    session whose idTagInfo is not Accepted, and the record keeps what happened.
+    session whose idTagInfo is not Accepted, and the record keeps what happened. A start
+    replayed after an offline period is recorded with `offline` set and the badge's status
+    at the start time (`auth_status_at_start`) for review; it is never refused as
+    ConcurrentTx, since it already happened.
     """
-    info = _authorize_for(charger, id_tag, now)
+    offline = now - timestamp > OFFLINE_REPLAY_AGE
     with db_transaction.atomic():
         existing = Transaction.objects.filter(
             charger=charger, connector_id=connector_id, id_tag=id_tag,
@@ -50,12 +76,20 @@ def transaction_start(
         ).first()
         if existing is not None:
             # The same StartTransaction replayed: answer with the id already issued.
+            info = _authorize_for(charger, id_tag, now, starting=True, offline=existing.offline,
+                                  exclude_transaction_pk=existing.pk)
             return StartAnswer(existing.pk, info)
+        _close_superseded(charger, connector_id, timestamp)
+        info = _authorize_for(charger, id_tag, now, starting=True, offline=offline)
+        at_start = _authorize_for(charger, id_tag, timestamp, check_concurrency=False) if offline else info
         record = Transaction.objects.create(
             charger=charger,
             connector_id=connector_id,
             id_tag=id_tag,
+            badge=badge_find(id_tag),
             id_tag_status=info.status,
+            offline=offline,
+            auth_status_at_start=at_start.status,
             meter_start_wh=meter_start_wh,
             start_time=timestamp,
             reservation_id=reservation_id,
@@ -64,10 +98,19 @@ def transaction_start(
     return StartAnswer(record.pk, info)
 
 
-def _authorize_for(charger: Charger, id_tag: str, now: dt.datetime) -> IdTagInfo:
+def _authorize_for(charger: Charger, id_tag: str, now: dt.datetime, **options: object) -> IdTagInfo:
     if not charger.is_accepted:
         return IdTagInfo(AuthorizationStatus.INVALID)
-    return badge_authorize(id_tag=id_tag, now=now)
+    return badge_authorize(id_tag=id_tag, now=now, charger=charger, **options)  # type: ignore[arg-type]
+
+
+def _close_superseded(charger: Charger, connector_id: int, timestamp: dt.datetime) -> None:
+    """A new session on a connector means the charger is done with the older open one."""
+    older = Transaction.objects.filter(
+        charger=charger, connector_id=connector_id, state=TransactionState.ACTIVE, start_time__lt=timestamp
+    ).values_list("pk", flat=True)
+    for pk in list(older):
+        transaction_close_by_system(transaction_pk=pk, reason=REASON_SUPERSEDED, at=timestamp)
 
 
 def transaction_stop(
@@ -81,7 +124,10 @@ def transaction_stop(
     transaction_data: Iterable[Mapping[str, object]],
     now: dt.datetime,
 ) -> IdTagInfo | None:
-    """Close a transaction; an id we never issued is recorded as UNMATCHED, never refused."""
+    """Close a transaction; an id we never issued is recorded as UNMATCHED, never refused.
+
+    A session the system closed already (reboot, silence) takes the charger's values.
+    """
     with db_transaction.atomic():
         record = (
             Transaction.objects.select_for_update()
@@ -94,16 +140,15 @@ def transaction_stop(
         record.stop_time = timestamp
         record.stop_reason = reason
         record.stop_id_tag = id_tag or ""
+        record.closed_by = ClosedBy.CHARGER
         if record.state == TransactionState.ACTIVE:
             record.state = TransactionState.COMPLETED
         record.save()
-    meter_values_record(
-        charger=charger, connector_id=record.connector_id, transaction_id=record.pk,
-        meter_values=transaction_data,
-    )
+        _store_samples(charger, record.connector_id, record, transaction_data)
+        transaction_refresh_energy(transaction_pk=record.pk)
     if id_tag is None:
         return None
-    return _authorize_for(charger, id_tag, now)
+    return _authorize_for(charger, id_tag, now, check_concurrency=False)
 
 
 def _unmatched_stop(charger: Charger, charger_transaction_id: int) -> Transaction:
@@ -132,18 +177,76 @@ def meter_values_record(
     """Store every sampledValue of `meter_values` (OCPP camelCase), linked to our transaction.
 
     Samples that cannot be parsed as numbers are still stored (raw_value) so that nothing a
-    charger reports is lost; a transaction id we did not issue is kept unlinked.
+    charger reports is lost; a transaction id we did not issue is kept unlinked. The
+    session's running figures (latest register, energy so far, peak power) follow.
     """
     transaction = None
     if transaction_id is not None:
         transaction = Transaction.objects.filter(pk=transaction_id, charger=charger).first()
+    samples = _store_samples(charger, connector_id, transaction, meter_values)
+    if transaction is not None and samples:
+        if transaction.state == TransactionState.ACTIVE:
+            _advance_running_figures(transaction, [_reading(s) for s in samples])
+        else:
+            transaction_refresh_energy(transaction_pk=transaction.pk)
+    return len(samples)
+
+
+def _store_samples(
+    charger: Charger,
+    connector_id: int,
+    transaction: Transaction | None,
+    meter_values: Iterable[Mapping[str, object]],
+) -> list[MeterSample]:
     samples = [
         _sample(charger, connector_id, transaction, entry, sampled)
         for entry in meter_values
         for sampled in entry.get("sampledValue", [])  # type: ignore[union-attr]
     ]
     MeterSample.objects.bulk_create(samples)
-    return len(samples)
+    return samples
+
+
+def _reading(sample: MeterSample) -> Reading:
+    return Reading(sample.timestamp, sample.measurand, sample.value, sample.unit, sample.phase)
+
+
+def _advance_running_figures(transaction: Transaction, readings: list[Reading]) -> None:
+    """Cheap incremental update while a session runs; the stop recomputes from all samples."""
+    latest = max(r.timestamp for r in readings)
+    fields: dict[str, object] = {}
+    if transaction.last_sample_at is None or latest >= transaction.last_sample_at:
+        fields["last_sample_at"] = latest
+        registers = [(r.timestamp, wh) for r in readings if (wh := register_wh(r)) is not None]
+        if registers:
+            last_wh = round(max(registers, key=lambda item: item[0])[1])
+            fields["last_meter_wh"] = last_wh
+            if transaction.meter_start_wh is not None and last_wh >= transaction.meter_start_wh:
+                fields["energy_wh"] = last_wh - transaction.meter_start_wh
+    peak = session_energy(meter_start_wh=None, meter_stop_wh=None, readings=readings).peak_power_w
+    if peak is not None and (transaction.peak_power_w is None or peak > transaction.peak_power_w):
+        fields["peak_power_w"] = peak
+    if fields:
+        Transaction.objects.filter(pk=transaction.pk).update(**fields)
+
+
+def transaction_refresh_energy(*, transaction_pk: int) -> Transaction:
+    """Recompute energy, latest register and peak power of a session from all its samples."""
+    record = Transaction.objects.get(pk=transaction_pk)
+    rows = MeterSample.objects.filter(transaction_id=transaction_pk).values_list(
+        "timestamp", "measurand", "value", "unit", "phase"
+    )
+    figures = session_energy(
+        meter_start_wh=record.meter_start_wh,
+        meter_stop_wh=record.meter_stop_wh,
+        readings=[Reading(*row) for row in rows],
+    )
+    record.energy_wh = figures.energy_wh
+    record.last_meter_wh = figures.last_register_wh
+    record.last_sample_at = figures.last_reading_at
+    record.peak_power_w = figures.peak_power_w
+    record.save(update_fields=["energy_wh", "last_meter_wh", "last_sample_at", "peak_power_w", "updated_at"])
+    return record
 
 
 def _sample(
@@ -173,3 +276,87 @@ def _sample(
         value=value,
         raw_value=raw[:2000],
     )
+
+
+# --- closing sessions the charger forgot ---------------------------------------------------
+
+
+def transaction_close_by_system(*, transaction_pk: int, reason: str, at: dt.datetime) -> bool:
+    """Close an open session without a StopTransaction; False if it was closed meanwhile.
+
+    The end is the last meter reading of the session, else `at` (the reboot, the new
+    session, the last sign of life); never before the start.
+    """
+    with db_transaction.atomic():
+        record = (
+            Transaction.objects.select_for_update()
+            .filter(pk=transaction_pk, state=TransactionState.ACTIVE)
+            .first()
+        )
+        if record is None:
+            return False  # the charger (or another worker) closed it first
+        stop_time = record.last_sample_at or at
+        if record.start_time is not None and stop_time < record.start_time:
+            stop_time = record.start_time
+        record.stop_time = stop_time
+        record.meter_stop_wh = record.last_meter_wh
+        record.stop_reason = reason
+        record.closed_by = ClosedBy.SYSTEM
+        record.state = TransactionState.COMPLETED
+        record.save()
+        transaction_refresh_energy(transaction_pk=record.pk)
+    logger.info("closed transaction %s of %s: %s", transaction_pk, record.charger_id, reason)
+    return True
+
+
+def transactions_close_after_reboot(*, charger_pk: int) -> list[int]:
+    """Close the sessions a charger had open when it booted again (recorded before the boot).
+
+    Comparing our own record time with the boot time keeps a StartTransaction replayed just
+    after the boot (queued while offline, with an old timestamp) open.
+    """
+    booted_at = Charger.objects.filter(pk=charger_pk).values_list("last_boot_at", flat=True).first()
+    if booted_at is None:
+        return []
+    open_before = Transaction.objects.filter(
+        charger_id=charger_pk, state=TransactionState.ACTIVE, created_at__lt=booted_at
+    ).values_list("pk", flat=True)
+    return [pk for pk in list(open_before)
+            if transaction_close_by_system(transaction_pk=pk, reason=REASON_REBOOTED, at=booted_at)]
+
+
+def transactions_close_stale(*, now: dt.datetime) -> list[int]:
+    """Close open sessions nothing was heard of for TRANSACTIONS_STALE_AFTER_HOURS.
+
+    1. Silent: no meter value for the session and nothing at all from its charger since the
+       cutoff (the charger vanished, or is offline for good).
+    2. Forgotten: no meter value for the session since the cutoff and its connector reports
+       Available (nothing plugged in) although the charger is alive.
+    Each close is a conditional update: a StopTransaction arriving meanwhile wins.
+    """
+    hours = settings.TRANSACTIONS_STALE_AFTER_HOURS
+    cutoff = now - dt.timedelta(hours=hours)
+    closed: list[int] = []
+    candidates = Transaction.objects.filter(state=TransactionState.ACTIVE).select_related("charger")
+    for record in candidates:
+        session_news = max(t for t in (record.start_time, record.last_sample_at, record.created_at) if t is not None)
+        if session_news >= cutoff:
+            continue
+        charger_news = record.charger.last_seen
+        if charger_news is None or charger_news < cutoff:
+            last_news = max(session_news, charger_news or session_news)
+            reason = f"charger silent for {hours} h"
+        elif _connector_available(record):
+            last_news, reason = session_news, REASON_AVAILABLE
+        else:
+            continue
+        if transaction_close_by_system(transaction_pk=record.pk, reason=reason, at=last_news):
+            closed.append(record.pk)
+    return closed
+
+
+def _connector_available(record: Transaction) -> bool:
+    status = Connector.objects.filter(charger_id=record.charger_id, connector_id=record.connector_id).values_list(
+        "status", flat=True
+    ).first()
+    return status == "Available"

@@ -9,8 +9,8 @@ always gives the same output and every rule can be tested with a hand-made clock
 """
 
 from .admission import rotation_due
-from .allocate import allocate, session_ceiling
 from .audit import check_allocation
+from .core import allocate, session_ceiling
 from .model import (
     CHARGER_MAX,
     MEASURED_DRAW,

@@ -7,8 +7,9 @@ reverse order when they fit": the kept prefix is identical and the re-admission 
 the greedy pass. So it sheds only as much as needed and a shed session never had room.
 
 The order is what carries the promises:
-1. priority mode: VIPs before everyone else (VIPs are shed last);
-2. running sessions still inside their minimum on-time (the hold yields only to capacity);
+1. priority mode: VIPs before everyone else (VIPs are shed last, so a VIP may take the place of
+   a non-VIP still inside its minimum on-time);
+2. running sessions still inside their minimum on-time (the hold yields only to capacity and VIPs);
 3. between rotations: running sessions before paused ones (keep the current paused set; paused
    ones come back only into capacity that is left over);
 4. the shedding policy (least energy first, or most recently connected first);
@@ -27,13 +28,15 @@ Pairs = tuple[tuple[int, int], ...]
 
 
 def rotation_due(policy: Policy, now: float) -> bool:
-    """A rotation is due on the first tick and whenever a full period has passed."""
-    return policy.last_rotation_at is None or now - policy.last_rotation_at >= policy.rotation_period_s
+    """A rotation is due on the first tick and whenever a full period has passed.
 
-
-def min_on_hold(session: Session, policy: Policy, now: float) -> bool:
-    """A running session that started too recently to be paused without a capacity reason."""
-    return not session.paused and now - session.state_since < policy.min_on_s
+    A clock that jumped back before the last rotation also counts as due; otherwise paused cars
+    would wait for the clock to catch up (hours, after a bad NTP step) for their turn.
+    """
+    if policy.last_rotation_at is None:
+        return True
+    elapsed = now - policy.last_rotation_at
+    return elapsed >= policy.rotation_period_s or elapsed < 0
 
 
 def min_off_hold(session: Session, policy: Policy, now: float) -> bool:
@@ -41,20 +44,37 @@ def min_off_hold(session: Session, policy: Policy, now: float) -> bool:
     return session.paused and now - session.state_since < policy.min_off_s
 
 
-def admission_key(session: Session, policy: Policy, now: float, rotate: bool) -> tuple:
-    """Sort key, best (admitted first, shed last) first; see the module docstring."""
-    vip_rank = 1
-    hold_rank = 0 if min_on_hold(session, policy, now) else 1
-    state_rank = 0 if rotate or not session.paused else 1
-    if policy.shedding == "energy":
-        merit: tuple[float, float] = (session.energy_wh, -session.connected_at)
-    else:
-        merit = (-session.connected_at, session.energy_wh)
-    return (vip_rank, hold_rank, state_rank, *merit, session.id)
+def admission_order(
+    sessions: Sequence[Session], candidates: list[int], policy: Policy, now: float, rotate: bool
+) -> list[int]:
+    """Candidates sorted best first (admitted first, shed last); see the module docstring.
+
+    The three tier flags are packed into one small int and the key is built in a comprehension:
+    this runs for every session on every tick where capacity is short.
+    """
+    priority = policy.mode == "priority"
+    by_energy = policy.shedding == "energy"
+    min_on_s = policy.min_on_s
+    keys = {
+        i: (
+            (0 if priority and s.vip else 4)  # 1. VIPs first in priority mode
+            + (0 if not s.paused and now - s.state_since < min_on_s else 2)  # 2. minimum on-time
+            + (0 if rotate or not s.paused else 1),  # 3. between rotations: running first
+            s.energy_wh if by_energy else -s.connected_at,  # 4. least energy / latest arrival first
+            -s.connected_at if by_energy else s.energy_wh,
+            s.id,  # 5. a stable tie-break
+        )
+        for i, s in ((i, sessions[i]) for i in candidates)
+    }
+    return sorted(candidates, key=keys.__getitem__)
 
 
 def admit(
-    order: Sequence[int], lo: Sequence[int], sig_of: Sequence[int], sig_pairs: Sequence[Pairs], cap: Sequence[int],
+    order: Sequence[int],
+    lo: Sequence[int],
+    sig_of: Sequence[int],
+    sig_pairs: Sequence[Pairs],
+    cap: Sequence[int],
 ) -> tuple[list[int], dict[int, int]]:
     """Greedy admission at minimum current.
 

@@ -32,15 +32,17 @@ def check_allocation(zones: Sequence[Zone], sessions: Sequence[Session], allocat
     return problems
 
 
-def _path(zone_id: str, by_zone: dict[str, Zone]) -> list[str]:
+def _path(zone_id: str | None, by_zone: dict[str, Zone]) -> list[str]:
+    """Zones from a session's zone up to the root (stops on an unknown id or a cycle)."""
     path: list[str] = []
-    while zone_id in by_zone and zone_id not in path:
+    while zone_id is not None and zone_id in by_zone and zone_id not in path:
         path.append(zone_id)
-        zone_id = by_zone[zone_id].parent_id  # type: ignore[assignment]
+        zone_id = by_zone[zone_id].parent_id
     return path
 
 
 def _session_problems(s: Session, allocation: Allocation) -> list[str]:
+    """A limit a charger can signal: on the 0.1 A grid, 0 or between the minimum and the max."""
     result = allocation.limits.get(s.id)
     if result is None:
         return ["no limit"]
@@ -59,6 +61,7 @@ def _session_problems(s: Session, allocation: Allocation) -> list[str]:
 
 
 def _zone_problems(zone: Zone, amps: list[float], watts: float) -> list[str]:
+    """Every limited phase and the power limit of one zone, against its subtree's sum."""
     problems = []
     for phase, cap in enumerate(zone.capacity_a or (None, None, None)):
         if cap is not None and amps[phase] > _safe(cap) + TOLERANCE:

@@ -73,7 +73,7 @@ class _Filler:
                 binding[i] = already_full[sig]
                 continue
             if high <= low or not self.sig_pairs[sig]:  # fixed, or nothing can bind it
-                value[i] = high if high > low else low
+                value[i] = max(high, low)
                 state[i] = FROZEN
                 binding[i] = OWN_CEILING
                 continue
@@ -195,8 +195,14 @@ class _Filler:
 
 
 def water_fill(
-    members: Sequence[int], sig_of: Sequence[int], sig_pairs: Sequence[Pairs],
-    lo: Sequence[int], hi: Sequence[int], cap: Sequence[int], base: list[int], full: list[bool] | None = None,
+    members: Sequence[int],
+    sig_of: Sequence[int],
+    sig_pairs: Sequence[Pairs],
+    lo: Sequence[int],
+    hi: Sequence[int],
+    cap: Sequence[int],
+    base: list[int],
+    full: list[bool] | None = None,
 ) -> Fill:
     """Fill `members` from their minimums up to their ceilings; others stay as counted in `base`.
 

@@ -59,6 +59,8 @@ class Zone:
         _require(bool(self.id), "zone id must not be empty")
         _require(self.parent_id != self.id, f"zone {self.id!r} cannot be its own parent")
         _require(self.capacity_a is None or len(self.capacity_a) == 3, "capacity_a needs one value per phase")
+        if self.capacity_a is not None:
+            object.__setattr__(self, "capacity_a", tuple(self.capacity_a))  # a list from the caller is fine too
 
     @property
     def label(self) -> str:
@@ -103,6 +105,8 @@ class Session:
         _require(charger_ok, f"session {self.id!r}: charger_max_a must be >= 0")
         for name in ("energy_wh", "connected_at", "state_since"):
             _require(_finite(getattr(self, name)), f"session {self.id!r}: {name} must be a finite number")
+        # One canonical, hashable form: (2, 0) and [0, 2] are the same wiring.
+        object.__setattr__(self, "phases", tuple(sorted(self.phases)))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -153,7 +157,7 @@ class ZoneUsage:
     """What the allocation uses in a zone's subtree, so the dashboard can show headroom."""
 
     used_a: tuple[float, float, float]  # sum of limits per phase
-    used_w: float  # sum of phases x voltage x limit
+    used_w: float  # sum of phases x voltage x limit (voltage rounded up to 0.1 V, as the engine counts it)
     running: int  # sessions with a non-zero limit in the subtree
 
 

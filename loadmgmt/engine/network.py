@@ -91,8 +91,14 @@ def build_network(zones: Iterable[Zone]) -> Network:
         raise ValueError("zone ids must be unique")
     parents = [_parent_index(z, index) for z in ordered]
     net = Network(
-        zone_ids=[z.id for z in ordered], index=index, paths=_paths(parents, ordered),
-        amp_cid=[], watt_cid=[], cap=[], cons_zone=[], cons_label=[],
+        zone_ids=[z.id for z in ordered],
+        index=index,
+        paths=_paths(parents, ordered),
+        amp_cid=[],
+        watt_cid=[],
+        cap=[],
+        cons_zone=[],
+        cons_label=[],
     )
     for i, zone in enumerate(ordered):
         _add_constraints(net, i, zone)
@@ -100,6 +106,7 @@ def build_network(zones: Iterable[Zone]) -> Network:
 
 
 def _parent_index(zone: Zone, index: dict[str, int]) -> int:
+    """-1 for a root; an unknown parent is a configuration error, not a silent extra root."""
     if zone.parent_id is None:
         return -1
     if zone.parent_id not in index:
@@ -108,24 +115,23 @@ def _parent_index(zone: Zone, index: dict[str, int]) -> int:
 
 
 def _paths(parents: list[int], ordered: list[Zone]) -> list[tuple[int, ...]]:
-    """Path to the root for every zone; a cycle would make a subtree its own ancestor."""
-    paths: list[tuple[int, ...] | None] = [None] * len(parents)
+    """Path to the root for every zone, memoised; a cycle would make a zone its own ancestor."""
+    paths: dict[int, tuple[int, ...]] = {-1: ()}
     for start in range(len(parents)):
         chain: list[int] = []
         node = start
-        while node != -1 and paths[node] is None:
+        while node not in paths:
             if node in chain:
                 raise ValueError(f"zone tree has a cycle through {ordered[node].id!r}")
             chain.append(node)
             node = parents[node]
-        tail: tuple[int, ...] = () if node == -1 else paths[node]  # type: ignore[assignment]
-        for depth in range(len(chain) - 1, -1, -1):
-            tail = (chain[depth], *tail)
-            paths[chain[depth]] = tail
-    return paths  # type: ignore[return-value]
+        for member in reversed(chain):
+            paths[member] = (member, *paths[parents[member]])
+    return [paths[i] for i in range(len(parents))]
 
 
 def _add_constraints(net: Network, zone_index: int, zone: Zone) -> None:
+    """One constraint per limited phase and one for a power limit; `None` adds nothing."""
     amp: list[int | None] = [None, None, None]
     for phase in range(3):
         value = None if zone.capacity_a is None else capacity_units(zone.capacity_a[phase], 10)
@@ -137,14 +143,16 @@ def _add_constraints(net: Network, zone_index: int, zone: Zone) -> None:
 
 
 def _new_constraint(net: Network, zone_index: int, cap: int, label: str) -> int:
+    """Register a constraint; its label is what the dashboard shows as the binding constraint."""
     net.cap.append(cap)
     net.cons_zone.append(zone_index)
     net.cons_label.append(label)
     return len(net.cap) - 1
 
 
-def demand(members: Iterable[int], values: Sequence[int], sig_of: Sequence[int], sig_pairs: Sequence[Pairs],
-           n_cons: int) -> list[int]:
+def demand(
+    members: Iterable[int], values: Sequence[int], sig_of: Sequence[int], sig_pairs: Sequence[Pairs], n_cons: int
+) -> list[int]:
     """Per-constraint usage if every member took `values[i]`: summed per signature first."""
     per_sig: dict[int, int] = {}
     for i in members:

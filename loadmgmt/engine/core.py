@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .admission import admission_key, admit, min_off_hold, rotation_due
+from .admission import admission_order, admit, min_off_hold, rotation_due
 from .filling import OWN_CEILING, Fill, water_fill
 from .model import (
     CHARGER_MAX,
@@ -73,6 +73,7 @@ def session_ceiling(session: Session, policy: Policy) -> tuple[float, str]:
 
 
 def _check_unique(sessions: Sequence[Session]) -> None:
+    """Limits are keyed by session id: a duplicate would silently lose one session's limit."""
     if len({s.id for s in sessions}) != len(sessions):
         raise ValueError("session ids must be unique")
 
@@ -143,13 +144,15 @@ def _prepare(sessions: Sequence[Session], net: Network, policy: Policy, now: flo
 
 
 def _signature(net: Network, s: Session) -> int:
+    """The session's constraint class, or -1 when its zone is unknown (it then stays paused)."""
     zone = net.index.get(s.zone_id)
     if zone is None:
         return -1
-    return net.signature(zone, tuple(sorted(s.phases)), ceil_units(s.voltage_v, 10))
+    return net.signature(zone, s.phases, ceil_units(s.voltage_v, 10))
 
 
 def _forced_reason(s: Session, sig: int, lo: int, hi: int, reason: str, policy: Policy, now: float) -> str | None:
+    """Why a session stays paused whatever the capacity, or None if it may compete for it."""
     if sig < 0:
         return UNKNOWN_ZONE
     if hi < lo:
@@ -160,14 +163,19 @@ def _forced_reason(s: Session, sig: int, lo: int, hi: int, reason: str, policy: 
 
 
 def _decide_running(
-    sessions: Sequence[Session], prep: _Prepared, net: Network, policy: Policy, now: float, rotate: bool,
+    sessions: Sequence[Session],
+    prep: _Prepared,
+    net: Network,
+    policy: Policy,
+    now: float,
+    rotate: bool,
 ) -> tuple[list[int], dict[int, int]]:
     """Who runs. When every candidate's minimum fits, everyone does and no order is needed."""
     need = demand(prep.candidates, prep.lo, prep.sig_of, net.sig_pairs, len(net.cap))
     contested = [n > c for n, c in zip(need, net.cap, strict=True)]
     if not any(contested):
         return prep.candidates, {}
-    order = sorted(prep.candidates, key=lambda i: admission_key(sessions[i], policy, now, rotate))
+    order = admission_order(sessions, prep.candidates, policy, now, rotate)
     return admit(order, prep.lo, prep.sig_of, restrict(net.sig_pairs, contested), net.cap)
 
 
@@ -189,18 +197,28 @@ def _share(running: list[int], sessions: Sequence[Session], prep: _Prepared, net
 
 
 def _limits(
-    sessions: Sequence[Session], prep: _Prepared, net: Network, fill: Fill, blocked: dict[int, int],
-    policy: Policy, now: float,
+    sessions: Sequence[Session],
+    prep: _Prepared,
+    net: Network,
+    fill: Fill,
+    blocked: dict[int, int],
+    policy: Policy,
+    now: float,
 ) -> dict[str, SessionLimit]:
-    """One SessionLimit per session; a tight loop because it runs for every session."""
+    """One SessionLimit per session, with the reason for its limit; a tight loop (every session)."""
     out: dict[str, SessionLimit] = {}
-    values = fill.value
+    values, stops, hi, hi_reason = fill.value, fill.binding, prep.hi, prep.hi_reason
+    labels, cons_zone = net.cons_label, [net.zone_ids[z] for z in net.cons_zone]
     tolerance = policy.overdraw_tolerance_a
     for i, s in enumerate(sessions):
         value = values.get(i)
-        limit_a = 0.0 if value is None else value / 10
-        paused = value is None
-        binding, zone = _binding(i, prep, net, fill, blocked)
+        if value is None:
+            limit_a, paused = 0.0, True
+            binding, zone = (SHED, cons_zone[blocked[i]]) if i in blocked else (prep.forced[i], None)
+        else:
+            limit_a, paused = value / 10, False
+            c = stops[i]
+            binding, zone = (hi_reason[i], None) if c == OWN_CEILING else (labels[c], cons_zone[c])
         measured = s.measured_a
         reference = limit_a if s.offered_a is None else s.offered_a  # what the car was told
         out[s.id] = SessionLimit(
@@ -209,22 +227,10 @@ def _limits(
             binding=binding,
             overdraw=measured is not None and measured > reference + tolerance,
             zone_id=zone,
-            max_a=prep.hi[i] / 10,
+            max_a=hi[i] / 10,
             state_since=now if paused != s.paused else s.state_since,
         )
     return out
-
-
-def _binding(i: int, prep: _Prepared, net: Network, fill: Fill, blocked: dict[int, int]) -> tuple[str, str | None]:
-    """Why session i has the limit it has, and the zone concerned if any."""
-    c = fill.binding.get(i)
-    if c is not None:
-        if c == OWN_CEILING:
-            return prep.hi_reason[i], None
-        return net.cons_label[c], net.zone_ids[net.cons_zone[c]]
-    if i in blocked:
-        return SHED, net.zone_ids[net.cons_zone[blocked[i]]]
-    return prep.forced[i], None
 
 
 def _zone_usage(net: Network, prep: _Prepared, fill: Fill) -> dict[str, ZoneUsage]:

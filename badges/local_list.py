@@ -1,0 +1,333 @@
+"""Local Authorization Lists (OCPP 1.6 §3.5.2, §5.10, §5.15): keep each charger's list in step
+with the badges, so that it can authorize drivers while it cannot reach us.
+
+What a charger's list holds: every badge, with the status it would get on that charger now —
+Accepted (with its expiry date and parent id tag) where its rights allow it, Blocked,
+Expired, or Invalid (not valid yet, or not allowed on this charger) — so that a badge
+refused here is refused offline too, even with AllowOfflineTxForUnknownId. When the charger
+holds fewer entries (LocalAuthListMaxLength) the Accepted ones go first.
+
+One sync of one charger:
+1. claim the charger (a conditional update), so that two pushes never interleave;
+2. ask GetLocalListVersion: -1 or a NotSupported/NotImplemented error marks the charger
+   "not supported" (checked again at its next boot);
+3. if the charger's version is not the one we last pushed (or nothing was pushed yet, or a
+   full push is asked for) send a Full list, else a Differential one with the changes since
+   the list the charger last accepted — nothing at all when there are none;
+4. messages hold at most SendLocalListMaxLength entries: a longer full list goes as a Full
+   message followed by Differential ones, each with the next version number;
+5. Accepted: remember the version and the entries; Failed or VersionMismatch of a
+   Differential: send the Full list instead; NotSupported: mark it; else mark it failed
+   (retried later by the beat task).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+
+from badges.models import Badge, BadgeListRevision, LocalListState, LocalListStatus
+from badges.services import badges_changed, may_use, zone_lineage
+from chargers.commands import CallFailed, ChargerCallError
+from chargers.models import Charger, ConfigurationKey
+from evce import clock
+
+logger = logging.getLogger(__name__)
+
+CallFn = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+Entry = dict[str, Any]  # an OCPP AuthorizationData: {"idTag": …, "idTagInfo": {…}} (no idTagInfo = delete)
+
+# Badge changes are pushed once they have been quiet this long (an import, a series of edits).
+DEBOUNCE = dt.timedelta(seconds=10)
+# Lists believed in sync are checked again (GetLocalListVersion) this often.
+RECHECK_AFTER = dt.timedelta(hours=1)
+RETRY_FAILED_AFTER = dt.timedelta(minutes=10)
+CLAIM_FOR = dt.timedelta(minutes=5)
+_STATUS_RANK = {"Accepted": 0, "Blocked": 1, "Expired": 2, "Invalid": 3}
+
+
+# --- what each charger should hold ---------------------------------------------------------
+
+
+def desired_entries(charger: Charger, now: dt.datetime) -> dict[str, Entry]:
+    """The list `charger` should hold now, keyed by lowercased id tag (tags ignore case)."""
+    badges = list(Badge.objects.only("pk", "id_tag", "status", "valid_from", "expires_at", "parent_id_tag"))
+    rights_chargers = _rights(Badge.chargers.through, "charger_id")
+    rights_zones = _rights(Badge.zones.through, "zone_id")
+    lineage = zone_lineage(charger)
+    entries: dict[str, Entry] = {}
+    for badge in badges:
+        status = badge.validity_status(now)
+        allowed = may_use(charger_ids=rights_chargers.get(badge.pk, set()), zone_ids=rights_zones.get(badge.pk, set()),
+                          charger_pk=charger.pk, lineage=lineage)
+        if status == "Accepted" and not allowed:
+            status = "Invalid"
+        info: dict[str, str] = {"status": status}
+        if status == "Accepted" and badge.expires_at is not None:
+            info["expiryDate"] = badge.expires_at.isoformat()
+        if badge.parent_id_tag:
+            info["parentIdTag"] = badge.parent_id_tag
+        entries[badge.id_tag.lower()] = {"idTag": badge.id_tag, "idTagInfo": info}
+    return entries
+
+
+def _rights(through: Any, column: str) -> dict[int, set[int]]:
+    rights: dict[int, set[int]] = {}
+    for badge_id, target in through.objects.values_list("badge_id", column):
+        rights.setdefault(badge_id, set()).add(target)
+    return rights
+
+
+def truncate(entries: dict[str, Entry], max_length: int | None) -> dict[str, Entry]:
+    """Keep at most `max_length` entries, Accepted ones first (then Blocked, Expired, Invalid)."""
+    if max_length is None or len(entries) <= max_length:
+        return entries
+    ranked = sorted(entries.items(), key=lambda item: (_STATUS_RANK.get(item[1]["idTagInfo"]["status"], 9), item[0]))
+    return dict(ranked[:max_length])
+
+
+def differential(old: dict[str, Entry], new: dict[str, Entry]) -> list[tuple[str, Entry]]:
+    """Changes turning `old` into `new`: updated or added entries, then deletions (no idTagInfo)."""
+    changes = [(key, entry) for key, entry in sorted(new.items()) if old.get(key) != entry]
+    changes += [(key, {"idTag": old[key]["idTag"]}) for key in sorted(old) if key not in new]
+    return changes
+
+
+def chunks(changes: list[tuple[str, Entry]], size: int | None) -> list[list[tuple[str, Entry]]]:
+    if not changes:
+        return [[]]
+    if not size:
+        return [changes]
+    return [changes[i : i + size] for i in range(0, len(changes), size)]
+
+
+def apply_changes(snapshot: dict[str, Entry], changes: list[tuple[str, Entry]]) -> dict[str, Entry]:
+    result = dict(snapshot)
+    for key, entry in changes:
+        if "idTagInfo" in entry:
+            result[key] = entry
+        else:
+            result.pop(key, None)
+    return result
+
+
+# --- the sync itself -------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    charger_pk: int
+    revision: int
+    list_version: int
+    never_pushed: bool
+    snapshot: dict[str, Entry]
+    desired: dict[str, Entry]
+    max_send: int | None
+    supported_by_config: bool = True
+    notes: list[str] = field(default_factory=list)
+
+
+def _config_int(charger_pk: int, key: str) -> int | None:
+    value = ConfigurationKey.objects.filter(charger_id=charger_pk, key=key).values_list("value", flat=True).first()
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        return None
+    return number if number > 0 else None
+
+
+def _plan(charger_pk: int, now: dt.datetime) -> Plan:
+    charger = Charger.objects.select_related("zone").get(pk=charger_pk)
+    state, _ = LocalListState.objects.get_or_create(charger=charger)
+    profiles = ConfigurationKey.objects.filter(charger=charger, key="SupportedFeatureProfiles").values_list(
+        "value", flat=True).first()
+    desired = desired_entries(charger, now)
+    max_length = _config_int(charger_pk, "LocalAuthListMaxLength")
+    plan = Plan(
+        charger_pk=charger_pk,
+        revision=BadgeListRevision.load().revision,
+        list_version=state.list_version,
+        never_pushed=state.last_success_at is None,
+        snapshot=dict(state.entries or {}),
+        desired=truncate(desired, max_length),
+        max_send=_config_int(charger_pk, "SendLocalListMaxLength"),
+        supported_by_config=profiles is None or "LocalAuthListManagement" in profiles,
+    )
+    if len(plan.desired) < len(desired):
+        plan.notes.append(f"list cut to LocalAuthListMaxLength={max_length} of {len(desired)} badges")
+    return plan
+
+
+def _claim(charger_pk: int, now: dt.datetime) -> bool:
+    LocalListState.objects.get_or_create(charger_id=charger_pk)
+    claimed = LocalListState.objects.filter(
+        Q(syncing_until__isnull=True) | Q(syncing_until__lt=now), charger_id=charger_pk
+    ).update(syncing_until=now + CLAIM_FOR, last_attempt_at=now)
+    return claimed == 1  # else another process is pushing to this charger right now
+
+
+def _release(charger_pk: int) -> None:
+    LocalListState.objects.filter(charger_id=charger_pk).update(syncing_until=None)
+
+
+def _mark(charger_pk: int, status: str, result: str) -> None:
+    LocalListState.objects.filter(charger_id=charger_pk).update(status=status, last_result=result[:200])
+
+
+def _record_accepted(charger_pk: int, version: int, entries: dict[str, Entry], now: dt.datetime) -> None:
+    LocalListState.objects.filter(charger_id=charger_pk).update(
+        list_version=version, entries=entries, last_success_at=now
+    )
+
+
+def _record_in_sync(charger_pk: int, revision: int, result: str, now: dt.datetime) -> None:
+    with transaction.atomic():
+        LocalListState.objects.filter(charger_id=charger_pk).update(
+            status=LocalListStatus.IN_SYNC, synced_revision=revision, last_result=result[:200]
+        )
+        LocalListState.objects.filter(charger_id=charger_pk, last_success_at__isnull=True).update(last_success_at=now)
+
+
+async def local_list_sync(call: CallFn, *, charger_pk: int, force_full: bool = False) -> str:
+    """Bring one charger's local list up to date through `call(action, payload)`; says what it did."""
+    db = database_sync_to_async
+    if not await db(_claim)(charger_pk, clock.now()):
+        return "busy: another push to this charger is running"
+    try:
+        return await _sync(call, charger_pk, force_full)
+    except CallFailed as error:
+        await db(_mark)(charger_pk, LocalListStatus.FAILED, f"failed: {error}")
+        return f"failed: {error}"
+    finally:
+        await db(_release)(charger_pk)
+
+
+async def _sync(call: CallFn, charger_pk: int, force_full: bool) -> str:
+    db = database_sync_to_async
+    plan = await db(_plan)(charger_pk, clock.now())
+    if not plan.supported_by_config:
+        return await _not_supported(charger_pk, "SupportedFeatureProfiles lacks LocalAuthListManagement")
+    try:
+        answer = await call("GetLocalListVersion", {})
+    except ChargerCallError as error:
+        if error.code in {"NotSupported", "NotImplemented"}:
+            return await _not_supported(charger_pk, f"GetLocalListVersion: {error.code}")
+        raise
+    charger_version = int(answer.get("listVersion", 0))
+    if charger_version == -1:
+        return await _not_supported(charger_pk, "GetLocalListVersion answered -1")
+    mismatch = not plan.never_pushed and charger_version != plan.list_version
+    if mismatch:
+        plan.notes.append(f"version mismatch: charger has v{charger_version}, we pushed v{plan.list_version}")
+    full = force_full or plan.never_pushed or mismatch
+    base = max(plan.list_version, charger_version, 0)
+    if not full:
+        changes = differential(plan.snapshot, plan.desired)
+        if not changes:
+            result = "; ".join([f"in sync at v{charger_version}", *plan.notes])
+            await db(_record_in_sync)(charger_pk, plan.revision, result, clock.now())
+            return result
+        outcome = await _send(call, plan, changes, base, full=False)
+        if outcome in {"Failed", "VersionMismatch"}:
+            plan.notes.append(f"differential answered {outcome}: full list sent")
+            full = True
+        else:
+            return await _finish(plan, outcome, "Differential")
+    return await _finish(plan, await _send(call, plan, sorted(plan.desired.items()), base, full=True), "Full")
+
+
+async def _send(call: CallFn, plan: Plan, changes: list[tuple[str, Entry]], base: int, *, full: bool) -> str:
+    """Send `changes` in as many messages as needed; the first status that is not Accepted."""
+    db = database_sync_to_async
+    snapshot = {} if full else dict(plan.snapshot)
+    version = base
+    for index, chunk in enumerate(chunks(changes, plan.max_send)):
+        version += 1
+        update_type = "Full" if full and index == 0 else "Differential"
+        payload = {"listVersion": version, "updateType": update_type,
+                   "localAuthorizationList": [entry for _, entry in chunk]}
+        status = str((await call("SendLocalList", payload)).get("status", "?"))
+        if status != "Accepted":
+            return status
+        snapshot = apply_changes(snapshot, chunk)
+        plan.list_version = version
+        plan.snapshot = snapshot
+        await db(_record_accepted)(plan.charger_pk, version, snapshot, clock.now())
+    return "Accepted"
+
+
+async def _finish(plan: Plan, outcome: str, kind: str) -> str:
+    db = database_sync_to_async
+    if outcome == "Accepted":
+        result = "; ".join([f"{kind} list accepted at v{plan.list_version} ({len(plan.snapshot)} entries)",
+                            *plan.notes])
+        await db(_record_in_sync)(plan.charger_pk, plan.revision, result, clock.now())
+        return result
+    if outcome == "NotSupported":
+        return await _not_supported(plan.charger_pk, f"SendLocalList answered {outcome}")
+    status = LocalListStatus.VERSION_MISMATCH if outcome == "VersionMismatch" else LocalListStatus.FAILED
+    result = "; ".join([f"{kind} list answered {outcome}", *plan.notes])
+    await db(_mark)(plan.charger_pk, status, result)
+    return result
+
+
+async def _not_supported(charger_pk: int, why: str) -> str:
+    await database_sync_to_async(_mark)(charger_pk, LocalListStatus.NOT_SUPPORTED, f"not supported: {why}")
+    return f"not supported: {why}"
+
+
+async def boot_step_local_list(call: CallFn, charger_pk: int) -> str:
+    """Boot step (see chargers.hooks): check the list of the charger that just booted."""
+    if not settings.BADGES_LOCAL_LIST_SYNC:
+        return "local list sync disabled"
+    return await local_list_sync(call, charger_pk=charger_pk)
+
+
+# --- which chargers need a sync -------------------------------------------------------------
+
+
+def badges_validity_started(*, now: dt.datetime) -> bool:
+    """Count badges whose `valid_from` passed since the last look as a change (their entry changes)."""
+    revision = BadgeListRevision.load()
+    since = revision.validity_checked_at
+    BadgeListRevision.objects.filter(pk=1).update(validity_checked_at=now)
+    if since is not None and Badge.objects.filter(valid_from__gt=since, valid_from__lte=now).exists():
+        badges_changed(now=now)
+        return True
+    return False
+
+
+def chargers_due(*, now: dt.datetime) -> list[tuple[int, str]]:
+    """Connected, accepted chargers whose list needs a look, unless badge changes are still settling."""
+    revision = BadgeListRevision.load()
+    if revision.changed_at is not None and now - revision.changed_at < DEBOUNCE:
+        return []
+    states = {state.charger_id: state for state in LocalListState.objects.all()}
+    due = []
+    for pk, cp_id in Charger.objects.filter(connected=True, registration_status="accepted").values_list(
+        "pk", "charge_point_id"
+    ):
+        state = states.get(pk)
+        if state is None or _needs_sync(state, revision.revision, now):
+            due.append((pk, cp_id))
+    return due
+
+
+def _needs_sync(state: LocalListState, revision: int, now: dt.datetime) -> bool:
+    last = state.last_attempt_at
+    if state.status == LocalListStatus.NOT_SUPPORTED:
+        return False  # checked again at the charger's next boot
+    if state.status in {LocalListStatus.FAILED, LocalListStatus.VERSION_MISMATCH}:
+        return last is None or now - last >= RETRY_FAILED_AFTER
+    if state.status == LocalListStatus.UNKNOWN or state.synced_revision < revision:
+        return True
+    return last is None or now - last >= RECHECK_AFTER
+

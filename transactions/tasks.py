@@ -1,0 +1,13 @@
+"""Celery tasks of the transactions app: fetch, call the service, return."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from evce import clock
+from transactions import services
+
+
+@shared_task
+def close_stale_transactions() -> list[int]:
+    return services.transactions_close_stale(now=clock.now())

@@ -39,7 +39,7 @@ class ZoneAdmin(admin.ModelAdmin):
                            "add_pv_production"]}),
         ("Latest measurement (meters, BEMS or entered here)", {
             "fields": ["measured_current_l1_a", "measured_current_l2_a", "measured_current_l3_a",
-                       "measured_power_kw", "pv_power_kw", "measured_at"],
+                       "measured_power_kw", "measured_at", "pv_power_kw", "pv_measured_at"],
         }),
     ]
 

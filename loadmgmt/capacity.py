@@ -52,10 +52,11 @@ class ZoneConfig:
 class ZoneMeasurement:
     """The zone meter's latest reading (total consumption, EV included) and PV production."""
 
-    at: float  # epoch seconds
+    at: float | None  # epoch seconds of the consumption reading
     current_a: tuple[float | None, float | None, float | None] | None = None
     power_w: float | None = None
     pv_w: float | None = None
+    pv_at: float | None = None  # epoch seconds of the PV reading
 
 
 @dataclass(frozen=True)
@@ -109,8 +110,9 @@ def zone_capacity(
     adds to the capacity. Stale or missing data: the fixed fallback current.
     """
     limit_a, limit_w, tou_label = time_of_use_limits(config, local)
-    fresh = measurement is not None and 0 <= now - measurement.at <= max_age_s
-    pv_w = measurement.pv_w if (fresh and config.add_pv and measurement and measurement.pv_w) else 0.0
+    fresh = measurement is not None and _fresh(measurement.at, now, max_age_s)
+    pv_fresh = measurement is not None and _fresh(measurement.pv_at, now, max_age_s)
+    pv_w = max(0.0, measurement.pv_w or 0.0) if (pv_fresh and config.add_pv and measurement) else 0.0
     note = f"{tou_label} (time-of-use)" if tou_label else "static"
     if config.dynamic:
         if not fresh or not _has_needed_values(config, measurement, limit_a, limit_w):
@@ -127,6 +129,10 @@ def zone_capacity(
     zone = Zone(id=config.id, parent_id=config.parent_id, name=config.name,
                 capacity_a=_clamp3(capacity_a), capacity_w=None if capacity_w is None else max(0.0, capacity_w))
     return ZoneCapacity(zone, limit_a, limit_w, note, fallback=False)
+
+
+def _fresh(at: float | None, now: float, max_age_s: float) -> bool:
+    return at is not None and 0 <= now - at <= max_age_s
 
 
 def _has_needed_values(

@@ -78,14 +78,15 @@ def zone_config(zone: Zone) -> ZoneConfig:
 
 
 def zone_measurement(zone: Zone) -> ZoneMeasurement | None:
-    if zone.measured_at is None:
+    if zone.measured_at is None and zone.pv_measured_at is None:
         return None
     currents = (zone.measured_current_l1_a, zone.measured_current_l2_a, zone.measured_current_l3_a)
     return ZoneMeasurement(
-        at=zone.measured_at.timestamp(),
+        at=None if zone.measured_at is None else zone.measured_at.timestamp(),
         current_a=None if all(value is None for value in currents) else currents,
         power_w=None if zone.measured_power_kw is None else zone.measured_power_kw * 1000,
         pv_w=None if zone.pv_power_kw is None else zone.pv_power_kw * 1000,
+        pv_at=None if zone.pv_measured_at is None else zone.pv_measured_at.timestamp(),
     )
 
 

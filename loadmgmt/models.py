@@ -88,8 +88,10 @@ class Zone(models.Model):
     measured_current_l2_a = models.FloatField(null=True, blank=True)
     measured_current_l3_a = models.FloatField(null=True, blank=True)
     measured_power_kw = models.FloatField(null=True, blank=True)
+    measured_at = models.DateTimeField(null=True, blank=True, help_text="Time of the consumption reading.")
     pv_power_kw = models.FloatField(null=True, blank=True)
-    measured_at = models.DateTimeField(null=True, blank=True)
+    # PV has its own timestamp: a live PV meter must never make a dead consumption meter look fresh.
+    pv_measured_at = models.DateTimeField(null=True, blank=True, help_text="Time of the PV reading.")
 
     class Meta:
         ordering = ["name"]

@@ -17,20 +17,24 @@ def zone_record_measurement(
     power_kw: float | None = None,
     pv_power_kw: float | None = None,
 ) -> None:
-    """Store the latest measurement of a zone's total consumption (meter poller, BEMS, admin).
+    """Store the latest measurement of a zone's total consumption and/or PV production.
 
-    An older reading never overwrites a newer one (pushes and polls may cross).
+    Consumption and PV keep separate timestamps, so that one source being alive never makes
+    the other look fresh; an older reading never overwrites a newer one (pushes and polls may
+    cross).
     """
-    updated = Zone.objects.filter(pk=zone.pk).exclude(measured_at__gt=at)
-    fields: dict[str, object] = {"measured_at": at}
-    if current_a is not None:
-        fields.update(measured_current_l1_a=current_a[0], measured_current_l2_a=current_a[1],
-                      measured_current_l3_a=current_a[2])
-    if power_kw is not None:
-        fields["measured_power_kw"] = power_kw
+    if current_a is not None or power_kw is not None:
+        fields: dict[str, object] = {"measured_at": at}
+        if current_a is not None:
+            fields.update(measured_current_l1_a=current_a[0], measured_current_l2_a=current_a[1],
+                          measured_current_l3_a=current_a[2])
+        if power_kw is not None:
+            fields["measured_power_kw"] = power_kw
+        Zone.objects.filter(pk=zone.pk).exclude(measured_at__gt=at).update(**fields)
     if pv_power_kw is not None:
-        fields["pv_power_kw"] = pv_power_kw
-    updated.update(**fields)
+        Zone.objects.filter(pk=zone.pk).exclude(pv_measured_at__gt=at).update(
+            pv_power_kw=pv_power_kw, pv_measured_at=at
+        )
 
 
 def applied_limit_record(

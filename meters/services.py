@@ -29,7 +29,7 @@ from django.db import transaction
 from django.db.models import F, Q
 
 from evce import clock
-from loadmgmt.models import SiteSettings, Zone, ZoneMode
+from loadmgmt.models import SiteSettings, Zone
 from loadmgmt.services import zone_record_measurement
 from meters import modbus, registers
 from meters.models import COUNTERS, PHASE_CURRENTS, Meter, MeterReading, MeterRole
@@ -90,6 +90,11 @@ def _record_one(meter: Meter, result: modbus.MeterReading | modbus.MeterError, a
     except Exception as exc:  # isolate the fault (even a bug) to this meter
         logger.exception("meter %s: recording the poll result failed", meter)
         error = f"internal error while recording: {type(exc).__name__}: {exc}"
+        try:
+            with transaction.atomic():
+                meter_record_failure(meter=meter, error=error, at=at)
+        except Exception:  # the database itself is failing: the log above is all we can do
+            logger.exception("meter %s: recording the failure failed too", meter)
     if error:
         report.failed[meter.name] = error
     else:
@@ -178,25 +183,8 @@ def _feed_zone(meter: Meter, values: Mapping[str, float], at: dt.datetime) -> No
     elif meter.role == MeterRole.PV:
         # Production only: a PV meter's standby draw or reversed CTs never lower the capacity below 0 PV.
         pv_kw = max(0.0, values[registers.POWER_W] / 1000)
-        _zone_record_pv(meter.zone, pv_kw, at, advance=meter.zone.mode != ZoneMode.DYNAMIC)
+        zone_record_measurement(zone=meter.zone, at=at, pv_power_kw=pv_kw)
     # EV sub-meters: their latest values on the meter row are what `ev_submeter_currents` reads.
-
-
-def _zone_record_pv(zone: Zone, pv_power_kw: float, at: dt.datetime, *, advance: bool) -> None:
-    """Store PV production without letting it refresh another meter's consumption values.
-
-    The zone has one ``measured_at`` for consumption and PV. For a dynamic zone the consumption
-    comes from its own source (zone meter or BEMS); if a PV reading advanced the timestamp, a dead
-    consumption meter's last values would look fresh. So the PV value is stored under the
-    timestamp already there (``advance=False``). A static zone has no other source: the PV
-    reading's time is its own freshness.
-    """
-    if not advance:
-        existing = Zone.objects.filter(pk=zone.pk).values_list("measured_at", flat=True).first()
-        if existing is None:
-            return  # no consumption yet: a dynamic zone is on its fallback anyway
-        at = existing
-    zone_record_measurement(zone=zone, at=at, pv_power_kw=pv_power_kw)
 
 
 def meters_mark_stale(*, now: dt.datetime, max_age_s: float) -> list[str]:
@@ -218,7 +206,7 @@ def meters_mark_stale(*, now: dt.datetime, max_age_s: float) -> list[str]:
             f"; zone {meter.zone} no longer gets its measurement" if meter.zone and meter.role != "monitor" else "",
         )
         if meter.role == MeterRole.PV and meter.zone is not None:
-            _zone_record_pv(meter.zone, 0.0, now, advance=False)
+            zone_record_measurement(zone=meter.zone, at=now, pv_power_kw=0.0)
     return turned
 
 
@@ -226,7 +214,7 @@ def meter_release_zone(*, meter: Meter) -> None:
     """The meter stops feeding its zone (role/zone changed, deleted): clear the PV it contributed."""
     if meter.role == MeterRole.PV and meter.zone_id is not None:
         zone = Zone.objects.get(pk=meter.zone_id)
-        _zone_record_pv(zone, 0.0, clock.now(), advance=False)
+        zone_record_measurement(zone=zone, at=clock.now(), pv_power_kw=0.0)
 
 
 # --------------------------------------------------------------------------- #

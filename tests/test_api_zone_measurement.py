@@ -69,11 +69,17 @@ def test_bad_payloads_get_400_with_a_message(staff_client, zone, body, message):
     assert zone.measured_at is None
 
 
+def basic(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
 def test_only_staff_may_push(zone):
     User.objects.create_user("driver", password="not-a-staff-pw-1")
-    basic = "Basic " + base64.b64encode(b"driver:not-a-staff-pw-1").decode()
-    assert push(Client(), zone, {"power_kw": 1}, HTTP_AUTHORIZATION=basic).status_code == 403
+    User.objects.create_user("bems", password="bems-pw-8f2k1", is_staff=True)
+    assert push(Client(), zone, {"power_kw": 1}, HTTP_AUTHORIZATION=basic("driver", "not-a-staff-pw-1")
+                ).status_code == 403
     assert push(Client(), zone, {"power_kw": 1}).status_code in (401, 403)
+    assert push(Client(), zone, {"power_kw": 1}, HTTP_AUTHORIZATION=basic("bems", "bems-pw-8f2k1")).status_code == 200
 
 
 def test_an_unknown_zone_is_404(staff_client, zone):

@@ -74,11 +74,13 @@ def test_an_overloaded_building_leaves_zero_not_negative():
 def test_pv_production_adds_capacity_when_configured_and_fresh():
     config = ZoneConfig("1", "z", None, max_current_a=None, max_power_w=30_000, dynamic=True,
                         fallback_current_a=10, add_pv=True)
-    sunny = ZoneMeasurement(at=NOW, power_w=25_000, pv_w=9_000)
+    sunny = ZoneMeasurement(at=NOW, power_w=25_000, pv_w=9_000, pv_at=NOW)
     assert capacity(config, sunny).zone.capacity_w == pytest.approx(14_000)
     static = ZoneConfig("2", "z", None, max_current_a=32, max_power_w=None, add_pv=True)
-    assert capacity(static, ZoneMeasurement(at=NOW, pv_w=6_900)).zone.capacity_a == pytest.approx((42, 42, 42))
-    assert capacity(static, ZoneMeasurement(at=NOW - 3600, pv_w=6_900)).zone.capacity_a == (32, 32, 32)
+    fresh_pv = ZoneMeasurement(at=None, pv_w=6_900, pv_at=NOW)
+    assert capacity(static, fresh_pv).zone.capacity_a == pytest.approx((42, 42, 42))
+    old_pv = ZoneMeasurement(at=None, pv_w=6_900, pv_at=NOW - 3600)
+    assert capacity(static, old_pv).zone.capacity_a == (32, 32, 32)
 
 
 def test_the_safe_default_is_the_fair_share_of_every_zone_above():
@@ -86,3 +88,12 @@ def test_the_safe_default_is_the_fair_share_of_every_zone_above():
     assert safe_default_current([(100, 2), (63, 3)], charger_max_a=32, min_a=6) == 21.0
     assert safe_default_current([(32, 1)], charger_max_a=16, min_a=6) == 16
     assert safe_default_current([(20, 5)], charger_max_a=32, min_a=6) == 0.0  # 4 A cannot be signalled
+
+
+def test_a_live_pv_meter_never_makes_a_dead_consumption_meter_look_fresh():
+    config = ZoneConfig("1", "z", None, max_current_a=100, max_power_w=None, dynamic=True, fallback_current_a=16,
+                        add_pv=True)
+    dead_incomer = ZoneMeasurement(at=NOW - 600, current_a=(10.0, 10.0, 10.0), pv_w=6_900, pv_at=NOW)
+    result = capacity(config, dead_incomer)
+    assert result.fallback
+    assert result.zone.capacity_a == (16, 16, 16)

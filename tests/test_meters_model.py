@@ -63,3 +63,17 @@ def test_a_generic_meter_must_provide_what_its_role_needs():
     meter.register_spec = {"power_w": {"register": 3060, "data_type": "float32", "scale": 1000}}
     meter.full_clean()
     assert meter.register_map().register_for("power_w").address == 3059
+
+
+@pytest.mark.django_db
+def test_a_zone_meter_must_measure_what_the_zone_limits():
+    zone = dynamic_zone(max_current_a=63.0, max_power_kw=40.0)
+    power_only = {"power_w": {"register": 3060, "data_type": "float32", "scale": 1000}}
+    meter = Meter(name="g", host="h", meter_type="generic", register_spec=power_only, role="zone_total", zone=zone)
+    assert "must provide the three currents" in errors_of(meter)["__all__"][0]
+    currents = {q: {"register": 3000 + 2 * n, "data_type": "float32"}
+                for n, q in enumerate(("current_l1_a", "current_l2_a", "current_l3_a"))}
+    meter.register_spec = currents
+    assert "must provide the total power" in errors_of(meter)["__all__"][0]
+    meter.register_spec = currents | power_only
+    meter.full_clean()

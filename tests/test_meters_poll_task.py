@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from loadmgmt.capacity import ZoneConfig, ZoneMeasurement, zone_capacity
+from loadmgmt.capacity import zone_capacity
+from loadmgmt.inputs import zone_config, zone_measurement
 from loadmgmt.models import SiteSettings, Zone
 from meters import selectors, services, tasks
 from meters.models import Meter
@@ -46,15 +47,7 @@ def poll(seconds: float) -> services.PollReport:
 def capacity_of(zone: Zone, seconds: float, ev_a: tuple[float, float, float] = (0.0, 0.0, 0.0)):
     """The zone's capacity computed by load management from what the poller stored."""
     zone.refresh_from_db()
-    config = ZoneConfig(id=str(zone.pk), name=zone.name, parent_id=None, max_current_a=zone.max_current_a,
-                        max_power_w=None, dynamic=zone.mode == "dynamic", fallback_current_a=zone.fallback_current_a,
-                        add_pv=zone.add_pv_production)
-    measurement = None if zone.measured_at is None else ZoneMeasurement(
-        at=zone.measured_at.timestamp(),
-        current_a=(zone.measured_current_l1_a, zone.measured_current_l2_a, zone.measured_current_l3_a),
-        power_w=None if zone.measured_power_kw is None else zone.measured_power_kw * 1000,
-        pv_w=None if zone.pv_power_kw is None else zone.pv_power_kw * 1000,
-    )
+    config, measurement = zone_config(zone), zone_measurement(zone)
     now = at(seconds)
     return zone_capacity(config, measurement, ev_a, now=now.timestamp(), local=now,
                          max_age_s=SiteSettings.load().measurement_max_age_s)
@@ -245,3 +238,22 @@ def test_ev_submeters_of_other_zones_and_disabled_ones_are_left_out(lab):
     poll(0)
     assert selectors.ev_submeter_currents([zone.pk, other.pk], now=at(10)) == {zone.pk: (31.5, 30.25, 29.75)}
     assert selectors.ev_submeter_currents([zone.pk], now=at(61)) == {zone.pk: (0.0, 0.0, 0.0)}  # stale: 0 A
+
+
+def test_a_fault_while_recording_one_meter_costs_only_that_meter(lab, monkeypatch):
+    for name in ("A", "B"):
+        make_meter(lab, lab.meter(IEM), name)
+    accumulate = services._accumulate
+
+    def broken_for_a(meter, values, when):
+        if meter.name == "A":
+            raise RuntimeError("boom")
+        return accumulate(meter, values, when)
+
+    monkeypatch.setattr(services, "_accumulate", broken_for_a)
+    report = poll(0)
+
+    assert report.ok == ["B"] and "RuntimeError: boom" in report.failed["A"]
+    a, b = Meter.objects.order_by("name")
+    assert (a.last_reading_at, a.last_values, a.consecutive_failures) == (None, {}, 1)
+    assert (b.last_reading_at, b.consecutive_failures) == (at(0), 0)

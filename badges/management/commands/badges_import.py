@@ -46,9 +46,10 @@ class Command(BaseCommand):
             self.stderr.write(f"{file}: {problem}")
         totals = result.totals
         verb = "would import" if dry_run else "imported"
+        if failed and result.file_errors():
+            raise CommandError(f"{file} cannot be imported: nothing written")
         if failed:
-            raise CommandError(f"{len(result.problems())} row(s) with errors in {file}: nothing imported "
-                               "(use --skip-invalid to import the valid rows)" if result.problems()
-                               else f"{file} cannot be imported")
+            raise CommandError(f"{len(result.problems())} row(s) with errors in {file}: nothing written "
+                               "(--skip-invalid imports the valid rows)")
         self.stdout.write(f"{file}: {verb} {totals['new']} new and {totals['update']} updated badge(s); "
                           f"{len(result.skipped)} row(s) skipped.")

@@ -1,0 +1,185 @@
+"""Local authorization lists pushed to real `ocpp` chargers: full, differential, mismatch, refusals."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+
+from badges.models import Badge, BadgeStatus, LocalListState, LocalListStatus
+from badges.services import badges_changed, badges_set_status
+from badges.tasks import sync_local_lists
+from chargers.models import Charger, RegistrationStatus
+from tests.conftest import wait_until
+
+NOW = dt.datetime.now(dt.UTC)
+
+
+def stateful_local_list(sim) -> None:
+    """Make the simulated charger keep its list and version like a real one does.
+
+    `cp.send_local_list_statuses` may hold the statuses of the next SendLocalList answers.
+    """
+    cp = sim.cp
+    cp.local_list = {}
+    cp.send_local_list_statuses = []
+    original = cp.route_map["SendLocalList"]["_on_action"]
+
+    async def on_send_local_list(**payload: Any):
+        if cp.send_local_list_statuses:
+            cp.answers["SendLocalList"] = cp.send_local_list_statuses.pop(0)
+        answer = await original(**payload)
+        if answer.status == "Accepted":
+            if payload["update_type"] == "Full":
+                cp.local_list = {}
+            for item in payload.get("local_authorization_list") or []:
+                if item.get("id_tag_info"):
+                    cp.local_list[item["id_tag"]] = item["id_tag_info"]["status"]
+                else:
+                    cp.local_list.pop(item["id_tag"], None)
+            cp.answers["GetLocalListVersion"] = str(payload["list_version"])
+        return answer
+
+    cp.route_map["SendLocalList"]["_on_action"] = on_send_local_list
+
+
+def pushes(sim) -> list[tuple[str, int, list[str]]]:
+    """(updateType, listVersion, id tags) of every SendLocalList the charger received."""
+    return [
+        (p["update_type"], p["list_version"], [item["id_tag"] for item in p.get("local_authorization_list") or []])
+        for action, p in list(sim.cp.received) if action == "SendLocalList"
+    ]
+
+
+def settled(cp_id: str) -> LocalListState:
+    """The charger's list state once its (boot) sync has finished."""
+    def done() -> LocalListState | None:
+        state = LocalListState.objects.filter(charger__charge_point_id=cp_id).first()
+        busy = state is None or state.syncing_until is not None or state.status == LocalListStatus.UNKNOWN
+        return None if busy else state
+    return wait_until(done)
+
+
+@pytest.fixture
+def badges(transactional_db) -> None:
+    Badge.objects.create(id_tag="ALICE", expires_at=NOW + dt.timedelta(days=30), parent_id_tag="ACME")
+    Badge.objects.create(id_tag="BOB", status=BadgeStatus.BLOCKED)
+    Badge.objects.create(id_tag="CAROL", expires_at=NOW - dt.timedelta(days=1))
+    Badge.objects.create(id_tag="DAN", valid_from=NOW + dt.timedelta(days=1))
+
+
+@pytest.fixture
+def charger(ocpp_url, charger_factory, badges):
+    Charger.objects.create(charge_point_id="CP-LIST", registration_status=RegistrationStatus.ACCEPTED)
+    sim = charger_factory(ocpp_url, "CP-LIST").connect()
+    stateful_local_list(sim)
+    sim.boot()
+    settled("CP-LIST")
+    return sim
+
+
+@pytest.fixture
+def clock_at(monkeypatch):
+    """Move this process's clock (the beat task runs here; the chargers' server keeps real time)."""
+    def move(moment: dt.datetime) -> None:
+        monkeypatch.setattr("evce.clock.now", lambda: moment)
+    return move
+
+
+def test_a_booting_charger_gets_the_full_list(charger):
+    assert pushes(charger) == [("Full", 1, ["ALICE", "BOB", "CAROL", "DAN"])]
+    assert charger.cp.local_list == {"ALICE": "Accepted", "BOB": "Blocked", "CAROL": "Expired", "DAN": "Invalid"}
+    state = LocalListState.objects.get(charger__charge_point_id="CP-LIST")
+    assert (state.status, state.list_version, state.entry_count) == (LocalListStatus.IN_SYNC, 1, 4)
+    sent = next(p for action, p in charger.cp.received if action == "SendLocalList")
+    alice = sent["local_authorization_list"][0]["id_tag_info"]
+    assert alice["parent_id_tag"] == "ACME" and alice["expiry_date"]
+
+
+def test_badge_changes_are_pushed_as_differential_once_quiet(charger, clock_at):
+    changed_at = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+    clock_at(changed_at)
+    badges_set_status(badge_pks=[Badge.objects.get(id_tag="ALICE").pk], status=BadgeStatus.BLOCKED, now=changed_at)
+    Badge.objects.filter(id_tag="CAROL").delete()
+    badges_changed(now=changed_at)
+    Badge.objects.create(id_tag="ERIN")
+    badges_changed(now=changed_at + dt.timedelta(seconds=5))
+    clock_at(changed_at + dt.timedelta(seconds=8))
+    assert sync_local_lists() == {}  # changes still settling: nothing sent yet
+    clock_at(changed_at + dt.timedelta(seconds=20))
+    assert sync_local_lists() == {"CP-LIST": "Differential list accepted at v2 (4 entries)"}
+    assert pushes(charger)[1:] == [("Differential", 2, ["ALICE", "ERIN", "CAROL"])]
+    assert charger.cp.local_list == {"ALICE": "Blocked", "BOB": "Blocked", "DAN": "Invalid", "ERIN": "Accepted"}
+    assert sync_local_lists() == {}  # in sync: nothing due until the hourly check
+    clock_at(changed_at + dt.timedelta(hours=2))
+    assert sync_local_lists() == {"CP-LIST": "in sync at v2"}
+    assert len(pushes(charger)) == 2
+
+
+def test_a_charger_whose_version_differs_gets_the_full_list(charger):
+    charger.cp.answers["GetLocalListVersion"] = "7"  # e.g. the list was reset or set by another system
+    result = sync_local_lists(charger_pks=[Charger.objects.get(charge_point_id="CP-LIST").pk])
+    assert result["CP-LIST"].startswith("Full list accepted at v8")
+    assert "version mismatch: charger has v7, we pushed v1" in result["CP-LIST"]
+    assert pushes(charger)[-1] == ("Full", 8, ["ALICE", "BOB", "CAROL", "DAN"])
+
+
+@pytest.mark.parametrize("refusal", ["VersionMismatch", "Failed"])
+def test_a_refused_differential_is_followed_by_the_full_list(charger, refusal):
+    Badge.objects.create(id_tag="ERIN")
+    charger.cp.send_local_list_statuses = [refusal, "Accepted"]
+    result = sync_local_lists(charger_pks=[Charger.objects.get(charge_point_id="CP-LIST").pk])
+    assert pushes(charger)[1:] == [("Differential", 2, ["ERIN"]), ("Full", 2, ["ALICE", "BOB", "CAROL", "DAN", "ERIN"])]
+    assert f"differential answered {refusal}: full list sent" in result["CP-LIST"]
+    assert LocalListState.objects.get(charger__charge_point_id="CP-LIST").status == LocalListStatus.IN_SYNC
+
+
+@pytest.mark.parametrize(
+    ("answers", "status", "sent"),
+    [
+        ({"GetLocalListVersion": "-1"}, LocalListStatus.NOT_SUPPORTED, 0),
+        ({"SendLocalList": "NotSupported"}, LocalListStatus.NOT_SUPPORTED, 1),
+        ({"SendLocalList": "Failed"}, LocalListStatus.FAILED, 1),
+        ({"SendLocalList": "VersionMismatch"}, LocalListStatus.VERSION_MISMATCH, 1),
+    ],
+    ids=["version-minus-one", "not-supported", "failed", "version-mismatch"],
+)
+def test_a_charger_refusing_the_list_is_marked(ocpp_url, charger_factory, badges, answers, status, sent):
+    Charger.objects.create(charge_point_id="CP-NOLIST", registration_status=RegistrationStatus.ACCEPTED)
+    sim = charger_factory(ocpp_url, "CP-NOLIST").connect()
+    sim.cp.answers.update(answers)
+    sim.boot()
+    state = settled("CP-NOLIST")
+    assert state.status == status
+    assert len(pushes(sim)) == sent
+    assert state.last_success_at is None
+
+
+def test_charger_list_limits_are_respected(ocpp_url, charger_factory, badges):
+    Charger.objects.create(charge_point_id="CP-SMALL", registration_status=RegistrationStatus.ACCEPTED)
+    sim = charger_factory(ocpp_url, "CP-SMALL").connect()
+    stateful_local_list(sim)
+    # Read by the automatic configuration's GetConfiguration before the list is pushed.
+    sim.cp.config.update({"LocalAuthListMaxLength": "3", "SendLocalListMaxLength": "2"})
+    sim.boot()
+    state = settled("CP-SMALL")
+    assert pushes(sim) == [("Full", 1, ["ALICE", "BOB"]), ("Differential", 2, ["CAROL"])]
+    assert "list cut to LocalAuthListMaxLength=3 of 4 badges" in state.last_result
+    assert state.list_version == 2
+
+
+def test_the_admin_pushes_lists_on_demand(charger, client, monkeypatch):
+    monkeypatch.setattr(sync_local_lists, "delay", lambda **kwargs: sync_local_lists.apply(kwargs=kwargs))
+    # The role groups are tested in test_badges_admin (a flushed database has none).
+    client.force_login(User.objects.create_superuser("boss", password="pw"))  # noqa: S106
+    state = LocalListState.objects.get(charger__charge_point_id="CP-LIST")
+    response = client.post("/admin/badges/localliststate/", {"action": "push_full_now", "_selected_action": [state.pk]})
+    assert response.status_code == 302
+    assert pushes(charger)[-1] == ("Full", 2, ["ALICE", "BOB", "CAROL", "DAN"])
+    badge = Badge.objects.get(id_tag="BOB")
+    client.post("/admin/badges/badge/", {"action": "unblock_badges", "_selected_action": [badge.pk]})
+    client.post("/admin/badges/badge/", {"action": "push_local_lists", "_selected_action": [badge.pk]})
+    assert pushes(charger)[-1] == ("Differential", 3, ["BOB"])
+    assert charger.cp.local_list["BOB"] == "Accepted"

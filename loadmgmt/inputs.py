@@ -110,8 +110,23 @@ def gather(now: dt.datetime) -> LoopInputs:
                                               tx.charger.phases)
         for phase, amps in enumerate(phase_currents):
             ev_by_zone[tx.charger.zone_id][phase] += amps
+    _use_ev_submeters(ev_by_zone, [zone.pk for zone in zones], now, settings)
     capacities = _capacities(zones, ev_by_zone, now, settings)
     return LoopInputs(site_policy(settings), settings, capacities, sessions, contexts, chargers)
+
+
+def _use_ev_submeters(
+    ev_by_zone: dict[int, list[float]], zone_ids: list[int], now: dt.datetime, settings: SiteSettings
+) -> None:
+    """Where an EV sub-meter measures a zone's EV feeder, its reading replaces the chargers' reports.
+
+    A physical measurement beats the sum of chargers' MeterValues (some chargers report late
+    or not at all); a stale sub-meter counts 0 A, the conservative side of limit − (total − EV).
+    """
+    from meters.selectors import ev_submeter_currents  # noqa: PLC0415 - meters is an optional feed
+
+    for zone_id, currents in ev_submeter_currents(zone_ids, now=now, max_age_s=settings.measurement_max_age_s).items():
+        ev_by_zone[zone_id] = list(currents)
 
 
 def _capacities(

@@ -97,3 +97,21 @@ def test_a_live_pv_meter_never_makes_a_dead_consumption_meter_look_fresh():
     result = capacity(config, dead_incomer)
     assert result.fallback
     assert result.zone.capacity_a == (16, 16, 16)
+
+
+@pytest.mark.django_db
+def test_the_loop_subtracts_the_ev_load_an_ev_submeter_measures():
+    from evce import clock
+    from loadmgmt.inputs import gather
+    from loadmgmt.models import Zone
+    from loadmgmt.services import zone_record_measurement
+    from meters.models import Meter
+
+    now = clock.now()
+    zone = Zone.objects.create(name="Car park", max_current_a=100, mode="dynamic", fallback_current_a=16)
+    zone_record_measurement(zone=zone, at=now, current_a=(80.0, 80.0, 80.0))
+    assert gather(now).zones[0].zone.capacity_a == (20.0, 20.0, 20.0)
+    Meter.objects.create(name="EV feeder", meter_type="iem3x5x", host="127.0.0.1", port=502, role="ev_submeter",
+                         zone=zone, last_reading_at=now,
+                         last_values={"current_l1_a": 30.0, "current_l2_a": 30.0, "current_l3_a": 30.0})
+    assert gather(now).zones[0].zone.capacity_a == (50.0, 50.0, 50.0)  # 100 - (80 - 30)

@@ -96,7 +96,7 @@ class TransactionAdmin(ExportMixin, admin.ModelAdmin):
     date_hierarchy = "start_time"
     readonly_fields = [f.name for f in Transaction._meta.fields] + ["average_power", "meter_values_link"]
     inlines = [MeterSampleInline]
-    change_list_template = "admin/transactions/transaction/change_list_with_report.html"
+    import_export_change_list_template = "admin/transactions/transaction/change_list_with_report.html"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -7,6 +7,7 @@ from django.contrib.auth.models import Group, User
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from badges.models import Badge, BadgeGroup, BadgeListRevision, BadgeStatus
+from badges.resources import COLUMNS
 
 IMPORT_URL = "/admin/badges/badge/import/"
 CONFIRM_URL = "/admin/badges/badge/process_import/"
@@ -78,7 +79,9 @@ def test_export_follows_the_list_filters(as_role):
     Badge.objects.create(id_tag="OPEN", holder="Olive")
     Badge.objects.create(id_tag="SHUT", holder="Sam", status=BadgeStatus.BLOCKED)
     client = as_role("viewer")
-    response = client.post("/admin/badges/badge/export/?status__exact=blocked", {"format": "0", "resource": "0"})
+    columns = {f"badgeresource_{column}": "on" for column in COLUMNS}
+    response = client.post("/admin/badges/badge/export/?status__exact=blocked",
+                           {"format": "0", "resource": "0", **columns})
     assert response.status_code == 200
     lines = response.content.decode().splitlines()
     assert lines[0].startswith("id_tag,holder,") and len(lines) == 2 and lines[1].startswith("SHUT,Sam,")

@@ -178,7 +178,9 @@ class CaseInsensitiveLoader(BaseInstanceLoader):
         self.by_key: dict[str, Badge] = {}
         for start in range(0, len(keys), 5000):
             chunk = keys[start : start + 5000]
-            for badge in Badge.objects.annotate(key=Lower("id_tag")).filter(key__in=chunk):
+            found = Badge.objects.annotate(key=Lower("id_tag")).filter(key__in=chunk).prefetch_related(
+                "chargers", "zones")
+            for badge in found:
                 self.by_key[badge.id_tag.lower()] = badge
 
     def get_instance(self, row: dict[str, Any]) -> Badge | None:
@@ -326,8 +328,11 @@ class BadgeResource(resources.ModelResource):
             if name not in row:
                 continue
             values = self.fields[name].clean(row)
-            if values or getattr(instance, "_was_existing", False):
-                getattr(instance, name).set(values)
+            if not values and not getattr(instance, "_was_existing", False):
+                continue  # a new badge without rights: nothing to write
+            related = getattr(instance, name)
+            if {item.pk for item in related.all()} != {item.pk for item in values}:  # prefetched by the loader
+                related.set(values)
 
     def after_init_instance(self, instance: Badge, new: bool, row: dict[str, Any], **kwargs: Any) -> None:
         instance._was_existing = not new  # type: ignore[attr-defined]

@@ -193,6 +193,23 @@ class ChargerSim:
         assert self.cp is not None
         return self.run(asyncio.wait_for(self.cp._response_queue.get(), timeout), timeout + 1)
 
+    def profile_limits(self, purpose: str) -> list[tuple[int, float]]:
+        """(connector, limit) of every SetChargingProfile of `purpose` received, oldest first."""
+        assert self.cp is not None
+        found = []
+        for action, payload in list(self.cp.received):
+            if action != "SetChargingProfile":
+                continue
+            profile = payload["cs_charging_profiles"]
+            if profile["charging_profile_purpose"] == purpose:
+                limit = float(profile["charging_schedule"]["charging_schedule_period"][0]["limit"])
+                found.append((payload["connector_id"], limit))
+        return found
+
+    def last_tx_limit(self) -> float | None:
+        found = self.profile_limits("TxProfile")
+        return found[-1][1] if found else None
+
     def boot(self, vendor: str = "TestVendor", model: str = "TestModel") -> Any:
         return self.call(call.BootNotification(charge_point_vendor=vendor, charge_point_model=model))
 
@@ -204,6 +221,8 @@ class ChargerSim:
         return self.run(_wait(), timeout + 1)
 
     def close(self) -> None:
+        if not self.thread.is_alive():
+            return  # closed already (a test may close before the fixture's teardown does)
         if self.ws is not None:
             try:
                 self.run(self.ws.close(), 5)

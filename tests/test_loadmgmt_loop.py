@@ -40,14 +40,7 @@ def make_site(ocpp_url, charger_factory):
 
 
 def tx_limits(sims) -> list[float | None]:
-    out = []
-    for sim in sims:
-        limits = [float(p["cs_charging_profiles"]["charging_schedule"]["charging_schedule_period"][0]["limit"])
-                  for action, p in sim.cp.received
-                  if action == "SetChargingProfile" and p["cs_charging_profiles"]["charging_profile_purpose"]
-                  == "TxProfile"]
-        out.append(limits[-1] if limits else None)
-    return out
+    return [sim.last_tx_limit() for sim in sims]
 
 
 def test_when_minimums_do_not_fit_sessions_are_paused_with_0_a(make_site):

@@ -17,28 +17,11 @@ from tests.ocpp_sim import utc_iso
 pytestmark = pytest.mark.slow
 
 
-def profiles_of(sim, purpose: str) -> list[tuple[int, float]]:
-    found = []
-    for action, payload in list(sim.cp.received):
-        if action != "SetChargingProfile":
-            continue
-        profile = payload["cs_charging_profiles"]
-        if profile["charging_profile_purpose"] == purpose:
-            limit = float(profile["charging_schedule"]["charging_schedule_period"][0]["limit"])
-            found.append((payload["connector_id"], limit))
-    return found
-
-
-def last_tx_limit(sim) -> float | None:
-    found = profiles_of(sim, "TxProfile")
-    return found[-1][1] if found else None
-
-
 def tick_until(sims, expected: dict[str, float]) -> None:
     """Run loop ticks on the worker until every charger's last TxProfile has the expected limit."""
     def settled() -> bool:
         control_tick.delay(force=True)
-        return all(last_tx_limit(sims[cp_id]) == limit for cp_id, limit in expected.items())
+        return all(sims[cp_id].last_tx_limit() == limit for cp_id, limit in expected.items())
 
     wait_until(settled, timeout_s=30, interval_s=0.5)
 
@@ -73,12 +56,12 @@ def test_four_chargers_share_a_63_a_root_then_rebalance_and_serve_a_vip_first(si
     sims = site
     # 1. At boot every charger got the safe default: its fair share of 63 A.
     for sim in sims.values():
-        wait_until(lambda sim=sim: profiles_of(sim, "TxDefaultProfile"))
-        assert profiles_of(sim, "TxDefaultProfile")[0] == (0, 15.7)
+        wait_until(lambda sim=sim: sim.profile_limits("TxDefaultProfile"))
+        assert sim.profile_limits("TxDefaultProfile")[0] == (0, 15.7)
     # 2. Four sessions share the root equally; the sum fits.
     tx = {cp_id: start(sim, "DRIVER") for cp_id, sim in sims.items()}
     tick_until(sims, dict.fromkeys(sims, 15.7))
-    assert sum(last_tx_limit(sim) for sim in sims.values()) <= 63
+    assert sum(sim.last_tx_limit() for sim in sims.values()) <= 63
     # 3. One session stops: the three others are raised.
     sims["CP-LOOP-4"].call(call.StopTransaction(meter_stop=100, timestamp=utc_iso(),
                                                 transaction_id=tx["CP-LOOP-4"], reason="EVDisconnected"))

@@ -33,13 +33,6 @@ def building(amps: float) -> dict[str, float]:
     return typical_values(IEM) | {"current_l1_a": amps, "current_l2_a": amps, "current_l3_a": amps}
 
 
-def last_tx_limit(sim) -> float:
-    limits = [float(p["cs_charging_profiles"]["charging_schedule"]["charging_schedule_period"][0]["limit"])
-              for action, p in sim.cp.received
-              if action == "SetChargingProfile" and p["cs_charging_profiles"]["charging_profile_purpose"] == "TxProfile"]
-    return limits[-1]
-
-
 def test_building_load_drives_the_ev_limits_and_a_dead_meter_gives_the_fallback(ocpp_url, charger_factory, lab):
     settings = SiteSettings.load()
     settings.min_on_s = settings.min_off_s = 0
@@ -62,7 +55,7 @@ def test_building_load_drives_the_ev_limits_and_a_dead_meter_gives_the_fallback(
         now = clock.now() + dt.timedelta(seconds=seconds)
         services.meters_poll_due(now=now)
         run_tick(now)
-        return [last_tx_limit(sim) for sim in sims]
+        return [sim.last_tx_limit() for sim in sims]
 
     assert step() == [30.0, 30.0]  # (100 - 40) / 2
     incomer.set_values(building(80.0))

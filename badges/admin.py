@@ -176,7 +176,8 @@ class BadgeAdmin(ImportExportModelAdmin):
     def get_import_data_kwargs(self, **kwargs: Any) -> dict[str, Any]:
         kwargs.pop("form", None)
         kwargs.pop("request", None)
-        return {**kwargs, "use_transactions": True}
+        # Rows that became invalid between the preview and the confirmation roll everything back.
+        return {**kwargs, "use_transactions": True, "rollback_on_validation_errors": True}
 
     def get_confirm_form_initial(self, request: HttpRequest, import_form: Any) -> dict[str, Any]:
         initial = super().get_confirm_form_initial(request, import_form)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models.functions import Lower
 from django.db.models.lookups import Exact
@@ -14,6 +15,11 @@ from chargers.models import Charger
 # OCPP 1.6 IdToken is a CiString20Type: at most 20 printable ASCII characters, compared
 # without regard to case. We keep the spelling the operator typed and compare lowercased.
 ID_TAG_MAX_LENGTH = 20
+
+
+def validate_id_tag(value: str) -> None:
+    if not value.isascii() or not value.isprintable():
+        raise ValidationError("An id tag is made of printable ASCII characters (OCPP CiString).")
 
 
 class BadgeStatus(models.TextChoices):
@@ -43,6 +49,7 @@ class BadgeQuerySet(models.QuerySet["Badge"]):
 class Badge(models.Model):
     id_tag = models.CharField(
         max_length=ID_TAG_MAX_LENGTH,
+        validators=[validate_id_tag],
         help_text="OCPP idTag (RFID UID, e.g. 04A1B2C3D4E5F6): up to 20 printable ASCII characters. "
         "The spelling is kept; matching ignores case.",
     )
@@ -59,7 +66,7 @@ class Badge(models.Model):
                                       "moment on.")
     vip = models.BooleanField(default=False, help_text="Served first in priority allocation mode.")
     parent_id_tag = models.CharField(
-        max_length=ID_TAG_MAX_LENGTH, blank=True,
+        max_length=ID_TAG_MAX_LENGTH, blank=True, validators=[validate_id_tag],
         help_text="OCPP parent idTag: badges with the same parent may stop each other's sessions.",
     )
     chargers = models.ManyToManyField(

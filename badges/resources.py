@@ -164,7 +164,12 @@ class NamedListWidget(widgets.ManyToManyWidget):
     def render(self, value: Any, obj: Any = None, **kwargs: Any) -> str:
         if value is None:
             return ""
-        return self.separator.join(sorted(str(getattr(item, self.field)) for item in value.all()))
+        # Just imported: the values written, without a query per row for the preview's diff.
+        imported = getattr(getattr(value, "instance", None), "_imported_rights", {})
+        items = imported.get(value.prefetch_cache_name)
+        if items is None:
+            items = value.all()
+        return self.separator.join(sorted(str(getattr(item, self.field)) for item in items))
 
 
 class CaseInsensitiveLoader(BaseInstanceLoader):
@@ -328,6 +333,7 @@ class BadgeResource(resources.ModelResource):
             if name not in row:
                 continue
             values = self.fields[name].clean(row)
+            instance._imported_rights = {**getattr(instance, "_imported_rights", {}), name: values}
             if not values and not getattr(instance, "_was_existing", False):
                 continue  # a new badge without rights: nothing to write
             related = getattr(instance, name)
@@ -336,6 +342,12 @@ class BadgeResource(resources.ModelResource):
 
     def after_init_instance(self, instance: Badge, new: bool, row: dict[str, Any], **kwargs: Any) -> None:
         instance._was_existing = not new  # type: ignore[attr-defined]
+        if not new:
+            # The rights as loaded (prefetched): the preview's "before" side reads them here,
+            # since the copy it takes of the badge would query them again.
+            instance._imported_rights = {  # type: ignore[attr-defined]
+                name: list(getattr(instance, name).all()) for name in ("chargers", "zones")
+            }
 
     def import_row(self, row: dict[str, Any], instance_loader: Any, **kwargs: Any) -> RowResult:
         result = super().import_row(row, instance_loader, **kwargs)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 
 import pytest
 from ocpp.v16 import call
@@ -10,6 +13,7 @@ from ocpp.v16 import call
 from badges.models import Badge, BadgeStatus
 from chargers.models import Charger, RegistrationStatus
 from loadmgmt.models import Zone
+from tests.conftest import BASE_DIR
 from tests.ocpp_sim import utc_iso
 from transactions.models import Transaction
 
@@ -123,3 +127,11 @@ def test_concurrent_sessions_when_the_site_allows_them(servers, transactional_db
         sims[-1].boot()
     assert [start(sim, "SHARED").id_tag_info["status"] for sim in sims] == ["Accepted", "Accepted"]
     assert authorize(sims[0], "SHARED")["status"] == "Accepted"
+
+
+def test_the_concurrency_setting_is_parsed_strictly():
+    env = dict(os.environ, BADGES_ALLOW_CONCURRENT_TX="perhaps")
+    done = subprocess.run([sys.executable, "-c", "import evce.settings"], cwd=BASE_DIR, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "BADGES_ALLOW_CONCURRENT_TX='perhaps' is not a boolean" in done.stderr

@@ -23,7 +23,6 @@ def make_site(ocpp_url, charger_factory):
         settings = SiteSettings.load()
         settings.min_on_s = settings.min_off_s = 0
         settings.save()
-        Badge.objects.get_or_create(id_tag="DRIVER")
         sims = []
         for n in range(count):
             Charger.objects.create(charge_point_id=f"{prefix}-{n}", registration_status=RegistrationStatus.ACCEPTED,
@@ -31,7 +30,8 @@ def make_site(ocpp_url, charger_factory):
         for n in range(count):
             sim = charger_factory(ocpp_url, f"{prefix}-{n}").connect()
             sim.boot()
-            sim.call(call.StartTransaction(connector_id=1, id_tag="DRIVER", meter_start=n * 1000,
+            Badge.objects.create(id_tag=f"{prefix}-D{n}")
+            sim.call(call.StartTransaction(connector_id=1, id_tag=f"{prefix}-D{n}", meter_start=n * 1000,
                                            timestamp=utc_iso(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=n))))
             sims.append(sim)
         return sims

@@ -32,7 +32,8 @@ def site(servers, transactional_db, charger_factory):
     settings = SiteSettings.load()
     settings.min_on_s = settings.min_off_s = 0
     settings.save()
-    Badge.objects.create(id_tag="DRIVER")
+    for n in range(1, 5):
+        Badge.objects.create(id_tag=f"DRIVER-{n}")
     Badge.objects.create(id_tag="BOSS", vip=True)
     url = servers.daphne()
     servers.celery_worker()
@@ -59,7 +60,7 @@ def test_four_chargers_share_a_63_a_root_then_rebalance_and_serve_a_vip_first(si
         wait_until(lambda sim=sim: sim.profile_limits("TxDefaultProfile"))
         assert sim.profile_limits("TxDefaultProfile")[0] == (0, 15.7)
     # 2. Four sessions share the root equally; the sum fits.
-    tx = {cp_id: start(sim, "DRIVER") for cp_id, sim in sims.items()}
+    tx = {cp_id: start(sim, f"DRIVER-{cp_id[-1]}") for cp_id, sim in sims.items()}
     tick_until(sims, dict.fromkeys(sims, 15.7))
     assert sum(sim.last_tx_limit() for sim in sims.values()) <= 63
     # 3. One session stops: the three others are raised.
@@ -83,7 +84,7 @@ def test_a_rejecting_charger_is_recorded_and_does_not_stop_the_others(site):
     sims["CP-LOOP-1"].cp.answers["SetChargingProfile"] = "Rejected"
     sims["CP-LOOP-2"].close()  # gone without a word: its profile cannot be delivered
     for cp_id in ("CP-LOOP-1", "CP-LOOP-3"):
-        start(sims[cp_id], "DRIVER")
+        start(sims[cp_id], f"DRIVER-{cp_id[-1]}")
     Charger.objects.filter(charge_point_id="CP-LOOP-2").update(connected=True)  # stale flag, as after a crash
     tick_until(sims, {"CP-LOOP-3": 31.5})
     rejected = AppliedLimit.objects.get(charger__charge_point_id="CP-LOOP-1", connector_id=1)

@@ -40,7 +40,6 @@ def test_building_load_drives_the_ev_limits_and_a_dead_meter_gives_the_fallback(
     zone = dynamic_zone(max_current_a=100.0, fallback_current_a=16.0)
     incomer = lab.meter(IEM, building(40.0))
     make_meter(lab, incomer, "Incomer", role="zone_total", zone=zone)
-    Badge.objects.create(id_tag="DRIVER")
     sims = []
     for n in range(2):
         Charger.objects.create(charge_point_id=f"CP-E2E-{n}", registration_status=RegistrationStatus.ACCEPTED,
@@ -48,7 +47,8 @@ def test_building_load_drives_the_ev_limits_and_a_dead_meter_gives_the_fallback(
     for n in range(2):
         sim = charger_factory(ocpp_url, f"CP-E2E-{n}").connect()
         sim.boot()
-        sim.call(call.StartTransaction(connector_id=1, id_tag="DRIVER", meter_start=0, timestamp=utc_iso()))
+        Badge.objects.create(id_tag=f"DRIVER-{n}")
+        sim.call(call.StartTransaction(connector_id=1, id_tag=f"DRIVER-{n}", meter_start=0, timestamp=utc_iso()))
         sims.append(sim)
 
     def step(seconds: float = 0.0) -> list[float]:

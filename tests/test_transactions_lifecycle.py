@@ -70,7 +70,7 @@ def test_an_offline_session_is_accepted_and_reconciled(charger):
     assert (record.state, record.energy_wh, record.badge.id_tag) == (TransactionState.COMPLETED, 1500, "DRIVER")
 
 
-def test_a_reboot_closes_the_open_session_until_the_charger_stops_it(charger):
+def test_a_reboot_closes_the_open_session_until_the_charger_says_otherwise(charger):
     tx = start(charger)
     charger.call(call.MeterValues(connector_id=1, transaction_id=tx,
                                   meter_value=[meter(T0 + dt.timedelta(minutes=10), 1800, 4800)]))
@@ -78,14 +78,33 @@ def test_a_reboot_closes_the_open_session_until_the_charger_stops_it(charger):
     closed = wait_until(lambda: Transaction.objects.filter(pk=tx, state=TransactionState.COMPLETED).first())
     assert (closed.stop_reason, closed.closed_by) == ("charger rebooted", ClosedBy.SYSTEM)
     assert (closed.stop_time, closed.meter_stop_wh, closed.energy_wh) == (T0 + dt.timedelta(minutes=10), 1800, 800)
-    # A new session after the boot stays open.
-    fresh = start(charger, at=dt.datetime.now(dt.UTC), meter_start=1800)
-    # The charger's own StopTransaction, replayed after the boot, has the last word.
+    # A session started after the boot stays open.
+    fresh = start(charger, at=dt.datetime.now(dt.UTC), connector=2)
+    # Values measured before the boot, delivered late, change nothing...
+    charger.call(call.MeterValues(connector_id=1, transaction_id=tx,
+                                  meter_value=[meter(T0 + dt.timedelta(minutes=12), 1850)]))
+    assert Transaction.objects.get(pk=tx).state == TransactionState.COMPLETED
+    # ...values measured after it mean the charger kept the session running: reopened.
+    charger.call(call.MeterValues(connector_id=1, transaction_id=tx,
+                                  meter_value=[meter(dt.datetime.now(dt.UTC), 1900)]))
+    reopened = Transaction.objects.get(pk=tx)
+    assert (reopened.state, reopened.stop_time, reopened.energy_wh) == (TransactionState.ACTIVE, None, 900)
+    # The charger's own StopTransaction has the last word.
+    charger.call(call.StopTransaction(meter_stop=2000, timestamp=utc_iso(), transaction_id=tx, reason="Local"))
+    record = Transaction.objects.get(pk=tx)
+    assert (record.stop_reason, record.closed_by, record.energy_wh) == ("Local", ClosedBy.CHARGER, 1000)
+    assert Transaction.objects.get(pk=fresh).state == TransactionState.ACTIVE
+
+
+def test_a_later_stop_replaces_the_systems_close(charger):
+    tx = start(charger)
+    charger.boot()
+    wait_until(lambda: Transaction.objects.filter(pk=tx, state=TransactionState.COMPLETED).exists())
     charger.call(call.StopTransaction(meter_stop=2000, timestamp=utc_iso(T0 + dt.timedelta(minutes=15)),
                                       transaction_id=tx, reason="Reboot"))
     record = Transaction.objects.get(pk=tx)
     assert (record.stop_reason, record.closed_by, record.energy_wh) == ("Reboot", ClosedBy.CHARGER, 1000)
-    assert Transaction.objects.get(pk=fresh).state == TransactionState.ACTIVE
+    assert record.stop_time == T0 + dt.timedelta(minutes=15)
 
 
 def test_a_new_session_on_the_connector_closes_the_forgotten_one(charger):
@@ -112,11 +131,13 @@ def test_a_vanished_chargers_session_is_closed_by_the_beat_task(charger, monkeyp
     assert (record.stop_time, record.energy_wh) == (T0 + dt.timedelta(minutes=5), 600)
 
 
-def test_a_session_forgotten_by_a_live_charger_is_closed_when_its_connector_is_free(charger, monkeypatch):
-    tx = start(charger)
+def test_a_session_forgotten_by_a_live_charger_is_closed_when_its_connector_is_free(charger):
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=13)
+    tx = start(charger, at=long_ago)
+    Transaction.objects.filter(pk=tx).update(created_at=long_ago)  # recorded back then too
+    charger.call(call.StatusNotification(connector_id=1, error_code="NoError", status="Charging"))
+    assert close_stale_transactions() == []  # the charger talks and the car is plugged in: keep it
     charger.call(call.StatusNotification(connector_id=1, error_code="NoError", status="Available"))
-    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=13)
-    Charger.objects.filter(charge_point_id="CP-TX").update(last_seen=later)  # it kept sending heartbeats
-    monkeypatch.setattr("evce.clock.now", lambda: later)
     assert close_stale_transactions() == [tx]
-    assert Transaction.objects.get(pk=tx).stop_reason == "connector available, no stop"
+    record = Transaction.objects.get(pk=tx)
+    assert (record.stop_reason, record.stop_time) == ("connector available, no stop", long_ago)

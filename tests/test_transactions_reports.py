@@ -125,6 +125,10 @@ def test_the_admin_history_report_and_exports(history, staff):
                         "&last_day=2026-11-30")
     assert report.content.decode().splitlines() == ["charger,sessions,energy_kwh,duration_h", "CP-R1,2,12.0,1.5",
                                                     "CP-R2,2,5.5,2.25"]
+    page = client.get(f"/admin/transactions/transaction/{history['ann-1']}/change/")
+    assert page.status_code == 200 and "meter-values.csv" in page.content.decode()
+    assert client.get("/admin/transactions/transaction/?period=last_month&q=ann").status_code == 200
+    assert client.get("/admin/badges/localliststate/").status_code == 200
     samples = client.get(f"/admin/transactions/transaction/{history['ann-1']}/meter-values.csv")
     assert samples.content.decode().splitlines()[0].startswith("timestamp,transaction,charger,connector_id,measurand")
     columns = {f"transactionresource_{name}": "on" for name in ("transaction", "charger", "energy_kwh")}

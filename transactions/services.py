@@ -14,7 +14,9 @@ closed by the system (`closed_by = system`) when:
 A system close takes the last meter reading of the session as its end (stop time and
 meter value), or the moment of the event when there is none. If the charger later sends
 the StopTransaction after all, the charger's values replace the system's (`closed_by =
-charger`): the charger always has the last word.
+charger`): the charger always has the last word. A session closed for a reboot that keeps
+reporting meter values measured after the boot was not ended by it (some chargers resume
+sessions): it is reopened.
 """
 
 from __future__ import annotations
@@ -185,11 +187,29 @@ def meter_values_record(
         transaction = Transaction.objects.filter(pk=transaction_id, charger=charger).first()
     samples = _store_samples(charger, connector_id, transaction, meter_values)
     if transaction is not None and samples:
+        if transaction.state != TransactionState.ACTIVE and _runs_after_reboot(transaction, charger, samples):
+            transaction = _reopen(transaction)
         if transaction.state == TransactionState.ACTIVE:
             _advance_running_figures(transaction, [_reading(s) for s in samples])
         else:
             transaction_refresh_energy(transaction_pk=transaction.pk)
     return len(samples)
+
+
+def _runs_after_reboot(transaction: Transaction, charger: Charger, samples: list[MeterSample]) -> bool:
+    """Meter values measured after the boot that closed the session: the charger kept it running."""
+    if transaction.closed_by != ClosedBy.SYSTEM or transaction.stop_reason != REASON_REBOOTED:
+        return False
+    booted_at = charger.last_boot_at
+    return booted_at is not None and any(sample.timestamp > booted_at for sample in samples)
+
+
+def _reopen(transaction: Transaction) -> Transaction:
+    Transaction.objects.filter(pk=transaction.pk, state=TransactionState.COMPLETED, closed_by=ClosedBy.SYSTEM).update(
+        state=TransactionState.ACTIVE, stop_time=None, meter_stop_wh=None, stop_reason="", closed_by=""
+    )
+    logger.info("reopened transaction %s: its charger kept it running through the reboot", transaction.pk)
+    return Transaction.objects.get(pk=transaction.pk)
 
 
 def _store_samples(

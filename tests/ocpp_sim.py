@@ -228,5 +228,7 @@ class ChargerSim:
                 self.run(self.ws.close(), 5)
             except Exception:  # noqa: BLE001 - closing a dead socket in teardown
                 pass
+        if self._serve is not None:
+            self.loop.call_soon_threadsafe(self._serve.cancel)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)

@@ -85,3 +85,24 @@ def test_measured_draw_below_the_offer_is_given_to_others(make_site):
     run_tick(clock.now())
     assert tx_limits(sims) == [10.0, 30.0]  # 8 A drawn + 2 A margin; the rest goes to the other car
     assert Setpoint.objects.filter(charger=charger).latest("id").binding == "measured draw"
+
+
+def test_two_ticks_never_overlap(transactional_db):
+    from loadmgmt import tasks
+
+    held = tasks._redis().lock(tasks.LOCK_KEY, timeout=30, blocking=False)
+    assert held.acquire()
+    try:
+        assert tasks.control_tick(force=True) is None  # skipped: a tick is running
+    finally:
+        held.release()
+    assert tasks.control_tick(force=True)["sessions"] == 0
+
+
+def test_the_loop_runs_at_the_site_period(transactional_db):
+    from loadmgmt import tasks
+
+    tasks._redis().delete(tasks.GATE_KEY)
+    SiteSettings.objects.update_or_create(pk=1, defaults={"loop_period_s": 60})
+    assert tasks.control_tick() is not None
+    assert tasks.control_tick() is None  # beat fires every second; the period has not elapsed

@@ -9,12 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import BASE_DIR, wait_for_port
 from tests.embedded_services import free_port
 from tests.ocpp_sim import ChargerSim
 
 
 def start_run_command(data_dir: Path, port: int, **extra: str) -> subprocess.Popen[bytes]:
+    """bin/run on its own data dir; the embedded default unless DATABASE_URL / REDIS_URL are in `extra`."""
     env = {key: value for key, value in os.environ.items() if key not in {"DATABASE_URL", "REDIS_URL"}}
     env.update(
         EVCE_DATA_DIR=str(data_dir), PORT=str(port), EMBEDDED_REDIS_PORT=str(free_port()),
@@ -60,3 +63,19 @@ def assert_port_free(port: int) -> None:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
+
+
+@pytest.mark.skipif(not os.environ.get("DATABASE_URL", "").startswith("postgres"),
+                    reason="needs DATABASE_URL pointing at PostgreSQL (CI's second run sets it)")
+def test_the_run_command_uses_postgresql_and_redis_when_given(tmp_path):
+    port = free_port()
+    process = start_run_command(tmp_path, port, DATABASE_URL=os.environ["DATABASE_URL"],
+                                REDIS_URL=os.environ["REDIS_URL"])
+    try:
+        wait_for_port(port, process, timeout_s=90)
+        assert boot_once(port) == "Accepted"
+    finally:
+        code, output = stop(process)
+    assert code == 0, output
+    assert "embedded Redis" not in output
+    assert not (tmp_path / "evce.sqlite3").exists()

@@ -12,7 +12,7 @@ class SiteSettingsAdmin(admin.ModelAdmin):
     fieldsets = [
         ("Sharing", {"fields": ["allocation_mode", "shedding_policy", "rotation_period_s", "min_on_s", "min_off_s"]}),
         ("Control loop", {"fields": ["loop_period_s", "hysteresis_a", "unused_margin_a", "overdraw_tolerance_a",
-                                     "measurement_max_age_s", "setpoint_retention_days"]}),
+                                     "measurement_max_age_s", "fallback_current_a", "setpoint_retention_days"]}),
     ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

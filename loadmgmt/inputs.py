@@ -59,7 +59,7 @@ def site_policy(settings: SiteSettings) -> Policy:
     )
 
 
-def zone_config(zone: Zone) -> ZoneConfig:
+def zone_config(zone: Zone, site: SiteSettings | None = None) -> ZoneConfig:
     return ZoneConfig(
         id=str(zone.pk),
         name=zone.name,
@@ -67,7 +67,7 @@ def zone_config(zone: Zone) -> ZoneConfig:
         max_current_a=zone.max_current_a,
         max_power_w=None if zone.max_power_kw is None else zone.max_power_kw * 1000,
         dynamic=zone.mode == ZoneMode.DYNAMIC,
-        fallback_current_a=zone.fallback_current_a,
+        fallback_current_a=zone.effective_fallback_a(site or SiteSettings.load()),
         add_pv=zone.add_pv_production,
         time_of_use=tuple(
             TimeOfUse(weekdays=rule.weekday_set(), start=rule.start_time, end=rule.end_time,
@@ -151,7 +151,7 @@ def _capacities(
         total(root)
     local = timezone.localtime(now)
     return [
-        zone_capacity(zone_config(zone), zone_measurement(zone), subtree_ev.get(zone.pk, (0.0, 0.0, 0.0)),
+        zone_capacity(zone_config(zone, settings), zone_measurement(zone), subtree_ev.get(zone.pk, (0.0, 0.0, 0.0)),
                       now=now.timestamp(), local=local, max_age_s=settings.measurement_max_age_s)
         for zone in zones
     ]

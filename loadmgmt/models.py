@@ -47,6 +47,11 @@ class SiteSettings(models.Model):
         default=60, help_text="Older meter readings are stale: dynamic zones fall back to their fallback limit."
     )
     setpoint_retention_days = models.PositiveIntegerField(default=30, validators=[MinValueValidator(1)])
+    fallback_current_a = models.FloatField(
+        default=10.0, validators=[MinValueValidator(0)],
+        help_text="Per phase limit of a dynamic zone without a fallback of its own when its measurement is "
+        "missing or stale. Conservative on purpose: never 'unlimited'.",
+    )
     last_rotation_at = models.FloatField(null=True, blank=True, editable=False)
 
     class Meta:
@@ -80,7 +85,8 @@ class Zone(models.Model):
     mode = models.CharField(max_length=10, choices=ZoneMode.choices, default=ZoneMode.STATIC)
     fallback_current_a = models.FloatField(
         null=True, blank=True, validators=[MinValueValidator(0)],
-        help_text="Per phase limit for EV charging when measurements are missing or stale (dynamic zones).",
+        help_text="Per phase limit for EV charging when measurements are missing or stale (dynamic zones); "
+        "empty = the site's fallback.",
     )
     add_pv_production = models.BooleanField(default=False, help_text="Add measured PV production to the capacity.")
     # Latest measurement of the zone's total consumption (meters or a BEMS write it).
@@ -99,6 +105,9 @@ class Zone(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def effective_fallback_a(self, site: SiteSettings) -> float:
+        return site.fallback_current_a if self.fallback_current_a is None else self.fallback_current_a
+
     def depth(self) -> int:
         """Level in the tree (root = 1); raises ValidationError on a cycle."""
         seen: set[int | None] = {self.pk}
@@ -113,8 +122,6 @@ class Zone(models.Model):
     def clean(self) -> None:
         if self.max_current_a is None and self.max_power_kw is None:
             raise ValidationError("Give the zone a maximum current per phase, a maximum power, or both.")
-        if self.mode == ZoneMode.DYNAMIC and self.fallback_current_a is None:
-            raise ValidationError({"fallback_current_a": "A dynamic zone needs a fallback limit for missing data."})
         if self.depth() > MAX_ZONE_DEPTH:
             raise ValidationError({"parent": f"The zone tree supports at most {MAX_ZONE_DEPTH} levels."})
         if self.pk is None and Zone.objects.count() >= MAX_ZONES:

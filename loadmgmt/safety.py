@@ -10,13 +10,13 @@ from collections import defaultdict
 
 from chargers.models import Charger
 from loadmgmt.capacity import safe_default_current
-from loadmgmt.models import Zone, ZoneMode
+from loadmgmt.models import SiteSettings, Zone, ZoneMode
 
 
-def static_zone_limit_a(zone: Zone) -> float | None:
-    if zone.mode == ZoneMode.DYNAMIC and zone.fallback_current_a is not None:
-        return zone.fallback_current_a if zone.max_current_a is None else min(zone.fallback_current_a,
-                                                                               zone.max_current_a)
+def static_zone_limit_a(zone: Zone, site: SiteSettings) -> float | None:
+    if zone.mode == ZoneMode.DYNAMIC:
+        fallback = zone.effective_fallback_a(site)
+        return fallback if zone.max_current_a is None else min(fallback, zone.max_current_a)
     if zone.max_current_a is not None:
         return zone.max_current_a
     if zone.max_power_kw is not None:
@@ -27,13 +27,14 @@ def static_zone_limit_a(zone: Zone) -> float | None:
 def safe_defaults(zones: list[Zone], chargers: list[Charger]) -> dict[int, float]:
     """Safe default current per charger pk, counting every managed charger of the site."""
     by_pk = {zone.pk: zone for zone in zones}
+    site = SiteSettings.load()
     counts: dict[int, int] = defaultdict(int)
     for zone_id in Charger.objects.filter(zone__isnull=False).values_list("zone_id", flat=True):
         for ancestor in _path(by_pk, zone_id):
             counts[ancestor.pk] += 1
     result = {}
     for charger in chargers:
-        path = [(static_zone_limit_a(z), counts[z.pk]) for z in _path(by_pk, charger.zone_id)]
+        path = [(static_zone_limit_a(z, site), counts[z.pk]) for z in _path(by_pk, charger.zone_id)]
         result[charger.pk] = safe_default_current(
             path, charger_max_a=charger.rated_max_current_a, min_a=charger.min_current_a
         )

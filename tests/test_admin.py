@@ -83,13 +83,22 @@ def test_the_zone_tree_depth_is_limited_with_a_clear_error(admin_client):
     assert not Zone.objects.filter(name="Too deep").exists()
 
 
-def test_a_zone_needs_a_limit_and_a_dynamic_zone_a_fallback(admin_client):
+def test_a_zone_needs_a_limit(admin_client):
     response = admin_client.post(reverse("admin:loadmgmt_zone_add"),
                                  zone_form("No limit", None, max_current_a=""), secure=True)
     assert "Give the zone a maximum current per phase" in response.content.decode()
-    response = admin_client.post(reverse("admin:loadmgmt_zone_add"),
-                                 zone_form("Dyn", None, mode="dynamic"), secure=True)
-    assert "A dynamic zone needs a fallback limit" in response.content.decode()
+
+
+def test_a_dynamic_zone_without_a_fallback_uses_the_sites():
+    from evce import clock
+    from loadmgmt.inputs import gather
+    from loadmgmt.models import SiteSettings
+
+    SiteSettings.objects.update_or_create(pk=1, defaults={"fallback_current_a": 12})
+    Zone.objects.create(name="Dyn", mode="dynamic", max_current_a=63)
+    capacity = gather(clock.now()).zones[0]
+    assert capacity.fallback
+    assert capacity.zone.capacity_a == (12, 12, 12)
 
 
 def test_time_of_use_rules_are_validated(admin_client):

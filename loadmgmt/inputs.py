@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from django.utils import timezone
 
@@ -111,7 +111,7 @@ def gather(now: dt.datetime) -> LoopInputs:
         for phase, amps in enumerate(phase_currents):
             ev_by_zone[tx.charger.zone_id][phase] += amps
     _use_ev_submeters(ev_by_zone, [zone.pk for zone in zones], now, settings)
-    capacities = _capacities(zones, ev_by_zone, now, settings)
+    capacities = _capacities(zones, ev_by_zone, _offline_reservations(chargers), now, settings)
     return LoopInputs(site_policy(settings), settings, capacities, sessions, contexts, chargers)
 
 
@@ -129,32 +129,84 @@ def _use_ev_submeters(
         ev_by_zone[zone_id] = list(currents)
 
 
-def _capacities(
-    zones: list[Zone], ev_by_zone: dict[int, list[float]], now: dt.datetime, settings: SiteSettings
-) -> list[ZoneCapacity]:
-    """Each zone's capacity, with the EV load measured in its whole subtree subtracted."""
+def _subtree_sums(zones: list[Zone], per_zone: dict[int, list[float]]) -> dict[int, tuple[float, float, float]]:
+    """Per-phase sums of `per_zone` over each zone's whole subtree."""
     children: dict[int | None, list[Zone]] = defaultdict(list)
     for zone in zones:
         children[zone.parent_id].append(zone)
-    subtree_ev: dict[int, tuple[float, float, float]] = {}
+    sums: dict[int, tuple[float, float, float]] = {}
 
     def total(zone: Zone) -> tuple[float, float, float]:
-        own = ev_by_zone.get(zone.pk, [0.0, 0.0, 0.0])
-        sums = [own[0], own[1], own[2]]
+        acc = list(per_zone.get(zone.pk, [0.0, 0.0, 0.0]))
         for child in children.get(zone.pk, []):
             child_sum = total(child)
-            sums = [sums[p] + child_sum[p] for p in range(3)]
-        subtree_ev[zone.pk] = (sums[0], sums[1], sums[2])
-        return subtree_ev[zone.pk]
+            acc = [acc[p] + child_sum[p] for p in range(3)]
+        sums[zone.pk] = (acc[0], acc[1], acc[2])
+        return sums[zone.pk]
 
     for root in children.get(None, []):
         total(root)
+    return sums
+
+
+def _capacities(
+    zones: list[Zone], ev_by_zone: dict[int, list[float]], reserved_by_zone: dict[int, list[float]],
+    now: dt.datetime, settings: SiteSettings,
+) -> list[ZoneCapacity]:
+    """Each zone's capacity: measured EV load of the subtree taken out of a dynamic zone's load,
+    and current reserved for uncontrollable sessions taken off where no fresh measurement has it."""
+    subtree_ev = _subtree_sums(zones, ev_by_zone)
+    subtree_reserved = _subtree_sums(zones, reserved_by_zone)
     local = timezone.localtime(now)
-    return [
-        zone_capacity(zone_config(zone, settings), zone_measurement(zone), subtree_ev.get(zone.pk, (0.0, 0.0, 0.0)),
-                      now=now.timestamp(), local=local, max_age_s=settings.measurement_max_age_s)
-        for zone in zones
-    ]
+    capacities = []
+    for zone in zones:
+        capacity = zone_capacity(zone_config(zone, settings), zone_measurement(zone),
+                                 subtree_ev.get(zone.pk, (0.0, 0.0, 0.0)), now=now.timestamp(), local=local,
+                                 max_age_s=settings.measurement_max_age_s)
+        measured = zone.mode == ZoneMode.DYNAMIC and not capacity.fallback
+        reserved = subtree_reserved.get(zone.pk)
+        capacities.append(capacity if measured or not reserved or not any(reserved) else _minus(capacity, reserved))
+    return capacities
+
+
+def _minus(capacity: ZoneCapacity, reserved: tuple[float, float, float], voltage_v: float = 230.0) -> ZoneCapacity:
+    zone = capacity.zone
+    amps = None if zone.capacity_a is None else tuple(
+        None if value is None else max(0.0, value - reserved[p]) for p, value in enumerate(zone.capacity_a))
+    watts = None if zone.capacity_w is None else max(0.0, zone.capacity_w - sum(reserved) * voltage_v)
+    reduced = replace(zone, capacity_a=amps, capacity_w=watts)
+    note = f"{capacity.note}, {max(reserved):g} A held by offline chargers"
+    return replace(capacity, zone=reduced, note=note)
+
+
+def _offline_reservations(chargers: list[Charger]) -> dict[int, list[float]]:
+    """Current that sessions on unreachable chargers may still draw, per zone and phase.
+
+    A charger that lost its link keeps charging at the last limit it received: the loop cannot
+    lower it, so that current is not shared out to others. Without a known limit the charger's
+    rating is assumed (the safe side).
+    """
+    managed = {charger.pk for charger in chargers}
+    stranded = (Transaction.objects.filter(state=TransactionState.ACTIVE, charger__zone__isnull=False)
+                .exclude(charger__in=managed).select_related("charger"))
+    reserved: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+    for tx in stranded:
+        limit = _last_known_limit(tx)
+        for phase in tx.charger.supply_phases:
+            reserved[tx.charger.zone_id][phase] += limit
+    return reserved
+
+
+def _last_known_limit(tx: Transaction) -> float:
+    limits = {a.connector_id: a for a in AppliedLimit.objects.filter(charger_id=tx.charger_id,
+                                                                     connector_id__in=[0, tx.connector_id])}
+    own = limits.get(tx.connector_id)
+    if own is not None and own.transaction_id == tx.pk and own.status == "Accepted":
+        return own.limit_a
+    default = limits.get(0)  # the TxDefaultProfile governs a session without its own profile
+    if default is not None and default.status == "Accepted":
+        return default.limit_a
+    return tx.charger.rated_max_current_a
 
 
 def _latest_samples(transaction_ids: list[int], since: dt.datetime) -> dict[int, dict[tuple[str, str], float]]:

@@ -106,3 +106,20 @@ def test_the_loop_runs_at_the_site_period(transactional_db):
     SiteSettings.objects.update_or_create(pk=1, defaults={"loop_period_s": 60})
     assert tasks.control_tick() is not None
     assert tasks.control_tick() is None  # beat fires every second; the period has not elapsed
+
+
+def test_an_offline_chargers_session_keeps_its_last_limit_reserved(make_site):
+    zone = Zone.objects.create(name="Garage", max_current_a=44)
+    sims = make_site(zone, 3, "CP-LOST")
+    run_tick(clock.now())
+    assert tx_limits(sims) == [14.6, 14.6, 14.6]
+    sims[2].close()  # its link is gone, but the car may go on charging at 14.6 A
+    from tests.conftest import wait_until
+
+    wait_until(lambda: not Charger.objects.get(charge_point_id="CP-LOST-2").connected)
+    report = run_tick(clock.now())
+    assert report.sessions == 2
+    # (44 - 14.6) / 2 = 14.7: within the hysteresis of what they have, so nothing is sent, and
+    # above all not 22 A each as if the lost charger drew nothing.
+    assert tx_limits(sims[:2]) == [14.6, 14.6]
+    assert "held by offline chargers" in gather(clock.now()).zones[0].note

@@ -52,14 +52,16 @@ def plan(
         limit = 0.0 if decision.paused else profiles.round_limit(decision.limit_a)
         if _changed(applied.get((ctx.charger_pk, ctx.connector_id)), limit, decision.paused, ctx.transaction_id,
                     inputs.settings.hysteresis_a, now):
-            payload = profiles.tx_payload(ctx.connector_id, ctx.transaction_id, limit, ctx.number_phases)
+            payload = profiles.tx_payload(ctx.connector_id, ctx.transaction_id, limit, ctx.number_phases,
+                                          ctx.rate_unit)
             commands.append(ProfileCommand(ctx.charger_pk, ctx.charge_point_id, ctx.connector_id, profiles.TX,
                                            ctx.transaction_id, limit, decision.paused, decision.state_since, payload))
     for charger in inputs.chargers:
         limit = safe_limits.get(charger.pk, 0.0)
         if _changed(applied.get((charger.pk, 0)), limit, False, None, 0.1, now):
             commands.append(ProfileCommand(charger.pk, charger.charge_point_id, 0, profiles.TX_DEFAULT, None, limit,
-                                           False, 0.0, profiles.tx_default_payload(limit, charger.phases)))
+                                           False, 0.0, profiles.tx_default_payload(
+                                               limit, charger.phases, inputs.rate_units.get(charger.pk, "A"))))
     return commands
 
 

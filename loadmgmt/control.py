@@ -53,11 +53,12 @@ async def boot_step_safe_default(call: CallFn, charger_pk: int) -> None:
 
     from evce import clock  # noqa: PLC0415
 
-    charger, limit = await database_sync_to_async(_safe_default_for)(charger_pk)
+    charger, limit, unit = await database_sync_to_async(_safe_default_for)(charger_pk)
     if charger is None:
         return
     try:
-        answer = await call("SetChargingProfile", profiles.tx_default_payload(limit, charger.phases))
+        payload = profiles.tx_default_payload(limit, charger.phases, unit)
+        answer = await call("SetChargingProfile", payload)
         status = str(answer.get("status", "?"))
     except Exception as error:  # recorded, and retried by the loop
         status = f"{type(error).__name__}: {error}"[:40]
@@ -67,8 +68,9 @@ async def boot_step_safe_default(call: CallFn, charger_pk: int) -> None:
     )
 
 
-def _safe_default_for(charger_pk: int) -> tuple[Charger | None, float]:
+def _safe_default_for(charger_pk: int) -> tuple[Charger | None, float, str]:
     charger = Charger.objects.filter(pk=charger_pk, zone__isnull=False).first()
     if charger is None:
-        return None, 0.0
-    return charger, safety.safe_defaults(list(Zone.objects.all()), [charger])[charger.pk]
+        return None, 0.0, "A"
+    limit = safety.safe_defaults(list(Zone.objects.all()), [charger])[charger.pk]
+    return charger, limit, inputs.charger_rate_units([charger_pk]).get(charger_pk, "A")

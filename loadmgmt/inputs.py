@@ -13,7 +13,8 @@ from dataclasses import dataclass, field, replace
 
 from django.utils import timezone
 
-from chargers.models import Charger
+from chargers.models import Charger, ConfigurationKey
+from loadmgmt import profiles
 from loadmgmt.capacity import TimeOfUse, ZoneCapacity, ZoneConfig, ZoneMeasurement, zone_capacity
 from loadmgmt.engine import Policy, Session
 from loadmgmt.models import AppliedLimit, SiteSettings, Zone, ZoneMode
@@ -33,6 +34,7 @@ class SessionContext:
     connector_id: int
     transaction_id: int
     number_phases: int
+    rate_unit: str = "A"
 
 
 @dataclass
@@ -44,6 +46,8 @@ class LoopInputs:
     contexts: dict[str, SessionContext]
     # Connected, accepted, managed chargers: those without a session get the safe default.
     chargers: list[Charger] = field(default_factory=list)
+    # What each charger accepts as chargingRateUnit ("A" or "W"), from its configuration.
+    rate_units: dict[int, str] = field(default_factory=dict)
 
 
 def site_policy(settings: SiteSettings) -> Policy:
@@ -101,18 +105,25 @@ def gather(now: dt.datetime) -> LoopInputs:
     samples = _latest_samples([tx.pk for tx in transactions], since)
     applied = {(a.charger_id, a.connector_id): a for a in AppliedLimit.objects.filter(charger__in=chargers)}
     vip_tags = _vip_tags({tx.id_tag for tx in transactions})
+    rate_units = charger_rate_units([charger.pk for charger in chargers])
     sessions, contexts, ev_by_zone = [], {}, defaultdict(lambda: [0.0, 0.0, 0.0])
     for tx in transactions:
         session, phase_currents = _session(tx, samples.get(tx.pk, {}), applied.get((tx.charger_id, tx.connector_id)),
                                            tx.id_tag in vip_tags)
         sessions.append(session)
         contexts[session.id] = SessionContext(tx.charger_id, tx.charger.charge_point_id, tx.connector_id, tx.pk,
-                                              tx.charger.phases)
+                                              tx.charger.phases, rate_units.get(tx.charger_id, "A"))
         for phase, amps in enumerate(phase_currents):
             ev_by_zone[tx.charger.zone_id][phase] += amps
     _use_ev_submeters(ev_by_zone, [zone.pk for zone in zones], now, settings)
     capacities = _capacities(zones, ev_by_zone, _offline_reservations(chargers), now, settings)
-    return LoopInputs(site_policy(settings), settings, capacities, sessions, contexts, chargers)
+    return LoopInputs(site_policy(settings), settings, capacities, sessions, contexts, chargers, rate_units)
+
+
+def charger_rate_units(charger_pks: list[int]) -> dict[int, str]:
+    """Charging rate unit per charger, from the ChargingScheduleAllowedChargingRateUnit it reported."""
+    rows = ConfigurationKey.objects.filter(charger_id__in=charger_pks, key=profiles.RATE_UNIT_KEY)
+    return {row.charger_id: profiles.rate_unit_for(row.value) for row in rows}
 
 
 def _use_ev_submeters(

@@ -23,7 +23,31 @@ def round_limit(limit_a: float) -> float:
     return int(max(0.0, limit_a) * 10 + 1e-9) / 10
 
 
-def _profile(profile_id: int, purpose: str, limit_a: float, number_phases: int, **extra: Any) -> dict[str, Any]:
+VOLTAGE_V = 230.0
+RATE_UNIT_KEY = "ChargingScheduleAllowedChargingRateUnit"
+
+
+def rate_unit_for(allowed: str | None) -> str:
+    """"A" unless the charger says it accepts only power ("Power" in its configuration key).
+
+    Amps are preferred: they are what breakers are rated in, and per phase. A charger that
+    only takes watts gets the same limit as limit × phases × 230 V.
+    """
+    if allowed is None:
+        return "A"
+    units = {unit.strip().lower() for unit in allowed.split(",") if unit.strip()}
+    return "W" if units and "current" not in units and "power" in units else "A"
+
+
+def _schedule_limit(limit_a: float, number_phases: int, unit: str) -> float:
+    if unit == "W":
+        return round_limit(round_limit(limit_a) * number_phases * VOLTAGE_V)
+    return round_limit(limit_a)
+
+
+def _profile(
+    profile_id: int, purpose: str, limit_a: float, number_phases: int, unit: str = "A", **extra: Any
+) -> dict[str, Any]:
     return {
         "chargingProfileId": profile_id,
         "stackLevel": STACK_LEVEL,
@@ -31,20 +55,25 @@ def _profile(profile_id: int, purpose: str, limit_a: float, number_phases: int, 
         "chargingProfileKind": "Relative",
         **extra,
         "chargingSchedule": {
-            "chargingRateUnit": "A",
+            "chargingRateUnit": unit,
             "chargingSchedulePeriod": [
-                {"startPeriod": 0, "limit": round_limit(limit_a), "numberPhases": number_phases}
+                {"startPeriod": 0, "limit": _schedule_limit(limit_a, number_phases, unit),
+                 "numberPhases": number_phases}
             ],
         },
     }
 
 
-def tx_default_payload(limit_a: float, number_phases: int) -> dict[str, Any]:
-    return {"connectorId": 0, "csChargingProfiles": _profile(TX_DEFAULT_PROFILE_ID, TX_DEFAULT, limit_a, number_phases)}
+def tx_default_payload(limit_a: float, number_phases: int, unit: str = "A") -> dict[str, Any]:
+    profile = _profile(TX_DEFAULT_PROFILE_ID, TX_DEFAULT, limit_a, number_phases, unit)
+    return {"connectorId": 0, "csChargingProfiles": profile}
 
 
-def tx_payload(connector_id: int, transaction_id: int, limit_a: float, number_phases: int) -> dict[str, Any]:
-    profile = _profile(TX_PROFILE_ID_BASE + connector_id, TX, limit_a, number_phases, transactionId=transaction_id)
+def tx_payload(
+    connector_id: int, transaction_id: int, limit_a: float, number_phases: int, unit: str = "A"
+) -> dict[str, Any]:
+    profile = _profile(TX_PROFILE_ID_BASE + connector_id, TX, limit_a, number_phases, unit,
+                       transactionId=transaction_id)
     return {"connectorId": connector_id, "csChargingProfiles": profile}
 
 

@@ -123,3 +123,22 @@ def test_an_offline_chargers_session_keeps_its_last_limit_reserved(make_site):
     # above all not 22 A each as if the lost charger drew nothing.
     assert tx_limits(sims[:2]) == [14.6, 14.6]
     assert "held by offline chargers" in gather(clock.now()).zones[0].note
+
+
+def test_a_charger_reporting_power_only_gets_its_limit_in_watts(ocpp_url, charger_factory):
+    from chargers.models import ConfigurationKey
+    from tests.conftest import wait_until
+
+    zone = Zone.objects.create(name="Wall", max_current_a=16)
+    Charger.objects.create(charge_point_id="CP-WATT", registration_status=RegistrationStatus.ACCEPTED, zone=zone,
+                           rated_max_current_a=32, phases=1)
+    Badge.objects.create(id_tag="W-DRIVER")
+    sim = charger_factory(ocpp_url, "CP-WATT").connect()
+    sim.cp.config["ChargingScheduleAllowedChargingRateUnit"] = "Power"
+    sim.boot()
+    wait_until(lambda: ConfigurationKey.objects.filter(key="ChargingScheduleAllowedChargingRateUnit").exists())
+    sim.call(call.StartTransaction(connector_id=1, id_tag="W-DRIVER", meter_start=0, timestamp=utc_iso()))
+    run_tick(clock.now())
+    profile = [p for a, p in sim.cp.received if a == "SetChargingProfile"][-1]["cs_charging_profiles"]
+    assert profile["charging_schedule"]["charging_rate_unit"] == "W"
+    assert float(profile["charging_schedule"]["charging_schedule_period"][0]["limit"]) == 3680.0  # 16 A x 230 V

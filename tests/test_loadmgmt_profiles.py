@@ -34,3 +34,14 @@ def test_new_transactions_pause_changes_and_failures_are_sent():
     assert decide(paused=True, limit_a=0.0)
     assert not decide(previous_ok=False, seconds_since_sent=10)
     assert decide(previous_ok=False, seconds_since_sent=61)
+
+
+def test_a_charger_that_takes_only_watts_gets_watts():
+    assert profiles.rate_unit_for(None) == "A"
+    assert profiles.rate_unit_for("Current,Power") == "A"
+    assert profiles.rate_unit_for("Power") == "W"
+    payload = profiles.tx_payload(1, 9, 16.0, 3, "W")
+    validate_call("SetChargingProfile", payload)
+    schedule = payload["csChargingProfiles"]["chargingSchedule"]
+    assert schedule["chargingRateUnit"] == "W"
+    assert schedule["chargingSchedulePeriod"][0]["limit"] == 11040.0  # 16 A x 3 x 230 V

@@ -15,6 +15,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.embedded_services import free_port
+from tests.meters_lab import MeterLab
 from tests.ocpp_sim import ChargerSim
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -114,6 +115,28 @@ def charger_factory() -> Iterator[Callable[..., ChargerSim]]:
     for sim in sims:
         sim.close()
     _wait_for_disconnects([sim.cp_id for sim in sims])
+
+
+@pytest.fixture
+def accepted_charger(ocpp_url: str, charger_factory: Callable[..., ChargerSim]) -> Callable[[str], ChargerSim]:
+    """Make an accepted charger, connect it and boot it: the usual start of an OCPP test."""
+    from chargers.models import Charger, RegistrationStatus
+
+    def make(cp_id: str) -> ChargerSim:
+        Charger.objects.create(charge_point_id=cp_id, registration_status=RegistrationStatus.ACCEPTED)
+        sim = charger_factory(ocpp_url, cp_id).connect()
+        sim.boot()
+        return sim
+
+    return make
+
+
+@pytest.fixture
+def lab() -> Iterator[MeterLab]:
+    """Fake Modbus meters served from a background loop (see tests.meters_lab)."""
+    lab = MeterLab()
+    yield lab
+    lab.close()
 
 
 def _wait_for_disconnects(cp_ids: list[str]) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,19 +14,12 @@ from loadmgmt.services import zone_record_measurement
 from meters.models import Meter, MeterReading
 from meters.registers import get_register_map
 from tests.meters_fakes import closed_port, typical_values
-from tests.meters_lab import T0, MeterLab, at, dynamic_zone, make_meter
+from tests.meters_lab import T0, at, dynamic_zone, make_meter
 
 pytestmark = pytest.mark.django_db
 
 IEM = get_register_map("iem3x5x")
 CHANGELIST = "/admin/meters/meter/"
-
-
-@pytest.fixture
-def lab() -> Iterator[MeterLab]:
-    lab = MeterLab()
-    yield lab
-    lab.close()
 
 
 @pytest.fixture

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 
-import pytest
 from ocpp.v16 import call
 
 from badges.models import Badge
@@ -16,17 +14,10 @@ from loadmgmt.models import SiteSettings
 from meters import services
 from meters.registers import get_register_map
 from tests.meters_fakes import typical_values
-from tests.meters_lab import MeterLab, dynamic_zone, make_meter
+from tests.meters_lab import dynamic_zone, make_meter
 from tests.ocpp_sim import utc_iso
 
 IEM = get_register_map("iem3x5x")
-
-
-@pytest.fixture
-def lab() -> Iterator[MeterLab]:
-    lab = MeterLab()
-    yield lab
-    lab.close()
 
 
 def building(amps: float) -> dict[str, float]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterator
 
 import pytest
 
@@ -15,7 +14,7 @@ from meters import selectors, services, tasks
 from meters.models import Meter
 from meters.registers import get_register_map
 from tests.meters_fakes import FakeMeter, typical_values
-from tests.meters_lab import MeterLab, at, dynamic_zone, make_meter
+from tests.meters_lab import at, dynamic_zone, make_meter
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
 
@@ -23,13 +22,6 @@ IEM = get_register_map("iem3x5x")
 PM5300 = get_register_map("pm5300")
 POWERTAG = get_register_map("powertag")
 NAN = [0xFFC0, 0x0000]
-
-
-@pytest.fixture
-def lab() -> Iterator[MeterLab]:
-    lab = MeterLab()
-    yield lab
-    lab.close()
 
 
 @pytest.fixture

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from evce.celery import app
@@ -12,16 +10,9 @@ from meters import tasks
 from meters.models import Meter
 from meters.registers import get_register_map
 from tests.conftest import wait_until
-from tests.meters_lab import MeterLab, dynamic_zone, make_meter
+from tests.meters_lab import dynamic_zone, make_meter
 
 IEM = get_register_map("iem3x5x")
-
-
-@pytest.fixture
-def lab() -> Iterator[MeterLab]:
-    lab = MeterLab()
-    yield lab
-    lab.close()
 
 
 def test_every_meters_schedule_names_a_registered_task():

@@ -7,16 +7,13 @@ import json
 import pytest
 from ocpp.v16 import call
 
-from chargers.models import Charger, OcppMessage, RegistrationStatus
+from chargers.models import Charger, OcppMessage
 from transactions.models import Transaction
 
 
 @pytest.fixture
-def charger(ocpp_url, charger_factory):
-    Charger.objects.create(charge_point_id="CP-BAD", registration_status=RegistrationStatus.ACCEPTED)
-    sim = charger_factory(ocpp_url, "CP-BAD").connect()
-    sim.boot()
-    return sim
+def charger(accepted_charger):
+    return accepted_charger("CP-BAD")
 
 
 def error_of(sim, frame: str):

@@ -16,11 +16,8 @@ T0 = dt.datetime(2026, 11, 20, 8, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture
-def charger(ocpp_url, charger_factory):
-    Charger.objects.create(charge_point_id="CP-MSG", registration_status=RegistrationStatus.ACCEPTED)
-    sim = charger_factory(ocpp_url, "CP-MSG").connect()
-    sim.boot()
-    return sim
+def charger(accepted_charger):
+    return accepted_charger("CP-MSG")
 
 
 def meter_value(moment: dt.datetime, wh: int, amps: float | None = None) -> dict:

@@ -45,11 +45,8 @@ CALLS = [
 
 
 @pytest.fixture
-def charger(ocpp_url, charger_factory):
-    Charger.objects.create(charge_point_id="CP-CMD", registration_status=RegistrationStatus.ACCEPTED)
-    sim = charger_factory(ocpp_url, "CP-CMD").connect()
-    sim.boot()
-    return sim
+def charger(accepted_charger):
+    return accepted_charger("CP-CMD")
 
 
 @pytest.mark.parametrize(("action", "payload", "expected"), CALLS, ids=[c[0] for c in CALLS])

@@ -1,4 +1,6 @@
-"""What runs after a charger's BootNotification is accepted, in order.
+"""Extension points of the OCPP side: what runs after a boot, who hears of session changes.
+
+What runs after a charger's BootNotification is accepted, in order.
 
 Other apps add their steps in their AppConfig.ready() (load management puts the safe
 default charging profile first). Each step gets a `call(action, payload)` function that
@@ -23,3 +25,15 @@ def add_boot_step(step: BootStep, *, first: bool = False) -> None:
         BOOT_ACCEPTED_STEPS.insert(0, step)
     else:
         BOOT_ACCEPTED_STEPS.append(step)
+
+
+# Called (synchronously, in a worker thread) after a session started or stopped on a charger,
+# with the charger's primary key: load management uses it to re-balance at once instead of
+# at its next period.
+SessionChangeListener = Callable[[int], object]
+SESSION_CHANGE_LISTENERS: list[SessionChangeListener] = []
+
+
+def add_session_change_listener(listener: SessionChangeListener) -> None:
+    if listener not in SESSION_CHANGE_LISTENERS:
+        SESSION_CHANGE_LISTENERS.append(listener)

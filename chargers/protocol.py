@@ -7,6 +7,7 @@ each frame to `route_message`.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,9 +21,12 @@ from ocpp.v16.enums import Action
 
 from badges.services import AuthorizationStatus, IdTagInfo, badge_authorize
 from chargers import services
+from chargers.hooks import SESSION_CHANGE_LISTENERS
 from chargers.models import Charger
 from evce import clock
 from transactions import services as tx_services
+
+logger = logging.getLogger(__name__)
 
 # Vendor-specific DataTransfer handlers: vendor id → (message id, data) → (status, data).
 DataTransferHandler = Callable[[str | None, str | None], tuple[str, str | None]]
@@ -127,6 +131,21 @@ class CentralSystemChargePoint(ChargePoint):
         return call_result.StartTransaction(
             transaction_id=answer.transaction_id, id_tag_info=answer.id_tag_info.as_ocpp()
         )
+
+    @after(Action.start_transaction)
+    async def after_start_transaction(self, **_: Any) -> None:
+        await self._notify_session_change()
+
+    @after(Action.stop_transaction)
+    async def after_stop_transaction(self, **_: Any) -> None:
+        await self._notify_session_change()
+
+    async def _notify_session_change(self) -> None:
+        for listener in SESSION_CHANGE_LISTENERS:
+            try:
+                await database_sync_to_async(listener)(self.charger_pk)
+            except Exception:  # a listener's failure must never reach the charger's link
+                logger.exception("session change listener %s failed", listener)
 
     @on(Action.stop_transaction)
     async def on_stop_transaction(

@@ -6,11 +6,14 @@ class LoadmgmtConfig(AppConfig):
     verbose_name = "Load management"
 
     def ready(self) -> None:
-        from chargers.hooks import add_boot_step
+        from chargers.hooks import add_boot_step, add_session_change_listener
         from loadmgmt.control import boot_step_safe_default
+        from loadmgmt.tasks import rebalance_soon
 
         # Safety first: the safe default profile goes out before anything else after a boot.
         add_boot_step(boot_step_safe_default, first=True)
+        # A car that arrives or leaves is re-balanced at once, not at the next loop period.
+        add_session_change_listener(rebalance_soon)
         self._show_limits_on_charger_page()
 
     @staticmethod

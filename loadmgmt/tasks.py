@@ -42,6 +42,15 @@ def control_tick(force: bool = False) -> dict[str, object] | None:
     return report.__dict__
 
 
+# A queued re-balance older than this is pointless: a periodic tick has run since.
+REBALANCE_EXPIRES_S = 10
+
+
+def rebalance_soon(charger_pk: int) -> None:
+    """Queue an immediate tick after a session started or stopped (see chargers.hooks)."""
+    control_tick.apply_async(kwargs={"force": True}, expires=REBALANCE_EXPIRES_S)
+
+
 @shared_task
 def prune_setpoints() -> int:
     return services.setpoints_prune(now=clock.now())

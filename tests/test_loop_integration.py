@@ -90,3 +90,10 @@ def test_a_rejecting_charger_is_recorded_and_does_not_stop_the_others(site):
     rejected = AppliedLimit.objects.get(charger__charge_point_id="CP-LOOP-1", connector_id=1)
     assert rejected.status == "Rejected"
     assert dt.datetime.now(dt.UTC) - rejected.sent_at < dt.timedelta(minutes=1)
+
+
+def test_a_new_car_is_balanced_at_once_not_at_the_next_period(site):
+    sims = site
+    SiteSettings.objects.update(loop_period_s=300)  # no periodic tick will come to the rescue
+    start(sims["CP-LOOP-1"], "DRIVER-1")
+    wait_until(lambda: sims["CP-LOOP-1"].last_tx_limit() == 32.0, timeout_s=15)

@@ -20,7 +20,6 @@ from chargers.models import (
     Charger,
     ConfigurationKey,
     Connector,
-    Direction,
     OcppMessage,
     RegistrationStatus,
 )
@@ -264,5 +263,3 @@ def message_log_prune(*, now: dt.datetime) -> int:
         deleted += extra
     return deleted
 
-
-EVENT = Direction.EVENT

@@ -68,7 +68,7 @@ def time_tick(now: dt.datetime) -> dict[str, float]:
     allocation = engine.allocate([z.zone for z in gathered.zones], gathered.sessions, gathered.policy,
                                  now.timestamp())
     t_allocate = time.perf_counter()
-    safe = safety.safe_defaults(list(Zone.objects.all()), gathered.chargers)
+    safe = safety.safe_defaults(gathered.zone_rows, gathered.chargers, gathered.settings)
     commands = apply.plan(gathered, allocation, safe, now)
     for command in commands:
         command.status = "Accepted"

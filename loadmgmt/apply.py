@@ -44,8 +44,7 @@ def plan(
     inputs: LoopInputs, allocation: Allocation, safe_limits: dict[int, float], now: dt.datetime
 ) -> list[ProfileCommand]:
     """The profiles to send this tick: changed session limits, then changed safe defaults."""
-    applied = {(a.charger_id, a.connector_id): a for a in AppliedLimit.objects.filter(
-        charger_id__in=[c.pk for c in inputs.chargers])}
+    applied = inputs.applied
     commands: list[ProfileCommand] = []
     for session_id, decision in sorted(allocation.limits.items()):
         ctx = inputs.contexts[session_id]

@@ -6,10 +6,13 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
+from channels.db import database_sync_to_async
+
 from chargers.hooks import CallFn
 from chargers.models import Charger
+from evce import clock
 from loadmgmt import apply, engine, inputs, profiles, safety, services
-from loadmgmt.models import Zone
+from loadmgmt.models import SiteSettings, Zone
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +36,7 @@ def run_tick(now: dt.datetime) -> TickReport:
         logger.error("allocation audit: %s", problem)
     if allocation.last_rotation_at != gathered.policy.last_rotation_at:
         services.site_record_rotation(last_rotation_at=allocation.last_rotation_at)
-    safe_limits = safety.safe_defaults(list(Zone.objects.all()), gathered.chargers)
+    safe_limits = safety.safe_defaults(gathered.zone_rows, gathered.chargers, gathered.settings)
     commands = apply.plan(gathered, allocation, safe_limits, now)
     apply.send(commands)
     apply.record(gathered, allocation, commands, now)
@@ -49,10 +52,6 @@ def run_tick(now: dt.datetime) -> TickReport:
 
 async def boot_step_safe_default(call: CallFn, charger_pk: int) -> None:
     """Boot step (chargers.hooks): give a charger its safe TxDefaultProfile before any session."""
-    from channels.db import database_sync_to_async  # noqa: PLC0415
-
-    from evce import clock  # noqa: PLC0415
-
     charger, limit, unit = await database_sync_to_async(_safe_default_for)(charger_pk)
     if charger is None:
         return
@@ -72,5 +71,5 @@ def _safe_default_for(charger_pk: int) -> tuple[Charger | None, float, str]:
     charger = Charger.objects.filter(pk=charger_pk, zone__isnull=False).first()
     if charger is None:
         return None, 0.0, "A"
-    limit = safety.safe_defaults(list(Zone.objects.all()), [charger])[charger.pk]
+    limit = safety.safe_defaults(list(Zone.objects.all()), [charger], SiteSettings.load())[charger.pk]
     return charger, limit, inputs.charger_rate_units([charger_pk]).get(charger_pk, "A")

@@ -48,6 +48,9 @@ class LoopInputs:
     chargers: list[Charger] = field(default_factory=list)
     # What each charger accepts as chargingRateUnit ("A" or "W"), from its configuration.
     rate_units: dict[int, str] = field(default_factory=dict)
+    # The rows read for this tick, so that later steps do not read them again.
+    zone_rows: list[Zone] = field(default_factory=list)
+    applied: dict[tuple[int, int], AppliedLimit] = field(default_factory=dict)
 
 
 def site_policy(settings: SiteSettings) -> Policy:
@@ -117,7 +120,8 @@ def gather(now: dt.datetime) -> LoopInputs:
             ev_by_zone[tx.charger.zone_id][phase] += amps
     _use_ev_submeters(ev_by_zone, [zone.pk for zone in zones], now, settings)
     capacities = _capacities(zones, ev_by_zone, _offline_reservations(chargers), now, settings)
-    return LoopInputs(site_policy(settings), settings, capacities, sessions, contexts, chargers, rate_units)
+    return LoopInputs(site_policy(settings), settings, capacities, sessions, contexts, chargers, rate_units,
+                      zones, applied)
 
 
 def charger_rate_units(charger_pks: list[int]) -> dict[int, str]:
@@ -198,23 +202,25 @@ def _offline_reservations(chargers: list[Charger]) -> dict[int, list[float]]:
     rating is assumed (the safe side).
     """
     managed = {charger.pk for charger in chargers}
-    stranded = (Transaction.objects.filter(state=TransactionState.ACTIVE, charger__zone__isnull=False)
-                .exclude(charger__in=managed).select_related("charger"))
+    stranded = list(Transaction.objects.filter(state=TransactionState.ACTIVE, charger__zone__isnull=False)
+                    .exclude(charger__in=managed).select_related("charger"))
+    if not stranded:
+        return {}
+    applied = {(a.charger_id, a.connector_id): a
+               for a in AppliedLimit.objects.filter(charger_id__in={tx.charger_id for tx in stranded})}
     reserved: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
     for tx in stranded:
-        limit = _last_known_limit(tx)
+        limit = _last_known_limit(tx, applied)
         for phase in tx.charger.supply_phases:
             reserved[tx.charger.zone_id][phase] += limit
     return reserved
 
 
-def _last_known_limit(tx: Transaction) -> float:
-    limits = {a.connector_id: a for a in AppliedLimit.objects.filter(charger_id=tx.charger_id,
-                                                                     connector_id__in=[0, tx.connector_id])}
-    own = limits.get(tx.connector_id)
+def _last_known_limit(tx: Transaction, applied: dict[tuple[int, int], AppliedLimit]) -> float:
+    own = applied.get((tx.charger_id, tx.connector_id))
     if own is not None and own.transaction_id == tx.pk and own.status == "Accepted":
         return own.limit_a
-    default = limits.get(0)  # the TxDefaultProfile governs a session without its own profile
+    default = applied.get((tx.charger_id, 0))  # the TxDefaultProfile governs a session without its own
     if default is not None and default.status == "Accepted":
         return default.limit_a
     return tx.charger.rated_max_current_a

@@ -24,10 +24,9 @@ def static_zone_limit_a(zone: Zone, site: SiteSettings) -> float | None:
     return None
 
 
-def safe_defaults(zones: list[Zone], chargers: list[Charger]) -> dict[int, float]:
+def safe_defaults(zones: list[Zone], chargers: list[Charger], site: SiteSettings) -> dict[int, float]:
     """Safe default current per charger pk, counting every managed charger of the site."""
     by_pk = {zone.pk: zone for zone in zones}
-    site = SiteSettings.load()
     counts: dict[int, int] = defaultdict(int)
     for zone_id in Charger.objects.filter(zone__isnull=False).values_list("zone_id", flat=True):
         for ancestor in _path(by_pk, zone_id):

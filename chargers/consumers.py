@@ -11,10 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from ocpp.charge_point import camel_to_snake_case, remove_nones, serialize_as_dict, snake_to_camel_case
@@ -25,8 +29,10 @@ from chargers import services
 from chargers.commands import ChargerCallError, ChargerOffline, ChargerTimeout, reply_to_result
 from chargers.frames import CALL, CALLERROR, Frame, FrameProblem, parse_frame, respell_error_code
 from chargers.hooks import BOOT_ACCEPTED_STEPS
+from chargers.identity import BadIdentity, identity_from_path, printable
 from chargers.models import Charger, Direction
 from chargers.protocol import CentralSystemChargePoint
+from chargers.ratelimit import RateLimiter, ThrottledLog
 from evce import clock
 
 logger = logging.getLogger(__name__)
@@ -34,9 +40,23 @@ logger = logging.getLogger(__name__)
 SUBPROTOCOL = "ocpp1.6"
 CLOSE_REPLACED = 4000
 # Application close codes (autobahn allows 1000 or 3000-4999 from a server).
+# No ocpp1.6 subprotocol offered: OCPP-J §3.2 completes the handshake without a
+# Sec-WebSocket-Protocol header, then closes at once.
+CLOSE_NO_SUBPROTOCOL = 4001
 CLOSE_PROTOCOL_ERROR = 4002
 CLOSE_UNSUPPORTED_DATA = 4003
+# The consumer failed unexpectedly: closed after marking the charger offline.
+CLOSE_INTERNAL_ERROR = 1011
 _TYPE_NAMES = {2: "CALL", 3: "CALLRESULT", 4: "CALLERROR"}
+# A charger accepted at its boot is re-checked this often (and at every
+# StartTransaction), so that one rejected while connected stops being served.
+ACCEPTANCE_RECHECK_S = 10.0
+
+# Failed logins, counted per charge point id and per client address in this process.
+# Once over the limit a handshake is refused before any password hashing.
+_login_failures_by_id = RateLimiter(limit=settings.OCPP_LOGIN_FAILURES_PER_ID, window_s=60.0)
+_login_failures_by_address = RateLimiter(limit=settings.OCPP_LOGIN_FAILURES_PER_ADDRESS, window_s=60.0)
+_throttled = ThrottledLog(logger)
 
 
 class _Wire:
@@ -60,26 +80,65 @@ class OcppConsumer(AsyncWebsocketConsumer):
     cp: CentralSystemChargePoint | None = None
 
     async def connect(self) -> None:
-        self.charge_point_id = unquote(self.scope["url_route"]["kwargs"]["charge_point_id"])
+        """Admit the websocket, in the order of OCPP-J §3: identity, credentials, subprotocol.
+
+        The password hash runs in a thread pool, never on the database thread (a slow
+        hash there delays every other charger's messages); failures are rate-limited
+        per id and per address before any hashing.
+        """
+        self.charge_point_id = ""
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepted = False
-        if SUBPROTOCOL not in self.scope.get("subprotocols", []):
-            await self._refuse("no ocpp1.6 subprotocol offered")
-            return
-        headers = dict(self.scope.get("headers", []))
+        self._accepted_checked_at = 0.0
+        self._unsolicited = 0
+        address = str((self.scope.get("client") or ["?"])[0])
+        raw_path = self.scope.get("raw_path") or quote(self.scope["path"]).encode("ascii")
         try:
-            grant = await database_sync_to_async(services.charger_connect)(
-                charge_point_id=self.charge_point_id,
-                channel_name=self.channel_name,
-                credentials=services.parse_basic_auth(headers.get(b"authorization")),
-                now=clock.now(),
-            )
+            claimed = identity_from_path(raw_path, self.scope.get("query_string") or b"")
+        except BadIdentity as bad:
+            _throttled.warning(("handshake", address), "refused websocket %s from %s: %s",
+                               printable(raw_path.decode("ascii", "replace")), address, bad)
+            await self.close()
+            return
+        self.charge_point_id = claimed
+        if not (_login_failures_by_id.allowed(claimed.casefold()) and _login_failures_by_address.allowed(address)):
+            await self._refuse(f"too many failed logins from {address} or for this id; retry in a minute",
+                               record=False)
+            return
+        if SUBPROTOCOL not in self.scope.get("subprotocols", []):
+            await self.accept()  # without a Sec-WebSocket-Protocol header (OCPP-J §3.2)
+            _throttled.warning(("handshake", address), "closed websocket for %s from %s: no ocpp1.6 subprotocol",
+                               printable(claimed), address)
+            await self.close(code=CLOSE_NO_SUBPROTOCOL)
+            return
+        try:
+            who = await database_sync_to_async(services.charger_identify)(charge_point_id=claimed)
         except services.ConnectionRefused as refusal:
             await self._refuse(refusal.reason)
             return
+        self.charge_point_id = who.charge_point_id
+        headers = dict(self.scope.get("headers", []))
+        credentials = services.parse_basic_auth(headers.get(b"authorization"))
+        if not await sync_to_async(services.charger_password_ok, thread_sensitive=False)(
+            identity=who, credentials=credentials
+        ):
+            _login_failures_by_id.hit(claimed.casefold())
+            _login_failures_by_address.hit(address)
+            # Daphne answers any refused handshake with 403 and cannot add a
+            # WWW-Authenticate header (no ASGI denial-response support in 4.2).
+            await self._refuse(f"bad or missing HTTP Basic credentials from {address}")
+            return
+        _login_failures_by_id.reset(claimed.casefold())
+        grant = await database_sync_to_async(services.charger_connected)(
+            charger_pk=who.charger_pk, channel_name=self.channel_name, now=clock.now()
+        )
         self.charger_pk = grant.charger_pk
         if grant.replaced_channel and grant.replaced_channel != self.channel_name:
-            await self.channel_layer.send(grant.replaced_channel, {"type": "ocpp.replaced"})
+            try:
+                await self.channel_layer.send(grant.replaced_channel, {"type": "ocpp.replaced"})
+            except Exception as error:  # noqa: BLE001 - Redis down: the old socket times out on its own
+                logger.warning("%s: could not tell the replaced connection to close: %s",
+                               self.charge_point_id, error)
         self.cp = CentralSystemChargePoint(
             self.charge_point_id,
             _Wire(self),
@@ -90,9 +149,11 @@ class OcppConsumer(AsyncWebsocketConsumer):
         await self.accept(subprotocol=SUBPROTOCOL)
         await self.log_event("connected" + (" (replaced an older connection)" if grant.replaced_channel else ""))
 
-    async def _refuse(self, reason: str) -> None:
-        logger.warning("refused websocket for %s: %s", self.charge_point_id, reason)
-        await self.log_event("connection refused", error=reason)
+    async def _refuse(self, reason: str, *, record: bool = True) -> None:
+        _throttled.warning(("refused", self.charge_point_id.casefold()), "refused websocket for %s: %s",
+                           printable(self.charge_point_id), reason)
+        if record:
+            await self.log_event("connection refused", error=reason)
         await self.close()
 
     async def disconnect(self, code: int) -> None:
@@ -114,33 +175,111 @@ class OcppConsumer(AsyncWebsocketConsumer):
         if isinstance(frame, FrameProblem):
             await self._reject_frame(text_data, frame)
             return
-        await self.log_frame(Direction.IN, [frame.message_type, frame.unique_id, frame.action, frame.payload])
+        assert self.cp is not None  # noqa: S101 - set in connect() before accept
+        if frame.message_type != CALL and not self.cp.awaits(frame.unique_id):
+            await self._drop_unsolicited(frame)
+            return
+        await self.log_frame(Direction.IN, frame.message)
         if frame.message_type == CALL and not await self._may_call(frame):
             problem = FrameProblem(frame.unique_id, "SecurityError", "Charge point is not accepted")
             await self._send_error(problem)
             return
-        assert self.cp is not None  # noqa: S101 - set in connect() before accept
-        await self.cp.route_message(text_data)
+        await self.cp.route_message(frame.text)
 
     async def _reject_frame(self, text: str, problem: FrameProblem) -> None:
+        _throttled.warning(("frame", self.charge_point_id), "%s: refused frame: %s: %s", self.charge_point_id,
+                           problem.code, problem.description[:120])
         await self.log_event("bad frame", error=f"{problem.code}: {problem.description}", payload=text[:2000])
         if problem.unique_id is None:
             await self.close(code=CLOSE_PROTOCOL_ERROR)
             return
         await self._send_error(problem)
 
+    async def _drop_unsolicited(self, frame: Frame) -> None:
+        """A CALLRESULT/CALLERROR for no CALL we are waiting on: dropped (OCPP-J §4.1.4
+        ties an answer to our CALL's id), logged for the first one of the connection."""
+        self._unsolicited += 1
+        if self._unsolicited == 1:
+            await self.log_event("answer to no outstanding call dropped", error=f"message id {frame.unique_id}",
+                                 payload=frame.message)
+            _throttled.warning(("unsolicited", self.charge_point_id), "%s: dropped answer(s) to no outstanding call",
+                               self.charge_point_id)
+
     async def _send_error(self, problem: FrameProblem) -> None:
         await self.log_frame(Direction.OUT, json.loads(problem.call_error()))
         await self.send(text_data=problem.call_error())
 
     async def _may_call(self, frame: Frame) -> bool:
-        """Before acceptance only BootNotification is answered (OCPP-J errata §3.10)."""
-        if self._accepted or frame.action == "BootNotification":
+        """Before acceptance only BootNotification is answered (OCPP-J errata §3.10).
+
+        Acceptance is re-read every ACCEPTANCE_RECHECK_S and at every StartTransaction
+        and Authorize, so that a charger rejected while connected stops being served.
+        """
+        if frame.action == "BootNotification":
+            return True
+        fresh = time.monotonic() - self._accepted_checked_at < ACCEPTANCE_RECHECK_S
+        if self._accepted and fresh and frame.action not in {"StartTransaction", "Authorize"}:
             return True
         self._accepted = await database_sync_to_async(
             Charger.objects.filter(pk=self.charger_pk, registration_status="accepted").exists
         )()
+        self._accepted_checked_at = time.monotonic()
         return self._accepted
+
+    # --- resilience ----------------------------------------------------------------------
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Never leave a charger "connected" behind a crashed consumer.
+
+        An exception escaping a handler makes Daphne close with 1011 without calling
+        disconnect(): the row would stay connected and server calls would wait for a
+        timeout. Here the socket is closed and the charger marked offline first.
+        """
+        try:
+            await super().dispatch(message)
+        except (StopConsumer, asyncio.CancelledError):
+            raise
+        except Exception:
+            logger.error("%s: consumer failed on %s; closing", self.charge_point_id or "?", message.get("type"),
+                         exc_info=True)
+            try:
+                await self.close(code=CLOSE_INTERNAL_ERROR)
+            finally:
+                await self.disconnect(CLOSE_INTERNAL_ERROR)
+            raise StopConsumer from None
+
+    @property
+    def channel_receive(self) -> Callable[[], Awaitable[dict[str, Any]]]:
+        """What Channels awaits for channel-layer messages: the layer's receive, retried.
+
+        Channels sets this attribute to the layer's receive and lets its exception end
+        the consumer: with Redis down every charger's websocket closed (1011) and new
+        handshakes got 500. A charger's own messages need only the database, so a
+        failing layer is retried with back-off instead; only server→charger calls wait.
+        """
+        return self._receive_from_layer
+
+    @channel_receive.setter
+    def channel_receive(self, receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        self._layer_receive = receive
+
+    async def _receive_from_layer(self) -> dict[str, Any]:
+        delay_s, failing = 0.5, False
+        while True:
+            try:
+                message = await self._layer_receive()
+            except Exception as error:  # noqa: BLE001 - any layer failure: retry, never close the charger
+                if not failing:
+                    _throttled.warning(("layer", self.charge_point_id), "%s: channel layer unavailable (%s); "
+                                       "server calls to this charger wait until it is back",
+                                       self.charge_point_id or "?", type(error).__name__)
+                failing = True
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 5.0)
+                continue
+            if failing:
+                logger.info("%s: channel layer back", self.charge_point_id)
+            return message
 
     # --- server-initiated calls --------------------------------------------------------
 
@@ -202,6 +341,8 @@ class OcppConsumer(AsyncWebsocketConsumer):
     # --- maintenance log ---------------------------------------------------------------
 
     async def log_frame(self, direction: str, frame: list[Any]) -> None:
+        """Log one frame as the array it is (a CALLRESULT keeps its payload, a CALLERROR
+        its code, description and details)."""
         action, payload, error = _frame_parts(frame)
         await database_sync_to_async(services.message_log)(
             charge_point_id=self.charge_point_id, charger_pk=self.charger_pk, direction=direction,
@@ -229,3 +370,13 @@ def _frame_parts(frame: list[Any]) -> tuple[str, object, str]:
 
 def _jsonable(value: object) -> object:
     return json.loads(json.dumps(value, default=str))
+
+
+class UnknownPathConsumer(AsyncWebsocketConsumer):
+    """Websocket handshakes outside /ocpp/: refused (403) with a log line, never a 500."""
+
+    async def connect(self) -> None:
+        address = str((self.scope.get("client") or ["?"])[0])
+        _throttled.warning(("handshake", address), "refused websocket %s from %s: not an OCPP endpoint",
+                           printable(str(self.scope.get("path", ""))), address)
+        await self.close()

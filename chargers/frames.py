@@ -2,19 +2,51 @@
 
 The library answers an unknown action with NotSupported and a known-but-unhandled one
 with NotImplemented; OCPP-J 1.6 §4.2.3 defines them the other way round. It also drops
-unparsable frames without an answer. This module decides those cases per the spec.
-Pure functions, no I/O.
+unparsable frames without an answer, parses `NaN` and `1e309`, recurses on deep nesting
+and maps schema errors to codes the spec does not use. This module decides all of that
+per the spec, before anything reaches a handler or the database. Pure functions, no I/O.
+
+Decisions (OCPP-J 1.6 §4.1.2, §4.2.3 table 7), in the order they are checked:
+
+- Not JSON, `NaN`/`±Infinity`, a number that overflows a double (`1e309`), nesting
+  deeper than MAX_DEPTH → FormationViolation ("syntactically incorrect"). The spec's
+  "valid JSON" is RFC 8259 JSON, which has no NaN/Infinity.
+- An integer outside the signed 32-bit range → TypeConstraintViolation. OCPP 1.6 names
+  the type `integer` without a width; OCPP 2.0.1 fixes it at 32 bits and 1.6 stacks use
+  int32 (EVerest, ChargeLab), as do our PostgreSQL columns, so a larger value is a type
+  the receiver does not have, never a database overflow.
+- Strings: trailing NUL characters are dropped (firmware padding C strings, "SN12\\u0000";
+  the value is what precedes them). A NUL elsewhere, or a lone UTF-16 surrogate (which
+  UTF-8 cannot encode, §4.1.2), → PropertyConstraintViolation: the JSON is valid but
+  the value is not a string we can store (PostgreSQL refuses both).
+- Schema: type and maxLength → TypeConstraintViolation, missing field → ProtocolError
+  ("incomplete"), unknown field → FormationViolation, minItems/maxItems →
+  OccurenceConstraintViolation, enum/minimum/pattern → PropertyConstraintViolation
+  ("at least one field contains an invalid value").
+- Field ranges the 1.6 spec states in its field tables: connectorId > 0 in
+  StartTransaction, ≥ 0 in StatusNotification and MeterValues →
+  PropertyConstraintViolation.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 
+from jsonschema.exceptions import best_match
+from ocpp.messages import get_validator
 from ocpp.v16.enums import Action
 
 CALL, CALLRESULT, CALLERROR = 2, 3, 4
+
+# No OCPP 1.6 payload nests deeper than 6 (StopTransaction → transactionData →
+# sampledValue); the envelope adds one. Anything far deeper is an attack.
+MAX_DEPTH = 16
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+UNIQUE_ID_MAX_LENGTH = 36  # OCPP-J 1.6 §4.1.4
+_DESCRIPTION_MAX = 200
 
 # Actions a charge point may send to the central system (OCPP 1.6 edition 2 §4, §6).
 CHARGER_INITIATED = frozenset(
@@ -57,6 +89,9 @@ SYSTEM_INITIATED = frozenset(
     }
 )
 
+# Lowest connectorId per action, from the 1.6 field tables (edition 2 §6.46, §6.33, §6.31).
+_MIN_CONNECTOR_ID = {"StartTransaction": 1, "StatusNotification": 0, "MeterValues": 0}
+
 _KNOWN_16_ACTIONS = frozenset(action.value for action in Action)
 _UNIQUE_ID_PREFIX = re.compile(r'^\s*\[\s*[234]\s*,\s*"([^"\\]{1,36})"')
 
@@ -65,6 +100,21 @@ _UNIQUE_ID_PREFIX = re.compile(r'^\s*\[\s*[234]\s*,\s*"([^"\\]{1,36})"')
 _CODE_SPELLING_16 = {
     "FormatViolation": "FormationViolation",
     "OccurrenceConstraintViolation": "OccurenceConstraintViolation",
+}
+
+# jsonschema keyword that failed → OCPP-J error code (see the module docstring).
+_SCHEMA_ERROR_CODES = {
+    "type": "TypeConstraintViolation",
+    "maxLength": "TypeConstraintViolation",
+    "required": "ProtocolError",
+    "additionalProperties": "FormationViolation",
+    "minItems": "OccurenceConstraintViolation",
+    "maxItems": "OccurenceConstraintViolation",
+    "enum": "PropertyConstraintViolation",
+    "minimum": "PropertyConstraintViolation",
+    "maximum": "PropertyConstraintViolation",
+    "pattern": "PropertyConstraintViolation",
+    "minLength": "PropertyConstraintViolation",
 }
 
 
@@ -77,54 +127,151 @@ class FrameProblem:
     description: str
 
     def call_error(self) -> str:
-        return json.dumps([CALLERROR, self.unique_id, self.code, self.description, {}])
+        return json.dumps([CALLERROR, self.unique_id, self.code, self.description[:_DESCRIPTION_MAX], {}])
 
 
 @dataclass(frozen=True)
 class Frame:
+    """A well-formed frame; `message` is the decoded array with its strings cleaned."""
+
     message_type: int
     unique_id: str
     action: str  # empty for CALLRESULT / CALLERROR
     payload: object
+    message: list[object]
+    # What the `ocpp` library must parse: the original text, or the cleaned array
+    # re-encoded when cleaning changed a string.
+    text: str
+
+
+class _Refused(Exception):
+    def __init__(self, code: str, description: str) -> None:
+        super().__init__(description)
+        self.code = code
+        self.description = description
+
+
+def _refuse_constant(name: str) -> float:
+    raise _Refused("FormationViolation", f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Refused("FormationViolation", "Number out of the range of a double")
+    return value
+
+
+def decode_json(text: str) -> object:
+    """RFC 8259 JSON only: no NaN/Infinity, no overflowing numbers, bounded nesting.
+
+    Raises _Refused. The depth is checked by `_clean` on the result; a nesting deep
+    enough to exhaust the parser's recursion is refused here.
+    """
+    try:
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except _Refused:
+        raise
+    except RecursionError:
+        raise _Refused("FormationViolation", f"Nesting deeper than {MAX_DEPTH} levels") from None
+    except ValueError:
+        raise _Refused("FormationViolation", "Frame is not valid JSON") from None
+
+
+def _clean_string(value: str) -> str:
+    if value.isascii() and "\x00" not in value:
+        return value
+    cleaned = value.rstrip("\x00")
+    if "\x00" in cleaned:
+        raise _Refused("PropertyConstraintViolation", "A string contains a NUL character")
+    try:
+        cleaned.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Refused("PropertyConstraintViolation", "A string contains a lone UTF-16 surrogate") from None
+    return cleaned
+
+
+def _clean(value: object, depth: int = 0) -> object:
+    """Check depth, integers and strings; return the value with trailing NULs dropped."""
+    if depth > MAX_DEPTH:
+        raise _Refused("FormationViolation", f"Nesting deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        return _clean_string(value)
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        if not INT_MIN <= value <= INT_MAX:
+            raise _Refused("TypeConstraintViolation", "Integer out of the 32-bit range of OCPP integers")
+        return value
+    if isinstance(value, list):
+        return [_clean(item, depth + 1) for item in value]
+    if isinstance(value, dict):
+        return {_clean_string(key): _clean(item, depth + 1) for key, item in value.items()}
+    return value  # pragma: no cover - json.loads produces nothing else
 
 
 def parse_frame(text: str) -> Frame | FrameProblem:
-    """Check the OCPP-J envelope of `text`; the payload schema is left to the library."""
+    """Check the OCPP-J envelope of `text` and, for a CALL, its payload (see module doc)."""
     try:
-        message = json.loads(text)
-    except ValueError:
+        decoded = decode_json(text)
+    except _Refused as refused:
         match = _UNIQUE_ID_PREFIX.match(text)
-        return FrameProblem(match.group(1) if match else None, "FormationViolation", "Frame is not valid JSON")
-    if not isinstance(message, list) or len(message) < 3:
-        return FrameProblem(_unique_id_of(message), "FormationViolation", "Frame is not an OCPP-J array")
-    unique_id = _unique_id_of(message)
+        return FrameProblem(match.group(1) if match else None, refused.code, refused.description)
+    if not isinstance(decoded, list) or len(decoded) < 3:
+        return FrameProblem(_unique_id_of(decoded), "FormationViolation", "Frame is not an OCPP-J array")
+    unique_id = _unique_id_of(decoded)
     if unique_id is None:
         return FrameProblem(None, "FormationViolation", "Message id must be a string of 1 to 36 characters")
+    try:
+        message = _clean(decoded)
+    except _Refused as refused:
+        return FrameProblem(unique_id, refused.code, refused.description)
+    assert isinstance(message, list)  # noqa: S101 - _clean keeps the shape
+    routed = text if message == decoded else json.dumps(message, separators=(",", ":"))
     kind = message[0]
-    if kind == CALL:
-        return _parse_call(message, unique_id)
+    if kind == CALL and not isinstance(kind, bool):
+        return _parse_call(message, unique_id, routed)
     if kind in (CALLRESULT, CALLERROR) and not isinstance(kind, bool):
-        return Frame(kind, unique_id, "", message[2])
+        return Frame(kind, unique_id, "", message[2], message, routed)
     return FrameProblem(unique_id, "FormationViolation", f"Unknown message type id {kind!r}")
 
 
 def _unique_id_of(message: object) -> str | None:
     if isinstance(message, list) and len(message) > 1:
         candidate = message[1]
-        if isinstance(candidate, str) and 0 < len(candidate) <= 36:
+        if isinstance(candidate, str) and 0 < len(candidate) <= UNIQUE_ID_MAX_LENGTH:
             return candidate
     return None
 
 
-def _parse_call(message: list[object], unique_id: str) -> Frame | FrameProblem:
+def _parse_call(message: list[object], unique_id: str, text: str) -> Frame | FrameProblem:
     if len(message) != 4 or not isinstance(message[2], str) or not isinstance(message[3], dict):
         return FrameProblem(unique_id, "FormationViolation", "A CALL is [2, id, action, {payload}]")
-    action = message[2]
+    action, payload = message[2], message[3]
     if action not in CHARGER_INITIATED:
         if action in _KNOWN_16_ACTIONS:
             return FrameProblem(unique_id, "NotSupported", f"{action} is not sent by a charge point")
-        return FrameProblem(unique_id, "NotImplemented", f"Unknown action {action!r}")
-    return Frame(CALL, unique_id, action, message[3])
+        return FrameProblem(unique_id, "NotImplemented", f"Unknown action {action[:50]!r}")
+    problem = payload_problem(action, payload)
+    if problem is not None:
+        code, description = problem
+        return FrameProblem(unique_id, code, description)
+    return Frame(CALL, unique_id, action, payload, message, text)
+
+
+def payload_problem(action: str, payload: dict[str, object]) -> tuple[str, str] | None:
+    """(error code, description) when a charger's `action` payload breaks the 1.6 schema
+    or a range the spec states; None when it is fine."""
+    error = best_match(get_validator(CALL, action, "1.6").iter_errors(payload))
+    if error is not None:
+        code = _SCHEMA_ERROR_CODES.get(str(error.validator), "FormationViolation")
+        where = "/".join(str(part) for part in error.absolute_path) or "payload"
+        return code, f"{where}: {error.message}"[:_DESCRIPTION_MAX]
+    minimum = _MIN_CONNECTOR_ID.get(action)
+    connector_id = payload.get("connectorId")
+    if minimum is not None and isinstance(connector_id, int) and connector_id < minimum:
+        return "PropertyConstraintViolation", f"connectorId must be >= {minimum} in {action}"
+    return None
 
 
 def respell_error_code(code: str) -> str:

@@ -7,14 +7,16 @@ each frame to `route_message`.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
 from django.utils.dateparse import parse_datetime
 from ocpp.charge_point import snake_to_camel_case
-from ocpp.exceptions import TypeConstraintViolationError
+from ocpp.exceptions import OCPPError, SecurityError, TypeConstraintViolationError
 from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action
@@ -23,6 +25,7 @@ from badges.services import AuthorizationStatus, IdTagInfo, badge_authorize
 from chargers import services
 from chargers.hooks import SESSION_CHANGE_LISTENERS
 from chargers.models import Charger
+from chargers.ratelimit import ThrottledLog
 from evce import clock
 from transactions import services as tx_services
 
@@ -40,6 +43,41 @@ def parse_ocpp_time(value: str, field: str) -> dt.datetime:
     return parsed
 
 
+_throttled = ThrottledLog(logger)
+
+
+class _LibraryLog:
+    """The logger handed to the `ocpp` library.
+
+    The library logs every frame at INFO and every refused payload with an ERROR
+    traceback that echoes the whole payload (491 MB for a flood of bad frames). Here a
+    refusal (an OCPPError: the charger gets its CALLERROR) becomes one throttled line
+    without the payload; an unexpected exception in a handler keeps its traceback but
+    not the payload either.
+    """
+
+    def __init__(self, charge_point_id: str) -> None:
+        self._id = charge_point_id
+
+    def debug(self, *_: object, **__: object) -> None:
+        return None
+
+    info = debug
+
+    def warning(self, message: str, *args: object, **_: object) -> None:
+        _throttled.warning(("lib", self._id), "%s: %s", self._id, str(message)[:80])
+
+    error = warning
+
+    def exception(self, message: str, *args: object, **_: object) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, OCPPError):
+            _throttled.warning(("refused", self._id), "%s: handler refused a frame: %s %s",
+                               self._id, error.code, str(error.description)[:120])
+        else:
+            logger.error("%s: a handler failed (%s)", self._id, type(error).__name__, exc_info=True)
+
+
 class CentralSystemChargePoint(ChargePoint):
     """The central system's side of one charge point's connection."""
 
@@ -52,10 +90,38 @@ class CentralSystemChargePoint(ChargePoint):
         response_timeout: int,
         on_boot_accepted: Callable[[], Awaitable[None]],
     ) -> None:
-        super().__init__(charge_point_id, connection, response_timeout=response_timeout)
+        super().__init__(charge_point_id, connection, response_timeout=response_timeout,
+                         logger=_LibraryLog(charge_point_id))
         self.charger_pk = charger_pk
         self._on_boot_accepted = on_boot_accepted
         self._boot_status = ""
+        # Id of the CALL we sent and wait for (OCPP-J §4.1.1: one at a time). Only its
+        # answer may enter the library's response queue: anything else would pile up
+        # there unread (unbounded memory) and be skipped one by one, recursively, by
+        # the next call.
+        self._outstanding_id: str | None = None
+
+    def awaits(self, unique_id: str) -> bool:
+        """Is `unique_id` the id of the CALL this side is waiting for an answer to?"""
+        return self._outstanding_id is not None and unique_id == self._outstanding_id
+
+    async def _send(self, message: str) -> None:
+        # The library sends a CALL while it holds its call lock: the CALL sent last is
+        # the one outstanding. Its frames start with `[2,"<id>"`.
+        if message.startswith("[2,"):
+            self._outstanding_id = str(json.loads(message)[1])
+        await super()._send(message)
+
+    async def call(self, payload: Any, suppress: bool = True, unique_id: str | None = None,
+                   skip_schema_validation: bool = False) -> Any:
+        unique_id = unique_id if unique_id is not None else str(self._unique_id_generator())
+        try:
+            return await super().call(payload, suppress, unique_id, skip_schema_validation)
+        finally:
+            if self._outstanding_id == unique_id:
+                self._outstanding_id = None
+            while not self._response_queue.empty():  # an answer that came after the timeout
+                self._response_queue.get_nowait()
 
     async def _charger(self) -> Charger:
         return await database_sync_to_async(Charger.objects.get)(pk=self.charger_pk)
@@ -119,6 +185,9 @@ class CentralSystemChargePoint(ChargePoint):
         self, connector_id: int, id_tag: str, meter_start: int, timestamp: str, reservation_id: int | None = None
     ):
         charger = await self._charger()
+        if not charger.is_accepted:
+            # Rejected (or set back to pending) while connected: no session may start.
+            raise SecurityError(description="Charge point is not accepted")
         answer = await database_sync_to_async(tx_services.transaction_start)(
             charger=charger,
             connector_id=connector_id,

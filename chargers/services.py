@@ -9,10 +9,15 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import hashlib
+import json
 import logging
+import math
+import time
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.contrib.auth.hashers import check_password
 from django.db import transaction
 
 from chargers.models import (
@@ -58,27 +63,66 @@ def parse_basic_auth(header_value: bytes | None) -> tuple[str, str] | None:
     return (user, password) if sep else None
 
 
-def charger_connect(
-    *, charge_point_id: str, channel_name: str, credentials: tuple[str, str] | None, now: dt.datetime
-) -> ConnectionGrant:
-    """Admit a websocket for `charge_point_id`, or raise ConnectionRefused.
+@dataclass(frozen=True)
+class ChargerIdentity:
+    """Who a handshake claims to be, as stored: what the password check needs."""
 
-    1. Unknown ids follow OCPP_UNKNOWN_CHARGERS: `reject` answers the handshake with 404
-       (OCPP-J §3.2), `accept`/`pending` register the charger.
-    2. A charger with a password (security profile 1) must present it with HTTP Basic,
-       user = its charge point id.
-    3. The new connection replaces any previous one for the same id.
+    charger_pk: int
+    charge_point_id: str  # the stored spelling (identities are case-insensitive)
+    password_hash: str
+
+
+def charger_identify(*, charge_point_id: str) -> ChargerIdentity:
+    """Find the charger for a handshake, or register it, or raise ConnectionRefused.
+
+    Unknown ids follow OCPP_UNKNOWN_CHARGERS: `reject` refuses (OCPP-J §3.2 says 404;
+    Daphne can only answer 403), `accept`/`pending` register the charger. The lookup
+    ignores case: the identity is a CiString, and `cp-1` must not become a second
+    charger next to `CP-1`.
     """
+    charger = (Charger.objects.filter(charge_point_id=charge_point_id).first()
+               or Charger.objects.filter(charge_point_id__iexact=charge_point_id).first())
+    if charger is None:
+        charger = _register_unknown(charge_point_id)
+    return ChargerIdentity(charger.pk, charger.charge_point_id, charger.password_hash)
+
+
+# Successful verifications, so that a reconnecting charger does not cost another
+# 1,000,000-round hash: (charger pk, stored hash, digest of the password) → expiry.
+_VERIFIED: dict[tuple[int, str, bytes], float] = {}
+_VERIFIED_TTL_S = 900.0
+_VERIFIED_MAX = 10_000
+
+
+def charger_password_ok(*, identity: ChargerIdentity, credentials: tuple[str, str] | None) -> bool:
+    """HTTP Basic check of security profile 1 (user = the charge point id, §6.2.2).
+
+    CPU only, no database: the consumer runs it in a thread pool so that a slow hash
+    never holds the single database thread every other charger's messages wait on.
+    """
+    if not identity.password_hash:
+        return True
+    if credentials is None:
+        return False
+    user, password = credentials
+    if user.casefold() != identity.charge_point_id.casefold():
+        return False
+    key = (identity.charger_pk, identity.password_hash, hashlib.sha256(password.encode()).digest())
+    now = time.monotonic()
+    if _VERIFIED.get(key, 0.0) > now:
+        return True
+    if not check_password(password, identity.password_hash):
+        return False
+    if len(_VERIFIED) >= _VERIFIED_MAX:
+        _VERIFIED.clear()
+    _VERIFIED[key] = now + _VERIFIED_TTL_S
+    return True
+
+
+def charger_connected(*, charger_pk: int, channel_name: str, now: dt.datetime) -> ConnectionGrant:
+    """Record that this websocket now serves the charger; it replaces any older one."""
     with transaction.atomic():
-        charger = Charger.objects.select_for_update().filter(charge_point_id=charge_point_id).first()
-        if charger is None:
-            charger = _register_unknown(charge_point_id)
-        if charger.password_hash:
-            if credentials is None:
-                raise ConnectionRefused("HTTP Basic credentials required", 401)
-            user, password = credentials
-            if user != charge_point_id or not charger.check_password(password):
-                raise ConnectionRefused("bad credentials", 401)
+        charger = Charger.objects.select_for_update().get(pk=charger_pk)
         replaced = charger.channel_name if charger.connected else ""
         charger.connected = True
         charger.channel_name = channel_name
@@ -223,6 +267,14 @@ def auto_configuration_keys() -> list[tuple[str, str]]:
     return list(AutoConfigurationKey.objects.filter(enabled=True).values_list("key", "value"))
 
 
+# The log keeps what a maintainer needs to read, not what an attacker sends: a payload
+# longer than this (as JSON) is stored as its beginning plus its size.
+MESSAGE_LOG_PAYLOAD_MAX_CHARS = 8_000
+# Every this many rows (at most) the log is cut back below OCPP_LOG_MAX_ROWS, so the
+# cap holds at all times instead of only after the hourly prune.
+_MESSAGE_LOG_PRUNE_EVERY = 100
+
+
 def message_log(
     *,
     charge_point_id: str,
@@ -236,20 +288,63 @@ def message_log(
     error: str = "",
     touch: bool = False,
 ) -> None:
-    """Append to the maintenance log; `touch` also records that the charger was heard."""
+    """Append to the maintenance log; `touch` also records that the charger was heard.
+
+    Every text is made storable (no NUL, no lone surrogate, no NaN: PostgreSQL and
+    SQLite's JSON check refuse them) and bounded, whatever a charger sent.
+    """
     if touch and charger_pk is not None:
         Charger.objects.filter(pk=charger_pk).update(last_seen=now)
-    OcppMessage.objects.create(
+    row = OcppMessage.objects.create(
         timestamp=now,
-        charge_point_id=charge_point_id[:48],
+        charge_point_id=storable_text(charge_point_id)[:48],
         charger_id=charger_pk,
         direction=direction,
         message_type=message_type,
-        unique_id=unique_id[:36],
-        action=action[:50],
-        payload=payload,
-        error=error,
+        unique_id=storable_text(unique_id)[:36],
+        action=storable_text(action)[:50],
+        payload=log_payload(payload),
+        error=storable_text(error)[:2000],
     )
+    # Ids grow by one per row: cutting back to `limit - every + 1` rows at every `every`-th
+    # id keeps the table at most OCPP_LOG_MAX_ROWS rows at all times, for one cheap delete
+    # per `every` rows.
+    limit = settings.OCPP_LOG_MAX_ROWS
+    every = min(_MESSAGE_LOG_PRUNE_EVERY, max(1, limit // 10))
+    if row.id % every == 0:
+        OcppMessage.objects.filter(id__lte=row.id - limit + every - 1).delete()
+
+
+def storable_text(value: str) -> str:
+    """`value` with NUL characters and lone surrogates replaced by U+FFFD."""
+    if value.isascii() and "\x00" not in value:
+        return value
+    return "".join("\ufffd" if char == "\x00" or "\ud800" <= char <= "\udfff" else char for char in value)
+
+
+def _storable(value: object, depth: int = 0) -> object:
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    if depth > 20:
+        return "…"
+    if isinstance(value, list | tuple):
+        return [_storable(item, depth + 1) for item in value]
+    if isinstance(value, dict):
+        return {storable_text(str(key)): _storable(item, depth + 1) for key, item in value.items()}
+    return storable_text(str(value))
+
+
+def log_payload(payload: object) -> object:
+    """What the log stores for `payload`: the value itself, or its head when too long."""
+    clean = _storable(payload)
+    text = json.dumps(clean, ensure_ascii=False, separators=(",", ":"))
+    if len(text) <= MESSAGE_LOG_PAYLOAD_MAX_CHARS:
+        return clean
+    return {"truncated": True, "chars": len(text), "head": text[:MESSAGE_LOG_PAYLOAD_MAX_CHARS]}
 
 
 def message_log_prune(*, now: dt.datetime) -> int:

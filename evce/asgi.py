@@ -14,11 +14,15 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
-from chargers.consumers import OcppConsumer  # noqa: E402
+from chargers.consumers import OcppConsumer, UnknownPathConsumer  # noqa: E402
 
 websocket_urls = [
-    # The charge point identity is the last path segment (OCPP-J 1.6 §3.1.1).
-    re_path(r"^ocpp/(?P<charge_point_id>[^/]{1,100})/?$", OcppConsumer.as_asgi()),
+    # The charge point identity is the last path segment (OCPP-J 1.6 §3.1.1). Every
+    # path under ocpp/ reaches the consumer, which reads the identity from the raw path
+    # (decoded once) and refuses a bad one with a log line (chargers/identity.py);
+    # anything else is refused too, instead of the router's "no route" 500.
+    re_path(r"^ocpp/", OcppConsumer.as_asgi()),
+    re_path(r"", UnknownPathConsumer.as_asgi()),
 ]
 
 application = ProtocolTypeRouter(

@@ -182,6 +182,10 @@ OCPP_LOG_RETENTION_DAYS = env_int("OCPP_LOG_RETENTION_DAYS", 30, minimum=1)
 OCPP_LOG_MAX_ROWS = env_int("OCPP_LOG_MAX_ROWS", 200_000, minimum=1000)
 # A charger counts as gone when it has said nothing for this many heartbeat intervals.
 OCPP_OFFLINE_AFTER_HEARTBEATS = env_int("OCPP_OFFLINE_AFTER_HEARTBEATS", 3, minimum=2)
+# Failed websocket logins allowed per minute, per charge point id and per client address
+# (each web process counts its own); beyond them a handshake is refused without hashing.
+OCPP_LOGIN_FAILURES_PER_ID = env_int("OCPP_LOGIN_FAILURES_PER_ID", 5, minimum=1)
+OCPP_LOGIN_FAILURES_PER_ADDRESS = env_int("OCPP_LOGIN_FAILURES_PER_ADDRESS", 20, minimum=1)
 
 # --- Badges and charging sessions -------------------------------------------------------
 # May one badge run several sessions at once? When false, a second start gets ConcurrentTx.

@@ -137,8 +137,9 @@ def test_the_message_log_is_bounded(settings):
     message_log(charge_point_id="CP", charger_pk=None, direction="in", now=now - dt.timedelta(days=90))
     for _ in range(8):
         message_log(charge_point_id="CP", charger_pk=None, direction="in", now=now)
-    assert message_log_prune(now=now) == 4
+    message_log_prune(now=now)  # the count cap may have done part of the work already
     assert OcppMessage.objects.count() == 5
+    assert not OcppMessage.objects.filter(timestamp__lt=now).exists()
 
 
 def test_a_restart_shows_no_charger_online():

@@ -65,9 +65,13 @@ def test_it_refuses_unknown_chargers_with_the_reject_policy(servers, transaction
     assert OcppMessage.objects.filter(charge_point_id="CP-STRANGER", action="connection refused").exists()
 
 
-def test_it_refuses_a_handshake_without_the_ocpp16_subprotocol(ocpp_url, charger_factory):
-    with pytest.raises(websockets.InvalidStatus):
-        charger_factory(ocpp_url, "CP-NOPROTO", subprotocols=["ocpp2.0.1"]).connect()
+@pytest.mark.parametrize("offered", [["ocpp2.0.1"], []])
+def test_it_completes_then_closes_a_handshake_without_the_ocpp16_subprotocol(ocpp_url, charger_factory, offered):
+    """OCPP-J §3.2: finish the handshake without a Sec-WebSocket-Protocol header, then close."""
+    sim = charger_factory(ocpp_url, "CP-NOPROTO", subprotocols=offered).connect()
+    assert sim.ws.subprotocol is None
+    assert sim.wait_closed() == 4001
+    assert not Charger.objects.filter(charge_point_id="CP-NOPROTO").exists()
 
 
 def test_it_requires_the_password_when_one_is_set(ocpp_url, charger_factory):

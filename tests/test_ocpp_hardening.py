@@ -1,0 +1,183 @@
+"""Hostile input against a real Daphne: answered per OCPP-J, nothing stored, link kept."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import socket
+from urllib.parse import urlparse
+
+import pytest
+import websockets
+from ocpp.v16 import call
+
+from chargers.commands import ChargerCallError, send_call
+from chargers.models import Charger, OcppMessage, RegistrationStatus
+from chargers.services import MESSAGE_LOG_PAYLOAD_MAX_CHARS, message_log
+from tests.conftest import wait_until
+from transactions.models import Transaction
+
+START = ('[2,"%s","StartTransaction",{"connectorId":1,"idTag":"T1","meterStart":0,'
+         '"timestamp":"2026-11-23T10:00:00Z"}]')
+
+
+@pytest.fixture
+def charger(accepted_charger):
+    return accepted_charger("CP-HARD")
+
+
+def error_of(sim, frame: str) -> tuple[str, str]:
+    sim.send_raw(frame)
+    response = sim.recv_raw_response()
+    return response.error_code, response.unique_id
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ('[2,"h1","Heartbeat",{"x":NaN}]', "FormationViolation"),
+        ('[2,"h1","Heartbeat",{"x":-Infinity}]', "FormationViolation"),
+        ('[2,"h1","Heartbeat",{"x":1e309}]', "FormationViolation"),
+        ('[2,"h1","Heartbeat",{"x":' + "[" * 100_000 + "]" * 100_000 + "}]", "FormationViolation"),
+        ('[2,"h1","StatusNotification",{"connectorId":-1,"errorCode":"NoError","status":"Available"}]',
+         "PropertyConstraintViolation"),
+        ('[2,"h1","StatusNotification",{"connectorId":9223372036854775808,"errorCode":"NoError",'
+         '"status":"Available"}]', "TypeConstraintViolation"),
+        ('[2,"h1","StatusNotification",{"connectorId":1,"errorCode":"NoError","status":"Flying"}]',
+         "PropertyConstraintViolation"),
+        ('[2,"h1","BootNotification",{"chargePointVendor":"V\\u0000x","chargePointModel":"M"}]',
+         "PropertyConstraintViolation"),
+        ('[2,"h1","BootNotification",{"chargePointVendor":"V\\udc00","chargePointModel":"M"}]',
+         "PropertyConstraintViolation"),
+        ('[2,"h1","MeterValues",{"connectorId":1,"transactionId":99999999999,"meterValue":[]}]',
+         "TypeConstraintViolation"),
+    ],
+)
+def test_hostile_values_get_their_call_error_and_the_link_stays(charger, frame, code):
+    assert error_of(charger, frame) == (code, "h1")
+    assert charger.call(call.Heartbeat()).current_time
+    assert Charger.objects.get(charge_point_id="CP-HARD").connected
+    assert not Transaction.objects.exists()
+    logged = OcppMessage.objects.get(charge_point_id="CP-HARD", action="bad frame")
+    assert code in logged.error
+
+
+def test_a_nul_padded_serial_number_boots(ocpp_url, charger_factory):
+    sim = charger_factory(ocpp_url, "CP-PADDED").connect()
+    sim.send_raw('[2,"b1","BootNotification",{"chargePointVendor":"Acme\\u0000\\u0000",'
+                 '"chargePointModel":"W","chargePointSerialNumber":"SN12\\u0000"}]')
+    answer = sim.recv_raw_response()
+    assert answer.payload["status"] == "Pending"
+    charger = Charger.objects.get(charge_point_id="CP-PADDED")
+    assert (charger.vendor, charger.serial_number) == ("Acme", "SN12")
+
+
+def test_answers_to_no_outstanding_call_are_dropped_and_logged_once(charger):
+    big = {"blob": "x" * 100_000}
+    for number in range(50):
+        charger.send_raw(json.dumps([3, f"never-asked-{number}", big]))
+    charger.send_raw(json.dumps([4, "never-asked-x", "GenericError", "", {}]))
+    # The next server call gets its own answer at once, not the backlog's.
+    assert send_call("CP-HARD", "ClearCache", {}, timeout_s=5) == {"status": "Accepted"}
+    dropped = OcppMessage.objects.filter(charge_point_id="CP-HARD", action="answer to no outstanding call dropped")
+    assert dropped.count() == 1
+    assert not OcppMessage.objects.filter(charge_point_id="CP-HARD", unique_id__startswith="never-asked").exclude(
+        action="answer to no outstanding call dropped").exists()
+
+
+def test_answers_are_logged_with_their_payload_and_error_details(charger):
+    assert send_call("CP-HARD", "GetLocalListVersion", {}) == {"listVersion": 0}
+    answers = OcppMessage.objects.filter(charge_point_id="CP-HARD", message_type="CALLRESULT", direction="in")
+    assert {"listVersion": 0} in [row.payload for row in answers]
+    charger.cp.answers["Reset"] = "Sideways"  # the simulator's own validation turns this into a CALLERROR
+    with pytest.raises(ChargerCallError):
+        send_call("CP-HARD", "Reset", {"type": "Soft"})
+    error = OcppMessage.objects.get(charge_point_id="CP-HARD", message_type="CALLERROR", direction="in")
+    assert error.error.startswith("FormatViolation: ")  # as the charger spelled it
+    assert "Sideways" in json.dumps(error.payload)  # the details the charger gave
+
+
+def test_a_charger_rejected_while_connected_starts_no_session(charger):
+    Charger.objects.filter(charge_point_id="CP-HARD").update(registration_status=RegistrationStatus.REJECTED)
+    assert error_of(charger, START % "s1") == ("SecurityError", "s1")
+    assert not Transaction.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_message_log_keeps_big_payloads_short():
+    now = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
+    message_log(charge_point_id="CP", charger_pk=None, direction="in", now=now, payload={"x": "y" * 1_000_000})
+    message_log(charge_point_id="CP\x00", charger_pk=None, direction="in", now=now, payload={"n": float("nan"),
+                "s": "a\x00b\ud800"}, error="e\x00")
+    big, odd = OcppMessage.objects.order_by("id")
+    assert big.payload["truncated"] is True and len(big.payload["head"]) == MESSAGE_LOG_PAYLOAD_MAX_CHARS
+    assert odd.payload == {"n": "nan", "s": "a\ufffdb\ufffd"} and odd.charge_point_id == "CP\ufffd"
+
+
+@pytest.mark.django_db
+def test_the_message_log_cap_holds_at_every_row(settings):
+    settings.OCPP_LOG_MAX_ROWS = 1000
+    now = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
+    for number in range(1500):
+        message_log(charge_point_id="CP", charger_pk=None, direction="in", now=now)
+        if number % 100 == 0:
+            assert OcppMessage.objects.count() <= 1000
+    assert 900 < OcppMessage.objects.count() <= 1000
+
+
+def raw_handshake(url: str, path: bytes, extra: bytes = b"") -> bytes:
+    """The HTTP status line a websocket handshake for `path` gets (bytes as sent)."""
+    parsed = urlparse(url)
+    with socket.create_connection((parsed.hostname, parsed.port), timeout=10) as sock:
+        sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                     b"Sec-WebSocket-Protocol: ocpp1.6\r\n" + extra + b"\r\n")
+        return sock.recv(4096).split(b"\r\n", 1)[0]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [b"/ocpp/", b"/ocpp/" + b"L" * 49, b"/ocpp/a/b", b"/ocpp/a%2Fb", b"/ocpp/a%252Fb", b"/ocpp/..", b"/ocpp/.",
+     b"/ocpp/CP%00", b"/ocpp/Q1?x=1", b"/ocpp/%FF", b"/elsewhere", b"/"],
+)
+def test_bad_identities_are_refused_at_the_handshake(ocpp_url, path):
+    assert raw_handshake(ocpp_url, path) == b"HTTP/1.1 403 Access denied"
+    assert not Charger.objects.exists()
+
+
+def test_an_identity_is_case_insensitive(ocpp_url, charger_factory):
+    Charger.objects.create(charge_point_id="CP-Case", registration_status=RegistrationStatus.ACCEPTED)
+    sim = charger_factory(ocpp_url, "cp-case").connect()
+    assert sim.boot().status == "Accepted"
+    assert Charger.objects.count() == 1
+
+
+def test_wrong_passwords_are_rate_limited_per_id(servers, transactional_db, charger_factory):
+    url = servers.daphne(OCPP_LOGIN_FAILURES_PER_ID="2")
+    charger = Charger(charge_point_id="CP-LOCK", registration_status=RegistrationStatus.ACCEPTED)
+    charger.set_password("right-password-123")
+    charger.save()
+    token = base64.b64encode(b"CP-LOCK:wrong").decode().encode()
+    for _ in range(2):
+        assert raw_handshake(url, b"/ocpp/CP-LOCK", b"Authorization: Basic " + token + b"\r\n").startswith(
+            b"HTTP/1.1 403")
+    with pytest.raises(websockets.InvalidStatus):
+        charger_factory(url, "CP-LOCK", password="right-password-123").connect()
+    refusals = OcppMessage.objects.filter(charge_point_id="CP-LOCK", action="connection refused")
+    assert refusals.count() == 2  # the third was refused before hashing, without a row
+    wait_until(lambda: not Charger.objects.get(charge_point_id="CP-LOCK").connected, timeout_s=1)
+
+
+def test_the_password_check_needs_no_database():
+    """It runs in a thread pool, off the database thread: no query may hide in it."""
+    from django.contrib.auth.hashers import make_password
+
+    from chargers.services import ChargerIdentity, charger_password_ok
+
+    identity = ChargerIdentity(charger_pk=1, charge_point_id="CP-PW", password_hash=make_password("pw-123456"))
+    assert charger_password_ok(identity=identity, credentials=("cp-pw", "pw-123456"))
+    assert charger_password_ok(identity=identity, credentials=("cp-pw", "pw-123456"))  # cached
+    assert not charger_password_ok(identity=identity, credentials=("CP-PW", "wrong"))
+    assert not charger_password_ok(identity=identity, credentials=("OTHER", "pw-123456"))
+    assert not charger_password_ok(identity=identity, credentials=None)

@@ -99,15 +99,15 @@ class Breach:
         """How long it lasted (so far, when still open)."""
         return (self.end_s if self.end_s is not None else self.last_s) - self.start_s
 
-    def describe(self) -> str:
-        """One readable line, with the biggest holders."""
+    def describe(self, origin_s: float = 0.0) -> str:
+        """One readable line, with the biggest holders (times relative to ``origin_s``)."""
         unit = "kW" if self.quantity == KW else "A"
         holders = ", ".join(f"{cp}#{conn}={value:.1f}" for cp, conn, value in self.holders_at_worst[:8])
         more = len(self.holders_at_worst) - 8
         return (
             f"zone {self.zone_id} {self.quantity}: over by up to {self.worst_excess:.2f} {unit} "
             f"({self.load_at_worst:.1f}/{self.capacity_at_worst:.1f} {unit}) for {self.duration_s:.2f} s, "
-            f"{self.integral:.2f} {unit}·s, from t={self.start_s:.2f}"
+            f"{self.integral:.2f} {unit}·s, from t={self.start_s - origin_s:.2f} s"
             + ("" if self.end_s is not None else " (still open)")
             + f"; held by {holders}" + (f" and {more} more" if more > 0 else "")
         )
@@ -142,6 +142,7 @@ class CheckerReport:
     tx_profile_latency_s: list[float]
     sessions_without_tx_profile: int
     tolerated_samples: int
+    origin_s: float = 0.0  # time of the first sample: breach times are printed relative to it
 
     @property
     def clean(self) -> bool:
@@ -165,7 +166,7 @@ class CheckerReport:
             if figures.breaches:
                 lines.append(f"  zone {zone_id}: {figures.breaches} breaches, worst {figures.worst_excess:.2f}, "
                              f"{figures.overshoot_integral:.2f} A·s, {figures.breach_seconds:.2f} s")
-        lines.extend("  " + breach.describe() for breach in self.breaches[:20])
+        lines.extend("  " + breach.describe(self.origin_s) for breach in self.breaches[:20])
         if len(self.breaches) > 20:
             lines.append(f"  ... and {len(self.breaches) - 20} more")
         return "\n".join(lines)
@@ -198,6 +199,7 @@ class InvariantChecker:
         self.samples = 0
         self.tolerated_samples = 0
         self._last_sample_s: float | None = None
+        self.origin_s: float | None = None
 
     def _chain(self, zone_id: str) -> list[str]:
         """The zone and all its ancestors (its limits all apply to it)."""
@@ -263,6 +265,8 @@ class InvariantChecker:
         building_a = building_a or {}
         elapsed = 0.0 if self._last_sample_s is None else max(0.0, at_s - self._last_sample_s)
         self._last_sample_s = at_s
+        if self.origin_s is None:
+            self.origin_s = at_s
         self.samples += 1
         loads: dict[str, dict[str, float]] = {z: {"L1": 0.0, "L2": 0.0, "L3": 0.0, KW: 0.0} for z in self.zones}
         holders: dict[str, list[tuple[str, int, Holding]]] = {z: [] for z in self.zones}
@@ -339,7 +343,8 @@ class InvariantChecker:
         latencies = [t.first_tx_profile_s - t.start_s for t in self.sessions.values()
                      if t.first_tx_profile_s is not None]
         missing = sum(1 for t in self.sessions.values() if t.first_tx_profile_s is None)
-        return CheckerReport(self.samples, list(self.breaches), zones, latencies, missing, self.tolerated_samples)
+        return CheckerReport(self.samples, list(self.breaches), zones, latencies, missing, self.tolerated_samples,
+                             self.origin_s or 0.0)
 
     def assert_clean(self) -> None:
         """Raise AssertionError with the readable report when any breach was recorded."""

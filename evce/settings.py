@@ -61,12 +61,16 @@ INSTALLED_APPS = [
     "channels",
     "evce",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "import_export",
     "chargers",
     "badges",
     "transactions",
     "loadmgmt",
     "meters",
+    "api",
+    "simulator",
 ]
 
 MIDDLEWARE = [
@@ -170,7 +174,35 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.BasicAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "api.errors.exception_handler",
 }
+SPECTACULAR_SETTINGS = {
+    "TITLE": "EVCE BEMS API",
+    "DESCRIPTION": "Site controller API for building energy management systems (see README, BEMS API).",
+    "VERSION": "1",
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI from the vendored drf-spectacular-sidecar files: nothing from the internet.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- BEMS API and Modbus TCP server -------------------------------------------------------
+# Writes (setpoints, measurements, commands, configuration) allowed per integration and minute.
+API_WRITES_PER_MINUTE = env_int("API_WRITES_PER_MINUTE", 120, minimum=1)
+# Modbus TCP server for BMS/PLCs (manage.py bems_modbus_server): off unless enabled.
+BEMS_MODBUS_ENABLED = env_bool("BEMS_MODBUS_ENABLED", False)
+BEMS_MODBUS_BIND = env_str("BEMS_MODBUS_BIND", "0.0.0.0")  # noqa: S104 - BMS/PLCs are on the LAN
+BEMS_MODBUS_PORT = env_int("BEMS_MODBUS_PORT", 5020, minimum=1, maximum=65535)
+BEMS_MODBUS_UNIT_ID = env_int("BEMS_MODBUS_UNIT_ID", 1, minimum=0, maximum=247)
+BEMS_MODBUS_WRITABLE = env_bool("BEMS_MODBUS_WRITABLE", False)
+# Client addresses allowed to connect (empty: any).
+BEMS_MODBUS_ALLOWED_CLIENTS = env_list("BEMS_MODBUS_ALLOWED_CLIENTS", [])
+# Name of the API integration whose heartbeat/failsafe settings govern Modbus-written limits.
+BEMS_MODBUS_INTEGRATION = env_str("BEMS_MODBUS_INTEGRATION", "Modbus TCP")
 
 # --- OCPP central system -------------------------------------------------------------
 # What to do with a charge point id we have never seen: accept / pending / reject.

@@ -13,8 +13,8 @@ survive the chargers found in the field:
 - ``silent``: never answers any server call, but keeps the link, MeterValues and heartbeats;
 - ``rejecting``: answers Rejected to every SetChargingProfile;
 - ``vanishing``: drops the TCP connection (no close frame) when ``vanish_on`` arrives or at
-  ``vanish_at_s`` after connecting, and reconnects after ``reconnect_after_s`` if set,
-  replaying the transaction messages it queued meanwhile;
+  ``vanish_at_s`` after connecting, ``vanish_times`` times (then it behaves), and reconnects
+  after ``reconnect_after_s`` if set, replaying the transaction messages it queued meanwhile;
 - W-only (``rate_units="Power"``), dual socket (``connectors=2``), single phase on a supply
   phase (``phases=1, supply_phase="L2"``: it still reports its current as phase "L1", as real
   single-phase chargers do, since it does not know how it is wired).
@@ -58,6 +58,7 @@ logger = logging.getLogger(__name__)
 Behaviour = Literal["normal", "slow", "silent", "rejecting", "vanishing"]
 PHASES: Final = ("L1", "L2", "L3")
 ACCEPTED: Final = "Accepted"
+OFFLINE_QUEUE_MAX: Final = 1000  # transaction messages kept while offline, as a charger's flash would
 READONLY_KEYS: Final = frozenset(
     {"NumberOfConnectors", "ChargeProfileMaxStackLevel", "ChargingScheduleAllowedChargingRateUnit",
      "ChargingScheduleMaxPeriods", "MaxChargingProfilesInstalled", "SupportedFeatureProfiles"}
@@ -83,6 +84,7 @@ class ChargerSpec:
     answer_delay_s: float = 5.0
     vanish_on: str | None = "SetChargingProfile"
     vanish_at_s: float | None = None
+    vanish_times: int = 1
     reconnect_after_s: float | None = None
     rate_units: str = "Current,Power"
     max_stack_level: int = 8
@@ -380,16 +382,22 @@ class SimulatedCharger(ChargePoint):
         """Misbehave as configured, or route the CALL to its handler."""
         action = frame[2] if len(frame) > 2 else ""
         self.calls_received[action] += 1
-        if action == "SetChargingProfile" and self.behaviour in ("silent", "vanishing"):
-            if self.behaviour == "silent" or self.spec.vanish_on == action:
-                self._record_unanswered(frame[3], "Dropped" if self.behaviour == "vanishing" else None)
         if self.behaviour == "silent":
+            if action == "SetChargingProfile":
+                self._record_unanswered(frame[3], None)
             return
-        if self.behaviour == "vanishing" and self.spec.vanish_on == action:
+        if self._vanishes_on(action):
+            if action == "SetChargingProfile":
+                self._record_unanswered(frame[3], "Dropped")
             self.vanish()
             return
         with contextlib.suppress(websockets.ConnectionClosed):
             await self.route_message(message)
+
+    def _vanishes_on(self, action: str) -> bool:
+        """A vanishing charger drops the link when its trigger call arrives (a bounded number of times)."""
+        return (self.behaviour == "vanishing" and self.spec.vanish_on == action
+                and self.disconnects < self.spec.vanish_times)
 
     def _record_unanswered(self, payload: dict[str, Any], status: str | None) -> None:
         """Log a SetChargingProfile the charger will never answer."""
@@ -405,7 +413,7 @@ class SimulatedCharger(ChargePoint):
         """Send a CALL; None when offline or unanswered (queued first if ``queue_offline``)."""
         if not self.online.is_set():
             if queue_offline:
-                self._offline_queue.append(payload)
+                self._queue(payload)
             return None
         try:
             return await self.call(payload, skip_schema_validation=True)
@@ -414,8 +422,17 @@ class SimulatedCharger(ChargePoint):
             if isinstance(error, websockets.ConnectionClosed | OSError):
                 self.online.clear()
             if queue_offline:
-                self._offline_queue.append(payload)
+                self._queue(payload)
             return None
+
+    def _queue(self, payload: Any) -> None:
+        """Keep a transaction message for replay; the oldest MeterValues go first when full."""
+        if len(self._offline_queue) >= OFFLINE_QUEUE_MAX:
+            for index, queued in enumerate(self._offline_queue):
+                if isinstance(queued, call.MeterValues):
+                    del self._offline_queue[index]
+                    break
+        self._offline_queue.append(payload)
 
     async def _boot(self) -> None:
         """BootNotification until Accepted, then statuses of every connector."""

@@ -215,6 +215,13 @@ class AsyncSite:
         """The building's own load in ``zone_id`` becomes ``value_a`` now (or at ``at_s``)."""
         self.meter(zone_id).building.step_at(self.clock() if at_s is None else at_s, value_a)
 
+    def set_zone_capacity(
+        self, zone_id: str, *, capacity_a: float | None = None, capacity_kw: float | None = None
+    ) -> None:
+        """Tell the checker a zone's limit changed (time of use, admin edit); both limits are replaced."""
+        if self.checker is not None:
+            self.checker.set_capacity(zone_id, capacity_a=capacity_a, capacity_kw=capacity_kw)
+
     # ---------------------------------------------------------------- checking
     def holdings(self) -> list[Holding]:
         """What every connector with a running transaction may draw now, by zone and supply phase."""
@@ -345,6 +352,16 @@ class Site:
     def set_building(self, zone_id: str, value_a: Phases) -> None:
         """Step the building load of ``zone_id`` now."""
         self.in_loop(lambda: self.core.set_building(zone_id, value_a))
+
+    def set_zone_capacity(
+        self, zone_id: str, *, capacity_a: float | None = None, capacity_kw: float | None = None
+    ) -> None:
+        """The checker's limits of a zone change now (mirror what the test changed in the controller)."""
+        self.in_loop(lambda: self.core.set_zone_capacity(zone_id, capacity_a=capacity_a, capacity_kw=capacity_kw))
+
+    def set_meter_dead(self, zone_id: str, mode: str | None) -> None:
+        """The zone's meter stops answering (``"silent"``), answers exceptions, or recovers (None)."""
+        self.in_loop(lambda: self.core.meter(zone_id).set_dead(mode))  # type: ignore[arg-type]
 
     def set_behaviour(self, cp_id: str, behaviour: str) -> None:
         """Switch a charger's behaviour while running (e.g. to "silent")."""

@@ -175,3 +175,32 @@ async def test_it_runs_250_chargers_in_one_loop(central):
         assert time.monotonic() - started < 30
     finally:
         await site.stop()
+
+
+async def test_a_w_profile_for_three_phases_lets_a_single_phase_car_take_three_times_the_current(central, make_site):
+    site = await make_site(ChargerSpec("W3", rate_units="Power"))
+    assert await central.set_profile("W3", 0, tx_default_profile(6900, unit="W", phases=3)) == "Accepted"
+    await site.arrive("W3", car=CarSpec(phases=1, response_delay_s=0.0))
+    assert site.chargers["W3"].limit_a() == pytest.approx(30.0)
+    holding = site.holdings()[0]
+    assert holding.phases_a == pytest.approx((30.0, 30.0, 30.0))  # held on every phase of a 3-phase charger
+
+
+async def test_a_vanishing_charger_can_drop_at_a_given_time_and_stay_away(central, make_site):
+    site = await make_site(ChargerSpec("V2", behaviour="vanishing", vanish_at_s=0.2, vanish_on=None))
+    charger = site.chargers["V2"]
+    tx = await site.arrive("V2", car=CarSpec(response_delay_s=0.0))
+    await eventually(lambda: not charger.online.is_set())
+    await asyncio.sleep(0.2)
+    # Offline, the car keeps charging at the last limit and the charger keeps its transaction.
+    assert charger.transaction_id() == tx
+    assert charger.connectors[1].current_a == 32
+
+
+async def test_a_vanishing_charger_behaves_after_its_vanish_times(central, make_site):
+    site = await make_site(ChargerSpec("V3", behaviour="vanishing", reconnect_after_s=0.1, vanish_times=1))
+    with pytest.raises(Exception):  # noqa: B017 - dropped mid-call
+        await central.set_profile("V3", 0, tx_default_profile(10))
+    await eventually(lambda: site.chargers["V3"].online.is_set() and central.points["V3"].id)
+    await eventually(lambda: len(central.actions("V3", "StatusNotification")) >= 3)
+    assert await central.set_profile("V3", 0, tx_default_profile(10)) == "Accepted"

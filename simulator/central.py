@@ -98,8 +98,9 @@ class MiniCentral:
 
     async def start(self) -> str:
         """Listen on a free port; the base URL for chargers (``ws://127.0.0.1:PORT/ocpp``)."""
-        self._server = await websockets.serve(self._handle, "127.0.0.1", 0, subprotocols=["ocpp1.6"],
-                                              ping_interval=None)
+        self._server = await websockets.serve(
+            self._handle, "127.0.0.1", 0, subprotocols=[websockets.Subprotocol("ocpp1.6")], ping_interval=None
+        )
         port = next(iter(self._server.sockets)).getsockname()[1]
         self.url = f"ws://127.0.0.1:{port}/ocpp"
         return self.url

@@ -309,7 +309,7 @@ class SimulatedCharger(ChargePoint):
             self.url, subprotocols=[websockets.Subprotocol("ocpp1.6")], additional_headers=headers,
             open_timeout=20, ping_interval=None,
         )
-        self._response_queue = asyncio.Queue()
+        self._response_queue: asyncio.Queue[Any] = asyncio.Queue()  # answers of the old link are void
         self.online.set()
 
     async def run(self) -> None:
@@ -341,9 +341,11 @@ class SimulatedCharger(ChargePoint):
                 self.online.clear()
                 self.disconnects += 1
                 self._emit(ChargerEvent("link", self.spec.cp_id, 0, self.clock()))
-            if self.spec.reconnect_after_s is None:
+            reconnect_after_s = self.spec.reconnect_after_s
+            if reconnect_after_s is None:
                 await asyncio.Event().wait()  # gone for good, but the cars keep charging
-            await asyncio.sleep(self.spec.reconnect_after_s)
+                return
+            await asyncio.sleep(reconnect_after_s)
 
     async def close(self) -> None:
         """Close the websocket politely (end of a test)."""
@@ -367,6 +369,8 @@ class SimulatedCharger(ChargePoint):
         """Receive frames; server CALLs run in tasks so a slow answer blocks nothing else."""
         while True:
             message = await self._connection.recv()
+            if isinstance(message, bytes):
+                message = message.decode()
             frame = json.loads(message)
             if frame and frame[0] == 2:
                 self._spawn(self._on_server_call(message, frame))
@@ -541,7 +545,7 @@ class SimulatedCharger(ChargePoint):
             await self.unplug(connector_id, reason="DeAuthorized")
             return None
         await self._status(connector_id, "Charging")
-        return started.transaction_id
+        return int(started.transaction_id)
 
     async def unplug(self, connector_id: int = 1, *, reason: str = "EVDisconnected") -> None:
         """The car leaves: StopTransaction (queued when offline), TxProfiles dropped, Available."""
@@ -591,6 +595,8 @@ class SimulatedCharger(ChargePoint):
             await asyncio.wait_for(state.starting.wait(), 10)  # its StartTransaction answer is in flight
         if self.behaviour == "slow":
             await asyncio.sleep(self.spec.answer_delay_s)
+        status: str
+        reason: str | None
         if self.behaviour == "rejecting":
             status, reason = "Rejected", "rejecting charger"
         else:

@@ -22,8 +22,9 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, TypeVar
 
 from simulator.car import CarSpec
-from simulator.charger import TX, ChargerEvent, ChargerSpec, Clock, SimulatedCharger
+from simulator.charger import ChargerEvent, ChargerSpec, Clock, SimulatedCharger
 from simulator.checker import CheckerReport, Holding, InvariantChecker, Zone
+from simulator.composite import TX
 from simulator.meter import BuildingLoad, MeterServer, Phases, SimMeter
 
 T = TypeVar("T")

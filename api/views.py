@@ -1,7 +1,7 @@
 """BEMS API: a building management system pushes a zone's measured consumption.
 
 Thin transport over ``loadmgmt.services.zone_record_measurement``, the same write the meter
-poller uses. Staff/admin accounts only (HTTP Basic or session).
+poller uses. Staff accounts with loadmgmt.change_zone only (HTTP Basic or session).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 from django.shortcuts import get_object_or_404
 from rest_framework import serializers
-from rest_framework.permissions import IsAdminUser
+from rest_framework.permissions import BasePermission, IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -47,8 +47,20 @@ class ZoneMeasurementSerializer(serializers.Serializer):
         return attrs
 
 
+class MayPushMeasurements(BasePermission):
+    """Staff with the right to change zones (superusers, or an account given
+    "loadmgmt | zone | Can change zone"): a pushed reading moves dynamic-zone limits, so
+    the read-only roles (viewer, operator) may not."""
+
+    message = "Pushing a zone measurement needs the permission loadmgmt.change_zone."
+
+    def has_permission(self, request: Request, view: object) -> bool:
+        user = request.user
+        return bool(user and user.is_staff and user.has_perm("loadmgmt.change_zone"))
+
+
 class ZoneMeasurementView(APIView):
-    permission_classes = [IsAdminUser]
+    permission_classes = [IsAdminUser, MayPushMeasurements]
 
     def post(self, request: Request, zone_id: int) -> Response:
         zone = get_object_or_404(Zone, pk=zone_id)

@@ -6,6 +6,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from chargers import services
+from chargers.identity import BadIdentity, check_identity
 from chargers.models import (
     AutoConfigurationKey,
     Charger,
@@ -31,6 +32,15 @@ class ChargerForm(forms.ModelForm):
             "charge_point_id", "registration_status", "heartbeat_interval_s", "zone", "rated_max_current_a",
             "phases", "supply_phase", "min_current_a", "vip", "notes",
         ]
+
+    def clean_charge_point_id(self) -> str:
+        """The grammar the websocket handshake enforces: an id it would refuse can never connect."""
+        value = str(self.cleaned_data["charge_point_id"])
+        try:
+            check_identity(value)
+        except BadIdentity as bad:
+            raise forms.ValidationError(str(bad).capitalize() + ".") from None
+        return value
 
     def save(self, commit: bool = True) -> Charger:
         charger = super().save(commit=False)
@@ -83,7 +93,7 @@ class ChargerAdmin(admin.ModelAdmin):
     def has_password(self, obj: Charger) -> bool:
         return bool(obj.password_hash)
 
-    @admin.action(description="Accept selected chargers (and configure the connected ones)")
+    @admin.action(description="Accept selected chargers (and configure the connected ones)", permissions=["change"])
     def accept_chargers(self, request: HttpRequest, queryset: QuerySet[Charger]) -> None:
         pks = list(queryset.values_list("pk", flat=True))
         count = services.chargers_set_registration(charger_pks=pks, status=RegistrationStatus.ACCEPTED)
@@ -91,13 +101,13 @@ class ChargerAdmin(admin.ModelAdmin):
             configure_charger.delay(pk)
         self.message_user(request, f"{count} charger(s) accepted.", messages.SUCCESS)
 
-    @admin.action(description="Reject selected chargers")
+    @admin.action(description="Reject selected chargers", permissions=["change"])
     def reject_chargers(self, request: HttpRequest, queryset: QuerySet[Charger]) -> None:
         pks = list(queryset.values_list("pk", flat=True))
         count = services.chargers_set_registration(charger_pks=pks, status=RegistrationStatus.REJECTED)
         self.message_user(request, f"{count} charger(s) rejected.", messages.SUCCESS)
 
-    @admin.action(description="Re-apply automatic configuration (connected chargers)")
+    @admin.action(description="Re-apply automatic configuration (connected chargers)", permissions=["change"])
     def reapply_configuration(self, request: HttpRequest, queryset: QuerySet[Charger]) -> None:
         pks = list(queryset.filter(connected=True).values_list("pk", flat=True))
         for pk in pks:
@@ -111,6 +121,9 @@ class ConnectorAdmin(admin.ModelAdmin):
     list_filter = ["status", "error_code"]
     search_fields = ["charger__charge_point_id"]
     readonly_fields = [f.name for f in Connector._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # connectors are what chargers report; an empty add form could only fail
 
 
 @admin.register(AutoConfigurationKey)
@@ -126,6 +139,9 @@ class ConfigurationKeyAdmin(admin.ModelAdmin):
     list_filter = ["last_change_status", "readonly", "key"]
     search_fields = ["charger__charge_point_id", "key", "value"]
     readonly_fields = ["charger", "key", "value", "readonly", "last_change_status", "updated_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # keys are read back from the chargers; every field is read-only
 
 
 @admin.register(OcppMessage)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -106,6 +107,50 @@ def reply_to_result(charge_point_id: str, action: str, reply: dict[str, Any]) ->
     if status == "closed":
         raise ChargerOffline(f"charger {charge_point_id!r} disconnected before answering {action}")
     raise CallFailed(f"{action} to {charge_point_id!r} failed: {reply.get('description', status)}")
+
+
+@dataclass(frozen=True, slots=True)
+class Cast:
+    """A call handed to the process holding a charger's websocket, without waiting for it.
+
+    Its outcome goes to the hook registered under `outcome_hook` (chargers.hooks), with
+    `context`, where the websocket is: the sender is free at once.
+    """
+
+    channel_name: str
+    action: str
+    payload: dict[str, Any]
+    timeout_s: float
+    outcome_hook: str
+    context: dict[str, Any]
+
+
+def cast_calls(casts: list[Cast]) -> list[str | None]:
+    """Hand every call over (validated, in one go); per call None, or why it could not be."""
+    if not casts:
+        return []
+    return async_to_sync(_cast_all)(casts)
+
+
+async def _cast_all(casts: list[Cast]) -> list[str | None]:
+    layer = get_channel_layer()
+
+    async def cast_one(cast: Cast) -> str | None:
+        if not cast.channel_name:
+            return "charger offline"
+        try:
+            validate_call(cast.action, cast.payload)
+            await layer.send(cast.channel_name, {
+                "type": "ocpp.call", "action": cast.action, "payload": cast.payload, "timeout": cast.timeout_s,
+                "outcome_hook": cast.outcome_hook, "context": cast.context,
+            })
+        except InvalidCall as error:
+            return str(error)
+        except Exception as error:  # channel full, layer unreachable: the tick goes on for the others
+            return f"{type(error).__name__}: {error}"
+        return None
+
+    return list(await asyncio.gather(*(cast_one(cast) for cast in casts)))
 
 
 def send_call(

@@ -28,7 +28,7 @@ from ocpp.v16 import call as ocpp_call
 from chargers import services
 from chargers.commands import ChargerCallError, ChargerOffline, ChargerTimeout, reply_to_result
 from chargers.frames import CALL, CALLERROR, Frame, FrameProblem, parse_frame, respell_error_code
-from chargers.hooks import BOOT_ACCEPTED_STEPS
+from chargers.hooks import BOOT_ACCEPTED_STEPS, CALL_OUTCOME_HOOKS
 from chargers.identity import BadIdentity, identity_from_path, printable
 from chargers.models import Charger, Direction
 from chargers.protocol import CentralSystemChargePoint
@@ -59,6 +59,10 @@ _login_failures_by_address = RateLimiter(limit=settings.OCPP_LOGIN_FAILURES_PER_
 _throttled = ThrottledLog(logger)
 
 
+class TransactionEnded(Exception):
+    """A TxProfile for a transaction the charger already reported stopped (OCPP 1.6 §5.16.2)."""
+
+
 class _Wire:
     """What the `ocpp` ChargePoint writes to: respells 1.6 error codes, logs, sends."""
 
@@ -67,6 +71,8 @@ class _Wire:
 
     async def send(self, message: str) -> None:
         frame = json.loads(message)
+        if frame[0] == CALL and self._consumer.ended_transaction_profile(frame):
+            raise TransactionEnded("the transaction of this TxProfile has ended: not sent")
         if frame[0] == CALLERROR:
             frame[2] = respell_error_code(frame[2])
             message = json.dumps(frame, separators=(",", ":"), default=str)
@@ -88,6 +94,8 @@ class OcppConsumer(AsyncWebsocketConsumer):
         """
         self.charge_point_id = ""
         self._tasks: set[asyncio.Task[None]] = set()
+        # Transactions this charger reported stopped on this connection: no TxProfile for them.
+        self._ended_transactions: set[object] = set()
         self._accepted = False
         self._accepted_checked_at = 0.0
         self._unsolicited = 0
@@ -184,6 +192,9 @@ class OcppConsumer(AsyncWebsocketConsumer):
             problem = FrameProblem(frame.unique_id, "SecurityError", "Charge point is not accepted")
             await self._send_error(problem)
             return
+        if frame.message_type == CALL and frame.action == "StopTransaction" and isinstance(frame.payload, dict):
+            # Before the answer goes out: from now on no TxProfile for it reaches the wire.
+            self._ended_transactions.add(frame.payload.get("transactionId"))
         await self.cp.route_message(frame.text)
 
     async def _reject_frame(self, text: str, problem: FrameProblem) -> None:
@@ -288,8 +299,37 @@ class OcppConsumer(AsyncWebsocketConsumer):
         self._spawn(self._answer_call(event))
 
     async def _answer_call(self, event: dict[str, Any]) -> None:
-        reply = await self.call_action_reply(event["action"], event["payload"], timeout_s=event.get("timeout"))
-        await self.channel_layer.send(event["reply_to"], {"type": "ocpp.reply", **reply})
+        """Run one call and report its outcome: to the waiting caller (`reply_to`), and/or to an
+        outcome hook (`outcome_hook`: the control loop records answers as they arrive, nobody
+        waits). A disconnect answers at once with "closed", never leaving a caller waiting."""
+        try:
+            reply = await self.call_action_reply(event["action"], event["payload"], timeout_s=event.get("timeout"))
+        except asyncio.CancelledError:
+            await self._report_outcome(event, {"status": "closed"})
+            raise
+        await self._report_outcome(event, reply)
+
+    async def _report_outcome(self, event: dict[str, Any], reply: dict[str, Any]) -> None:
+        if event.get("reply_to"):
+            try:
+                await self.channel_layer.send(event["reply_to"], {"type": "ocpp.reply", **reply})
+            except Exception:  # the caller gave up or the layer is down: nothing more to do
+                logger.warning("%s: could not deliver the outcome of %s", self.charge_point_id, event.get("action"))
+        hook = CALL_OUTCOME_HOOKS.get(str(event.get("outcome_hook") or ""))
+        if hook is not None and self.charger_pk is not None:
+            try:
+                await database_sync_to_async(hook, thread_sensitive=False)(
+                    self.charger_pk, dict(event.get("context") or {}), reply)
+            except Exception:  # a hook's failure must never reach the charger's link
+                logger.exception("%s: outcome hook %s failed", self.charge_point_id, event.get("outcome_hook"))
+
+    def ended_transaction_profile(self, frame: list[Any]) -> bool:
+        """Whether a CALL is a SetChargingProfile TxProfile for a transaction that has ended."""
+        if len(frame) < 4 or frame[2] != "SetChargingProfile" or not isinstance(frame[3], dict):
+            return False
+        profile = frame[3].get("csChargingProfiles") or {}
+        return (profile.get("chargingProfilePurpose") == "TxProfile"
+                and profile.get("transactionId") in self._ended_transactions)
 
     async def call_action_reply(
         self, action: str, payload: dict[str, Any], *, timeout_s: float | None = None
@@ -309,6 +349,8 @@ class OcppConsumer(AsyncWebsocketConsumer):
             return {"status": "timeout"}
         except (TypeError, AttributeError) as error:
             return {"status": "failed", "description": f"bad {action} payload: {error}"}
+        except TransactionEnded as ended:
+            return {"status": "failed", "description": str(ended)}
         return {"status": "ok", "payload": snake_to_camel_case(remove_nones(serialize_as_dict(result)))}
 
     async def call_action(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:

@@ -37,3 +37,15 @@ SESSION_CHANGE_LISTENERS: list[SessionChangeListener] = []
 def add_session_change_listener(listener: SessionChangeListener) -> None:
     if listener not in SESSION_CHANGE_LISTENERS:
         SESSION_CHANGE_LISTENERS.append(listener)
+
+
+# Called (synchronously, in a worker thread) where a charger's websocket is, when a call sent
+# with `outcome_hook=<name>` gets its outcome: (charger pk, the call's context, the reply message
+# {"status": "ok"|"error"|"timeout"|"closed"|"failed", ...}). The control loop records answers to
+# its charging profiles this way instead of waiting for them. Returns whatever it likes.
+CallOutcomeHook = Callable[[int, dict[str, Any], dict[str, Any]], object]
+CALL_OUTCOME_HOOKS: dict[str, CallOutcomeHook] = {}
+
+
+def add_call_outcome_hook(name: str, hook: CallOutcomeHook) -> None:
+    CALL_OUTCOME_HOOKS[name] = hook

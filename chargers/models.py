@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from django.contrib.auth.hashers import check_password, make_password
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 
@@ -39,18 +41,26 @@ class Charger(models.Model):
     password_hash = models.CharField(
         max_length=200, blank=True, help_text="HTTP Basic password (security profile 1), stored hashed."
     )
-    rated_max_current_a = models.FloatField(default=32.0, help_text="Per phase, amps.")
+    rated_max_current_a = models.FloatField(
+        default=32.0, validators=[MinValueValidator(6.0), MaxValueValidator(100.0)],
+        help_text="Highest current the charger can deliver, per phase (A).",
+    )
     phases = models.PositiveSmallIntegerField(choices=[(1, "1 phase"), (3, "3 phases")], default=3)
     # Load management: where the charger hangs in the site tree and how it may be driven.
     zone = models.ForeignKey(
         "loadmgmt.Zone", null=True, blank=True, on_delete=models.PROTECT, related_name="chargers",
-        help_text="Zone of the site tree that feeds this charger; unmanaged when empty.",
+        help_text="Zone of the site tree that feeds this charger. Empty: the root zone (when the site has exactly "
+        "one); with no zones at all, chargers share the site fallback current; with several roots, a charger "
+        "without a zone is not allowed to charge until you pick one.",
     )
     supply_phase = models.PositiveSmallIntegerField(
         choices=[(1, "L1"), (2, "L2"), (3, "L3")], default=1,
         help_text="For a single-phase charger: the supply phase it is wired to.",
     )
-    min_current_a = models.FloatField(default=6.0, help_text="Lowest current the charger may signal (IEC 61851: 6 A).")
+    min_current_a = models.FloatField(
+        default=6.0, validators=[MinValueValidator(6.0), MaxValueValidator(32.0)],
+        help_text="Lowest current the charger may signal, per phase (A; IEC 61851-1: 6 A).",
+    )
     vip = models.BooleanField(default=False, help_text="Sessions on this charger are served first in priority mode.")
     diagnostics_status = models.CharField(max_length=20, blank=True)
     firmware_status = models.CharField(max_length=30, blank=True)
@@ -62,6 +72,11 @@ class Charger(models.Model):
 
     def __str__(self) -> str:
         return self.charge_point_id
+
+    def clean(self) -> None:
+        if (self.min_current_a is not None and self.rated_max_current_a is not None
+                and self.min_current_a > self.rated_max_current_a):
+            raise ValidationError({"min_current_a": "The minimum current cannot exceed the charger's rated maximum."})
 
     def set_password(self, raw_password: str | None) -> None:
         self.password_hash = make_password(raw_password) if raw_password else ""

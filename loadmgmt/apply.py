@@ -1,135 +1,232 @@
-"""Turn an allocation into SetChargingProfile calls, send what changed, record everything.
+"""From the allocation to the profiles sent: plan (pure), record, hand over, never wait.
 
-One failing charger never stops the others: all calls run concurrently, each with its own
-timeout, and each outcome (Accepted, Rejected, offline, no answer) is stored where the admin
-shows it.
+1. Build one `Holder` per session connector (what it holds, what the allocation wants) and one
+   per charger's safe default, and let the pure planner decide what may go now (decreases at
+   once, increases only into room that exists with everybody at what they hold).
+2. Record every send in the connector's live state *before* handing it over: from that moment
+   it counts as held until an answer settles it.
+3. Hand the calls to the processes holding the websockets (channel layer) and return: answers
+   update the live state when they arrive (`limit_outcome`), the tick never waits for them.
+4. Record the decisions (wanted limit, reason, why it is not in force yet) and the history.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from django.db.models import Max
-
-from chargers.commands import CallFailed, send_call_async
+from chargers.commands import Cast, cast_calls
 from loadmgmt import profiles, services
 from loadmgmt.engine import Allocation
+from loadmgmt.engine.planning import Holder, Plan, Send, plan
 from loadmgmt.inputs import LoopInputs
-from loadmgmt.models import AppliedLimit, Setpoint
+from loadmgmt.models import AnswerStatus, LimitState, Setpoint
+from loadmgmt.safety import safe_default_targets
 
 logger = logging.getLogger(__name__)
-CALL_TIMEOUT_S = 10.0
+OUTCOME_HOOK = "loadmgmt.limit"
+DEFAULT_HYSTERESIS_A = 0.1  # safe defaults change with the configuration only: follow it exactly
 
 
 @dataclass
-class ProfileCommand:
+class Outgoing:
+    """One SetChargingProfile to send, with where it goes and what it stands for."""
+
     charger_pk: int
-    charge_point_id: str
+    channel_name: str
     connector_id: int
-    purpose: str
     transaction_id: int | None
     limit_a: float
-    paused: bool
-    state_since: float
+    rate_unit: str
     payload: dict[str, Any]
+    kind: str
     status: str = ""
 
 
-def plan(
-    inputs: LoopInputs, allocation: Allocation, safe_limits: dict[int, float], now: dt.datetime
-) -> list[ProfileCommand]:
-    """The profiles to send this tick: changed session limits, then changed safe defaults."""
-    applied = inputs.applied
-    commands: list[ProfileCommand] = []
-    for session_id, decision in sorted(allocation.limits.items()):
-        ctx = inputs.contexts[session_id]
-        limit = 0.0 if decision.paused else profiles.round_limit(decision.limit_a)
-        if _changed(applied.get((ctx.charger_pk, ctx.connector_id)), limit, decision.paused, ctx.transaction_id,
-                    inputs.settings.hysteresis_a, now):
-            payload = profiles.tx_payload(ctx.connector_id, ctx.transaction_id, limit, ctx.number_phases,
-                                          ctx.rate_unit)
-            commands.append(ProfileCommand(ctx.charger_pk, ctx.charge_point_id, ctx.connector_id, profiles.TX,
-                                           ctx.transaction_id, limit, decision.paused, decision.state_since, payload))
-    for charger in inputs.chargers:
-        limit = safe_limits.get(charger.pk, 0.0)
-        if _changed(applied.get((charger.pk, 0)), limit, False, None, 0.1, now):
-            commands.append(ProfileCommand(charger.pk, charger.charge_point_id, 0, profiles.TX_DEFAULT, None, limit,
-                                           False, 0.0, profiles.tx_default_payload(
-                                               limit, charger.phases, inputs.rate_units.get(charger.pk, "A"))))
-    return commands
+@dataclass
+class TickPlan:
+    sessions: Plan
+    defaults: Plan
+    outgoing: list[Outgoing]
+    default_targets: dict[int, float]
 
 
-def _changed(
-    previous: AppliedLimit | None, limit: float, paused: bool, transaction_id: int | None, hysteresis: float,
-    now: dt.datetime,
-) -> bool:
-    return profiles.needs_sending(
-        previous_limit_a=None if previous is None else previous.limit_a,
-        previous_paused=None if previous is None else previous.paused,
-        previous_transaction_id=None if previous is None else previous.transaction_id,
-        previous_ok=previous is not None and previous.status == "Accepted",
-        seconds_since_sent=0.0 if previous is None else (now - previous.sent_at).total_seconds(),
-        limit_a=limit, paused=paused, transaction_id=transaction_id, hysteresis_a=hysteresis,
-    )
-
-
-async def _send_one(command: ProfileCommand) -> None:
-    try:
-        answer = await send_call_async(command.charge_point_id, "SetChargingProfile", command.payload,
-                                       timeout_s=CALL_TIMEOUT_S)
-        command.status = str(answer.get("status", "?"))
-    except CallFailed as error:
-        command.status = f"{type(error).__name__}: {error}"[:60]
-    except Exception as error:  # one charger's failure must never stop the loop for the others
-        logger.exception("SetChargingProfile to %s failed", command.charge_point_id)
-        command.status = f"error: {error}"[:60]
-
-
-async def _send_all(commands: list[ProfileCommand]) -> None:
-    await asyncio.gather(*(_send_one(command) for command in commands))
-
-
-def send(commands: list[ProfileCommand]) -> None:
-    if commands:
-        async_to_sync(_send_all)(commands)
-
-
-def record(
-    inputs: LoopInputs, allocation: Allocation, commands: list[ProfileCommand], now: dt.datetime
-) -> None:
-    """Store what was sent (AppliedLimit) and every decision that changed (setpoint history)."""
-    for command in commands:
-        services.applied_limit_record(
-            charger_pk=command.charger_pk, connector_id=command.connector_id, purpose=command.purpose,
-            transaction_id=command.transaction_id, limit_a=command.limit_a, paused=command.paused,
-            state_since=command.state_since, status=command.status, now=now,
-        )
-    sent = {(c.charger_pk, c.connector_id, c.transaction_id): c for c in commands}
-    previous = _last_decisions([ctx.transaction_id for ctx in inputs.contexts.values()])
-    rows = []
+def session_holders(inputs: LoopInputs, allocation: Allocation) -> list[Holder]:
+    holders = list(inputs.reserved)
     for session_id, decision in allocation.limits.items():
         ctx = inputs.contexts[session_id]
-        command = sent.get((ctx.charger_pk, ctx.connector_id, ctx.transaction_id))
-        limit = 0.0 if decision.paused else profiles.round_limit(decision.limit_a)
-        key = (limit, decision.paused, decision.binding)
-        if command is None and previous.get(ctx.transaction_id) == key:
+        wanted = 0.0 if decision.paused else profiles.round_limit(decision.limit_a)
+        holders.append(Holder(
+            id=session_id, zone_id=ctx.zone_id, phases=ctx.phases, held_a=ctx.held_a, wanted_a=wanted,
+            first=ctx.first, in_flight_a=ctx.in_flight_a, can_send=ctx.can_send,
+            min_a=inputs.chargers[ctx.charger_pk].charger.min_current_a, priority=0 if ctx.vip else 1,
+        ))
+    return holders
+
+
+def default_holders(inputs: LoopInputs, targets: dict[int, float], now: dt.datetime) -> list[Holder]:
+    """One holder per charger's TxDefaultProfile (it applies to each of its connectors).
+
+    A default is not raised while a session on that charger still runs on it (before its first
+    own profile is in force): the session plan counted that session at the default it holds.
+    An offline charger that never confirmed a default is left out of the sum: its share is
+    already set aside by the targets (every managed charger counts there), and it gets that
+    share, capped to the room the others leave, at its boot, before any session.
+    """
+    on_default = {c.charger_pk for c in inputs.contexts.values() if c.state is None or c.state.in_force_a is None}
+    holders = []
+    for pk, ctx in inputs.chargers.items():
+        state = ctx.state
+        wanted = targets.get(pk, 0.0)
+        if pk in on_default:
+            wanted = min(wanted, ctx.held_default_a)
+        unknown = state is None or (state.in_force_a is None and state.pending_max_a is None)
+        if unknown and not ctx.online:
             continue
-        rows.append(Setpoint(timestamp=now, charger_id=ctx.charger_pk, connector_id=ctx.connector_id,
-                             transaction_id=ctx.transaction_id, limit_a=limit, paused=decision.paused,
-                             binding=decision.binding[:120], overdraw=decision.overdraw, sent=command is not None,
-                             status="" if command is None else command.status))
-    services.setpoints_record(rows)
+        holders.append(Holder(
+            id=f"default-{pk}", zone_id=ctx.zone_id, phases=ctx.charger.supply_phases, held_a=ctx.held_default_a,
+            wanted_a=wanted, controllable=ctx.online, first=unknown and _in_flight(state, now) is None,
+            in_flight_a=_in_flight(state, now),
+            can_send=state is None or state.retry_at is None or state.retry_at <= now,
+            min_a=ctx.charger.min_current_a, count=ctx.connectors,
+        ))
+    return holders
 
 
-def _last_decisions(transaction_ids: list[int]) -> dict[int, tuple[float, bool, str]]:
-    if not transaction_ids:
-        return {}
-    last_ids = (Setpoint.objects.filter(transaction_id__in=transaction_ids).values("transaction_id")
-                .annotate(last=Max("id")).values_list("last", flat=True))
-    return {row.transaction_id: (row.limit_a, row.paused, row.binding)
-            for row in Setpoint.objects.filter(id__in=list(last_ids))}
+def _in_flight(state: LimitState | None, now: dt.datetime) -> float | None:
+    if state is None or state.pending_a is None:
+        return None
+    if state.pending_deadline is not None and state.pending_deadline < now:
+        return None
+    return state.pending_a
+
+
+def make_plan(inputs: LoopInputs, allocation: Allocation, now: dt.datetime) -> TickPlan:
+    """Both plans (sessions on live capacity, defaults on static capacity) and what to send."""
+    from loadmgmt.inputs import default_charger  # noqa: PLC0415 - avoid a cycle at import time
+
+    sessions = plan(inputs.engine_zones(), session_holders(inputs, allocation),
+                    hysteresis_a=inputs.settings.hysteresis_a)
+    targets = safe_default_targets(inputs.static_zones, [default_charger(c) for c in inputs.chargers.values()])
+    defaults = plan(inputs.static_zones, default_holders(inputs, targets, now), hysteresis_a=DEFAULT_HYSTERESIS_A)
+    outgoing = [_session_outgoing(inputs, send) for send in sessions.sends]
+    outgoing += [_default_outgoing(inputs, send) for send in defaults.sends]
+    return TickPlan(sessions, defaults, outgoing, targets)
+
+
+def _session_outgoing(inputs: LoopInputs, send: Send) -> Outgoing:
+    ctx = inputs.contexts[send.holder_id]
+    charger = inputs.chargers[ctx.charger_pk].charger
+    payload = profiles.tx_payload(ctx.connector_id, ctx.transaction_id, send.limit_a, ctx.number_phases,
+                                  ctx.rate_unit, ctx.phases_in_use)
+    return Outgoing(ctx.charger_pk, charger.channel_name, ctx.connector_id, ctx.transaction_id, send.limit_a,
+                    ctx.rate_unit, payload, send.kind)
+
+
+def _default_outgoing(inputs: LoopInputs, send: Send) -> Outgoing:
+    pk = int(send.holder_id.removeprefix("default-"))
+    ctx = inputs.chargers[pk]
+    payload = profiles.tx_default_payload(send.limit_a, ctx.charger.phases, ctx.rate_unit)
+    return Outgoing(pk, ctx.charger.channel_name, 0, None, send.limit_a, ctx.rate_unit, payload, send.kind)
+
+
+def send(outgoing: list[Outgoing], inputs: LoopInputs, now: dt.datetime) -> None:
+    """Record each profile as pending, then hand them all over without waiting for answers."""
+    timeout = inputs.settings.answer_timeout_s
+    casts: list[Cast] = []
+    tickets: list[services.SendTicket] = []
+    for item in outgoing:
+        state = services.limit_state_for(charger_pk=item.charger_pk, connector_id=item.connector_id,
+                                         transaction_id=item.transaction_id, state_since=now.timestamp())
+        ticket = services.limit_send_record(state_pk=state.pk, limit_a=item.limit_a, paused=item.limit_a == 0,
+                                            rate_unit=item.rate_unit, transaction_id=item.transaction_id, now=now,
+                                            timeout_s=timeout)
+        tickets.append(ticket)
+        casts.append(Cast(channel_name=item.channel_name, action="SetChargingProfile", payload=item.payload,
+                          timeout_s=timeout, outcome_hook=OUTCOME_HOOK, context=ticket.as_context()))
+    for item, ticket, error in zip(outgoing, tickets, cast_calls(casts), strict=True):
+        item.status = "sent" if error is None else f"not sent: {error}"
+        if error is not None:
+            logger.warning("SetChargingProfile to charger %s not handed over: %s", item.charger_pk, error)
+            services.limit_answer_record(ticket=ticket, outcome=AnswerStatus.NOT_SENT, detail=error, now=now)
+
+
+def record_decisions(inputs: LoopInputs, allocation: Allocation, tick: TickPlan, now: dt.datetime) -> None:
+    """Store what each connector should get and why, and append changed decisions to the history."""
+    sent = {(o.charger_pk, o.connector_id): o for o in tick.outgoing}
+    history: list[Setpoint] = []
+    for session_id, decision in allocation.limits.items():
+        ctx = inputs.contexts[session_id]
+        wanted = 0.0 if decision.paused else profiles.round_limit(decision.limit_a)
+        waiting = tick.sessions.waiting.get(session_id, "")
+        state = ctx.state or services.limit_state_for(charger_pk=ctx.charger_pk, connector_id=ctx.connector_id,
+                                                       transaction_id=ctx.transaction_id,
+                                                       state_since=decision.state_since)
+        outgoing = sent.get((ctx.charger_pk, ctx.connector_id))
+        changed = (state.wanted_a, state.wanted_paused, state.binding) != (wanted, decision.paused,
+                                                                          decision.binding[:120])
+        if changed or outgoing is not None:
+            history.append(Setpoint(timestamp=now, charger_id=ctx.charger_pk, connector_id=ctx.connector_id,
+                                    transaction_id=ctx.transaction_id, limit_a=wanted, paused=decision.paused,
+                                    binding=decision.binding[:120], overdraw=decision.overdraw,
+                                    sent=outgoing is not None, status=(outgoing.status if outgoing else waiting)[:60]))
+        fields = _decision_fields(state, wanted, decision.paused, decision.binding[:120], waiting[:160],
+                                  decision.state_since, now)
+        if fields:
+            LimitState.objects.filter(pk=state.pk).update(**fields)
+    for pk, target in tick.default_targets.items():
+        ctx = inputs.chargers[pk]
+        waiting = tick.defaults.waiting.get(f"default-{pk}", "")
+        if ctx.state is not None and (ctx.state.wanted_a, ctx.state.waiting) != (target, waiting[:160]):
+            LimitState.objects.filter(pk=ctx.state.pk).update(wanted_a=target, waiting=waiting[:160],
+                                                             binding="safe default (static share)")
+    services.setpoints_record(history)
+
+
+def _decision_fields(
+    state: LimitState, wanted: float, paused: bool, binding: str, waiting: str, state_since: float, now: dt.datetime
+) -> dict[str, object]:
+    """The fields of a session's row that changed; running time is booked on pause/run flips only."""
+    fields: dict[str, object] = {}
+    if (state.wanted_a, state.wanted_paused, state.binding, state.waiting) != (wanted, paused, binding, waiting):
+        fields.update(wanted_a=wanted, wanted_paused=paused, binding=binding, waiting=waiting)
+    if state.state_since != state_since:
+        fields["state_since"] = state_since
+    running_before = state.wanted_a is not None and not state.wanted_paused
+    if running_before and paused and state.run_counted_at is not None:
+        fields.update(run_seconds=state.run_seconds + max(0.0, now.timestamp() - state.run_counted_at),
+                      run_counted_at=None)
+    elif not paused and state.run_counted_at is None:
+        fields["run_counted_at"] = now.timestamp()
+    return fields
+
+
+def limit_outcome(charger_pk: int, context: dict[str, object], reply: dict[str, Any]) -> bool:
+    """Call-outcome hook (runs where the charger's websocket is): record the answer as it arrives.
+
+    Returns True when a lower limit came into force, so the caller re-balances at once: the
+    increases that waited for it can go out now rather than at the next period.
+    """
+    from evce import clock  # noqa: PLC0415
+
+    ticket = services.SendTicket.from_context(context)
+    outcome, detail = outcome_of(reply)
+    return services.limit_answer_record(ticket=ticket, outcome=outcome, detail=detail, now=clock.now())
+
+
+def outcome_of(reply: dict[str, Any]) -> tuple[str, str]:
+    """The consumer's reply message (see chargers.consumers) as an AnswerStatus and a detail."""
+    status = reply.get("status")
+    if status == "ok":
+        answer = str((reply.get("payload") or {}).get("status", ""))
+        known = {AnswerStatus.ACCEPTED, AnswerStatus.REJECTED, AnswerStatus.NOT_SUPPORTED}
+        return (answer, "") if answer in known else (AnswerStatus.REJECTED, f"unexpected status {answer!r}")
+    if status == "error":
+        return AnswerStatus.CALL_ERROR, f"{reply.get('code')}: {reply.get('description', '')}"
+    if status == "timeout":
+        return AnswerStatus.NO_ANSWER, "the charger did not answer in time"
+    if status == "closed":
+        return AnswerStatus.OFFLINE, "the charger disconnected before answering"
+    return AnswerStatus.NOT_SENT, str(reply.get("description", status))

@@ -46,6 +46,7 @@ class ZoneConfig:
     fallback_current_a: float | None = None
     add_pv: bool = False
     time_of_use: tuple[TimeOfUse, ...] = ()
+    pv_phases: tuple[int, ...] = (0, 1, 2)  # phases the PV inverter feeds, when the meter gives no currents
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class ZoneMeasurement:
     power_w: float | None = None
     pv_w: float | None = None
     pv_at: float | None = None  # epoch seconds of the PV reading
+    pv_current_a: tuple[float | None, float | None, float | None] | None = None  # per phase, when measured
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,10 @@ class ZoneCapacity:
 
 
 def time_of_use_limits(config: ZoneConfig, local: dt.datetime) -> tuple[float | None, float | None, str]:
-    """The zone limits in force at `local` time: the lowest active time-of-use rule wins."""
+    """The zone limits in force at `local` time: the lowest active time-of-use rule wins, and its
+    label is the one shown."""
     current, power, label = config.max_current_a, config.max_power_w, ""
+    lowest: tuple[float, float] | None = None
     for rule in config.time_of_use:
         if not rule.active(local):
             continue
@@ -81,7 +85,10 @@ def time_of_use_limits(config: ZoneConfig, local: dt.datetime) -> tuple[float | 
         else:
             rule_current, rule_power = rule.limit_current_a, None
         current, power = _lower(current, rule_current), _lower(power, rule_power)
-        label = label or rule.label
+        rank = (rule_current if rule_current is not None else float("inf"),
+                rule_power if rule_power is not None else float("inf"))
+        if lowest is None or rank < lowest:
+            lowest, label = rank, rule.label
     return current, power, label
 
 
@@ -113,16 +120,17 @@ def zone_capacity(
     fresh = measurement is not None and _fresh(measurement.at, now, max_age_s)
     pv_fresh = measurement is not None and _fresh(measurement.pv_at, now, max_age_s)
     pv_w = max(0.0, measurement.pv_w or 0.0) if (pv_fresh and config.add_pv and measurement) else 0.0
+    pv_a = pv_phase_currents(config, measurement, pv_w, voltage_v) if pv_w else (0.0, 0.0, 0.0)
     note = f"{tou_label} (time-of-use)" if tou_label else "static"
     if config.dynamic:
         if not fresh or not _has_needed_values(config, measurement, limit_a, limit_w):
             return _fallback(config, limit_a, limit_w)
         assert measurement is not None  # noqa: S101 - checked by `fresh`
-        capacity_a = _dynamic_amps(limit_a, measurement, ev_current_a, pv_w, voltage_v)
+        capacity_a = _dynamic_amps(limit_a, measurement, ev_current_a, pv_a)
         capacity_w = _dynamic_watts(limit_w, measurement, ev_current_a, pv_w, voltage_v)
         note = f"dynamic, {note}" if tou_label else "dynamic"
     else:
-        capacity_a = None if limit_a is None else tuple(limit_a + pv_w / (PHASES * voltage_v) for _ in range(PHASES))
+        capacity_a = None if limit_a is None else tuple(limit_a + pv_a[p] for p in range(PHASES))
         capacity_w = None if limit_w is None else limit_w + pv_w
     if pv_w:
         note += f", PV +{pv_w / 1000:.1f} kW"
@@ -145,13 +153,23 @@ def _has_needed_values(
     return not (limit_w is not None and m.power_w is None)
 
 
-def _dynamic_amps(
-    limit_a: float | None, m: ZoneMeasurement, ev: Phases, pv_w: float, voltage_v: float
-) -> tuple[float, ...] | None:
+def pv_phase_currents(config: ZoneConfig, m: ZoneMeasurement | None, pv_w: float, voltage_v: float) -> Phases:
+    """PV current per phase: measured by the PV meter when it gives currents, else the power
+    spread over the phases the inverter is configured to feed (a single-phase inverter adds to
+    its phase only)."""
+    if m is not None and m.pv_current_a is not None and all(v is not None for v in m.pv_current_a):
+        values = [max(0.0, v or 0.0) for v in m.pv_current_a]
+        return (values[0], values[1], values[2])
+    phases = config.pv_phases or (0, 1, 2)
+    share = pv_w / (len(phases) * voltage_v)
+    values = [share if p in phases else 0.0 for p in range(PHASES)]
+    return (values[0], values[1], values[2])
+
+
+def _dynamic_amps(limit_a: float | None, m: ZoneMeasurement, ev: Phases, pv_a: Phases) -> tuple[float, ...] | None:
     if limit_a is None or m.current_a is None:
         return None
-    pv_per_phase = pv_w / (PHASES * voltage_v)
-    return tuple(limit_a - max(0.0, (m.current_a[p] or 0.0) - ev[p]) + pv_per_phase for p in range(PHASES))
+    return tuple(limit_a - max(0.0, (m.current_a[p] or 0.0) - ev[p]) + pv_a[p] for p in range(PHASES))
 
 
 def _dynamic_watts(
@@ -174,20 +192,3 @@ def _clamp3(values: tuple[float, ...] | None) -> tuple[float, float, float] | No
     if values is None:
         return None
     return (max(0.0, values[0]), max(0.0, values[1]), max(0.0, values[2]))
-
-
-def safe_default_current(
-    path_capacities_a: list[tuple[float | None, int]], *, charger_max_a: float, min_a: float
-) -> float:
-    """The current a charger may take before the loop has run: its fair share of every zone above it.
-
-    `path_capacities_a` is, for the charger's zone and each ancestor, (static per-phase limit,
-    number of chargers under that zone). Below the minimum signalable current the answer is 0:
-    a new car waits for the loop rather than risk tripping a breaker.
-    """
-    share = charger_max_a
-    for capacity, chargers in path_capacities_a:
-        if capacity is not None:
-            share = min(share, capacity / max(1, chargers))
-    share = int(share * 10) / 10
-    return share if share >= min_a else 0.0

@@ -1,18 +1,26 @@
-"""One tick of the control loop: gather → allocate (pure) → plan → send → record."""
+"""One tick of the control loop: gather → allocate (pure) → plan (pure) → record → hand over.
+
+The tick never waits on the network: profiles are recorded as pending, handed to the processes
+holding the websockets, and their answers update the live state when they arrive. A tick
+therefore takes the time of its database reads and writes only, whatever the chargers do.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field, replace
 
 from channels.db import database_sync_to_async
 
+from chargers.commands import ChargerCallError, ChargerOffline
 from chargers.hooks import CallFn
-from chargers.models import Charger
 from evce import clock
-from loadmgmt import apply, engine, inputs, profiles, safety, services
-from loadmgmt.models import SiteSettings, Zone
+from loadmgmt import apply, engine, inputs, profiles, services
+from loadmgmt.engine.planning import plan
+from loadmgmt.models import AnswerStatus
+from loadmgmt.safety import safe_default_targets
 
 logger = logging.getLogger(__name__)
 
@@ -22,54 +30,88 @@ class TickReport:
     sessions: int
     paused: int
     sent: int
-    failed: int
+    waiting: int
+    over: list[str]
     problems: list[str]
+    duration_ms: float
+    reserved: int = 0
+    expired: int = 0
+    details: dict[str, str] = field(default_factory=dict)
 
 
 def run_tick(now: dt.datetime) -> TickReport:
     """Run the loop once. The audit re-checks the engine's promises on live data every tick."""
+    started = time.perf_counter()
+    expired = services.limit_expire_unanswered(now=now)
     gathered = inputs.gather(now)
-    allocation = engine.allocate([z.zone for z in gathered.zones], gathered.sessions, gathered.policy,
-                                 now.timestamp())
-    problems = engine.check_allocation([z.zone for z in gathered.zones], gathered.sessions, allocation)
+    zones = gathered.engine_zones()
+    allocation = engine.allocate(zones, gathered.sessions, gathered.policy, now.timestamp())
+    problems = [*gathered.problems, *engine.check_allocation(zones, gathered.sessions, allocation)]
     for problem in problems:
-        logger.error("allocation audit: %s", problem)
+        logger.error("control loop: %s", problem)
     if allocation.last_rotation_at != gathered.policy.last_rotation_at:
         services.site_record_rotation(last_rotation_at=allocation.last_rotation_at)
-    safe_limits = safety.safe_defaults(gathered.zone_rows, gathered.chargers, gathered.settings)
-    commands = apply.plan(gathered, allocation, safe_limits, now)
-    apply.send(commands)
-    apply.record(gathered, allocation, commands, now)
-    failed = sum(1 for command in commands if command.status != "Accepted")
+    tick = apply.make_plan(gathered, allocation, now)
+    apply.send(tick.outgoing, gathered, now)
+    apply.record_decisions(gathered, allocation, tick, now)
+    if tick.sessions.over:
+        logger.warning("control loop: held limits over capacity, decreases sent: %s", ", ".join(tick.sessions.over))
     return TickReport(
         sessions=len(gathered.sessions),
         paused=sum(1 for limit in allocation.limits.values() if limit.paused),
-        sent=len(commands),
-        failed=failed,
+        sent=len(tick.outgoing),
+        waiting=len(tick.sessions.waiting),
+        over=tick.sessions.over,
         problems=problems,
+        duration_ms=(time.perf_counter() - started) * 1000,
+        reserved=len(gathered.reserved),
+        expired=expired,
     )
 
 
 async def boot_step_safe_default(call: CallFn, charger_pk: int) -> None:
-    """Boot step (chargers.hooks): give a charger its safe TxDefaultProfile before any session."""
-    charger, limit, unit = await database_sync_to_async(_safe_default_for)(charger_pk)
-    if charger is None:
+    """Boot step (chargers.hooks): give a booted charger its safe TxDefaultProfile first of all.
+
+    Planned like the loop plans defaults (static capacity, others at what they hold): the
+    charger is lowered at once, and raised only into room that exists; then the loop runs to
+    lower the others if the new charger changed everybody's share.
+    """
+    planned = await database_sync_to_async(_plan_boot_default)(charger_pk)
+    if planned is None:
         return
+    ticket, payload = planned
     try:
-        payload = profiles.tx_default_payload(limit, charger.phases, unit)
         answer = await call("SetChargingProfile", payload)
-        status = str(answer.get("status", "?"))
-    except Exception as error:  # recorded, and retried by the loop
-        status = f"{type(error).__name__}: {error}"[:40]
-    await database_sync_to_async(services.applied_limit_record)(
-        charger_pk=charger_pk, connector_id=0, purpose=profiles.TX_DEFAULT, transaction_id=None, limit_a=limit,
-        paused=False, state_since=0.0, status=status, now=clock.now(),
-    )
+        outcome, detail = apply.outcome_of({"status": "ok", "payload": answer})
+    except ChargerCallError as error:
+        outcome, detail = AnswerStatus.CALL_ERROR, str(error)
+    except ChargerOffline as error:
+        outcome, detail = AnswerStatus.OFFLINE, str(error)
+    except Exception as error:  # timeout or worse: it may have been applied, so it stays counted
+        outcome, detail = AnswerStatus.NO_ANSWER, f"{type(error).__name__}: {error}"
+    await database_sync_to_async(services.limit_answer_record)(ticket=ticket, outcome=outcome, detail=detail,
+                                                               now=clock.now())
+    from loadmgmt.tasks import rebalance_soon  # noqa: PLC0415 - tasks imports control
+
+    await database_sync_to_async(rebalance_soon)(charger_pk)
 
 
-def _safe_default_for(charger_pk: int) -> tuple[Charger | None, float, str]:
-    charger = Charger.objects.filter(pk=charger_pk, zone__isnull=False).first()
-    if charger is None:
-        return None, 0.0, "A"
-    limit = safety.safe_defaults(list(Zone.objects.all()), [charger], SiteSettings.load())[charger.pk]
-    return charger, limit, inputs.charger_rate_units([charger_pk]).get(charger_pk, "A")
+def _plan_boot_default(charger_pk: int) -> tuple[services.SendTicket, dict[str, object]] | None:
+    now = clock.now()
+    gathered = inputs.gather(now)
+    ctx = gathered.chargers.get(charger_pk)
+    if ctx is None:
+        return None
+    targets = safe_default_targets(gathered.static_zones,
+                                   [inputs.default_charger(c) for c in gathered.chargers.values()])
+    holders = [replace(h, first=True, can_send=True, controllable=True) if h.id == f"default-{charger_pk}" else h
+               for h in apply.default_holders(gathered, targets, now)]
+    send = next((s for s in plan(gathered.static_zones, holders, hysteresis_a=apply.DEFAULT_HYSTERESIS_A).sends
+                 if s.holder_id == f"default-{charger_pk}"), None)
+    if send is None:
+        return None
+    state = services.limit_state_for(charger_pk=charger_pk, connector_id=0, transaction_id=None)
+    ticket = services.limit_send_record(state_pk=state.pk, limit_a=send.limit_a, paused=False,
+                                        rate_unit=ctx.rate_unit, transaction_id=None, now=now,
+                                        timeout_s=gathered.settings.answer_timeout_s)
+    return ticket, profiles.tx_default_payload(send.limit_a, ctx.charger.phases, ctx.rate_unit)

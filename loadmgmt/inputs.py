@@ -1,56 +1,100 @@
 """Gather the control loop's inputs from the database into the engine's dataclasses.
 
-Reads only: zones with their time-of-use rules and latest measurements, active sessions with
-their latest meter samples, the limits in force. Thin by design: the rules are in
-`loadmgmt.capacity` and `loadmgmt.engine`.
+Reads only: zones with their time-of-use rules and latest measurements, chargers, running
+sessions with their recent current samples, and the loop's live state per connector
+(`LimitState`: in force, pending, wanted). Thin by design: the rules are in `loadmgmt.capacity`,
+`loadmgmt.safety` and `loadmgmt.engine`.
+
+Two rules about measurements are kept here:
+- a dynamic zone's meter reading is combined only with charger readings of the same window (the
+  `measurement_window_s` before it, the meter's lag), taking the lowest EV draw seen in that
+  window, so that the building load (total − EV) is never under-estimated;
+- a car's measured draw caps its offer only from samples taken `car_response_s` after its
+  limit was last raised (before that it drew what a lower limit allowed, not what it takes; a
+  sample under a higher limit than today's stays good evidence).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
+from django.db.models.functions import Upper
 from django.utils import timezone
 
-from chargers.models import Charger, ConfigurationKey
-from loadmgmt import profiles
+from chargers.models import Charger, ConfigurationKey, Connector, RegistrationStatus
+from loadmgmt import profiles, tree
 from loadmgmt.capacity import TimeOfUse, ZoneCapacity, ZoneConfig, ZoneMeasurement, zone_capacity
 from loadmgmt.engine import Policy, Session
-from loadmgmt.models import AppliedLimit, SiteSettings, Zone, ZoneMode
+from loadmgmt.engine import Zone as EngineZone
+from loadmgmt.engine.planning import Holder
+from loadmgmt.models import LimitState, SiteSettings, Zone, ZoneMode
+from loadmgmt.safety import DefaultCharger
 from transactions.models import MeterSample, Transaction, TransactionState
 
+logger = logging.getLogger(__name__)
+
 CURRENT = "Current.Import"
-ENERGY = "Energy.Active.Import.Register"
 PHASE_INDEX = {"L1": 0, "L2": 1, "L3": 2, "L1-N": 0, "L2-N": 1, "L3-N": 2}
+NUMBER_OF_CONNECTORS_KEY = "NumberOfConnectors"
+ACCEPTED = "Accepted"
+
+Phases3 = tuple[float, float, float]
+# (timestamp, per-phase amps on the supply phases) of one session, oldest first.
+Timeline = list[tuple[float, Phases3]]
 
 
 @dataclass
 class SessionContext:
-    """What the apply step needs to know about a session besides the engine's view."""
+    """What the plan and send steps need to know about a session besides the engine's view."""
 
     charger_pk: int
     charge_point_id: str
     connector_id: int
     transaction_id: int
     number_phases: int
-    rate_unit: str = "A"
+    phases: tuple[int, ...]
+    zone_id: str
+    rate_unit: str
+    phases_in_use: int  # phases the car was seen drawing on (a W limit is converted with it)
+    state: LimitState | None  # this connector's row, when it is already for this transaction
+    held_a: float
+    first: bool  # no profile of its own accepted or in flight: the charger runs on its default
+    in_flight_a: float | None
+    can_send: bool
+    vip: bool
+    charged_s: float
+
+
+@dataclass
+class ChargerContext:
+    """A managed charger: the holder of a safe default (TxDefaultProfile on connector 0)."""
+
+    charger: Charger
+    zone_id: str
+    connectors: int
+    rate_unit: str
+    online: bool
+    state: LimitState | None  # its connector-0 row
+    held_default_a: float  # max(in force, unsettled) default; its rating when nothing is known
 
 
 @dataclass
 class LoopInputs:
     policy: Policy
     settings: SiteSettings
-    zones: list[ZoneCapacity]
-    sessions: list[Session]
+    zones: list[ZoneCapacity]  # live capacities (what sessions share)
+    static_zones: list[EngineZone]  # what safe defaults are shared from
+    sessions: list[Session]  # controllable sessions, for the engine
     contexts: dict[str, SessionContext]
-    # Connected, accepted, managed chargers: those without a session get the safe default.
-    chargers: list[Charger] = field(default_factory=list)
-    # What each charger accepts as chargingRateUnit ("A" or "W"), from its configuration.
-    rate_units: dict[int, str] = field(default_factory=dict)
-    # The rows read for this tick, so that later steps do not read them again.
-    zone_rows: list[Zone] = field(default_factory=list)
-    applied: dict[tuple[int, int], AppliedLimit] = field(default_factory=dict)
+    reserved: list[Holder] = field(default_factory=list)  # sessions nobody can lower now: counted as held
+    chargers: dict[int, ChargerContext] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def engine_zones(self) -> list[EngineZone]:
+        return [capacity.zone for capacity in self.zones]
 
 
 def site_policy(settings: SiteSettings) -> Policy:
@@ -66,7 +110,7 @@ def site_policy(settings: SiteSettings) -> Policy:
     )
 
 
-def zone_config(zone: Zone, site: SiteSettings | None = None) -> ZoneConfig:
+def zone_config(zone: Zone, site: SiteSettings) -> ZoneConfig:
     return ZoneConfig(
         id=str(zone.pk),
         name=zone.name,
@@ -74,13 +118,14 @@ def zone_config(zone: Zone, site: SiteSettings | None = None) -> ZoneConfig:
         max_current_a=zone.max_current_a,
         max_power_w=None if zone.max_power_kw is None else zone.max_power_kw * 1000,
         dynamic=zone.mode == ZoneMode.DYNAMIC,
-        fallback_current_a=zone.effective_fallback_a(site or SiteSettings.load()),
+        fallback_current_a=zone.effective_fallback_a(site),
         add_pv=zone.add_pv_production,
         time_of_use=tuple(
             TimeOfUse(weekdays=rule.weekday_set(), start=rule.start_time, end=rule.end_time,
                       limit_current_a=rule.limit_current_a, limit_percent=rule.limit_percent, label=rule.label)
             for rule in zone.time_of_use.all()
         ),
+        pv_phases=tuple(int(p) - 1 for p in zone.pv_phases) or (0, 1, 2),
     )
 
 
@@ -88,40 +133,39 @@ def zone_measurement(zone: Zone) -> ZoneMeasurement | None:
     if zone.measured_at is None and zone.pv_measured_at is None:
         return None
     currents = (zone.measured_current_l1_a, zone.measured_current_l2_a, zone.measured_current_l3_a)
+    pv_currents = (zone.pv_current_l1_a, zone.pv_current_l2_a, zone.pv_current_l3_a)
     return ZoneMeasurement(
         at=None if zone.measured_at is None else zone.measured_at.timestamp(),
         current_a=None if all(value is None for value in currents) else currents,
         power_w=None if zone.measured_power_kw is None else zone.measured_power_kw * 1000,
         pv_w=None if zone.pv_power_kw is None else zone.pv_power_kw * 1000,
         pv_at=None if zone.pv_measured_at is None else zone.pv_measured_at.timestamp(),
+        pv_current_a=None if all(value is None for value in pv_currents) else pv_currents,
     )
 
 
 def gather(now: dt.datetime) -> LoopInputs:
     settings = SiteSettings.load()
     zones = list(Zone.objects.prefetch_related("time_of_use"))
-    chargers = list(Charger.objects.filter(connected=True, registration_status="accepted", zone__isnull=False))
-    transactions = list(
-        Transaction.objects.filter(state=TransactionState.ACTIVE, charger__in=chargers).select_related("charger")
-    )
-    since = now - dt.timedelta(seconds=settings.measurement_max_age_s)
-    samples = _latest_samples([tx.pk for tx in transactions], since)
-    applied = {(a.charger_id, a.connector_id): a for a in AppliedLimit.objects.filter(charger__in=chargers)}
+    configs = [zone_config(zone, settings) for zone in zones]
+    roots = tree.root_ids(configs)
+    chargers = list(Charger.objects.filter(registration_status=RegistrationStatus.ACCEPTED))
+    by_pk = {charger.pk: charger for charger in chargers}
+    transactions = list(Transaction.objects.filter(state=TransactionState.ACTIVE, charger_id__in=by_pk))
+    states = {(s.charger_id, s.connector_id): s for s in LimitState.objects.filter(charger_id__in=by_pk)}
+    rate_units = charger_rate_units(list(by_pk))
+    charger_contexts = _charger_contexts(chargers, roots, states, rate_units)
+    timelines = _timelines(transactions, by_pk, now - dt.timedelta(seconds=settings.measurement_max_age_s))
     vip_tags = _vip_tags({tx.id_tag for tx in transactions})
-    rate_units = charger_rate_units([charger.pk for charger in chargers])
-    sessions, contexts, ev_by_zone = [], {}, defaultdict(lambda: [0.0, 0.0, 0.0])
+    inputs = LoopInputs(site_policy(settings), settings, [], [], [], {}, chargers=charger_contexts)
     for tx in transactions:
-        session, phase_currents = _session(tx, samples.get(tx.pk, {}), applied.get((tx.charger_id, tx.connector_id)),
-                                           tx.id_tag in vip_tags)
-        sessions.append(session)
-        contexts[session.id] = SessionContext(tx.charger_id, tx.charger.charge_point_id, tx.connector_id, tx.pk,
-                                              tx.charger.phases, rate_units.get(tx.charger_id, "A"))
-        for phase, amps in enumerate(phase_currents):
-            ev_by_zone[tx.charger.zone_id][phase] += amps
-    _use_ev_submeters(ev_by_zone, [zone.pk for zone in zones], now, settings)
-    capacities = _capacities(zones, ev_by_zone, _offline_reservations(chargers), now, settings)
-    return LoopInputs(site_policy(settings), settings, capacities, sessions, contexts, chargers, rate_units,
-                      zones, applied)
+        _add_session(inputs, tx, charger_contexts[tx.charger_id], states.get((tx.charger_id, tx.connector_id)),
+                     timelines.get(tx.pk, []), tx.id_tag.upper() in vip_tags, now)
+    inputs.zones = _capacities(zones, configs, inputs, timelines, now, settings)
+    inputs.static_zones = [tree.static_capacity(config) for config in configs]
+    if not configs:
+        inputs.static_zones = [tree.site_zone(settings.fallback_current_a)]
+    return inputs
 
 
 def charger_rate_units(charger_pks: list[int]) -> dict[int, str]:
@@ -130,154 +174,280 @@ def charger_rate_units(charger_pks: list[int]) -> dict[int, str]:
     return {row.charger_id: profiles.rate_unit_for(row.value) for row in rows}
 
 
-def _use_ev_submeters(
-    ev_by_zone: dict[int, list[float]], zone_ids: list[int], now: dt.datetime, settings: SiteSettings
+def connector_counts(charger_pks: list[int]) -> dict[int, int]:
+    """Connectors per charger: the most of what it reported (NumberOfConnectors, StatusNotifications)."""
+    counts: dict[int, int] = defaultdict(lambda: 1)
+    for row in ConfigurationKey.objects.filter(charger_id__in=charger_pks, key=NUMBER_OF_CONNECTORS_KEY):
+        try:
+            counts[row.charger_id] = max(counts[row.charger_id], min(int(row.value), 16))
+        except ValueError:
+            continue
+    for charger_id, connector_id in Connector.objects.filter(
+        charger_id__in=charger_pks, connector_id__gt=0, connector_id__lte=16
+    ).values_list("charger_id", "connector_id"):
+        counts[charger_id] = max(counts[charger_id], connector_id)
+    return counts
+
+
+def default_charger(context: ChargerContext) -> DefaultCharger:
+    charger = context.charger
+    return DefaultCharger(pk=charger.pk, zone_id=context.zone_id, phases=charger.supply_phases,
+                          connectors=context.connectors, max_a=charger.rated_max_current_a,
+                          min_a=charger.min_current_a)
+
+
+def _charger_contexts(
+    chargers: list[Charger], roots: list[str], states: dict[tuple[int, int], LimitState], rate_units: dict[int, str]
+) -> dict[int, ChargerContext]:
+    counts = connector_counts([charger.pk for charger in chargers])
+    contexts = {}
+    for charger in chargers:
+        state = states.get((charger.pk, 0))
+        held = state.held_a if state is not None else None
+        contexts[charger.pk] = ChargerContext(
+            charger=charger, zone_id=tree.charger_zone_id(charger.zone_id, roots), connectors=counts[charger.pk],
+            rate_unit=rate_units.get(charger.pk, "A"), online=charger.connected, state=state,
+            held_default_a=charger.rated_max_current_a if held is None else held,
+        )
+    return contexts
+
+
+def _add_session(
+    inputs: LoopInputs, tx: Transaction, charger: ChargerContext, state: LimitState | None, timeline: Timeline,
+    vip_badge: bool, now: dt.datetime,
 ) -> None:
-    """Where an EV sub-meter measures a zone's EV feeder, its reading replaces the chargers' reports.
+    """A controllable session for the engine, or a reserved holder when nobody can lower it now."""
+    own = state if state is not None and state.transaction_id == tx.pk else None
+    held, first = _held(own, charger)
+    phases = charger.charger.supply_phases
+    refused = bool(tx.id_tag_status) and tx.id_tag_status != ACCEPTED
+    if not charger.online or refused:
+        why = "refused at start" if refused else "charger offline"
+        inputs.reserved.append(Holder(id=f"tx-{tx.pk}", zone_id=charger.zone_id, phases=phases, held_a=held,
+                                      controllable=False, wanted_a=held))
+        logger.debug("session %s reserved at %.1f A: %s", tx.pk, held, why)
+        return
+    try:
+        session = _session(tx, charger, own, timeline, vip_badge, now, inputs.settings)
+    except ValueError as error:
+        message = f"charger {charger.charger.charge_point_id} isolated: {error}"
+        logger.error("control loop: %s", message)
+        inputs.problems.append(message)
+        inputs.reserved.append(Holder(id=f"tx-{tx.pk}", zone_id=charger.zone_id, phases=phases, held_a=held,
+                                      controllable=False, wanted_a=held))
+        return
+    inputs.sessions.append(session)
+    retry_at = None if own is None else own.retry_at
+    in_flight = None if own is None or (own.pending_deadline is not None and own.pending_deadline < now) \
+        else own.pending_a
+    inputs.contexts[session.id] = SessionContext(
+        charger_pk=tx.charger_id, charge_point_id=charger.charger.charge_point_id, connector_id=tx.connector_id,
+        transaction_id=tx.pk, number_phases=charger.charger.phases, phases=phases, zone_id=charger.zone_id,
+        rate_unit=charger.rate_unit, phases_in_use=_phases_in_use(timeline, phases), state=own, held_a=held,
+        first=first and in_flight is None, in_flight_a=in_flight, can_send=retry_at is None or retry_at <= now,
+        vip=session.vip, charged_s=session.charged_s or 0.0,
+    )
 
-    A physical measurement beats the sum of chargers' MeterValues (some chargers report late
-    or not at all); a stale sub-meter counts 0 A, the conservative side of limit − (total − EV).
+
+def _held(own: LimitState | None, charger: ChargerContext) -> tuple[float, bool]:
+    """What a session's connector may be drawing: its own profile, else the charger's default.
+
+    A TxProfile sent but not accepted yet leaves the charger on its default until it is: the
+    session holds max(default, unsettled profile) meanwhile.
     """
-    from meters.selectors import ev_submeter_currents  # noqa: PLC0415 - meters is an optional feed
+    if own is None or (own.in_force_a is None and own.pending_max_a is None):
+        return charger.held_default_a, True
+    base = own.in_force_a if own.in_force_a is not None else charger.held_default_a
+    held = max(base, own.pending_max_a) if own.pending_max_a is not None else base
+    return held, own.in_force_a is None
 
-    for zone_id, currents in ev_submeter_currents(zone_ids, now=now, max_age_s=settings.measurement_max_age_s).items():
-        ev_by_zone[zone_id] = list(currents)
+
+def _session(
+    tx: Transaction, charger: ChargerContext, own: LimitState | None, timeline: Timeline, vip_badge: bool,
+    now: dt.datetime, settings: SiteSettings,
+) -> Session:
+    row = charger.charger
+    connected_at = (tx.start_time or tx.created_at).timestamp()
+    offered = own.in_force_a if own is not None and own.in_force_a is not None else charger.held_default_a
+    raised_at = own.raised_at if own is not None else None
+    settled_after = (raised_at.timestamp() if raised_at else connected_at) + settings.car_response_s
+    return Session(
+        id=f"tx-{tx.pk}",
+        zone_id=charger.zone_id,
+        max_a=row.rated_max_current_a,
+        phases=row.supply_phases,
+        min_a=row.min_current_a,
+        measured_a=_measured_after(timeline, settled_after),
+        offered_a=offered,
+        vip=vip_badge or row.vip,
+        energy_wh=float(max(0, tx.energy_wh or 0)),
+        connected_at=connected_at,
+        charged_s=_charged_s(own, now),
+        paused=bool(own is not None and own.wanted_paused),
+        state_since=own.state_since if own is not None and own.state_since else connected_at,
+    )
 
 
-def _subtree_sums(zones: list[Zone], per_zone: dict[int, list[float]]) -> dict[int, tuple[float, float, float]]:
-    """Per-phase sums of `per_zone` over each zone's whole subtree."""
-    children: dict[int | None, list[Zone]] = defaultdict(list)
-    for zone in zones:
-        children[zone.parent_id].append(zone)
-    sums: dict[int, tuple[float, float, float]] = {}
+def _charged_s(own: LimitState | None, now: dt.datetime) -> float | None:
+    if own is None:
+        return None
+    running_for = 0.0
+    if not own.wanted_paused and own.run_counted_at is not None:
+        running_for = max(0.0, now.timestamp() - own.run_counted_at)
+    return own.run_seconds + running_for
 
-    def total(zone: Zone) -> tuple[float, float, float]:
-        acc = list(per_zone.get(zone.pk, [0.0, 0.0, 0.0]))
-        for child in children.get(zone.pk, []):
-            child_sum = total(child)
-            acc = [acc[p] + child_sum[p] for p in range(3)]
-        sums[zone.pk] = (acc[0], acc[1], acc[2])
-        return sums[zone.pk]
 
-    for root in children.get(None, []):
-        total(root)
-    return sums
+def _measured_after(timeline: Timeline, after: float) -> float | None:
+    """Highest phase current of the latest sample taken after the car settled on its limit."""
+    if not timeline or timeline[-1][0] < after:
+        return None
+    return max(timeline[-1][1])
+
+
+def _phases_in_use(timeline: Timeline, phases: tuple[int, ...]) -> int:
+    """Phases the car draws on (1 when unknown: a W limit then allows its full value on one phase)."""
+    if not timeline or len(phases) == 1:
+        return 1
+    in_use = sum(1 for amps in timeline[-1][1] if amps > 1.0)
+    return max(1, in_use)
+
+
+def _timelines(
+    transactions: list[Transaction], chargers: dict[int, Charger], since: dt.datetime
+) -> dict[int, Timeline]:
+    """Recent current samples of each session, per supply phase, oldest first.
+
+    A single-phase charger's current goes on the phase it is wired to, whatever phase label it
+    reports (chargers report their own internal "L1").
+    """
+    by_tx = {tx.pk: tx for tx in transactions}
+    rows = (
+        MeterSample.objects.filter(transaction_id__in=list(by_tx), timestamp__gte=since, measurand=CURRENT,
+                                   value__isnull=False)
+        .order_by("timestamp", "id")
+        .values_list("transaction_id", "timestamp", "phase", "value")
+    )
+    grouped: dict[int, dict[float, dict[str, float]]] = defaultdict(dict)
+    for transaction_id, timestamp, phase, value in rows:
+        grouped[transaction_id].setdefault(timestamp.timestamp(), {})[phase] = max(0.0, value)
+    timelines: dict[int, Timeline] = {}
+    for transaction_id, per_time in grouped.items():
+        charger = chargers[by_tx[transaction_id].charger_id]
+        timelines[transaction_id] = [(at, _per_supply_phase(values, charger.supply_phases))
+                                     for at, values in sorted(per_time.items())]
+    return timelines
+
+
+def _per_supply_phase(values: dict[str, float], supply: tuple[int, ...]) -> Phases3:
+    amps = [0.0, 0.0, 0.0]
+    if len(supply) == 1:
+        amps[supply[0]] = max(values.values())
+        return (amps[0], amps[1], amps[2])
+    phased = {PHASE_INDEX[label]: value for label, value in values.items() if label in PHASE_INDEX}
+    for phase in supply:
+        amps[phase] = phased.get(phase, values.get("", 0.0))
+    return (amps[0], amps[1], amps[2])
+
+
+def ev_lower_bound(timeline: Timeline, at: float, window_s: float, limit_cap: float | None) -> Phases3:
+    """The lowest draw a session can have had while the meter took a reading stamped `at`.
+
+    The reading reflects some instant in [at − window, at]; the session's draw at an instant is
+    its latest sample before it. Samples after `at` belong to another window and are ignored. A
+    session with no sample before `at` counts 0 A, and a lower limit in force caps the bound.
+    """
+    start = at - window_s
+    before = [amps for when, amps in timeline if when <= start]
+    if not before:
+        return (0.0, 0.0, 0.0)  # what it drew before its first sample is unknown: it may be 0
+    candidates = [before[-1], *(amps for when, amps in timeline if start < when <= at)]
+    low = [min(amps[p] for amps in candidates) for p in range(3)]
+    if limit_cap is not None:
+        low = [min(value, limit_cap) for value in low]
+    return (low[0], low[1], low[2])
 
 
 def _capacities(
-    zones: list[Zone], ev_by_zone: dict[int, list[float]], reserved_by_zone: dict[int, list[float]],
+    zones: list[Zone], configs: list[ZoneConfig], inputs: LoopInputs, timelines: dict[int, Timeline],
     now: dt.datetime, settings: SiteSettings,
 ) -> list[ZoneCapacity]:
-    """Each zone's capacity: measured EV load of the subtree taken out of a dynamic zone's load,
-    and current reserved for uncontrollable sessions taken off where no fresh measurement has it."""
-    subtree_ev = _subtree_sums(zones, ev_by_zone)
-    subtree_reserved = _subtree_sums(zones, reserved_by_zone)
+    """Each zone's live capacity for the sessions the loop controls.
+
+    Dynamic zones: limit − (measured total − EV draw of the same window), the EV draw being an
+    EV sub-meter's reading for its whole subtree when one is fresh, else the chargers' lower
+    bound. Current held by sessions nobody can lower (offline chargers, refused starts, isolated
+    chargers) is taken off every zone on their path, whatever the zone type.
+    """
+    from meters.selectors import ev_submeter_readings  # noqa: PLC0415 - meters is an optional feed
+
+    parents = {config.id: config.parent_id for config in configs}
     local = timezone.localtime(now)
+    submeters = ev_submeter_readings([zone.pk for zone in zones], now=now, max_age_s=settings.measurement_max_age_s)
+    reserved = tree.subtree_sums(parents, _per_zone_reserved(inputs.reserved))
     capacities = []
-    for zone in zones:
-        capacity = zone_capacity(zone_config(zone, settings), zone_measurement(zone),
-                                 subtree_ev.get(zone.pk, (0.0, 0.0, 0.0)), now=now.timestamp(), local=local,
+    for zone, config in zip(zones, configs, strict=True):
+        measurement = zone_measurement(zone)
+        ev = (0.0, 0.0, 0.0)
+        if config.dynamic and measurement is not None and measurement.at is not None:
+            ev = _ev_in_window(zone.pk, parents, inputs, timelines, submeters, measurement.at, settings)
+        capacity = zone_capacity(config, measurement, ev, now=now.timestamp(), local=local,
                                  max_age_s=settings.measurement_max_age_s)
-        measured = zone.mode == ZoneMode.DYNAMIC and not capacity.fallback
-        reserved = subtree_reserved.get(zone.pk)
-        capacities.append(capacity if measured or not reserved or not any(reserved) else _minus(capacity, reserved))
+        held = reserved.get(config.id)
+        capacities.append(capacity if not held or not any(held) else _minus(capacity, held))
+    if not configs:
+        capacities.append(_site_capacity(settings, reserved.get(tree.SITE_ZONE_ID)))
     return capacities
 
 
-def _minus(capacity: ZoneCapacity, reserved: tuple[float, float, float], voltage_v: float = 230.0) -> ZoneCapacity:
+def _site_capacity(settings: SiteSettings, held: Phases3 | None) -> ZoneCapacity:
+    zone = tree.site_zone(settings.fallback_current_a)
+    capacity = ZoneCapacity(zone, settings.fallback_current_a, None, "no zones configured: site fallback current",
+                            fallback=True)
+    return capacity if not held or not any(held) else _minus(capacity, held)
+
+
+def _per_zone_reserved(holders: list[Holder]) -> dict[str, Phases3]:
+    per_zone: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+    for holder in holders:
+        for phase in holder.phases:
+            per_zone[holder.zone_id][phase] += holder.held_a * holder.count
+    return {zone_id: (v[0], v[1], v[2]) for zone_id, v in per_zone.items()}
+
+
+def _ev_in_window(
+    zone_pk: int, parents: dict[str, str | None], inputs: LoopInputs, timelines: dict[int, Timeline],
+    submeters: dict[int, tuple[float, Phases3]], at: float, settings: SiteSettings,
+) -> Phases3:
+    """EV draw inside a zone's subtree at the time of its meter reading (a lower bound)."""
+    window = settings.measurement_window_s
+    per_zone: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+    for context in inputs.contexts.values():
+        cap = context.state.in_force_a if context.state is not None else None
+        low = ev_lower_bound(timelines.get(context.transaction_id, []), at, window, cap)
+        for phase in range(3):
+            per_zone[context.zone_id][phase] += low[phase]
+    fresh_submeters = {str(pk): amps for pk, (when, amps) in submeters.items() if abs(when - at) <= window}
+    sums = tree.subtree_sums(parents, {k: (v[0], v[1], v[2]) for k, v in per_zone.items()}, fresh_submeters)
+    return sums.get(str(zone_pk), (0.0, 0.0, 0.0))
+
+
+def _minus(capacity: ZoneCapacity, reserved: Phases3, voltage_v: float = 230.0) -> ZoneCapacity:
     zone = capacity.zone
     amps = None if zone.capacity_a is None else tuple(
         None if value is None else max(0.0, value - reserved[p]) for p, value in enumerate(zone.capacity_a))
     watts = None if zone.capacity_w is None else max(0.0, zone.capacity_w - sum(reserved) * voltage_v)
-    reduced = replace(zone, capacity_a=amps, capacity_w=watts)
-    note = f"{capacity.note}, {max(reserved):g} A held by offline chargers"
-    return replace(capacity, zone=reduced, note=note)
-
-
-def _offline_reservations(chargers: list[Charger]) -> dict[int, list[float]]:
-    """Current that sessions on unreachable chargers may still draw, per zone and phase.
-
-    A charger that lost its link keeps charging at the last limit it received: the loop cannot
-    lower it, so that current is not shared out to others. Without a known limit the charger's
-    rating is assumed (the safe side).
-    """
-    managed = {charger.pk for charger in chargers}
-    stranded = list(Transaction.objects.filter(state=TransactionState.ACTIVE, charger__zone__isnull=False)
-                    .exclude(charger__in=managed).select_related("charger"))
-    if not stranded:
-        return {}
-    applied = {(a.charger_id, a.connector_id): a
-               for a in AppliedLimit.objects.filter(charger_id__in={tx.charger_id for tx in stranded})}
-    reserved: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
-    for tx in stranded:
-        limit = _last_known_limit(tx, applied)
-        for phase in tx.charger.supply_phases:
-            reserved[tx.charger.zone_id][phase] += limit
-    return reserved
-
-
-def _last_known_limit(tx: Transaction, applied: dict[tuple[int, int], AppliedLimit]) -> float:
-    own = applied.get((tx.charger_id, tx.connector_id))
-    if own is not None and own.transaction_id == tx.pk and own.status == "Accepted":
-        return own.limit_a
-    default = applied.get((tx.charger_id, 0))  # the TxDefaultProfile governs a session without its own
-    if default is not None and default.status == "Accepted":
-        return default.limit_a
-    return tx.charger.rated_max_current_a
-
-
-def _latest_samples(transaction_ids: list[int], since: dt.datetime) -> dict[int, dict[tuple[str, str], float]]:
-    """Latest value per (measurand, phase) of each transaction, among recent samples."""
-    latest: dict[int, dict[tuple[str, str], float]] = defaultdict(dict)
-    if not transaction_ids:
-        return latest
-    rows = (
-        MeterSample.objects.filter(transaction_id__in=transaction_ids, timestamp__gte=since,
-                                   measurand__in=[CURRENT, ENERGY], value__isnull=False)
-        .order_by("timestamp", "id")
-        .values_list("transaction_id", "measurand", "phase", "value")
-    )
-    for transaction_id, measurand, phase, value in rows:
-        latest[transaction_id][(measurand, phase)] = value
-    return latest
+    reduced = EngineZone(id=zone.id, parent_id=zone.parent_id, name=zone.name,
+                         capacity_a=None if amps is None else (amps[0], amps[1], amps[2]), capacity_w=watts)
+    note = f"{capacity.note}, {max(reserved):g} A held by sessions the loop cannot lower"
+    return ZoneCapacity(reduced, capacity.limit_current_a, capacity.limit_power_w, note, capacity.fallback)
 
 
 def _vip_tags(id_tags: set[str]) -> set[str]:
+    """VIP badges among `id_tags`, upper-cased: badges match regardless of case, as authorization does."""
     from badges.models import Badge  # noqa: PLC0415 - badges is optional for the loop's tests
 
-    return set(Badge.objects.filter(id_tag__in=id_tags, vip=True).values_list("id_tag", flat=True))
-
-
-def _session(
-    tx: Transaction, samples: dict[tuple[str, str], float], applied: AppliedLimit | None, vip_badge: bool
-) -> tuple[Session, tuple[float, float, float]]:
-    charger = tx.charger
-    phases = charger.supply_phases
-    phase_currents = [0.0, 0.0, 0.0]
-    for (measurand, phase), value in samples.items():
-        if measurand == CURRENT and phase in PHASE_INDEX:
-            phase_currents[PHASE_INDEX[phase]] = max(0.0, value)
-    unphased = samples.get((CURRENT, ""))
-    if unphased is not None and not any(phase_currents):
-        for phase in phases:
-            phase_currents[phase] = max(0.0, unphased)
-    measured = max(phase_currents) if (any(phase_currents) or unphased is not None) else None
-    energy = samples.get((ENERGY, ""))
-    energy_wh = max(0.0, energy - tx.meter_start_wh) if energy is not None and tx.meter_start_wh is not None else 0.0
-    current_tx = applied is not None and applied.transaction_id == tx.pk
-    connected_at = (tx.start_time or tx.created_at).timestamp()
-    session = Session(
-        id=f"tx-{tx.pk}",
-        zone_id=str(charger.zone_id),
-        max_a=charger.rated_max_current_a,
-        phases=phases,
-        min_a=charger.min_current_a,
-        measured_a=measured,
-        offered_a=applied.limit_a if current_tx else None,
-        vip=vip_badge or charger.vip,
-        energy_wh=energy_wh,
-        connected_at=connected_at,
-        paused=bool(current_tx and applied.paused),
-        state_since=applied.state_since if current_tx else connected_at,
-    )
-    return session, (phase_currents[0], phase_currents[1], phase_currents[2])
+    wanted = {tag.upper() for tag in id_tags}
+    if not wanted:
+        return set()
+    return set(Badge.objects.annotate(tag=Upper("id_tag")).filter(tag__in=wanted, vip=True)
+               .values_list("tag", flat=True))

@@ -36,15 +36,42 @@ class SiteSettings(models.Model):
     loop_period_s = models.PositiveIntegerField(
         default=5, validators=[MinValueValidator(1), MaxValueValidator(300)], help_text="Control loop period."
     )
-    min_on_s = models.PositiveIntegerField(default=300, help_text="A started session runs at least this long.")
-    min_off_s = models.PositiveIntegerField(default=120, help_text="A paused session stays paused this long.")
-    hysteresis_a = models.FloatField(
-        default=1.0, validators=[MinValueValidator(0.1)], help_text="Send a new limit only when it moves this much."
+    min_on_s = models.PositiveIntegerField(
+        default=300, validators=[MaxValueValidator(3600)], help_text="A started session runs at least this long."
     )
-    unused_margin_a = models.FloatField(default=2.0, help_text="Headroom kept above a car's measured draw.")
-    overdraw_tolerance_a = models.FloatField(default=2.0, help_text="Draw above the limit before flagging.")
+    min_off_s = models.PositiveIntegerField(
+        default=120, validators=[MaxValueValidator(3600)], help_text="A paused session stays paused this long."
+    )
+    hysteresis_a = models.FloatField(
+        default=1.0, validators=[MinValueValidator(0.1), MaxValueValidator(10)],
+        help_text="Send a new limit only when it moves this much, up or down (safety decreases always go).",
+    )
+    unused_margin_a = models.FloatField(
+        default=2.0, validators=[MinValueValidator(0), MaxValueValidator(32)],
+        help_text="Headroom kept above a car's measured draw.",
+    )
+    overdraw_tolerance_a = models.FloatField(
+        default=2.0, validators=[MinValueValidator(0), MaxValueValidator(32)],
+        help_text="Draw above the limit before flagging.",
+    )
     measurement_max_age_s = models.PositiveIntegerField(
-        default=60, help_text="Older meter readings are stale: dynamic zones fall back to their fallback limit."
+        default=60, validators=[MinValueValidator(1)],
+        help_text="Older meter readings are stale: dynamic zones fall back to their fallback limit."
+    )
+    car_response_s = models.FloatField(
+        default=5.0, validators=[MinValueValidator(0), MaxValueValidator(120)],
+        help_text="Seconds a car takes to follow a new limit: its draw counts for the measured-draw cap only "
+        "from samples taken this long after the limit came into force.",
+    )
+    measurement_window_s = models.FloatField(
+        default=2.0, validators=[MinValueValidator(0), MaxValueValidator(60)],
+        help_text="How far a meter reading may lag (s): charger readings are combined with it only within "
+        "this window before it, taking the lowest (so the building load is never under-estimated).",
+    )
+    answer_timeout_s = models.FloatField(
+        default=10.0, validators=[MinValueValidator(1), MaxValueValidator(120)],
+        help_text="A charging profile not answered within this time counts as unanswered (and stays counted "
+        "at its value until a later answer settles it).",
     )
     setpoint_retention_days = models.PositiveIntegerField(default=30, validators=[MinValueValidator(1)])
     fallback_current_a = models.FloatField(
@@ -64,6 +91,9 @@ class SiteSettings(models.Model):
     def load(cls) -> SiteSettings:
         settings, _ = cls.objects.get_or_create(pk=1)
         return settings
+
+
+PV_PHASES = [("123", "L1, L2, L3 (three-phase inverter)"), ("1", "L1 only"), ("2", "L2 only"), ("3", "L3 only")]
 
 
 class ZoneMode(models.TextChoices):
@@ -89,6 +119,11 @@ class Zone(models.Model):
         "empty = the site's fallback.",
     )
     add_pv_production = models.BooleanField(default=False, help_text="Add measured PV production to the capacity.")
+    pv_phases = models.CharField(
+        max_length=3, choices=PV_PHASES, default="123",
+        help_text="Phases the PV inverter feeds, used when the PV meter gives no per-phase currents: a 6.9 kW "
+        "single-phase inverter adds 30 A on its phase, nothing on the others.",
+    )
     # Latest measurement of the zone's total consumption (meters or a BEMS write it).
     measured_current_l1_a = models.FloatField(null=True, blank=True)
     measured_current_l2_a = models.FloatField(null=True, blank=True)
@@ -96,6 +131,9 @@ class Zone(models.Model):
     measured_power_kw = models.FloatField(null=True, blank=True)
     measured_at = models.DateTimeField(null=True, blank=True, help_text="Time of the consumption reading.")
     pv_power_kw = models.FloatField(null=True, blank=True)
+    pv_current_l1_a = models.FloatField(null=True, blank=True)
+    pv_current_l2_a = models.FloatField(null=True, blank=True)
+    pv_current_l3_a = models.FloatField(null=True, blank=True)
     # PV has its own timestamp: a live PV meter must never make a dead consumption meter look fresh.
     pv_measured_at = models.DateTimeField(null=True, blank=True, help_text="Time of the PV reading.")
 
@@ -167,26 +205,100 @@ class TimeOfUseRule(models.Model):
             raise ValidationError({"end_time": "The period is empty: start and end are equal."})
 
 
-class AppliedLimit(models.Model):
-    """The charging profile last sent to a charger's connector (0 = TxDefault for the charger)."""
+class LimitPurpose(models.TextChoices):
+    TX_DEFAULT = "TxDefaultProfile", "Safe default (TxDefaultProfile, whole charger)"
+    TX = "TxProfile", "Session limit (TxProfile)"
 
-    charger = models.ForeignKey(Charger, on_delete=models.CASCADE, related_name="applied_limits")
+
+class AnswerStatus(models.TextChoices):
+    """What became of the last profile sent: the charger's answer, or why there is none."""
+
+    ACCEPTED = "Accepted", "Accepted"
+    REJECTED = "Rejected", "Rejected by the charger"
+    NOT_SUPPORTED = "NotSupported", "Not supported by the charger"
+    CALL_ERROR = "CallError", "CALLERROR from the charger"
+    NO_ANSWER = "NoAnswer", "No answer before the deadline"
+    OFFLINE = "Offline", "Charger disconnected before answering"
+    NOT_SENT = "NotSent", "Not sent (transaction ended or payload refused)"
+
+
+class LimitState(models.Model):
+    """The control loop's live state of one connector: limit in force, pending and wanted.
+
+    One row per (charger, connector); connector 0 is the charger's TxDefaultProfile (the safe
+    default every connector without a session profile obeys), connectors >= 1 hold the TxProfile
+    of their running transaction. Limits are amps per phase on the worst phase, whatever unit was
+    sent (a W-only charger's watts are converted at the phases its car may load).
+
+    The loop plans with every connector at `held_a` = max(in force, every unanswered profile):
+    a profile whose answer never came may have been applied, so it counts until a later answer
+    settles it. Decisions (with their reasons) are also kept, append-only, in `Setpoint`.
+    """
+
+    charger = models.ForeignKey(Charger, on_delete=models.CASCADE, related_name="limit_states")
     connector_id = models.PositiveIntegerField()
-    purpose = models.CharField(max_length=25)
-    transaction_id = models.BigIntegerField(null=True, blank=True)
-    limit_a = models.FloatField()
-    paused = models.BooleanField(default=False)
-    state_since = models.FloatField(default=0.0, help_text="Epoch seconds of the last pause/run change.")
-    status = models.CharField(max_length=40, blank=True)
-    sent_at = models.DateTimeField()
+    purpose = models.CharField(max_length=20, choices=LimitPurpose.choices)
+    transaction_id = models.BigIntegerField(
+        null=True, blank=True, help_text="Our transaction id the TxProfile is for (empty for the default)."
+    )
+    rate_unit = models.CharField(max_length=1, default="A", help_text="Unit of the last profile sent: A or W.")
+    # In force: the last profile the charger Accepted (for this transaction, on a TxProfile row).
+    in_force_a = models.FloatField(null=True, blank=True, help_text="Limit in force (A per phase); empty: unknown.")
+    in_force_paused = models.BooleanField(default=False)
+    in_force_since = models.DateTimeField(null=True, blank=True)
+    raised_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a higher limit last came into force: a car's draw measured before "
+        "it says what the car drew under a lower limit, not what it takes.",
+    )
+    # Pending: sent, not answered (or answered by nothing: timeout, disconnect).
+    pending_a = models.FloatField(null=True, blank=True, help_text="Latest limit sent and not yet answered (A).")
+    pending_max_a = models.FloatField(
+        null=True, blank=True, help_text="Highest limit sent since the last settled answer: counted until settled."
+    )
+    unsettled_a = models.FloatField(
+        null=True, blank=True, help_text="Highest limit sent whose outcome is unknown (no answer, disconnected)."
+    )
+    pending_paused = models.BooleanField(default=False)
+    pending_sent_at = models.DateTimeField(null=True, blank=True)
+    pending_deadline = models.DateTimeField(null=True, blank=True)
+    sent_seq = models.PositiveIntegerField(default=0, help_text="Sequence number of the last profile sent.")
+    # Wanted: what the allocation decided at the last tick, and why.
+    wanted_a = models.FloatField(null=True, blank=True)
+    wanted_paused = models.BooleanField(default=False)
+    binding = models.CharField(max_length=120, blank=True, help_text="What limited the wanted value.")
+    waiting = models.CharField(
+        max_length=160, blank=True, help_text="Why the wanted limit is not (yet) in force: the plan's reason."
+    )
+    # Engine state carried from tick to tick (pause/run flips, time spent running).
+    state_since = models.FloatField(default=0.0, help_text="Epoch seconds of the last pause/run decision change.")
+    run_seconds = models.FloatField(default=0.0, help_text="Seconds this transaction ran (not paused) so far.")
+    run_counted_at = models.FloatField(null=True, blank=True)
+    # Answers.
+    last_status = models.CharField(max_length=20, choices=AnswerStatus.choices, blank=True)
+    last_detail = models.CharField(max_length=200, blank=True)
+    last_answer_at = models.DateTimeField(null=True, blank=True)
+    failures = models.PositiveIntegerField(default=0, help_text="Unsuccessful sends in a row.")
+    retry_at = models.DateTimeField(null=True, blank=True, help_text="No new send before this time (backoff).")
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["charger", "connector_id"], name="one_applied_limit_per_connector")
+            models.UniqueConstraint(fields=["charger", "connector_id"], name="one_limit_state_per_connector")
         ]
+        verbose_name = "limit state"
 
     def __str__(self) -> str:
-        return f"{self.charger}#{self.connector_id} {self.limit_a} A ({self.status})"
+        return f"{self.charger}#{self.connector_id} in force {self.in_force_a} A, pending {self.pending_a} A"
+
+    @property
+    def held_a(self) -> float | None:
+        """What the charger may be holding: max(in force, unanswered); None when nothing is known."""
+        values = [v for v in (self.in_force_a, self.pending_max_a) if v is not None]
+        return max(values) if values else None
+
+    @property
+    def has_pending(self) -> bool:
+        return self.pending_max_a is not None
 
 
 class Setpoint(models.Model):

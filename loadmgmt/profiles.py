@@ -31,7 +31,8 @@ def rate_unit_for(allowed: str | None) -> str:
     """"A" unless the charger says it accepts only power ("Power" in its configuration key).
 
     Amps are preferred: they are what breakers are rated in, and per phase. A charger that
-    only takes watts gets the same limit as limit × phases × 230 V.
+    only takes watts gets limit × 230 V × the phases its car was seen drawing on (1 when not
+    known): a single-phase car on a three-phase charger may take a whole W limit on one phase.
     """
     if allowed is None:
         return "A"
@@ -39,14 +40,16 @@ def rate_unit_for(allowed: str | None) -> str:
     return "W" if units and "current" not in units and "power" in units else "A"
 
 
-def _schedule_limit(limit_a: float, number_phases: int, unit: str) -> float:
+def schedule_limit(limit_a: float, unit: str, phases_in_use: int = 1) -> float:
+    """The schedule's `limit` for `limit_a` amps per phase: amps, or watts at the phases in use."""
     if unit == "W":
-        return round_limit(round_limit(limit_a) * number_phases * VOLTAGE_V)
+        return round_limit(round_limit(limit_a) * max(1, phases_in_use) * VOLTAGE_V)
     return round_limit(limit_a)
 
 
 def _profile(
-    profile_id: int, purpose: str, limit_a: float, number_phases: int, unit: str = "A", **extra: Any
+    profile_id: int, purpose: str, limit_a: float, number_phases: int, unit: str = "A", phases_in_use: int = 1,
+    **extra: Any,
 ) -> dict[str, Any]:
     return {
         "chargingProfileId": profile_id,
@@ -57,7 +60,7 @@ def _profile(
         "chargingSchedule": {
             "chargingRateUnit": unit,
             "chargingSchedulePeriod": [
-                {"startPeriod": 0, "limit": _schedule_limit(limit_a, number_phases, unit),
+                {"startPeriod": 0, "limit": schedule_limit(limit_a, unit, phases_in_use),
                  "numberPhases": number_phases}
             ],
         },
@@ -70,36 +73,9 @@ def tx_default_payload(limit_a: float, number_phases: int, unit: str = "A") -> d
 
 
 def tx_payload(
-    connector_id: int, transaction_id: int, limit_a: float, number_phases: int, unit: str = "A"
+    connector_id: int, transaction_id: int, limit_a: float, number_phases: int, unit: str = "A",
+    phases_in_use: int = 1,
 ) -> dict[str, Any]:
-    profile = _profile(TX_PROFILE_ID_BASE + connector_id, TX, limit_a, number_phases, unit,
+    profile = _profile(TX_PROFILE_ID_BASE + connector_id, TX, limit_a, number_phases, unit, phases_in_use,
                        transactionId=transaction_id)
     return {"connectorId": connector_id, "csChargingProfiles": profile}
-
-
-def needs_sending(
-    *,
-    previous_limit_a: float | None,
-    previous_paused: bool | None,
-    previous_transaction_id: int | None,
-    previous_ok: bool,
-    seconds_since_sent: float,
-    limit_a: float,
-    paused: bool,
-    transaction_id: int | None,
-    hysteresis_a: float,
-    retry_after_s: float = 60.0,
-) -> bool:
-    """Whether a new limit must be sent to the charger.
-
-    Decreases are always sent (capacity is only safe if chargers actually lower); increases
-    only past the hysteresis, so a noisy measurement does not rewrite profiles every tick.
-    A profile the charger did not accept is retried after `retry_after_s`.
-    """
-    if previous_limit_a is None or previous_transaction_id != transaction_id or previous_paused != paused:
-        return True
-    if not previous_ok:
-        return seconds_since_sent >= retry_after_s
-    if round_limit(limit_a) < previous_limit_a:
-        return True
-    return round_limit(limit_a) - previous_limit_a >= hysteresis_a

@@ -1,49 +1,47 @@
-"""Safe default limits: each charger's fair share of every zone above it, from static data only.
+"""Safe default limits: each connector's fair share of every zone above it, from static data only.
 
-Static data only (breaker ratings, dynamic zones' fallback limits) because this is the limit a
-charger keeps when the controller is gone, when no measurement can be trusted.
+Static data only (breaker ratings, kW limits, the lowest time-of-use limit, dynamic zones'
+fallback) because this is the limit a charger keeps when the controller is gone and no
+measurement can be trusted. Shared by the allocation engine itself, so every A limit per phase
+and every kW limit at every level is honoured, per connector: a TxDefaultProfile on connector 0
+applies to each connector, so a dual-socket charger counts twice. Pure: no Django.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from chargers.models import Charger
-from loadmgmt.capacity import safe_default_current
-from loadmgmt.models import SiteSettings, Zone, ZoneMode
+from loadmgmt.engine import Policy, Session, Zone, allocate
+from loadmgmt.engine.network import floor_units
 
-
-def static_zone_limit_a(zone: Zone, site: SiteSettings) -> float | None:
-    if zone.mode == ZoneMode.DYNAMIC:
-        fallback = zone.effective_fallback_a(site)
-        return fallback if zone.max_current_a is None else min(fallback, zone.max_current_a)
-    if zone.max_current_a is not None:
-        return zone.max_current_a
-    if zone.max_power_kw is not None:
-        return zone.max_power_kw * 1000 / (3 * 230.0)
-    return None
+# Fair share is computed with a tiny minimum so that everybody gets a share; a share below the
+# charger's minimum becomes 0 afterwards (the car waits for the loop rather than risk a breaker).
+_SHARE_FLOOR_A = 0.1
+_EQUAL = Policy(mode="equal", min_on_s=0.0, min_off_s=0.0, unused_margin_a=0.0)
 
 
-def safe_defaults(zones: list[Zone], chargers: list[Charger], site: SiteSettings) -> dict[int, float]:
-    """Safe default current per charger pk, counting every managed charger of the site."""
-    by_pk = {zone.pk: zone for zone in zones}
-    counts: dict[int, int] = defaultdict(int)
-    for zone_id in Charger.objects.filter(zone__isnull=False).values_list("zone_id", flat=True):
-        for ancestor in _path(by_pk, zone_id):
-            counts[ancestor.pk] += 1
-    result = {}
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DefaultCharger:
+    pk: int
+    zone_id: str  # engine zone id (see loadmgmt.tree.charger_zone_id)
+    phases: tuple[int, ...]
+    connectors: int
+    max_a: float
+    min_a: float
+
+
+def safe_default_targets(static_zones: Sequence[Zone], chargers: Sequence[DefaultCharger]) -> dict[int, float]:
+    """Safe default current (A per phase) per charger pk."""
+    sessions = [
+        Session(id=f"{charger.pk}/{n}", zone_id=charger.zone_id, max_a=charger.max_a, phases=charger.phases,
+                min_a=_SHARE_FLOOR_A)
+        for charger in chargers for n in range(max(1, charger.connectors))
+    ]
+    limits = allocate(static_zones, sessions, _EQUAL, now=0.0).limits
+    targets: dict[int, float] = {}
     for charger in chargers:
-        path = [(static_zone_limit_a(z, site), counts[z.pk]) for z in _path(by_pk, charger.zone_id)]
-        result[charger.pk] = safe_default_current(
-            path, charger_max_a=charger.rated_max_current_a, min_a=charger.min_current_a
-        )
-    return result
-
-
-def _path(by_pk: dict[int, Zone], zone_id: int | None) -> list[Zone]:
-    path, seen = [], set()
-    while zone_id is not None and zone_id in by_pk and zone_id not in seen:
-        seen.add(zone_id)
-        path.append(by_pk[zone_id])
-        zone_id = by_pk[zone_id].parent_id
-    return path
+        share = min(limits[f"{charger.pk}/{n}"].limit_a for n in range(max(1, charger.connectors)))
+        share = floor_units(share, 10) / 10
+        targets[charger.pk] = share if share >= charger.min_a else 0.0
+    return targets

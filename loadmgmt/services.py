@@ -1,12 +1,27 @@
-"""Writes of the load-management app: measurements, decisions, what was sent."""
+"""Writes of the load-management app: measurements, the loop's live state, decisions.
+
+The live state of a connector (`LimitState`) has two writers that never wait for each other:
+the tick (in a Celery worker) records what it *sends* and what it *wants*; the process holding
+the charger's websocket records the charger's *answer* when it arrives. Each touches only its
+own fields, and an answer is matched to its send by a sequence number, so a late answer can
+never undo a newer send.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from django.db import transaction
+from django.db.models import F
 
-from loadmgmt.models import AppliedLimit, Setpoint, SiteSettings, Zone
+from loadmgmt.models import AnswerStatus, LimitPurpose, LimitState, Setpoint, SiteSettings, Zone
+
+# A failed send is retried after 1, 2, 4 … seconds, at most this long apart.
+MAX_BACKOFF_S = 60.0
+# Outcomes that settle what the charger holds: Accepted replaces the old limit; a refusal keeps it.
+_SETTLING = {AnswerStatus.ACCEPTED, AnswerStatus.REJECTED, AnswerStatus.NOT_SUPPORTED, AnswerStatus.CALL_ERROR,
+             AnswerStatus.NOT_SENT}
 
 
 def zone_record_measurement(
@@ -16,6 +31,7 @@ def zone_record_measurement(
     current_a: tuple[float | None, float | None, float | None] | None = None,
     power_kw: float | None = None,
     pv_power_kw: float | None = None,
+    pv_current_a: tuple[float, float, float] | None = None,
 ) -> None:
     """Store the latest measurement of a zone's total consumption and/or PV production.
 
@@ -32,30 +48,128 @@ def zone_record_measurement(
             fields["measured_power_kw"] = power_kw
         Zone.objects.filter(pk=zone.pk).exclude(measured_at__gt=at).update(**fields)
     if pv_power_kw is not None:
+        pv = pv_current_a or (None, None, None)
         Zone.objects.filter(pk=zone.pk).exclude(pv_measured_at__gt=at).update(
-            pv_power_kw=pv_power_kw, pv_measured_at=at
+            pv_power_kw=pv_power_kw, pv_measured_at=at, pv_current_l1_a=pv[0], pv_current_l2_a=pv[1],
+            pv_current_l3_a=pv[2],
         )
 
 
-def applied_limit_record(
-    *,
-    charger_pk: int,
-    connector_id: int,
-    purpose: str,
-    transaction_id: int | None,
-    limit_a: float,
-    paused: bool,
-    state_since: float,
-    status: str,
-    now: dt.datetime,
-) -> None:
+@dataclass(frozen=True, slots=True)
+class SendTicket:
+    """What travels with a profile to the charger and back with its answer."""
+
+    state_pk: int
+    seq: int
+    limit_a: float
+    paused: bool
+    transaction_id: int | None
+
+    def as_context(self) -> dict[str, object]:
+        return {"state_pk": self.state_pk, "seq": self.seq, "limit_a": self.limit_a, "paused": self.paused,
+                "transaction_id": self.transaction_id}
+
+    @classmethod
+    def from_context(cls, context: dict[str, object]) -> SendTicket:
+        tx = context.get("transaction_id")
+        return cls(state_pk=int(context["state_pk"]), seq=int(context["seq"]),  # type: ignore[call-overload]
+                   limit_a=float(context["limit_a"]), paused=bool(context["paused"]),  # type: ignore[arg-type]
+                   transaction_id=None if tx is None else int(tx))  # type: ignore[call-overload]
+
+
+def limit_state_for(*, charger_pk: int, connector_id: int, transaction_id: int | None,
+                    state_since: float = 0.0) -> LimitState:
+    """The connector's row, reset when it still describes another (ended) transaction.
+
+    A charger drops a transaction's TxProfile when the transaction ends, so nothing of the old
+    row is held any more; the default (connector 0) row is kept across everything.
+    """
+    purpose = LimitPurpose.TX_DEFAULT if connector_id == 0 else LimitPurpose.TX
+    state, created = LimitState.objects.get_or_create(
+        charger_id=charger_pk, connector_id=connector_id,
+        defaults={"purpose": purpose, "transaction_id": transaction_id, "state_since": state_since},
+    )
+    if not created and connector_id != 0 and state.transaction_id != transaction_id:
+        LimitState.objects.filter(pk=state.pk).update(
+            transaction_id=transaction_id, in_force_a=None, in_force_paused=False, in_force_since=None, raised_at=None,
+            pending_a=None, pending_max_a=None, pending_paused=False, pending_sent_at=None, pending_deadline=None,
+            wanted_a=None, wanted_paused=False, binding="", waiting="", state_since=state_since, run_seconds=0.0,
+            run_counted_at=None, last_status="", last_detail="", last_answer_at=None, failures=0, retry_at=None,
+        )
+        state.refresh_from_db()
+    return state
+
+
+def limit_send_record(
+    *, state_pk: int, limit_a: float, paused: bool, rate_unit: str, transaction_id: int | None, now: dt.datetime,
+    timeout_s: float,
+) -> SendTicket:
+    """Record a profile about to be sent; from now on it counts as held until an answer settles it."""
     with transaction.atomic():
-        AppliedLimit.objects.update_or_create(
-            charger_id=charger_pk,
-            connector_id=connector_id,
-            defaults={"purpose": purpose, "transaction_id": transaction_id, "limit_a": limit_a, "paused": paused,
-                      "state_since": state_since, "status": status[:40], "sent_at": now},
+        state = LimitState.objects.select_for_update().get(pk=state_pk)
+        pending_max = limit_a if state.pending_max_a is None else max(state.pending_max_a, limit_a)
+        LimitState.objects.filter(pk=state_pk).update(
+            sent_seq=F("sent_seq") + 1, pending_a=limit_a, pending_max_a=pending_max, pending_paused=paused,
+            pending_sent_at=now, pending_deadline=now + dt.timedelta(seconds=timeout_s), rate_unit=rate_unit,
         )
+        seq = state.sent_seq + 1
+    return SendTicket(state_pk, seq, limit_a, paused, transaction_id)
+
+
+def limit_answer_record(*, ticket: SendTicket, outcome: str, detail: str = "", now: dt.datetime) -> bool:
+    """Record the charger's answer (or why there is none). True when a lower limit came into force.
+
+    Accepted: the limit is in force. Rejected, NotSupported, CALLERROR, not sent: the old limit
+    stays in force. No answer, disconnected: the charger may or may not have applied it, so the
+    higher of both stays counted until a later answer settles it.
+    """
+    with transaction.atomic():
+        state = LimitState.objects.select_for_update().filter(pk=ticket.state_pk).first()
+        if state is None or (state.connector_id != 0 and state.transaction_id != ticket.transaction_id):
+            return False  # the transaction ended meanwhile: its row now belongs to another
+        fields: dict[str, object] = {"last_status": outcome, "last_detail": detail[:200], "last_answer_at": now}
+        latest = ticket.seq == state.sent_seq
+        lowered = False
+        if outcome == AnswerStatus.ACCEPTED:
+            lowered = state.held_a is not None and ticket.limit_a < state.held_a
+            # Answers come in order: anything unsettled was sent before this profile, which replaced it.
+            fields.update(in_force_a=ticket.limit_a, in_force_paused=ticket.paused, in_force_since=now, failures=0,
+                          retry_at=None, unsettled_a=None)
+            if state.in_force_a is None or ticket.limit_a > state.in_force_a:
+                fields["raised_at"] = now
+            if latest:
+                fields.update(pending_a=None, pending_deadline=None, pending_max_a=None)
+        else:
+            failures = state.failures + 1
+            fields.update(failures=failures, retry_at=now + dt.timedelta(seconds=backoff_s(failures)))
+            unsettled = state.unsettled_a
+            if outcome not in _SETTLING:
+                unsettled = ticket.limit_a if unsettled is None else max(unsettled, ticket.limit_a)
+                fields["unsettled_a"] = unsettled
+            if latest:
+                fields.update(pending_a=None, pending_deadline=None,
+                              pending_max_a=state.pending_max_a if outcome not in _SETTLING else unsettled)
+        LimitState.objects.filter(pk=state.pk).update(**fields)
+    return lowered
+
+
+def limit_expire_unanswered(*, now: dt.datetime) -> int:
+    """Profiles past their deadline with no answer at all (the process holding the link died):
+    nothing in flight any more, but their value stays counted (`pending_max_a`)."""
+    expired = list(LimitState.objects.filter(pending_a__isnull=False, pending_deadline__lt=now)
+                   .values_list("pk", "failures", "pending_a", "unsettled_a"))
+    for pk, failures, pending, unsettled in expired:
+        LimitState.objects.filter(pk=pk, pending_deadline__lt=now).update(
+            unsettled_a=pending if unsettled is None else max(pending, unsettled),
+            pending_a=None, pending_deadline=None, last_status=AnswerStatus.NO_ANSWER,
+            last_detail="no answer before the deadline", last_answer_at=now, failures=failures + 1,
+            retry_at=now + dt.timedelta(seconds=backoff_s(failures + 1)),
+        )
+    return len(expired)
+
+
+def backoff_s(failures: int) -> float:
+    return min(MAX_BACKOFF_S, 2.0 ** max(0, failures - 1))
 
 
 def setpoints_record(rows: list[Setpoint]) -> None:

@@ -1,9 +1,19 @@
 """Celery tasks of load management. Beat fires `control_tick` every second; the task itself
-runs the loop only when the site's loop period has elapsed, so the period is an admin setting."""
+runs the loop only when the site's loop period has elapsed, so the period is an admin setting.
+
+Never two ticks at once, never a lost re-balance:
+- the tick holds a short Redis lease (renewed between its steps), so a worker killed in the
+  middle of a tick blocks the loop for a few seconds at most, not minutes;
+- a re-balance request (a session started or stopped, a charger confirmed a lower limit) sets a
+  flag *before* trying the lease; the holder looks at the flag *after* releasing it and runs
+  again. Either the requester gets the lease or the holder sees the flag: requests coalesce
+  but are never dropped.
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import redis
 from celery import shared_task
@@ -17,7 +27,9 @@ from loadmgmt.models import SiteSettings
 logger = logging.getLogger(__name__)
 LOCK_KEY = "evce:loadmgmt:tick-lock"
 GATE_KEY = "evce:loadmgmt:tick-gate"
-LOCK_TIMEOUT_S = 120
+REQUEST_KEY = "evce:loadmgmt:rebalance-requested"
+LEASE_S = 10  # a tick takes milliseconds to a second: it never waits on the network
+MAX_RERUNS = 5  # re-balances asked during a tick are served by this many immediate re-runs
 
 
 def _redis() -> redis.Redis:
@@ -25,30 +37,59 @@ def _redis() -> redis.Redis:
 
 
 @shared_task
-def control_tick(force: bool = False) -> dict[str, object] | None:
+def control_tick(force: bool = False) -> dict[str, Any] | None:
     """Run one loop tick unless one is running (never overlap) or the period has not elapsed."""
     client = _redis()
-    period_ms = SiteSettings.load().loop_period_s * 1000
-    if not force and not client.set(GATE_KEY, "1", nx=True, px=period_ms):
-        return None
-    lock = client.lock(LOCK_KEY, timeout=LOCK_TIMEOUT_S, blocking=False)
+    if force:
+        client.set(REQUEST_KEY, "1")
+    else:
+        period_ms = SiteSettings.load().loop_period_s * 1000
+        if not client.set(GATE_KEY, "1", nx=True, px=period_ms):
+            return None
+    report: TickReport | None = None
+    for _ in range(MAX_RERUNS):
+        ran = _tick_under_lease(client)
+        report = ran or report
+        if ran is None or not client.get(REQUEST_KEY):
+            break
+    return None if report is None else report.__dict__
+
+
+def _tick_under_lease(client: redis.Redis) -> TickReport | None:
+    lock = client.lock(LOCK_KEY, timeout=LEASE_S, blocking=False)
     if not lock.acquire():
-        logger.info("control tick skipped: the previous tick is still running")
+        logger.debug("control tick: another tick is running; it will serve the pending request")
         return None
     try:
-        report: TickReport = run_tick(clock.now())
+        client.delete(REQUEST_KEY)
+        return run_tick(clock.now())
     finally:
-        lock.release()
-    return report.__dict__
+        try:
+            lock.release()
+        except redis.exceptions.LockError:
+            logger.warning("control tick outlived its %s s lease", LEASE_S)
 
 
 # A queued re-balance older than this is pointless: a periodic tick has run since.
 REBALANCE_EXPIRES_S = 10
 
 
-def rebalance_soon(charger_pk: int) -> None:
-    """Queue an immediate tick after a session started or stopped (see chargers.hooks)."""
+def rebalance_soon(charger_pk: int | None = None) -> None:
+    """Queue an immediate tick (a session started or stopped, a lower limit came into force)."""
     control_tick.apply_async(kwargs={"force": True}, expires=REBALANCE_EXPIRES_S)
+
+
+def limit_outcome_then_rebalance(charger_pk: int, context: dict[str, Any], reply: dict[str, Any]) -> bool:
+    """Call-outcome hook of the loop's profiles (see chargers.hooks)."""
+    from loadmgmt.apply import limit_outcome  # noqa: PLC0415
+
+    lowered = limit_outcome(charger_pk, context, reply)
+    if lowered:
+        try:
+            rebalance_soon(charger_pk)
+        except Exception:  # broker down: the periodic tick will serve it
+            logger.warning("could not queue a re-balance after a lower limit came into force")
+    return lowered
 
 
 @shared_task

@@ -88,7 +88,7 @@ class MeterAdmin(admin.ModelAdmin):
             services.meter_release_zone(meter=meter)
         super().delete_queryset(request, queryset)
 
-    @admin.action(description="Test connection (read once and show the values)")
+    @admin.action(description="Test connection (read once and show the values)", permissions=["change"])
     def test_connection(self, request: HttpRequest, queryset: QuerySet[Meter]) -> None:
         meters = list(queryset[: MAX_TEST_CONNECTION + 1])
         if len(meters) > MAX_TEST_CONNECTION:
@@ -105,7 +105,7 @@ class MeterAdmin(admin.ModelAdmin):
             else:
                 self.message_user(request, f"{meter}: FAILED - {result}", messages.ERROR)
 
-    @admin.action(description="Export 1-minute history (CSV)")
+    @admin.action(description="Export 1-minute history (CSV)", permissions=["view"])
     def export_history_csv(self, request: HttpRequest, queryset: QuerySet[Meter]) -> StreamingHttpResponse:
         return history_csv_response(MeterReading.objects.filter(meter__in=queryset), "meter-history")
 
@@ -129,6 +129,6 @@ class MeterReadingAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
-    @admin.action(description="Export selected rows (CSV)")
+    @admin.action(description="Export selected rows (CSV)", permissions=["view"])
     def export_csv(self, request: HttpRequest, queryset: QuerySet[MeterReading]) -> StreamingHttpResponse:
         return history_csv_response(queryset, "meter-history")

@@ -46,6 +46,35 @@ def ev_submeter_currents(
     return {zone_id: (p[0], p[1], p[2]) for zone_id, p in sums.items()}
 
 
+def ev_submeter_readings(
+    zone_ids: Iterable[int], *, now: dt.datetime, max_age_s: float
+) -> dict[int, tuple[float, Phases]]:
+    """Per zone whose EV sub-meters are all fresh: (time of the oldest reading, per-phase sum).
+
+    The control loop combines this with the zone meter's reading only when both were taken in
+    the same window, so it needs the time; a zone with a stale sub-meter is left out (the loop
+    then uses the chargers' own readings instead).
+    """
+    since = now - dt.timedelta(seconds=max_age_s)
+    rows = Meter.objects.filter(role=MeterRole.EV_SUBMETER, enabled=True, zone_id__in=list(zone_ids)).values_list(
+        "zone_id", "last_reading_at", "last_values"
+    )
+    sums: dict[int, list[float]] = {}
+    oldest: dict[int, float] = {}
+    stale: set[int] = set()
+    for zone_id, reading_at, values in rows:
+        if reading_at is None or not since <= reading_at <= now:
+            stale.add(zone_id)
+            continue
+        phases = sums.setdefault(zone_id, [0.0, 0.0, 0.0])
+        oldest[zone_id] = min(oldest.get(zone_id, reading_at.timestamp()), reading_at.timestamp())
+        for index, quantity in enumerate(PHASE_CURRENTS):
+            value = (values or {}).get(quantity)
+            if isinstance(value, (int, float)) and value > 0:
+                phases[index] += value
+    return {zone_id: (oldest[zone_id], (p[0], p[1], p[2])) for zone_id, p in sums.items() if zone_id not in stale}
+
+
 def history_csv_rows(readings: QuerySet[MeterReading]) -> Iterator[tuple[object, ...]]:
     """The CSV export of 1-minute history, header first; streams (large histories fit)."""
     yield CSV_HEADER

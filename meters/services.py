@@ -183,7 +183,10 @@ def _feed_zone(meter: Meter, values: Mapping[str, float], at: dt.datetime) -> No
     elif meter.role == MeterRole.PV:
         # Production only: a PV meter's standby draw or reversed CTs never lower the capacity below 0 PV.
         pv_kw = max(0.0, values[registers.POWER_W] / 1000)
-        zone_record_measurement(zone=meter.zone, at=at, pv_power_kw=pv_kw)
+        has_currents = all(q in values for q in PHASE_CURRENTS)
+        pv_currents = tuple(max(0.0, abs(values[q])) for q in PHASE_CURRENTS) if has_currents else None
+        zone_record_measurement(zone=meter.zone, at=at, pv_power_kw=pv_kw,
+                                pv_current_a=pv_currents)  # type: ignore[arg-type]
     # EV sub-meters: their latest values on the meter row are what `ev_submeter_currents` reads.
 
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db
 MODELS = [
     "chargers/charger", "chargers/connector", "chargers/ocppmessage", "chargers/autoconfigurationkey",
     "chargers/configurationkey", "badges/badge", "transactions/transaction", "transactions/metersample",
-    "loadmgmt/zone", "loadmgmt/sitesettings", "loadmgmt/setpoint", "loadmgmt/appliedlimit",
+    "loadmgmt/zone", "loadmgmt/sitesettings", "loadmgmt/setpoint", "loadmgmt/limitstate",
 ]
 
 
@@ -58,7 +58,7 @@ def test_the_charger_password_is_stored_hashed(admin_client):
             "supply_phase": 1, "min_current_a": 6, "new_password": "s3cret-passw0rd", "notes": "",
             "connectors-TOTAL_FORMS": 0, "connectors-INITIAL_FORMS": 0,
             "configuration-TOTAL_FORMS": 0, "configuration-INITIAL_FORMS": 0,
-            "applied_limits-TOTAL_FORMS": 0, "applied_limits-INITIAL_FORMS": 0}
+            "limit_states-TOTAL_FORMS": 0, "limit_states-INITIAL_FORMS": 0}
     response = admin_client.post(url, data, secure=True)
     assert response.status_code == 302, response.content.decode()[:2000]
     charger.refresh_from_db()
@@ -68,6 +68,7 @@ def test_the_charger_password_is_stored_hashed(admin_client):
 
 def zone_form(name: str, parent: Zone | None, **extra) -> dict:
     data = {"name": name, "parent": parent.pk if parent else "", "mode": "static", "max_current_a": 63,
+            "pv_phases": "123",
             "time_of_use-TOTAL_FORMS": 0, "time_of_use-INITIAL_FORMS": 0}
     data.update(extra)
     return data

@@ -6,7 +6,7 @@ import base64
 import json
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.test import Client
 
 from loadmgmt.models import Zone
@@ -24,8 +24,15 @@ def zone() -> Zone:
 def staff_client(monkeypatch) -> Client:
     monkeypatch.setattr("evce.clock.now", lambda: at(0))
     client = Client()
-    client.force_login(User.objects.create(username="bems", is_staff=True))
+    client.force_login(bems_user("bems"))
     return client
+
+
+def bems_user(username: str, password: str | None = None) -> User:
+    """A staff account allowed to push: it holds loadmgmt.change_zone."""
+    user = User.objects.create_user(username, password=password, is_staff=True)
+    user.user_permissions.add(Permission.objects.get(content_type__app_label="loadmgmt", codename="change_zone"))
+    return user
 
 
 def push(client: Client, zone: Zone, body: object, **headers: str):
@@ -75,10 +82,13 @@ def basic(username: str, password: str) -> str:
 
 def test_only_staff_may_push(zone):
     User.objects.create_user("driver", password="not-a-staff-pw-1")
-    User.objects.create_user("bems", password="bems-pw-8f2k1", is_staff=True)
+    User.objects.create_user("viewer", password="viewer-pw-8f2k1", is_staff=True)
+    bems_user("bems", "bems-pw-8f2k1")
     assert push(Client(), zone, {"power_kw": 1}, HTTP_AUTHORIZATION=basic("driver", "not-a-staff-pw-1")
                 ).status_code == 403
     assert push(Client(), zone, {"power_kw": 1}).status_code in (401, 403)
+    assert push(Client(), zone, {"power_kw": 1}, HTTP_AUTHORIZATION=basic("viewer", "viewer-pw-8f2k1")
+                ).status_code == 403  # staff, but without the right to change zones
     assert push(Client(), zone, {"power_kw": 1}, HTTP_AUTHORIZATION=basic("bems", "bems-pw-8f2k1")).status_code == 200
 
 

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from loadmgmt.capacity import TimeOfUse, ZoneConfig, ZoneMeasurement, safe_default_current, zone_capacity
+from loadmgmt.capacity import TimeOfUse, ZoneConfig, ZoneMeasurement, zone_capacity
 
 MONDAY_18H = dt.datetime(2026, 11, 23, 18, 0, tzinfo=dt.UTC)  # a Monday
 NOW = MONDAY_18H.timestamp()
@@ -81,13 +81,6 @@ def test_pv_production_adds_capacity_when_configured_and_fresh():
     assert capacity(static, fresh_pv).zone.capacity_a == pytest.approx((42, 42, 42))
     old_pv = ZoneMeasurement(at=None, pv_w=6_900, pv_at=NOW - 3600)
     assert capacity(static, old_pv).zone.capacity_a == (32, 32, 32)
-
-
-def test_the_safe_default_is_the_fair_share_of_every_zone_above():
-    assert safe_default_current([(63, 4), (400, 10)], charger_max_a=32, min_a=6) == 15.7
-    assert safe_default_current([(100, 2), (63, 3)], charger_max_a=32, min_a=6) == 21.0
-    assert safe_default_current([(32, 1)], charger_max_a=16, min_a=6) == 16
-    assert safe_default_current([(20, 5)], charger_max_a=32, min_a=6) == 0.0  # 4 A cannot be signalled
 
 
 def test_a_live_pv_meter_never_makes_a_dead_consumption_meter_look_fresh():

@@ -9,7 +9,7 @@ from ocpp.v16 import call
 
 from badges.models import Badge
 from chargers.models import Charger, RegistrationStatus
-from loadmgmt.models import AllocationMode, AppliedLimit, Setpoint, SiteSettings, Zone
+from loadmgmt.models import AllocationMode, LimitState, Setpoint, SiteSettings, Zone
 from loadmgmt.tasks import control_tick
 from tests.conftest import wait_until
 from tests.ocpp_sim import utc_iso
@@ -76,7 +76,8 @@ def test_four_chargers_share_a_63_a_root_then_rebalance_and_serve_a_vip_first(si
     assert vip_setpoint.binding == "session max"
     assert Setpoint.objects.filter(charger__charge_point_id="CP-LOOP-1", limit_a=10.3).latest("id").binding.startswith(
         "zone:Connection point")
-    assert set(AppliedLimit.objects.values_list("status", flat=True)) == {"Accepted"}
+    assert set(LimitState.objects.values_list("last_status", flat=True)) == {"Accepted"}
+    assert not LimitState.objects.filter(pending_max_a__isnull=False).exists()
 
 
 def test_a_rejecting_charger_is_recorded_and_does_not_stop_the_others(site):
@@ -86,10 +87,13 @@ def test_a_rejecting_charger_is_recorded_and_does_not_stop_the_others(site):
     for cp_id in ("CP-LOOP-1", "CP-LOOP-3"):
         start(sims[cp_id], f"DRIVER-{cp_id[-1]}")
     Charger.objects.filter(charge_point_id="CP-LOOP-2").update(connected=True)  # stale flag, as after a crash
-    tick_until(sims, {"CP-LOOP-3": 31.5})
-    rejected = AppliedLimit.objects.get(charger__charge_point_id="CP-LOOP-1", connector_id=1)
-    assert rejected.status == "Rejected"
-    assert dt.datetime.now(dt.UTC) - rejected.sent_at < dt.timedelta(minutes=1)
+    # CP-LOOP-1 rejected even its safe default: nobody knows what it holds, so it counts at its
+    # rating (32 A) and CP-LOOP-3 gets what is left of 63 A, not the 31.5 A of an equal share.
+    tick_until(sims, {"CP-LOOP-3": 31.0})
+    rejected = LimitState.objects.get(charger__charge_point_id="CP-LOOP-1", connector_id=1)
+    assert rejected.last_status == "Rejected" and rejected.in_force_a is None and rejected.failures >= 1
+    assert rejected.retry_at is not None  # retried with backoff, not at every tick
+    assert dt.datetime.now(dt.UTC) - rejected.last_answer_at < dt.timedelta(minutes=1)
 
 
 def test_a_new_car_is_balanced_at_once_not_at_the_next_period(site):

@@ -9,11 +9,11 @@ from ocpp.v16 import call
 from badges.models import Badge
 from chargers.models import Charger, RegistrationStatus
 from evce import clock
-from loadmgmt.control import run_tick
 from loadmgmt.models import SiteSettings
 from meters import services
 from meters.registers import get_register_map
 from tests.meters_fakes import typical_values
+from tests.loop_helpers import settle
 from tests.meters_lab import dynamic_zone, make_meter
 from tests.ocpp_sim import utc_iso
 
@@ -45,7 +45,7 @@ def test_building_load_drives_the_ev_limits_and_a_dead_meter_gives_the_fallback(
     def step(seconds: float = 0.0) -> list[float]:
         now = clock.now() + dt.timedelta(seconds=seconds)
         services.meters_poll_due(now=now)
-        run_tick(now)
+        settle(now)
         return [sim.last_tx_limit() for sim in sims]
 
     assert step() == [30.0, 30.0]  # (100 - 40) / 2

@@ -12,7 +12,8 @@ The order is what carries the promises:
 2. running sessions still inside their minimum on-time (the hold yields only to capacity and VIPs);
 3. between rotations: running sessions before paused ones (keep the current paused set; paused
    ones come back only into capacity that is left over);
-4. the shedding policy (least energy first, or most recently connected first);
+4. the shedding policy (least energy first, or least time charged first: time connected, not
+   counting the time spent paused, so that a paused car is overtaken and gets its turn);
 5. the session id, so ties are broken the same way every time.
 At a rotation step 3 is dropped: the order is re-evaluated from scratch and paused sessions that
 now rank better (less energy received while they waited) take their turn.
@@ -60,13 +61,17 @@ def admission_order(
             (0 if priority and s.vip else 4)  # 1. VIPs first in priority mode
             + (0 if not s.paused and now - s.state_since < min_on_s else 2)  # 2. minimum on-time
             + (0 if rotate or not s.paused else 1),  # 3. between rotations: running first
-            s.energy_wh if by_energy else -s.connected_at,  # 4. least energy / latest arrival first
+            s.energy_wh if by_energy else _time_charged(s, now),  # 4. least energy / least time charged
             -s.connected_at if by_energy else s.energy_wh,
             s.id,  # 5. a stable tie-break
         )
         for i, s in ((i, sessions[i]) for i in candidates)
     }
     return sorted(candidates, key=keys.__getitem__)
+
+
+def _time_charged(session: Session, now: float) -> float:
+    return now - session.connected_at if session.charged_s is None else session.charged_s
 
 
 def admit(

@@ -89,6 +89,10 @@ class Session:
     vip: bool = False
     energy_wh: float = 0.0
     connected_at: float = 0.0  # epoch seconds
+    # Seconds the session has been allowed to charge (paused time excluded). The connection-time
+    # policy ranks by it: a paused car does not age, so the others overtake it and a rotation
+    # gives it its turn. None: counted from `connected_at` (no pause history known).
+    charged_s: float | None = None
     paused: bool = False
     state_since: float = 0.0  # epoch seconds of the last paused <-> running change
     voltage_v: float = 230.0
@@ -105,6 +109,8 @@ class Session:
         _require(charger_ok, f"session {self.id!r}: charger_max_a must be >= 0")
         for name in ("energy_wh", "connected_at", "state_since"):
             _require(_finite(getattr(self, name)), f"session {self.id!r}: {name} must be a finite number")
+        charged_ok = self.charged_s is None or (_finite(self.charged_s) and self.charged_s >= 0)
+        _require(charged_ok, f"session {self.id!r}: charged_s must be a finite number >= 0")
         # One canonical, hashable form: (2, 0) and [0, 2] are the same wiring.
         object.__setattr__(self, "phases", tuple(sorted(self.phases)))
 

@@ -408,9 +408,11 @@ def _command_view(command: str) -> type[V1View]:
             summary=f"{action} (OCPP)",
         )
         def post(self, request: Request, charge_point_id: str) -> Response:
-            get_object_or_404(Charger, charge_point_id=charge_point_id)
+            charger = get_object_or_404(Charger, charge_point_id=charge_point_id)
             serializer = in_serializer(data=request.data)
             serializer.is_valid(raise_exception=True)
+            if not charger.connected or not charger.channel_name:
+                raise Conflict(f"charger {charge_point_id!r} is offline")
             try:
                 answer = commands.send_call(charge_point_id, action, _ocpp_payload(command, serializer.validated_data))
             except commands.ChargerOffline as error:

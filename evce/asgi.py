@@ -9,12 +9,15 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evce.settings")
 django_http = get_asgi_application()
 
+from channels.auth import AuthMiddlewareStack  # noqa: E402 - after Django setup
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402 - after Django setup
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from chargers.consumers import OcppConsumer, UnknownPathConsumer  # noqa: E402
+from dashboard.routing import websocket_urlpatterns as dashboard_websockets  # noqa: E402
 
 websocket_urls = [
     # The charge point identity is the last path segment (OCPP-J 1.6 §3.1.1). Every
@@ -22,6 +25,8 @@ websocket_urls = [
     # (decoded once) and refuses a bad one with a log line (chargers/identity.py);
     # anything else is refused too, instead of the router's "no route" 500.
     re_path(r"^ocpp/", OcppConsumer.as_asgi()),
+    # Live dashboard pages: the user's session (cookie) and an Origin check against ALLOWED_HOSTS.
+    re_path(r"^ws/dashboard/", AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(dashboard_websockets)))),
     re_path(r"", UnknownPathConsumer.as_asgi()),
 ]
 

@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "meters",
     "api",
     "simulator",
+    "dashboard",
 ]
 
 MIDDLEWARE = [

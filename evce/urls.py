@@ -1,6 +1,5 @@
 from django.contrib import admin
 from django.urls import include, path
-from django.views.generic import RedirectView
 
 admin.site.site_header = "EV charging site controller"
 admin.site.site_title = "EVCE admin"
@@ -8,5 +7,5 @@ admin.site.site_title = "EVCE admin"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("api.urls")),
-    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("", include("dashboard.urls")),
 ]

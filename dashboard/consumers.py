@@ -1,0 +1,157 @@
+"""Live dashboard pages: one websocket per open page, a full snapshot on connect, then deltas.
+
+Why the consumer polls the database (every POLL_S) instead of waiting for events:
+- every writer is covered, whichever process it runs in (the OCPP consumer, the Celery tick,
+  the meter poller, the admin, the API, a shell), with no hook to forget and no edit to the
+  hot OCPP path: an event published from a service can be lost (Redis hiccup, a writer that
+  does not publish) and the page would then be wrong until reload, while a poll is right
+  again one second later;
+- the cost is bounded and independent of the event rate: a handful of indexed queries per
+  open page per second (measured in the README's dashboard section), where a busy site emits
+  hundreds of events per second that would each re-render a tile.
+The page receives the same template fragments the server rendered first, compared as text,
+so an unchanged tile costs nothing on the wire. Single records (tiles, the charger's live
+block) go out as soon as they change; the zone tree — a list that changes with every meter
+reading — at most every LIST_EVERY_S.
+Roles: the websocket checks the same permission as the page, at connect and every
+RECHECK_S (a removed role or a deactivated account stops the stream), and is behind the
+Origin check (evce/asgi.py) so another site cannot open it with the user's cookie.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.contrib.auth import get_user_model
+from django.template.loader import render_to_string
+
+from dashboard import roles, selectors
+from evce import clock
+
+logger = logging.getLogger(__name__)
+
+POLL_S = 1.0
+LIST_EVERY_S = 3.0
+PING_EVERY_S = 5.0
+RECHECK_S = 30.0
+CLOSE_DENIED = 4403
+CLOSE_GONE = 4404
+
+
+def user_may_view(user_pk: int | None) -> bool:
+    """Fresh from the database: the role may have been removed since the page was opened."""
+    if user_pk is None:
+        return False
+    user = get_user_model().objects.filter(pk=user_pk, is_active=True).first()
+    return user is not None and user.has_perm(roles.VIEW)
+
+
+class LiveConsumer(AsyncJsonWebsocketConsumer):
+    """Streams one page: `site` (summary, zones, tiles) or `charger` (its live block)."""
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        self.user_pk: int | None = user.pk if user is not None and user.is_authenticated else None
+        await self.accept()
+        if not await database_sync_to_async(user_may_view)(self.user_pk):
+            await self.close(code=CLOSE_DENIED)  # accepted first, so the page can tell "denied" from "down"
+            return
+        self.page: str = self.scope["url_route"]["kwargs"]["page"]
+        self.charger_pk: int | None = self.scope["url_route"]["kwargs"].get("pk")
+        self.sent: dict[str, str] = {}
+        self.order: list[str] = []
+        self.problems: list[str] = []
+        self.task: asyncio.Task[None] | None = asyncio.ensure_future(self.stream())
+
+    async def disconnect(self, code: int) -> None:
+        task = getattr(self, "task", None)
+        if task is not None:
+            task.cancel()
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        """The page sends nothing; anything received is ignored."""
+
+    async def stream(self) -> None:
+        last_list = last_sent = last_check = 0.0
+        while True:
+            started = time.monotonic()
+            try:
+                if started - last_check >= RECHECK_S and last_check:
+                    if not await database_sync_to_async(user_may_view)(self.user_pk):
+                        await self.close(code=CLOSE_DENIED)
+                        return
+                    last_check = started
+                last_check = last_check or started
+                with_lists = started - last_list >= LIST_EVERY_S
+                update = await database_sync_to_async(self.build)(with_lists)
+                if with_lists:
+                    last_list = started
+                if update is None:
+                    await self.close(code=CLOSE_GONE)
+                    return
+                if update:
+                    await self.send_json({"type": "update", **update})
+                    last_sent = started
+                elif started - last_sent >= PING_EVERY_S:
+                    await self.send_json({"type": "ping"})
+                    last_sent = started
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a failed read must not end the stream: the page says it is stale meanwhile
+                logger.exception("dashboard live stream of %s failed; retrying", self.page)
+            await asyncio.sleep(max(0.05, POLL_S - (time.monotonic() - started)))
+
+    # --- building the fragments (sync, in a worker thread) ---------------------------------
+
+    def build(self, with_lists: bool) -> dict[str, Any] | None:
+        """What changed since the last message: {} when nothing, None when the page's object is gone."""
+        if self.page == "charger":
+            return self._charger()
+        return self._site(with_lists)
+
+    def _site(self, with_lists: bool) -> dict[str, Any]:
+        now = clock.now()
+        tiles = selectors.charger_tiles(now=now)
+        regions: dict[str, str] = {}
+        if with_lists:
+            zones, self.problems = selectors.zone_views(now=now, tiles=tiles)
+            regions["zones"] = render_to_string("dashboard/_zones.html", {
+                "overview": selectors.Overview(zones=zones, tiles=tiles, problems=self.problems)})
+        regions["summary"] = render_to_string("dashboard/_summary.html", {
+            "overview": selectors.Overview(zones=[], tiles=tiles, problems=self.problems)})
+        items = {tile.dom_id: render_to_string("dashboard/_tile.html", {"tile": tile}) for tile in tiles}
+        return self._delta(regions, items)
+
+    def _charger(self) -> dict[str, Any] | None:
+        from dashboard.views import charger_live_context  # noqa: PLC0415 - views import this module's neighbours
+
+        context = charger_live_context(self.charger_pk or 0)
+        if context["tile"] is None:
+            return None
+        return self._delta({"charger-live": render_to_string("dashboard/_charger_live.html", context)}, {})
+
+    def _delta(self, regions: dict[str, str], items: dict[str, str]) -> dict[str, Any]:
+        update: dict[str, Any] = {}
+        changed_regions = {key: html for key, html in regions.items() if self.sent.get(key) != html}
+        changed_items = {key: html for key, html in items.items() if self.sent.get(key) != html}
+        removed = [key for key in self.order if key not in items]
+        order = list(items)
+        if changed_regions:
+            update["regions"] = changed_regions
+        if changed_items:
+            update["items"] = changed_items
+        if removed:
+            update["removed"] = removed
+            for key in removed:
+                self.sent.pop(key, None)
+        if order != self.order and items:
+            update["order"] = order
+        self.order = order
+        self.sent.update(changed_regions)
+        self.sent.update(changed_items)
+        return update

@@ -1,0 +1,154 @@
+"""Maintenance pages: the OCPP message log (filters, CSV/JSON download) and the system's health."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.core.paginator import Paginator
+from django.db.models import Max, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils.dateparse import parse_datetime
+
+from chargers.models import Charger, Direction, OcppMessage
+from dashboard import roles
+from dashboard.views import page_context
+from evce import clock
+from loadmgmt.models import LimitState, Setpoint, SiteSettings
+from meters.models import Meter
+
+logger = logging.getLogger(__name__)
+
+PAGE_SIZE = 100
+# A download is a maintenance aid: bounded, newest first.
+DOWNLOAD_MAX_ROWS = 50_000
+LOG_FIELDS = ("timestamp", "charge_point_id", "direction", "message_type", "unique_id", "action", "payload", "error")
+
+
+def _filtered(request: HttpRequest) -> tuple[QuerySet[OcppMessage], dict[str, str]]:
+    params = {key: request.GET.get(key, "").strip() for key in ("charger", "direction", "action", "since", "until",
+                                                              "errors")}
+    rows = OcppMessage.objects.all()
+    if params["charger"]:
+        rows = rows.filter(charge_point_id__iexact=params["charger"])
+    if params["direction"] in Direction.values:
+        rows = rows.filter(direction=params["direction"])
+    if params["action"]:
+        rows = rows.filter(action__iexact=params["action"])
+    for key, lookup in (("since", "timestamp__gte"), ("until", "timestamp__lte")):
+        moment = parse_datetime(params[key]) if params[key] else None
+        if moment is not None:
+            rows = rows.filter(**{lookup: moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)})
+    if params["errors"]:
+        rows = rows.exclude(error="")
+    return rows, params
+
+
+@roles.requires(roles.VIEW)
+def log(request: HttpRequest) -> HttpResponse:
+    rows, params = _filtered(request)
+    page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    for message in page.object_list:
+        message.payload_text = json.dumps(message.payload, ensure_ascii=False, indent=1)  # type: ignore[attr-defined]
+    return render(request, "dashboard/log.html", page_context(
+        request, "log", page=page, params=params, query=query.urlencode(), directions=Direction.choices,
+        chargers=Charger.objects.values_list("charge_point_id", flat=True),
+    ))
+
+
+def _row(message: OcppMessage) -> dict[str, Any]:
+    return {"timestamp": message.timestamp.isoformat(), "charge_point_id": message.charge_point_id,
+            "direction": message.direction, "message_type": message.message_type, "unique_id": message.unique_id,
+            "action": message.action, "payload": message.payload, "error": message.error}
+
+
+@roles.requires(roles.VIEW)
+def log_download(request: HttpRequest, fmt: str) -> HttpResponse:
+    """The filtered log as CSV (payload as JSON text) or JSON lines, newest first, bounded."""
+    rows, _ = _filtered(request)
+    messages = [_row(message) for message in rows[:DOWNLOAD_MAX_ROWS]]
+    stamp = f"{clock.now():%Y%m%d-%H%M%S}"
+    if fmt == "json":
+        body = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in messages)
+        response = HttpResponse(body, content_type="application/x-ndjson; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="ocpp-log-{stamp}.jsonl"'
+        return response
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=LOG_FIELDS)
+    writer.writeheader()
+    for row in messages:
+        writer.writerow({**row, "payload": json.dumps(row["payload"], ensure_ascii=False),
+                         **{k: _safe_cell(row[k]) for k in ("charge_point_id", "action", "error", "unique_id")}})
+    response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="ocpp-log-{stamp}.csv"'
+    return response
+
+
+def _safe_cell(text: str) -> str:
+    """Charger-supplied text must not become a spreadsheet formula when the CSV is opened."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def health_checks(now: dt.datetime) -> list[Check]:
+    """What an operator checks first when something looks wrong: loop, meters, Redis, chargers."""
+    checks = []
+    site = SiteSettings.load()
+    last_decision = Setpoint.objects.aggregate(at=Max("timestamp"))["at"]
+    last_state = LimitState.objects.aggregate(at=Max("updated_at"))["at"]
+    latest = max((moment for moment in (last_decision, last_state) if moment is not None), default=None)
+    running = LimitState.objects.filter(connector_id__gt=0, transaction_id__isnull=False).exists()
+    if latest is None:
+        checks.append(Check("Control loop", not running, "no decision recorded yet"))
+    else:
+        age = (now - latest).total_seconds()
+        # Decisions are written when something changes: silence is only suspicious while sessions run.
+        ok = age <= max(60, 10 * site.loop_period_s) or not running
+        checks.append(Check("Control loop", ok, f"last decision {age:.0f} s ago (period {site.loop_period_s} s)"))
+    checks.append(_redis_check())
+    for meter in Meter.objects.filter(enabled=True).select_related("zone"):
+        stale = meter.is_stale(now, site.measurement_max_age_s)
+        detail = (f"last reading {meter.last_reading_at:%H:%M:%S}" if meter.last_reading_at else "never read")
+        if meter.last_error:
+            detail += f"; last error: {meter.last_error[:120]} ({meter.consecutive_failures} in a row)"
+        checks.append(Check(f"Meter {meter.name}", not stale, detail))
+    offline = list(Charger.objects.filter(registration_status="accepted", connected=False)
+                   .values_list("charge_point_id", flat=True)[:50])
+    checks.append(Check("Chargers", not offline, f"offline: {', '.join(offline)}" if offline else "all online"))
+    return checks
+
+
+def _redis_check() -> Check:
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        client.ping()
+        gate = client.pttl("evce:loadmgmt:tick-gate")  # set by every periodic tick: proves beat and a worker run
+    except redis.RedisError as error:
+        return Check("Redis (channel layer, Celery broker)", False, f"unreachable: {error}")
+    finally:
+        client.close()
+    beat = "a periodic tick ran within its period" if gate and gate > 0 else "no periodic tick within the period"
+    return Check("Redis (channel layer, Celery broker)", True, f"reachable; {beat}")
+
+
+@roles.requires(roles.VIEW)
+def health(request: HttpRequest) -> HttpResponse:
+    checks = health_checks(clock.now())
+    return render(request, "dashboard/health.html", page_context(
+        request, "health", checks=checks, all_ok=all(check.ok for check in checks)))

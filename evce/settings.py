@@ -6,6 +6,7 @@ Each variable is documented in README.md ("Configuration"). Values are parsed st
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from evce.env import (
     env_str,
     parse_database_url,
 )
+from evce.instance import read_running
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("EVCE_DATA_DIR", str(BASE_DIR / "data"))).resolve()
@@ -120,7 +122,20 @@ DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 EMBEDDED_REDIS_PORT = env_int("EMBEDDED_REDIS_PORT", 6389, minimum=1, maximum=65535)
-REDIS_URL = check_redis_url(env_str("REDIS_URL", f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"))
+
+
+def _default_redis_url() -> str:
+    """The embedded Redis: the one `bin/run` started from this data directory when it runs
+    (a management command in another shell then finds it whatever port it took), else
+    the port EMBEDDED_REDIS_PORT names."""
+    if "EMBEDDED_REDIS_PORT" not in os.environ:
+        running = read_running(DATA_DIR)
+        if running is not None and running.redis_url:
+            return running.redis_url
+    return f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
+
+
+REDIS_URL = check_redis_url(env_str("REDIS_URL", "") or _default_redis_url())
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",

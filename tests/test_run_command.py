@@ -79,3 +79,84 @@ def test_the_run_command_uses_postgresql_and_redis_when_given(tmp_path):
     assert code == 0, output
     assert "embedded Redis" not in output
     assert not (tmp_path / "evce.sqlite3").exists()
+
+
+def manage(data_dir: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    """A management command from "another shell": only EVCE_DATA_DIR in common with bin/run."""
+    env = {key: value for key, value in os.environ.items()
+           if key not in {"DATABASE_URL", "REDIS_URL", "EMBEDDED_REDIS_PORT"}}
+    env.update(EVCE_DATA_DIR=str(data_dir), HTTPS="false", **extra)
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie awaiting its parent's wait() is gone for our purpose
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_one_instance_per_data_dir_found_by_other_shells_and_ended_by_sighup(tmp_path):
+    import json
+
+    port = free_port()
+    process = start_run_command(tmp_path, port)
+    sim = None
+    try:
+        wait_for_port(port, process, timeout_s=90)
+        state = json.loads((tmp_path / "run.json").read_text())
+        assert set(state["children"]) == {"redis", "daphne", "worker", "beat"}
+        # A second start on the same data directory says so and leaves the first alone.
+        second = start_run_command(tmp_path, free_port())
+        output, _ = second.communicate(timeout=60)
+        assert second.returncode == 1
+        assert f"already running from {tmp_path}" in output.decode() and str(process.pid) in output.decode()
+        # ocpp_call from another shell finds the embedded Redis on its random port.
+        sim = ChargerSim(f"ws://127.0.0.1:{port}", "CP-SHELL").connect()
+        sim.boot()
+        answer = manage(tmp_path, "ocpp_call", "CP-SHELL", "ClearCache")
+        assert answer.returncode == 0, answer.stderr
+        assert json.loads(answer.stdout) == {"status": "Accepted"}
+        # Told the wrong port, it says what to set, in one line, without a traceback.
+        wrong = manage(tmp_path, "ocpp_call", "CP-SHELL", "ClearCache", EMBEDDED_REDIS_PORT=str(free_port()))
+        assert wrong.returncode == 1
+        assert "Traceback" not in wrong.stderr and len(wrong.stderr.strip().splitlines()) == 1, wrong.stderr
+        assert "cannot reach Redis" in wrong.stderr and "EVCE_DATA_DIR" in wrong.stderr
+    finally:
+        if sim is not None:
+            sim.close()
+        os.kill(process.pid, signal.SIGHUP)  # the terminal closed: only the launcher gets it
+        output, _ = process.communicate(timeout=40)
+    assert process.returncode == 0, output.decode(errors="replace")
+    assert "SIGHUP received" in output.decode(errors="replace")
+    assert not [name for name, pid in state["children"].items() if pid_alive(pid)]
+    assert not (tmp_path / "run.json").exists()
+    assert_port_free(port)
+
+
+def test_children_do_not_outlive_a_killed_launcher(tmp_path):
+    import json
+
+    from tests.conftest import wait_until
+
+    port = free_port()
+    process = start_run_command(tmp_path, port)
+    try:
+        wait_for_port(port, process, timeout_s=90)
+        children = json.loads((tmp_path / "run.json").read_text())["children"]
+    finally:
+        os.kill(process.pid, signal.SIGKILL)  # no handler runs: the parent-death signal must do it
+        process.communicate(timeout=10)
+    wait_until(lambda: not [pid for pid in children.values() if pid_alive(pid)], timeout_s=30, interval_s=0.2)
+    # The lock went with the launcher: the next start works.
+    restarted = start_run_command(tmp_path, port)
+    try:
+        wait_for_port(port, restarted, timeout_s=90)
+    finally:
+        code, output = stop(restarted)
+    assert code == 0, output

@@ -90,6 +90,7 @@ class ChargerSpec:
     max_stack_level: int = 8
     max_periods: int = 24
     meter_interval_s: float = 10.0
+    follow_sample_interval: bool = False
     heartbeat_interval_s: float | None = None
     id_tag: str = "SIMTAG"
     password: str | None = None
@@ -173,7 +174,7 @@ class SimulatedCharger(ChargePoint):
         )
         self.config: dict[str, str] = {
             "HeartbeatInterval": str(int(spec.heartbeat_interval_s or 300)),
-            "MeterValueSampleInterval": str(int(spec.meter_interval_s)),
+            "MeterValueSampleInterval": str(max(1, round(spec.meter_interval_s))),
             "MeterValuesSampledData": "Energy.Active.Import.Register,Power.Active.Import,Current.Import",
             "NumberOfConnectors": str(spec.connectors),
             "ChargeProfileMaxStackLevel": str(spec.max_stack_level),
@@ -188,6 +189,9 @@ class SimulatedCharger(ChargePoint):
         self.booted = asyncio.Event()
         self.boot_status: str | None = None
         self.heartbeat_interval_s = spec.heartbeat_interval_s or 300.0
+        # The test's interval wins unless follow_sample_interval: the server's
+        # MeterValueSampleInterval (often 60 s) would make short tests see nothing.
+        self.meter_interval_s = spec.meter_interval_s
         self.disconnects = 0
         self.local_list_version = 0
         self.calls_received: Counter[str] = Counter()  # server CALLs by action, answered or not
@@ -479,7 +483,7 @@ class SimulatedCharger(ChargePoint):
     async def _meter_values(self) -> None:
         await self.booted.wait()
         while True:
-            await asyncio.sleep(self.spec.meter_interval_s)
+            await asyncio.sleep(self.meter_interval_s)
             for state in self.connectors.values():
                 if state.transaction_id is not None:
                     await self._call(self.meter_values_payload(state), queue_offline=True)
@@ -650,6 +654,9 @@ class SimulatedCharger(ChargePoint):
         if key in READONLY_KEYS:
             return call_result.ChangeConfiguration(status="Rejected")
         self.config[key] = value
+        if key == "MeterValueSampleInterval" and self.spec.follow_sample_interval:
+            with contextlib.suppress(ValueError):
+                self.meter_interval_s = max(1.0, float(value))
         if key == "HeartbeatInterval" and self.spec.heartbeat_interval_s is None:
             with contextlib.suppress(ValueError):
                 self.heartbeat_interval_s = max(1.0, float(value))

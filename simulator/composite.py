@@ -333,8 +333,9 @@ class ProfileStore:
     ) -> CompositeLimit:
         """The §3.13.3 composite limit of a connector at ``t``, in amps per phase.
 
-        ``phases_in_use`` converts W limits (default: the prevailing period's numberPhases,
-        3 when absent). ``transaction_id`` selects the TxProfiles of the running
+        W limits are converted at min(``phases_in_use``, the period's numberPhases), both 3
+        when absent. numberPhases does not switch phases otherwise (no
+        ConnectorSwitch3to1PhaseSupported in this model). ``transaction_id`` selects the TxProfiles of the running
         transaction; ``transaction_start`` anchors Relative schedules.
         """
         cp_max = self.profiles(0, CHARGE_POINT_MAX)
@@ -380,7 +381,8 @@ def _prevailing(
         period = profile.period_at(t, relative_start)
         if period is None or (best is not None and profile.stack_level <= best[0]):
             continue
-        phases = phases_in_use or period.number_phases or DEFAULT_PHASES
+        # The charger uses at most the period's numberPhases, and only the phases the car draws on.
+        phases = min(phases_in_use or DEFAULT_PHASES, period.number_phases or DEFAULT_PHASES)
         best = (profile.stack_level, limit_per_phase_a(period.limit, profile.rate_unit, phases), profile.profile_id)
     return (best[1], best[2]) if best is not None else (None, None)
 

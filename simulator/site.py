@@ -289,10 +289,20 @@ class Site:
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout_s: float = 60.0) -> T:
         """Run a coroutine in the site's loop and wait for its result."""
+        if threading.current_thread() is self.thread:
+            coroutine.close()
+            raise RuntimeError("Site.run() called from the site's own loop: it would wait for itself")
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout_s)
 
     def in_loop(self, function: Callable[[], T]) -> T:
-        """Call ``function`` in the site's loop (consistent reads of simulator state)."""
+        """Call ``function`` in the site's loop (consistent reads of simulator state).
+
+        Already in the loop (e.g. a :meth:`wait_until` predicate that calls :meth:`report`),
+        it is called directly.
+        """
+        if threading.current_thread() is self.thread:
+            return function()
+
         async def wrapper() -> T:
             return function()
 

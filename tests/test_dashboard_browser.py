@@ -1,0 +1,109 @@
+"""The dashboard in a real headless Chromium against a real Daphne and simulated chargers.
+
+Log in through the form, watch a charger boot and change live, send a command to an offline
+charger, download the sessions CSV, and take screenshots at phone and wall-screen widths
+(kept in $EVCE_SCREENSHOTS, default a temporary directory, so a person can look at them).
+The event→browser latency is printed (pytest -s) for the README's figures.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Group, User
+from ocpp.v16 import call
+
+from chargers.models import Charger, RegistrationStatus
+from tests import browser
+from tests.test_dashboard_live import ensure_roles
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not browser.available(), reason="needs Debian's chromium")]
+
+PHONE = (390, 844)
+WALL = (2560, 1440)
+
+
+@pytest.fixture
+def chromium() -> Iterator[browser.Browser]:
+    instance = browser.Browser()
+    yield instance
+    instance.close()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("EVCE_SCREENSHOTS", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def sign_in(chromium: browser.Browser, http: str, role: str, next_path: str = "/") -> None:
+    ensure_roles()
+    user = User.objects.create_user(f"web-{role}", password="a long pass phrase", is_staff=True)  # noqa: S106
+    user.groups.add(Group.objects.get(name=role))
+    chromium.open(f"{http}{next_path}")
+    assert "/admin/login/" in chromium.evaluate("location.pathname")  # anonymous: sent to the login form
+    chromium.submit_form("#login-form", {"username": user.username, "password": "a long pass phrase"})
+    assert chromium.evaluate("location.pathname") == next_path
+
+
+def test_it_shows_a_booting_charger_live_and_its_status_changes(ocpp_url, accepted_charger, chromium, shots):
+    http = ocpp_url.replace("ws://", "http://")
+    sign_in(chromium, http, "viewer")
+    chromium.wait_for("document.getElementById('live-state').dataset.state === 'live'")
+
+    started = time.time()
+    sim = accepted_charger("CP-WEB-1")
+    pk = Charger.objects.get(charge_point_id="CP-WEB-1").pk
+    chromium.wait_for(f"(document.getElementById('charger-{pk}') || {{}}).className.includes('online')")
+    appeared_ms = chromium.evaluate(f"window.evceLive.applied.find(u => u.ids.includes('charger-{pk}')).at")
+    print(f"\nboot → tile in the browser: {appeared_ms - started * 1000:.0f} ms (connect + boot + boot steps)")
+
+    sent = time.time()
+    sim.call(call.StatusNotification(connector_id=1, error_code="NoError", status="Charging"))
+    chromium.wait_for(f"document.getElementById('charger-{pk}').innerText.includes('Charging')")
+    shown_ms = chromium.evaluate(
+        f"window.evceLive.applied.filter(u => u.ids.includes('charger-{pk}')).slice(-1)[0].at")
+    print(f"StatusNotification → tile updated: {shown_ms - sent * 1000:.0f} ms")
+    assert shown_ms - sent * 1000 < 2500  # the issue asks for "within a second" of polling; allow a loaded CI
+
+    chromium.resize(*PHONE, mobile=True)
+    chromium.screenshot(shots / "overview-phone.png")
+    chromium.resize(*WALL)
+    chromium.screenshot(shots / "overview-wall.png")
+    sim.close()
+    chromium.wait_for(f"document.getElementById('charger-{pk}').className.includes('offline')")
+
+
+def test_a_command_on_an_offline_charger_says_so(ocpp_url, chromium, shots):
+    http = ocpp_url.replace("ws://", "http://")
+    charger = Charger.objects.create(charge_point_id="CP-WEB-OFF", registration_status=RegistrationStatus.ACCEPTED)
+    sign_in(chromium, http, "operator", f"/chargers/{charger.pk}/")
+    chromium.submit_form("#commands form", {}, button="button[value=soft_reset]")
+    message = chromium.text(".messages li.error")
+    assert "Soft reset not sent" in message and "offline" in message
+    chromium.resize(*PHONE, mobile=True)
+    chromium.screenshot(shots / "charger-phone.png")
+    chromium.resize(*WALL)
+    chromium.screenshot(shots / "charger-wall.png")
+
+
+def test_a_viewer_downloads_the_sessions_csv_and_sees_the_log(ocpp_url, accepted_charger, chromium, shots):
+    http = ocpp_url.replace("ws://", "http://")
+    accepted_charger("CP-WEB-LOG")
+    sign_in(chromium, http, "viewer", "/sessions/")
+    csv_text = chromium.evaluate("fetch(document.querySelector('a[href^=\"/sessions.csv\"]').href).then(r => r.text())")
+    assert csv_text.startswith("transaction,charger,")
+    chromium.wait_for("document.querySelector('#site-chart') && document.querySelector('#site-chart').innerText")
+    chromium.resize(*PHONE, mobile=True)
+    chromium.screenshot(shots / "sessions-phone.png")
+    chromium.open(f"{http}/log/?charger=CP-WEB-LOG")
+    assert "BootNotification" in chromium.text("table.log")
+    log_json = chromium.evaluate("fetch(document.querySelector('a[href^=\"/log.json\"]').href).then(r => r.text())")
+    assert '"action": "BootNotification"' in log_json
+    chromium.resize(*WALL)
+    chromium.screenshot(shots / "log-wall.png")

@@ -13,7 +13,7 @@ import pytest_asyncio
 from simulator import AsyncSite, CarSpec, ChargerSpec, Zone
 from simulator.central import MiniCentral, tx_default_profile, tx_profile
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 
 
 @pytest_asyncio.fixture

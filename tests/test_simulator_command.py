@@ -13,6 +13,7 @@ from django.core.management import CommandError, call_command
 from simulator.central import MiniCentral
 from simulator.management.commands.simulate_fleet import parse_arrivals
 
+pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def central() -> Iterator[MiniCentral]:

@@ -11,6 +11,7 @@ import pytest
 from simulator import CarSpec, ChargerSpec, Site, Zone
 from simulator.central import MiniCentral, tx_default_profile, tx_profile
 
+pytestmark = pytest.mark.slow
 
 class CentralThread:
     """The mini central system in its own loop, so the test (and the Site) stay synchronous."""

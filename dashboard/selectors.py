@@ -148,6 +148,7 @@ class PhaseBar:
     building_a: float | None  # measured non-EV load (dynamic zones with a fresh meter)
     ev_a: float
     headroom_a: float | None
+    unit: str = "A"  # "kW" for the power row of a zone with a power limit (same fields, in kW)
 
     def _percent(self, value: float | None) -> float:
         """Share of the bar's scale (the zone limit, or more when overdrawn), for CSS widths."""
@@ -179,7 +180,8 @@ class ZoneView:
     mode: str
     note: str  # where the capacity comes from: static, time-of-use, dynamic, fallback, PV …
     fallback: bool
-    phases: list[PhaseBar]
+    phases: list[PhaseBar]  # L1, L2, L3, then "P" (kW) when the zone has a power limit
+    limit_a: float | None  # per phase, after time-of-use
     limit_kw: float | None
     capacity_kw: float | None
     ev_kw: float
@@ -412,11 +414,19 @@ def _zone_view(zone: Zone, depth: int, capacity: object, ev: Phases3, chargers: 
         phases.append(PhaseBar(f"L{index + 1}", limit_a, available, building, ev[index], headroom))
     limit_w = cap.limit_power_w if cap is not None else (None if zone.max_power_kw is None else zone.max_power_kw * 1e3)
     capacity_w = cap.zone.capacity_w if cap is not None else None
+    ev_kw = sum(ev) * VOLTAGE_V / 1000.0
+    if limit_w is not None:
+        building_kw = None
+        if zone.mode == "dynamic" and fresh and zone.measured_power_kw is not None:
+            building_kw = max(0.0, zone.measured_power_kw - ev_kw)
+        capacity_kw = None if capacity_w is None else capacity_w / 1000.0
+        phases.append(PhaseBar("P", limit_w / 1000.0, capacity_kw, building_kw, ev_kw,
+                               None if capacity_kw is None else capacity_kw - ev_kw, unit="kW"))
     return ZoneView(
         pk=zone.pk, name=zone.name, depth=depth, mode=zone.mode,
         note=cap.note if cap is not None else "capacity unknown", fallback=bool(cap and cap.fallback),
-        phases=phases, limit_kw=None if limit_w is None else limit_w / 1000.0,
-        capacity_kw=None if capacity_w is None else capacity_w / 1000.0, ev_kw=sum(ev) * VOLTAGE_V / 1000.0,
+        phases=phases, limit_a=limit_a, limit_kw=None if limit_w is None else limit_w / 1000.0,
+        capacity_kw=None if capacity_w is None else capacity_w / 1000.0, ev_kw=ev_kw,
         pv_kw=zone.pv_power_kw if zone.add_pv_production else None, measured_at=zone.measured_at, chargers=chargers,
     )
 

@@ -107,3 +107,29 @@ def test_a_viewer_downloads_the_sessions_csv_and_sees_the_log(ocpp_url, accepted
     assert '"action": "BootNotification"' in log_json
     chromium.resize(*WALL)
     chromium.screenshot(shots / "log-wall.png")
+
+
+def test_screenshots_and_page_weight_of_a_busy_site(ocpp_url, chromium, shots):
+    """Screenshots of the main pages at phone and wall widths, and what the overview weighs."""
+    from tests.dashboard_site import busy_site
+
+    site = busy_site()
+    http = ocpp_url.replace("ws://", "http://")
+    sign_in(chromium, http, "operator")
+    chromium.wait_for("document.getElementById('live-state').dataset.state === 'live'")
+    weight = chromium.evaluate(
+        "performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource'))"
+        ".reduce((sum, e) => sum + (e.encodedBodySize || 0), 0)")
+    print(f"\noverview page weight (HTML + CSS + JS, uncompressed): {weight / 1024:.1f} KiB")
+    assert weight < 200 * 1024
+    assert "A free" in chromium.text("#zones") and "limited by" in chromium.text("#tiles")
+    pages = {"overview": "/", "charger": f"/chargers/{site.chargers['CP-002'].pk}/",
+             "sessions": "/sessions/", "session": f"/sessions/{site.sessions['CP-001'].pk}/"}
+    for name, path in pages.items():
+        chromium.open(f"{http}{path}")
+        if name.startswith("session"):
+            chromium.wait_for("document.querySelector('.uplot') !== null")
+        for label, (width, height) in (("phone", PHONE), ("wall", WALL)):
+            chromium.resize(width, height, mobile=label == "phone")
+            time.sleep(0.3)  # charts follow the resize
+            chromium.screenshot(shots / f"busy-{name}-{label}.png")

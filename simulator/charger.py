@@ -291,14 +291,18 @@ class SimulatedCharger(ChargePoint):
             state.car.update(now_s)
             state.meter_wh += state.car.energy_wh - before
 
+    def drawn_phase_indexes(self, connector_id: int) -> tuple[int, ...]:
+        """Supply phases the connector's car can load: a single-phase car on a three-phase
+        charger draws on the charger's L1 only (standard rotation: charger L1 = supply L1)."""
+        return self.spec.supply_phase_indexes[: self.phases_in_use(connector_id)]
+
     def supply_currents_a(self) -> tuple[float, float, float]:
         """Current drawn now on the supply's L1, L2, L3 (what a meter upstream sees)."""
         totals = [0.0, 0.0, 0.0]
         for state in self.connectors.values():
             if state.car is None or not state.current_a:
                 continue
-            phases = self.spec.supply_phase_indexes[: self.phases_in_use(state.connector_id)]
-            for index in phases:
+            for index in self.drawn_phase_indexes(state.connector_id):
                 totals[index] += state.current_a
         return totals[0], totals[1], totals[2]
 

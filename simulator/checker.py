@@ -8,9 +8,9 @@ profile answer or session start/stop), pure and synchronous so a unit test can f
 known situation.
 
 Per zone (its whole subtree) and per supply phase it sums the limits of chargers with a
-running transaction (a three-phase charger holds its limit on all three phases, a
-single-phase one on the phase it is wired to) and, for zones with a kW cap, the power
-(limit × 230 V × phases held). A dynamic zone's capacity is its limit minus the building's
+running transaction, on the supply phases its car can load (a three-phase car on a
+three-phase charger: all three; a single-phase charger or car: one), and, for zones with a
+kW cap, the power (limit × 230 V × phases held). A dynamic zone's capacity is its limit minus the building's
 own load at that instant, taken from the simulated meter's true value (not the lagged one).
 
 Two exceptions are allowed, because no controller can avoid them:

@@ -43,11 +43,13 @@ class AsyncSite:
         check_every_s: float = 0.05,
         connect_concurrency: int = 50,
         meter_port: int = 0,
+        count_all_charger_phases: bool = False,
         **checker_options: float,
     ) -> None:
         """``url``: the OCPP endpoint base, ``ws://host:port/ocpp`` (``/ocpp`` is added when missing).
 
         ``zones`` describe the electrical tree for the checker (none: no checking);
+        ``count_all_charger_phases``: see :meth:`holdings`;
         ``checker_options`` go to :class:`InvariantChecker` (``new_session_grace_s``,
         ``reaction_grace_s``, ``tolerance_a``, ``tolerance_kw``).
         """
@@ -57,6 +59,7 @@ class AsyncSite:
         self.tick_s = tick_s
         self.check_every_s = check_every_s
         self.meter_port = meter_port
+        self.count_all_charger_phases = count_all_charger_phases
         self.chargers: dict[str, SimulatedCharger] = {}
         self.zone_of: dict[str, str | None] = {}
         self.meters: list[SimMeter] = []
@@ -225,14 +228,22 @@ class AsyncSite:
 
     # ---------------------------------------------------------------- checking
     def holdings(self) -> list[Holding]:
-        """What every connector with a running transaction may draw now, by zone and supply phase."""
+        """What every connector with a running transaction may draw now, by zone and supply phase.
+
+        A limit is held on the phases the car can physically load (a single-phase car on a
+        three-phase charger: the charger's L1 only), so a W limit converted for three phases
+        shows up as its full per-phase current on that one phase. With
+        ``count_all_charger_phases`` a three-phase charger holds its limit on all three
+        phases whatever the car (stricter than physics).
+        """
         found: list[Holding] = []
         for cp_id, charger in self.chargers.items():
             zone_id = self.zone_of[cp_id]
             if zone_id is None:
                 continue
-            phases = charger.spec.supply_phase_indexes
             for connector_id, limit in charger.held_limits_a().items():
+                phases = (charger.spec.supply_phase_indexes if self.count_all_charger_phases
+                          else charger.drawn_phase_indexes(connector_id))
                 found.append(Holding.of(cp_id, connector_id, zone_id, limit, phases,
                                         charger.connectors[connector_id].transaction_id))
         return found

@@ -183,7 +183,10 @@ async def test_a_w_profile_for_three_phases_lets_a_single_phase_car_take_three_t
     await site.arrive("W3", car=CarSpec(phases=1, response_delay_s=0.0))
     assert site.chargers["W3"].limit_a() == pytest.approx(30.0)
     holding = site.holdings()[0]
-    assert holding.phases_a == pytest.approx((30.0, 30.0, 30.0))  # held on every phase of a 3-phase charger
+    assert holding.phases_a == pytest.approx((30.0, 0.0, 0.0))  # the car loads the charger's L1 only
+    assert holding.power_w == pytest.approx(6900.0)
+    site.count_all_charger_phases = True
+    assert site.holdings()[0].phases_a == pytest.approx((30.0, 30.0, 30.0))
 
 
 async def test_a_vanishing_charger_can_drop_at_a_given_time_and_stay_away(central, make_site):

@@ -204,6 +204,8 @@ class OcppConsumer(AsyncWebsocketConsumer):
         if problem.unique_id is None:
             await self.close(code=CLOSE_PROTOCOL_ERROR)
             return
+        if not problem.answerable:
+            return  # a bad CALLRESULT/CALLERROR: logged, never answered (a CALLERROR answers a CALL)
         await self._send_error(problem)
 
     async def _drop_unsolicited(self, frame: Frame) -> None:

@@ -93,7 +93,7 @@ SYSTEM_INITIATED = frozenset(
 _MIN_CONNECTOR_ID = {"StartTransaction": 1, "StatusNotification": 0, "MeterValues": 0}
 
 _KNOWN_16_ACTIONS = frozenset(action.value for action in Action)
-_UNIQUE_ID_PREFIX = re.compile(r'^\s*\[\s*[234]\s*,\s*"([^"\\]{1,36})"')
+_UNIQUE_ID_PREFIX = re.compile(r'^\s*\[\s*([234])\s*,\s*"([^"\\]{1,36})"')
 
 # OCPP-J 1.6 spells two error codes differently from later versions; the errata keep
 # the 1.6 spelling on the wire (errata §5.1, §5.2).
@@ -125,6 +125,13 @@ class FrameProblem:
     unique_id: str | None
     code: str
     description: str
+    # 2, 3 or 4 when known. A bad CALLRESULT/CALLERROR is never answered: a CALLERROR
+    # only ever answers a CALL (OCPP-J §4.2.3).
+    message_type: int | None = None
+
+    @property
+    def answerable(self) -> bool:
+        return self.unique_id is not None and self.message_type not in (CALLRESULT, CALLERROR)
 
     def call_error(self) -> str:
         return json.dumps([CALLERROR, self.unique_id, self.code, self.description[:_DESCRIPTION_MAX], {}])
@@ -216,22 +223,24 @@ def parse_frame(text: str) -> Frame | FrameProblem:
         decoded = decode_json(text)
     except _Refused as refused:
         match = _UNIQUE_ID_PREFIX.match(text)
-        return FrameProblem(match.group(1) if match else None, refused.code, refused.description)
+        if match is None:
+            return FrameProblem(None, refused.code, refused.description)
+        return FrameProblem(match.group(2), refused.code, refused.description, int(match.group(1)))
     if not isinstance(decoded, list) or len(decoded) < 3:
         return FrameProblem(_unique_id_of(decoded), "FormationViolation", "Frame is not an OCPP-J array")
     unique_id = _unique_id_of(decoded)
     if unique_id is None:
         return FrameProblem(None, "FormationViolation", "Message id must be a string of 1 to 36 characters")
+    kind = decoded[0] if isinstance(decoded[0], int) and not isinstance(decoded[0], bool) else None
     try:
         message = _clean(decoded)
     except _Refused as refused:
-        return FrameProblem(unique_id, refused.code, refused.description)
+        return FrameProblem(unique_id, refused.code, refused.description, kind)
     assert isinstance(message, list)  # noqa: S101 - _clean keeps the shape
     routed = text if message == decoded else json.dumps(message, separators=(",", ":"))
-    kind = message[0]
-    if kind == CALL and not isinstance(kind, bool):
+    if kind == CALL:
         return _parse_call(message, unique_id, routed)
-    if kind in (CALLRESULT, CALLERROR) and not isinstance(kind, bool):
+    if kind in (CALLRESULT, CALLERROR):
         return Frame(kind, unique_id, "", message[2], message, routed)
     return FrameProblem(unique_id, "FormationViolation", f"Unknown message type id {kind!r}")
 

@@ -137,3 +137,12 @@ def test_the_rate_limiter_stays_bounded_under_a_flood_of_keys():
     for key in range(10_000):
         limiter.hit(key)
     assert len(limiter._windows) <= 100
+
+
+@pytest.mark.parametrize("text", ['[3,"r1",{"x":NaN}]', '[4,"r1","GenericError","",{"d":1e309}]',
+                                  '[3,"r1",{"s":"a\\u0000b"}]'])
+def test_a_bad_answer_is_never_answered_with_a_call_error(text):
+    problem = parse_frame(text)
+    assert isinstance(problem, FrameProblem) and problem.unique_id == "r1"
+    assert not problem.answerable
+    assert parse_frame('[9,"r1",{}]').answerable  # an unknown type still gets its FormationViolation

@@ -181,3 +181,10 @@ def test_the_password_check_needs_no_database():
     assert not charger_password_ok(identity=identity, credentials=("CP-PW", "wrong"))
     assert not charger_password_ok(identity=identity, credentials=("OTHER", "pw-123456"))
     assert not charger_password_ok(identity=identity, credentials=None)
+
+
+def test_a_bad_answer_gets_no_call_error_and_the_link_stays(charger):
+    charger.send_raw('[3,"r1",{"x":NaN}]')
+    assert charger.call(call.Heartbeat()).current_time  # the next frame the charger got is this answer
+    assert OcppMessage.objects.filter(charge_point_id="CP-HARD", action="bad frame").count() == 1
+    assert not OcppMessage.objects.filter(charge_point_id="CP-HARD", message_type="CALLERROR").exists()

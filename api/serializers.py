@@ -296,8 +296,17 @@ class MeterConfigSerializer(ModelCleanMixin, serializers.ModelSerializer):
                   "enabled", "role", "zone", "history_retention_days"]
 
 
+class StrictSlugRelatedField(serializers.SlugRelatedField):
+    """DRF turns "" into null for relations; the API says null, so "" is an error here."""
+
+    def run_validation(self, data: Any = serializers.empty) -> Any:
+        if data == "":
+            self.fail("does_not_exist", slug_name=self.slug_field, value=data)
+        return super().run_validation(data)
+
+
 class BadgeSerializer(ModelCleanMixin, serializers.ModelSerializer):
-    group = serializers.SlugRelatedField(slug_field="name", queryset=BadgeGroup.objects.all(), allow_null=True,
+    group = StrictSlugRelatedField(slug_field="name", queryset=BadgeGroup.objects.all(), allow_null=True,
                                          required=False)
     valid_until = serializers.DateTimeField(source="expires_at", allow_null=True, required=False)
 

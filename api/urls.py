@@ -1,6 +1,6 @@
 """/api/: the versioned BEMS API (v1) and the deprecated pre-v1 measurement push."""
 
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -63,4 +63,5 @@ urlpatterns = [
     path("v1/", include(v1_patterns)),
     # Deprecated: use POST /api/v1/zones/<id>/measurement (kept for existing BEMS scripts).
     path("zones/<int:zone_id>/measurement", ZoneMeasurementView.as_view(), name="api-zone-measurement"),
+    re_path(r"^", v1.NotFoundView.as_view()),  # last: ids that do not match a converter, unknown paths: JSON 404
 ]

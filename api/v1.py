@@ -17,8 +17,9 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, serializers, status, viewsets
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.pagination import CursorPagination
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -57,6 +58,8 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
 
 class V1Mixin:
     authentication_classes = AUTHENTICATION
+    # JSON only: one body format to document and validate (form encodings blur null and "").
+    parser_classes = [JSONParser]
     permission_classes = [HasScope]
     throttle_classes = [WriteRateThrottle]
     write_scope: str = Scope.ADMIN
@@ -236,7 +239,17 @@ class ChargerDetailView(V1Mixin, generics.RetrieveAPIView):
         return super().get(request, *args, **kwargs)
 
 
-class SessionCursor(CursorPagination):
+class StrictCursor(CursorPagination):
+    """A cursor that cannot be decoded is a bad request (400), not a missing page (DRF's 404)."""
+
+    def decode_cursor(self, request: Request) -> Any:
+        try:
+            return super().decode_cursor(request)
+        except NotFound:
+            raise serializers.ValidationError({"cursor": "Invalid cursor: use the 'next'/'previous' links."}) from None
+
+
+class SessionCursor(StrictCursor):
     ordering = ("-start_time", "-id")
     page_size = 50
     page_size_query_param = "page_size"
@@ -266,13 +279,20 @@ class PeriodFilter(serializers.Serializer):
         return attrs
 
 
+EARLIEST_DAY = dt.date(1970, 1, 2)
+LATEST_DAY = dt.date(9000, 12, 31)
+
+
 def _period(request: Request) -> Period | None:
     params = PeriodFilter(data=request.query_params)
     params.is_valid(raise_exception=True)
     first, last = params.validated_data.get("from"), params.validated_data.get("to")
     if first is None and last is None:
         return None
-    return Period.of_days(first or dt.date(2000, 1, 1), last or dt.date(2100, 1, 1))
+    # Open ends and far-away days are clamped to a range every time zone can convert.
+    first = min(max(first or EARLIEST_DAY, EARLIEST_DAY), LATEST_DAY)
+    last = min(max(last or LATEST_DAY, EARLIEST_DAY), LATEST_DAY)
+    return Period.of_days(first, max(first, last))
 
 
 class SessionListView(V1Mixin, generics.ListAPIView):
@@ -339,7 +359,7 @@ class MeterListView(V1Mixin, generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
 
-class ReadingCursor(CursorPagination):
+class ReadingCursor(StrictCursor):
     ordering = "-start"
     page_size = 120
     page_size_query_param = "page_size"
@@ -354,7 +374,7 @@ class MeterHistoryView(V1Mixin, generics.ListAPIView):
         meter = get_object_or_404(Meter, pk=self.kwargs["meter_id"])
         return MeterReading.objects.filter(meter=meter)
 
-    @extend_schema(responses={200: s.MeterReadingSerializer(many=True), **errors(404)},
+    @extend_schema(responses={200: s.MeterReadingSerializer(many=True), **errors(400, 404)},
                    summary="A meter's 1-minute history (newest first)")
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
@@ -524,3 +544,15 @@ class BadgeViewSet(AdminViewSet):
         super().perform_destroy(instance)
         badges_changed(now=clock.now())
 
+
+
+class NotFoundView(V1View):
+    """Every other path under /api/v1/: a JSON 404 (Django's own 404 page is HTML)."""
+
+    write_scope = Scope.READ
+    schema = None  # not an operation of the API
+
+    def _not_found(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        raise Http404("No such API path (see /api/v1/docs/).")
+
+    get = post = put = patch = delete = _not_found

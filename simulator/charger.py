@@ -200,6 +200,7 @@ class SimulatedCharger(ChargePoint):
         self._cache: dict[int, tuple[int, CompositeLimit]] = {}
         self._version = 0
         self._cp_events: list[ProfileEvent] = []  # profiles sent to connector 0
+        self._link_lost = asyncio.Event()
 
     # ------------------------------------------------------------------ state queries
     def now_dt(self) -> dt.datetime:
@@ -318,6 +319,7 @@ class SimulatedCharger(ChargePoint):
             open_timeout=20, ping_interval=None,
         )
         self._response_queue: asyncio.Queue[Any] = asyncio.Queue()  # answers of the old link are void
+        self._link_lost = asyncio.Event()
         self.online.set()
 
     async def run(self) -> None:
@@ -346,7 +348,7 @@ class SimulatedCharger(ChargePoint):
             finally:
                 for task in (reader, *periodic):
                     task.cancel()
-                self.online.clear()
+                self._lose_link()
                 self.disconnects += 1
                 self._emit(ChargerEvent("link", self.spec.cp_id, 0, self.clock()))
             reconnect_after_s = self.spec.reconnect_after_s
@@ -365,9 +367,14 @@ class SimulatedCharger(ChargePoint):
 
     def vanish(self) -> None:
         """Drop the TCP connection without a close frame, as a power cut or a router would."""
-        self.online.clear()
+        self._lose_link()
         if self._connection is not None:
             self._connection.transport.abort()
+
+    def _lose_link(self) -> None:
+        """Offline from now on: calls in flight give up, new transaction messages are queued."""
+        self.online.clear()
+        self._link_lost.set()
 
     async def _vanish_later(self, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
@@ -428,14 +435,30 @@ class SimulatedCharger(ChargePoint):
                 self._queue(payload)
             return None
         try:
-            return await self.call(payload, skip_schema_validation=True)
+            return await self._call_or_lose_link(payload)
         except (websockets.ConnectionClosed, TimeoutError, OSError) as error:
             logger.info("%s: %s failed: %s", self.spec.cp_id, type(payload).__name__, error)
             if isinstance(error, websockets.ConnectionClosed | OSError):
-                self.online.clear()
+                self._lose_link()
             if queue_offline:
                 self._queue(payload)
             return None
+
+    async def _call_or_lose_link(self, payload: Any) -> Any:
+        """``call``, abandoned as soon as the link drops (no answer can come on a dead socket;
+        waiting for the timeout would hold the call lock and delay the replay after reconnecting)."""
+        pending = asyncio.ensure_future(self.call(payload, skip_schema_validation=True))
+        lost = asyncio.ensure_future(self._link_lost.wait())
+        try:
+            await asyncio.wait([pending, lost], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+        if not pending.done():
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pending
+            raise websockets.ConnectionClosed(None, None)
+        return pending.result()
 
     def _queue(self, payload: Any) -> None:
         """Keep a transaction message for replay; the oldest MeterValues go first when full."""

@@ -30,7 +30,20 @@ Usage in a synchronous test (``ocpp_url`` is a running Daphne; chargers must be 
     site.assert_clean()                   # raises with a readable report on any breach
     site.stop()
 
-Async code (benchmarks, the command) uses :class:`AsyncSite` with the same methods, awaited.
+Mapping the controller's zones and meter (in the test, which may import Django)::
+
+    Zone(str(row.pk), parent=str(row.parent_id) if row.parent_id else None,
+         capacity_a=row.max_current_a, capacity_kw=row.max_power_kw, dynamic=row.mode == "dynamic")
+    Meter.objects.create(name="Level 1", meter_type="iem3x5x", transport="tcp", host="127.0.0.1",
+                         port=site.meter_port, unit_id=meter.unit_id, zone=row, ...)
+
+Other controls: ``site.set_zone_capacity(...)`` (time-of-use drop, for the checker),
+``site.set_meter_dead("level-1", "silent" | "exception" | None)``,
+``site.set_behaviour("CP-1", "silent")``, ``site.leave("CP-1")``, ``site.in_loop(fn)`` for
+consistent reads of a charger (``.limit_a()``, ``.transaction_id()``, ``.profile_events()``,
+``.held_limits_a()``, ``.connectors[1].current_a``). Async code (benchmarks, the command)
+uses :class:`AsyncSite` with the same methods, awaited. :mod:`simulator.central` is a tiny
+in-process central system for testing the simulator itself without Django.
 """
 
 from simulator.car import Car, CarSpec

@@ -35,7 +35,8 @@ Mapping the controller's zones and meter (in the test, which may import Django):
     Zone(str(row.pk), parent=str(row.parent_id) if row.parent_id else None,
          capacity_a=row.max_current_a, capacity_kw=row.max_power_kw, dynamic=row.mode == "dynamic")
     Meter.objects.create(name="Level 1", meter_type="iem3x5x", transport="tcp", host="127.0.0.1",
-                         port=site.meter_port, unit_id=meter.unit_id, zone=row, ...)
+                         port=site.meter_port, unit_id=meter.unit_id, role="zone_total", zone=row,
+                         poll_period_s=1, timeout_s=0.5)
 
 Other controls: ``site.set_zone_capacity(...)`` (time-of-use drop, for the checker),
 ``site.set_meter_dead("level-1", "silent" | "exception" | None)``,

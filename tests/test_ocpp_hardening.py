@@ -188,3 +188,31 @@ def test_a_bad_answer_gets_no_call_error_and_the_link_stays(charger):
     assert charger.call(call.Heartbeat()).current_time  # the next frame the charger got is this answer
     assert OcppMessage.objects.filter(charge_point_id="CP-HARD", action="bad frame").count() == 1
     assert not OcppMessage.objects.filter(charge_point_id="CP-HARD", message_type="CALLERROR").exists()
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_a_consumer_crash_closes_and_marks_the_charger_offline(monkeypatch):
+    """An unexpected exception must not leave the charger "connected" behind a dead consumer."""
+    from asgiref.sync import sync_to_async
+    from channels.testing import WebsocketCommunicator
+
+    from chargers.consumers import OcppConsumer
+
+    await sync_to_async(Charger.objects.create)(charge_point_id="CP-CRASH",
+                                                registration_status=RegistrationStatus.ACCEPTED)
+    communicator = WebsocketCommunicator(OcppConsumer.as_asgi(), "/ocpp/CP-CRASH", subprotocols=["ocpp1.6"])
+    connected, subprotocol = await communicator.connect()
+    assert connected and subprotocol == "ocpp1.6"
+    assert (await sync_to_async(Charger.objects.get)(charge_point_id="CP-CRASH")).connected
+
+    def explode(text: str) -> object:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("chargers.consumers.parse_frame", explode)
+    await communicator.send_to(text_data='[2,"c1","Heartbeat",{}]')
+    closed = await communicator.receive_output(timeout=5)
+    assert closed == {"type": "websocket.close", "code": 1011}
+    charger = await sync_to_async(Charger.objects.get)(charge_point_id="CP-CRASH")
+    assert not charger.connected and charger.channel_name == ""
+    await communicator.wait()

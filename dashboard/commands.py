@@ -8,12 +8,17 @@ decides *who* may send: the views check the role before calling `run`.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
 from chargers import commands as ocpp
+from evce import clock
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +96,23 @@ def _availability(data: Mapping[str, str]) -> dict[str, Any]:
     return {"connectorId": _int(data, "connector_id", "connector (0 = whole charger)"), "type": kind}
 
 
+def _url(data: Mapping[str, str]) -> str:
+    location = (data.get("location") or "").strip()
+    if not location.startswith(("http://", "https://", "ftp://", "ftps://", "sftp://")):
+        raise BadInput("give a URL the charger can reach (http, https, ftp, ftps or sftp)")
+    return location
+
+
+def _update_firmware(data: Mapping[str, str]) -> dict[str, Any]:
+    when = (data.get("retrieve_date") or "").strip()
+    moment = parse_datetime(when) if when else clock.now()
+    if moment is None:
+        raise BadInput("the retrieve time is a date and time, e.g. 2026-12-02T22:00")
+    if moment.tzinfo is None:
+        moment = timezone.make_aware(moment)
+    return {"location": _url(data), "retrieveDate": moment.astimezone(dt.UTC).isoformat()}
+
+
 COMMANDS: dict[str, Command] = {command.name: command for command in (
     Command("soft_reset", "Soft reset", "Reset", lambda data: {"type": "Soft"}),
     Command("hard_reset", "Hard reset", "Reset", lambda data: {"type": "Hard"}),
@@ -102,6 +124,8 @@ COMMANDS: dict[str, Command] = {command.name: command for command in (
     Command("availability", "Change availability", "ChangeAvailability", _availability),
     Command("trigger", "Trigger message", "TriggerMessage", _trigger),
     Command("clear_cache", "Clear authorization cache", "ClearCache", lambda data: {}),
+    Command("update_firmware", "Update firmware", "UpdateFirmware", _update_firmware),
+    Command("get_diagnostics", "Get diagnostics", "GetDiagnostics", lambda data: {"location": _url(data)}),
 )}
 
 

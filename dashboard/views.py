@@ -17,7 +17,7 @@ from django.views.decorators.http import require_POST
 
 from badges.models import Badge, BadgeStatus
 from chargers import services as charger_services
-from chargers.models import Charger
+from chargers.models import Charger, OcppMessage
 from dashboard import commands, roles, selectors
 from evce import clock
 from loadmgmt.models import LimitState, Setpoint
@@ -25,6 +25,7 @@ from loadmgmt.models import LimitState, Setpoint
 logger = logging.getLogger(__name__)
 
 LIMIT_HISTORY_ROWS = 50
+ERROR_HISTORY_ROWS = 20
 
 
 def page_context(request: HttpRequest, nav: str, **extra: Any) -> dict[str, Any]:
@@ -49,6 +50,9 @@ def charger(request: HttpRequest, pk: int) -> HttpResponse:
         request, "site", charger=record, **charger_live_context(pk),
         setpoints=Setpoint.objects.filter(charger_id=pk)[:LIMIT_HISTORY_ROWS],
         configuration=record.configuration.all(),
+        errors=OcppMessage.objects.filter(charger_id=pk, action="StatusNotification", message_type="CALL")
+        .filter(payload__errorCode__isnull=False).exclude(payload__errorCode="NoError")
+        .order_by("-timestamp")[:ERROR_HISTORY_ROWS],
         badges=Badge.objects.filter(status=BadgeStatus.ACCEPTED).order_by("id_tag")[:500],
         triggerable=commands.TRIGGERABLE, live_url=f"/ws/dashboard/charger/{pk}/",
     ))
@@ -58,7 +62,8 @@ def charger_live_context(pk: int) -> dict[str, Any]:
     """What the live part of the charger page shows; the websocket re-renders it with the same data."""
     tiles = selectors.charger_tiles(now=clock.now(), charger_pks=[pk])
     states = LimitState.objects.filter(charger_id=pk).order_by("connector_id")
-    return {"tile": tiles[0] if tiles else None, "limit_states": states}
+    status = Charger.objects.filter(pk=pk).values("firmware_status", "diagnostics_status").first()
+    return {"tile": tiles[0] if tiles else None, "limit_states": states, "charger_status": status or {}}
 
 
 def _back_to(pk: int) -> HttpResponseRedirect:

@@ -133,3 +133,49 @@ def test_screenshots_and_page_weight_of_a_busy_site(ocpp_url, chromium, shots):
             chromium.resize(width, height, mobile=label == "phone")
             time.sleep(0.3)  # charts follow the resize
             chromium.screenshot(shots / f"busy-{name}-{label}.png")
+
+
+def test_remote_start_then_stop_and_the_session_shows_its_curve(ocpp_url, accepted_charger, chromium, shots):
+    """The operator starts and stops a session from the page; the charger's messages show up live."""
+    import datetime as dt
+
+    from badges.models import Badge
+    from tests.ocpp_sim import utc_iso
+    from transactions.models import Transaction
+
+    Badge.objects.create(id_tag="DRIVER1", holder="Dee River")
+    sim = accepted_charger("CP-WEB-RS")
+    pk = Charger.objects.get(charge_point_id="CP-WEB-RS").pk
+    http = ocpp_url.replace("ws://", "http://")
+    sign_in(chromium, http, "operator", f"/chargers/{pk}/")
+
+    chromium.submit_form("#commands form:nth-of-type(2)", {"id_tag": "DRIVER1", "connector_id": "1"})
+    assert "Remote start: CP-WEB-RS answered Accepted" in chromium.text(".messages")
+    assert sim.cp.received[-1][0] == "RemoteStartTransaction"
+    chromium.wait_for("document.getElementById('live-state').dataset.state === 'live'")
+
+    now = dt.datetime.now(dt.UTC)
+    tx = sim.call(call.StartTransaction(connector_id=1, id_tag="DRIVER1", meter_start=0,
+                                        timestamp=utc_iso(now - dt.timedelta(minutes=3)))).transaction_id
+    sim.call(call.StatusNotification(connector_id=1, error_code="NoError", status="Charging"))
+    sim.call(call.MeterValues(connector_id=1, transaction_id=tx, meter_value=[
+        {"timestamp": utc_iso(now - dt.timedelta(minutes=minutes)), "sampledValue": [
+            {"value": str(7000 + 100 * minutes), "measurand": "Power.Active.Import", "unit": "W"},
+            {"value": str(10 + minutes), "measurand": "Current.Import", "phase": "L1", "unit": "A"},
+            {"value": str(1000 * (3 - minutes)), "measurand": "Energy.Active.Import.Register", "unit": "Wh"}]}
+        for minutes in (2, 1, 0)]))
+    chromium.wait_for("document.getElementById('charger-live').innerText.includes('Dee River')")
+    assert "7.0 kW" in chromium.text("#charger-live")
+
+    chromium.open(f"{http}/chargers/{pk}/")  # the stop form lists the running session
+    chromium.submit_form("#commands form:nth-of-type(3)", {})
+    assert "Remote stop: CP-WEB-RS answered Accepted" in chromium.text(".messages")
+    assert sim.cp.received[-1] == ("RemoteStopTransaction", {"transaction_id": tx})
+    sim.call(call.StopTransaction(meter_stop=3000, timestamp=utc_iso(now), transaction_id=tx, reason="Remote"))
+    assert Transaction.objects.get(pk=tx).energy_wh == 3000
+
+    chromium.open(f"{http}/sessions/?charger={pk}")
+    assert "Dee River" in chromium.text("#sessions-table") and "3.00 kWh" in chromium.text("#sessions-table")
+    chromium.open(f"{http}/sessions/{tx}/")
+    chromium.wait_for("document.querySelector('#session-chart .uplot') !== null")
+    chromium.screenshot(shots / "session-curve.png")

@@ -127,3 +127,16 @@ def test_the_periodic_recheck_refuses_a_deactivated_user_or_a_removed_role(trans
     User.objects.filter(pk=user.pk).update(is_active=False)
     assert not user_may_view(user.pk)
     assert not user_may_view(None)
+
+
+def test_the_charger_page_lists_the_errors_the_charger_reported(ocpp_url, accepted_charger):
+    sim = accepted_charger("CP-ERR")
+    sim.call(call.StatusNotification(connector_id=1, error_code="GroundFailure", status="Faulted",
+                                     vendor_error_code="E42"))
+    sim.call(call.StatusNotification(connector_id=1, error_code="NoError", status="Available"))
+    client = Client()
+    client.cookies["sessionid"] = session_cookie("viewer")
+    page = client.get(f"/chargers/{Charger.objects.get(charge_point_id='CP-ERR').pk}/").content.decode()
+    errors = page[page.index('id="errors"'):page.index('id="configuration"')]
+    assert "GroundFailure (E42)" in errors and "Faulted" in errors
+    assert "Available" not in errors

@@ -50,7 +50,8 @@ def action_posts(charger: Charger) -> list[tuple[str, dict[str, str], str]]:
     """(url, form, least role allowed)."""
     base = f"/chargers/{charger.pk}"
     posts = [(f"{base}/command/", {"command": name, "id_tag": "TAG1", "connector_id": "1", "transaction_id": "1",
-                                   "type": "Operative", "requested_message": "Heartbeat"}, "operator")
+                                   "type": "Operative", "requested_message": "Heartbeat",
+                                   "location": "https://firmware.example/cp.bin"}, "operator")
              for name in commands.COMMANDS]
     posts.append((f"{base}/configuration/read/", {}, "operator"))
     posts.append((f"{base}/configuration/change/", {"key": "HeartbeatInterval", "value": "60"}, "admin"))

@@ -216,3 +216,41 @@ async def test_a_consumer_crash_closes_and_marks_the_charger_offline(monkeypatch
     charger = await sync_to_async(Charger.objects.get)(charge_point_id="CP-CRASH")
     assert not charger.connected and charger.channel_name == ""
     await communicator.wait()
+
+
+def test_wrong_password_storms_do_not_slow_other_chargers(servers, transactional_db, charger_factory):
+    """The hash runs off the database thread: heartbeats of others stay fast while it runs."""
+    import statistics
+    import threading
+    import time
+
+    url = servers.daphne(OCPP_LOGIN_FAILURES_PER_ID="100000", OCPP_LOGIN_FAILURES_PER_ADDRESS="100000")
+    for number in range(4):
+        locked = Charger(charge_point_id=f"CP-STORM-{number}", registration_status=RegistrationStatus.ACCEPTED)
+        locked.set_password("right-password-123")
+        locked.save()
+    Charger.objects.create(charge_point_id="CP-CALM", registration_status=RegistrationStatus.ACCEPTED)
+    calm = charger_factory(url, "CP-CALM").connect()
+    stop = threading.Event()
+
+    def storm(number: int) -> None:
+        token = base64.b64encode(f"CP-STORM-{number}:wrong".encode()).decode().encode()
+        while not stop.is_set():
+            raw_handshake(url, f"/ocpp/CP-STORM-{number}".encode(), b"Authorization: Basic " + token + b"\r\n")
+
+    threads = [threading.Thread(target=storm, args=(n,), daemon=True) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    latencies = []
+    try:
+        time.sleep(0.5)
+        for _ in range(20):
+            started = time.monotonic()
+            calm.call(call.Heartbeat())
+            latencies.append(time.monotonic() - started)
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+    assert statistics.median(latencies) < 0.3, latencies

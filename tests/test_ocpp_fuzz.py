@@ -55,7 +55,7 @@ def generate(rng: random.Random, uid: str) -> Case:
     """One hostile frame of a class drawn at random, with its expected answer."""
     kind = rng.choice(["nonfinite", "nul", "surrogate", "deep", "negative", "hugeint", "enum", "unsolicited",
                        "noid", "unknown_action", "server_action", "missing", "wrongtype", "bigstring",
-                       "garbage", "badtype"])
+                       "garbage", "badtype", "badanswer"])
     if kind == "nonfinite":
         value = rng.choice(["NaN", "Infinity", "-Infinity", "1e309", "-1e400", "1E999"])
         return Case(kind, _call(uid, "Heartbeat", f'{{"x":{value}}}'), ("error", "FormationViolation"))
@@ -88,6 +88,9 @@ def generate(rng: random.Random, uid: str) -> Case:
         if rng.random() < 0.5:
             return Case(kind, json.dumps([3, f"x-{uid}", {"blob": "z" * size}]), ("none", ""))
         return Case(kind, json.dumps([4, f"x-{uid}", "GenericError", "", {"blob": "z" * size}]), ("none", ""))
+    if kind == "badanswer":  # logged and dropped: a CALLERROR only ever answers a CALL
+        value = rng.choice(["NaN", "1e309", '"a\\u0000b"', "[" * 40 + "]" * 40])
+        return Case(kind, f'[{rng.choice([3, 4])},"a-{uid}",{{"x":{value}}}]', ("none", ""))
     if kind == "noid":
         text = rng.choice(['[2,12,"Heartbeat",{}]', '[2,"","Heartbeat",{}]', f'[2,"{"i" * 37}","Heartbeat",{{}}]',
                            '{"a":1}', "[2]", "null", '"text"', "[2,NaN,1]"])
@@ -242,4 +245,4 @@ def test_fuzzed_frames_get_their_answers_and_change_nothing(servers, transaction
             kinds[kind] = kinds.get(kind, 0) + count
     print(f"\nfuzz: {sum(kinds.values())} frames over {CONNECTIONS} connections + {len(bad_paths) + 6} handshakes "
           f"in {elapsed:.1f} s; Daphne RSS {growth:+d} kB; per class {dict(sorted(kinds.items()))}")
-    assert len(kinds) == 16  # every class was sent
+    assert len(kinds) == 17  # every class was sent

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from django.db.models import Count
+
 from api import watchdog
 from api.models import ZoneControl
 from loadmgmt.models import SiteSettings, Zone
@@ -79,3 +81,10 @@ def active_session_count(zone_pk: int | None = None) -> int:
     if zone_pk is not None:
         sessions = sessions.filter(charger__zone_id=zone_pk)
     return sessions.count()
+
+
+def active_sessions_per_zone() -> dict[int | None, int]:
+    """Running sessions per charger zone (None: chargers without a zone), one query."""
+    rows = (Transaction.objects.filter(state=TransactionState.ACTIVE).order_by()
+            .values_list("charger__zone_id").annotate(count=Count("pk")))
+    return dict(rows)

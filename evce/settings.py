@@ -215,6 +215,8 @@ BEMS_MODBUS_BIND = env_str("BEMS_MODBUS_BIND", "0.0.0.0")  # noqa: S104 - BMS/PL
 BEMS_MODBUS_PORT = env_int("BEMS_MODBUS_PORT", 5020, minimum=1, maximum=65535)
 BEMS_MODBUS_UNIT_ID = env_int("BEMS_MODBUS_UNIT_ID", 1, minimum=0, maximum=247)
 BEMS_MODBUS_WRITABLE = env_bool("BEMS_MODBUS_WRITABLE", False)
+# A zone limit written over Modbus lasts this long unless written again (never permanent).
+BEMS_MODBUS_SETPOINT_S = env_int("BEMS_MODBUS_SETPOINT_S", 900, minimum=10, maximum=7 * 86400)
 # Client addresses allowed to connect (empty: any).
 BEMS_MODBUS_ALLOWED_CLIENTS = env_list("BEMS_MODBUS_ALLOWED_CLIENTS", [])
 # Name of the API integration whose heartbeat/failsafe settings govern Modbus-written limits.

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from evce import instance
-from evce.env import env_int, env_str
+from evce.env import env_bool, env_int, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -147,6 +147,9 @@ def main() -> int:
             "beat": [PYTHON, "-m", "celery", "-A", "evce", "beat", "-l", "info", "-s",
                      str(data_dir / "celerybeat-schedule")],
         }
+        if env_bool("BEMS_MODBUS_ENABLED", False):
+            # The BEMS Modbus TCP server (README, "Modbus TCP server for BMS/PLCs").
+            commands["modbus"] = [PYTHON, "manage.py", "bems_modbus_server"]
         for name, command in commands.items():
             if stopping:
                 break

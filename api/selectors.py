@@ -6,9 +6,12 @@ import datetime as dt
 from dataclasses import dataclass
 
 from django.db.models import Count
+from django.utils import timezone
 
 from api import watchdog
 from api.models import ZoneControl
+from loadmgmt.capacity import time_of_use_limits
+from loadmgmt.inputs import zone_config
 from loadmgmt.models import SiteSettings, Zone
 from meters.selectors import ev_submeter_currents
 from transactions.models import Transaction, TransactionState
@@ -23,8 +26,9 @@ class ZoneStatus:
     zone: Zone
     control: watchdog.ControlStatus
     fallback_a: float
-    limit_current_a: float | None  # configured limit, lowered by a budget in force
+    limit_current_a: float | None  # configured limit, lowered by time of use and a budget in force
     limit_power_kw: float | None
+    time_of_use: str  # label of the active time-of-use rule, "" when none
     measured_current_a: Phases
     measured_power_kw: float | None
     measured_at: dt.datetime | None
@@ -49,7 +53,7 @@ def zone_statuses(now: dt.datetime, zone_ids: list[int] | None = None) -> list[Z
     (and in kW): what more the zone could draw right now. None when not measured or not limited.
     """
     zones = Zone.objects.all() if zone_ids is None else Zone.objects.filter(pk__in=zone_ids)
-    zone_list = list(zones.order_by("pk"))
+    zone_list = list(zones.order_by("pk").prefetch_related("time_of_use"))
     controls = {c.zone_id: c for c in ZoneControl.objects.filter(zone__in=zone_list).select_related("integration")}
     site = SiteSettings.load()
     ev = ev_submeter_currents([z.pk for z in zone_list], now=now, max_age_s=site.measurement_max_age_s)
@@ -60,8 +64,9 @@ def zone_statuses(now: dt.datetime, zone_ids: list[int] | None = None) -> list[Z
             controls.get(zone.pk), zone_max_current_a=zone.max_current_a, zone_max_power_kw=zone.max_power_kw,
             zone_fallback_a=fallback, now=now,
         )
-        limit_a = _lower(zone.max_current_a, control.current_a)
-        limit_kw = _lower(zone.max_power_kw, control.power_kw)
+        tou_a, tou_w, tou_label = time_of_use_limits(zone_config(zone, site), timezone.localtime(now))
+        limit_a = _lower(tou_a, control.current_a)
+        limit_kw = _lower(None if tou_w is None else tou_w / 1000, control.power_kw)
         phases = (zone.measured_current_l1_a, zone.measured_current_l2_a, zone.measured_current_l3_a)
         measured = [p for p in phases if p is not None]
         headroom_a = None if limit_a is None or not measured else round(limit_a - max(measured), 3)
@@ -69,6 +74,7 @@ def zone_statuses(now: dt.datetime, zone_ids: list[int] | None = None) -> list[Z
                        else round(limit_kw - zone.measured_power_kw, 3))
         result.append(ZoneStatus(
             zone=zone, control=control, fallback_a=fallback, limit_current_a=limit_a, limit_power_kw=limit_kw,
+            time_of_use=tou_label,
             measured_current_a=phases, measured_power_kw=zone.measured_power_kw, measured_at=zone.measured_at,
             pv_power_kw=zone.pv_power_kw, ev_current_a=ev.get(zone.pk), headroom_a=headroom_a,
             headroom_kw=headroom_kw,

@@ -106,8 +106,10 @@ class ZoneStatusSerializer(serializers.Serializer):
     max_power_kw = serializers.FloatField(source="zone.max_power_kw", allow_null=True,
                                           help_text="Configured power limit (kW).")
     fallback_current_a = serializers.FloatField(source="fallback_a")
-    limit_current_a = serializers.FloatField(allow_null=True, help_text="Configured limit lowered by the budget.")
+    limit_current_a = serializers.FloatField(allow_null=True,
+                                             help_text="Configured limit lowered by time of use and the budget.")
     limit_power_kw = serializers.FloatField(allow_null=True)
+    time_of_use = serializers.CharField(help_text="Label of the active time-of-use rule, empty when none.")
     measured_current_a = serializers.ListField(child=serializers.FloatField(allow_null=True))
     measured_power_kw = serializers.FloatField(allow_null=True)
     measured_at = serializers.DateTimeField(allow_null=True)

@@ -10,7 +10,7 @@ from django.test import Client
 
 from api.models import Scope
 from chargers.models import Charger, Connector, RegistrationStatus
-from loadmgmt.models import LimitPurpose, LimitState
+from loadmgmt.models import LimitPurpose, LimitState, TimeOfUseRule
 from meters.models import Meter, MeterReading, MeterRole
 from tests import api_support
 from tests.api_support import T0, Api, make_integration, make_zone
@@ -158,3 +158,12 @@ def test_the_schema_and_the_docs_are_served_without_the_internet(reader, site):
     docs = reader.get("docs/").content.decode()
     assert "drf_spectacular_sidecar/swagger-ui-dist" in docs
     assert "cdn" not in docs.lower() and "https://" not in docs
+
+
+def test_an_active_time_of_use_rule_lowers_the_limit_and_is_named(reader, site):
+    TimeOfUseRule.objects.create(zone=site["root"], label="peak", weekdays="0", start_time=dt.time(11),
+                                 end_time=dt.time(13), limit_percent=50)  # T0 is a Monday, 12:00
+    zone = reader.get(f"zones/{site['root'].pk}").json()
+    assert (zone["time_of_use"], zone["limit_current_a"], zone["limit_power_kw"]) == ("peak", 125, 75)
+    assert zone["headroom_a"] == 5
+    assert reader.get(f"zones/{site['level'].pk}").json()["time_of_use"] == ""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.contrib.staticfiles import finders
 from django.test import Client
 
 from api.models import Scope
@@ -158,6 +160,10 @@ def test_the_schema_and_the_docs_are_served_without_the_internet(reader, site):
     docs = reader.get("docs/").content.decode()
     assert "drf_spectacular_sidecar/swagger-ui-dist" in docs
     assert "cdn" not in docs.lower() and "https://" not in docs
+    assets = re.findall(r'/static/(drf_spectacular_sidecar/[^"\']+)', docs)
+    assert len(assets) >= 2
+    for asset in assets:  # every file the page loads is vendored
+        assert finders.find(asset), asset
 
 
 def test_an_active_time_of_use_rule_lowers_the_limit_and_is_named(reader, site):

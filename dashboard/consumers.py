@@ -1,29 +1,32 @@
 """Live dashboard pages: one websocket per open page, a full snapshot on connect, then deltas.
 
-Why the consumer polls the database (every POLL_S) instead of waiting for events:
+Why the consumer polls the database instead of waiting for events:
 - every writer is covered, whichever process it runs in (the OCPP consumer, the Celery tick,
   the meter poller, the admin, the API, a shell), with no hook to forget and no edit to the
   hot OCPP path: an event published from a service can be lost (Redis hiccup, a writer that
-  does not publish) and the page would then be wrong until reload, while a poll is right
-  again one second later;
-- the cost is bounded and independent of the event rate: a handful of indexed queries per
-  open page per second (measured in the README's dashboard section), where a busy site emits
-  hundreds of events per second that would each re-render a tile.
-The page receives the same template fragments the server rendered first, compared as text,
-so an unchanged tile costs nothing on the wire. Single records (tiles, the charger's live
-block) go out as soon as they change; the zone tree — a list that changes with every meter
-reading — at most every LIST_EVERY_S.
-Roles: the websocket checks the same permission as the page, at connect and every
-RECHECK_S (a removed role or a deactivated account stops the stream), and is behind the
-Origin check (evce/asgi.py) so another site cannot open it with the user's cookie.
+  does not publish) and the page would then be wrong until reloaded, while a poll is right
+  again at the next period;
+- the cost is bounded and independent of the event rate: a handful of queries per poll,
+  shared by every page of the process (`shared`), where a busy site emits hundreds of events
+  per second. The period adapts to what a poll costs (POLL_S_MIN, 0.5 s, on a small site, up
+  to POLL_S_MAX), so the live view never takes more than 1/POLL_COST_SHARE of a core.
+Fragments are the templates of the first render, re-rendered only when their data changed
+and sent only when their text changed. Single records (tiles, a charger's live block) go out
+at the next poll; the zone tree — a list that changes with every meter reading — at most
+every LIST_EVERY_S.
+Roles: the websocket checks the same permission as the page, at connect and every RECHECK_S
+(a removed role or a deactivated account stops the stream), and is behind the Origin check
+(evce/asgi.py) so that another site cannot open it with the user's cookie.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -35,12 +38,34 @@ from evce import clock
 
 logger = logging.getLogger(__name__)
 
+# The poll period follows what a poll costs: POLL_S_MIN on a small site, up to POLL_S_MAX when
+# reading and rendering take longer, so the live view never takes more than 1/POLL_COST_SHARE
+# of a core (measured: bench/bench_dashboard.py).
 POLL_S = 1.0
+POLL_S_MIN = 0.5
+POLL_S_MAX = 2.0
+POLL_COST_SHARE = 8.0
 LIST_EVERY_S = 3.0
 PING_EVERY_S = 5.0
 RECHECK_S = 30.0
 CLOSE_DENIED = 4403
 CLOSE_GONE = 4404
+
+
+T = TypeVar("T")
+_shared: dict[str, tuple[float, Any]] = {}
+_shared_lock = threading.Lock()
+
+
+def shared(key: str, build: Callable[[], T], max_age_s: float = POLL_S_MIN * 0.9) -> T:
+    """One read per poll for every page of this process: two wall screens cost what one does."""
+    with _shared_lock:
+        cached = _shared.get(key)
+        if cached is not None and time.monotonic() - cached[0] < max_age_s:
+            return cached[1]  # type: ignore[no-any-return]
+        value = build()
+        _shared[key] = (time.monotonic(), value)
+        return value
 
 
 def user_may_view(user_pk: int | None) -> bool:
@@ -64,6 +89,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.page: str = self.scope["url_route"]["kwargs"]["page"]
         self.charger_pk: int | None = self.scope["url_route"]["kwargs"].get("pk")
         self.sent: dict[str, str] = {}
+        self.drawn: dict[str, object] = {}  # the data each fragment was last rendered from
         self.order: list[str] = []
         self.problems: list[str] = []
         self.task: asyncio.Task[None] | None = asyncio.ensure_future(self.stream())
@@ -104,7 +130,9 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
                 raise
             except Exception:  # a failed read must not end the stream: the page says it is stale meanwhile
                 logger.exception("dashboard live stream of %s failed; retrying", self.page)
-            await asyncio.sleep(max(0.05, POLL_S - (time.monotonic() - started)))
+            spent = time.monotonic() - started
+            period = min(POLL_S_MAX, max(POLL_S_MIN, POLL_COST_SHARE * spent))
+            await asyncio.sleep(max(0.05, period - spent))
 
     # --- building the fragments (sync, in a worker thread) ---------------------------------
 
@@ -114,17 +142,27 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             return self._charger()
         return self._site(with_lists)
 
+    def _render(self, key: str, data: object, template: str, context: dict[str, Any]) -> str:
+        """Render a fragment only when its data changed: rendering, not reading, is the cost."""
+        if key in self.sent and self.drawn.get(key) == data:
+            return self.sent[key]
+        self.drawn[key] = data
+        return render_to_string(template, context)
+
     def _site(self, with_lists: bool) -> dict[str, Any]:
         now = clock.now()
-        tiles = selectors.charger_tiles(now=now)
+        tiles = shared("tiles", lambda: selectors.charger_tiles(now=now))
         regions: dict[str, str] = {}
         if with_lists:
-            zones, self.problems = selectors.zone_views(now=now, tiles=tiles)
-            regions["zones"] = render_to_string("dashboard/_zones.html", {
-                "overview": selectors.Overview(zones=zones, tiles=tiles, problems=self.problems)})
-        regions["summary"] = render_to_string("dashboard/_summary.html", {
-            "overview": selectors.Overview(zones=[], tiles=tiles, problems=self.problems)})
-        items = {tile.dom_id: render_to_string("dashboard/_tile.html", {"tile": tile}) for tile in tiles}
+            zones, self.problems = shared("zones", lambda: selectors.zone_views(now=now, tiles=tiles),
+                                          max_age_s=LIST_EVERY_S * 0.9)
+            overview = selectors.Overview(zones=zones, tiles=tiles, problems=self.problems)
+            regions["zones"] = self._render("zones", zones, "dashboard/_zones.html", {"overview": overview})
+        overview = selectors.Overview(zones=[], tiles=tiles, problems=self.problems)
+        summary = (overview.online, len(tiles), overview.charging, round(overview.power_kw, 1), self.problems)
+        regions["summary"] = self._render("summary", summary, "dashboard/_summary.html", {"overview": overview})
+        items = {tile.dom_id: self._render(tile.dom_id, tile, "dashboard/_tile.html", {"tile": tile})
+                 for tile in tiles}
         return self._delta(regions, items)
 
     def _charger(self) -> dict[str, Any] | None:
@@ -149,6 +187,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             update["removed"] = removed
             for key in removed:
                 self.sent.pop(key, None)
+                self.drawn.pop(key, None)
         if order != self.order and items:
             update["order"] = order
         self.order = order

@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db.models import F
 
@@ -88,7 +89,7 @@ class SessionView:
     energy_wh: int | None
     power_w: float | None
     current_a: Phases3 | None
-    sample_at: dt.datetime | None
+    sample_at: dt.datetime | None = field(compare=False)
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ class ChargerTile:
     model: str
     registration: str
     online: bool
-    last_seen: dt.datetime | None
+    last_seen: dt.datetime | None = field(compare=False)  # not drawn: a heartbeat must not re-send the tile
     zone: str
     zone_pk: int | None
     phases: int
@@ -216,49 +217,66 @@ class Overview:
 # --- chargers ---------------------------------------------------------------------------
 
 
+_CHARGER_FIELDS = ("pk", "charge_point_id", "vendor", "model", "registration_status", "connected", "last_seen",
+                   "zone_id", "zone__name", "phases", "supply_phase", "rated_max_current_a", "vip")
+_CONNECTOR_FIELDS = ("charger_id", "connector_id", "status", "error_code", "info", "status_at")
+_LIMIT_FIELDS = ("charger_id", "connector_id", "in_force_a", "in_force_paused", "pending_a", "pending_paused",
+                 "wanted_a", "wanted_paused", "binding", "waiting", "last_status", "last_detail", "last_answer_at")
+
+
 def charger_tiles(*, now: dt.datetime, charger_pks: list[int] | None = None) -> list[ChargerTile]:
-    """Tiles of every charger (accepted first, then pending/rejected), or of the given ones."""
-    chargers = Charger.objects.select_related("zone").order_by("charge_point_id")
+    """Tiles of every charger (accepted first, then pending/rejected), or of the given ones.
+
+    Four queries of plain rows (no model instances): the live page runs this every second.
+    """
+    chargers = Charger.objects.all()
     if charger_pks is not None:
         chargers = chargers.filter(pk__in=charger_pks)
-    chargers_list = list(chargers)
-    pks = [charger.pk for charger in chargers_list]
-    connectors: dict[int, list[Connector]] = defaultdict(list)
-    for connector in Connector.objects.filter(charger_id__in=pks).order_by("connector_id"):
-        connectors[connector.charger_id].append(connector)
-    states = {(s.charger_id, s.connector_id): LimitView.of(s) for s in LimitState.objects.filter(charger_id__in=pks)}
-    sessions = active_sessions(charger_pks=pks, now=now)
-    tiles = [_tile(charger, connectors[charger.pk], states, sessions) for charger in chargers_list]
+    rows = list(chargers.values(*_CHARGER_FIELDS))
+    pks = [row["pk"] for row in rows]
+    every = charger_pks is None  # all chargers: no IN list of hundreds of ids
+    connectors: dict[int, dict[int, dict[str, object]]] = defaultdict(dict)
+    connector_rows = Connector.objects.all() if every else Connector.objects.filter(charger_id__in=pks)
+    for connector in connector_rows.values(*_CONNECTOR_FIELDS):
+        connectors[connector["charger_id"]][connector["connector_id"]] = connector
+    states: dict[int, dict[int, LimitView]] = defaultdict(dict)
+    state_rows = LimitState.objects.all() if every else LimitState.objects.filter(charger_id__in=pks)
+    for state in state_rows.values(*_LIMIT_FIELDS):
+        charger_id, connector_id = state.pop("charger_id"), state.pop("connector_id")
+        states[charger_id][connector_id] = LimitView(**state)
+    sessions: dict[int, dict[int, SessionView]] = defaultdict(dict)
+    for (charger_id, connector_id), session in active_sessions(charger_pks=None if every else pks, now=now).items():
+        sessions[charger_id][connector_id] = session
+    tiles = [_tile(row, connectors[row["pk"]], states[row["pk"]], sessions[row["pk"]]) for row in rows]
     accepted = RegistrationStatus.ACCEPTED
     return sorted(tiles, key=lambda tile: (tile.registration != accepted, tile.charge_point_id.casefold()))
 
 
-def _tile(charger: Charger, connectors: list[Connector], states: dict[tuple[int, int], LimitView],
-          sessions: dict[tuple[int, int], SessionView]) -> ChargerTile:
-    by_id = {c.connector_id: c for c in connectors}
-    ids = sorted({c for c in by_id if c > 0} | {c for (pk, c) in sessions if pk == charger.pk}
-                 | {c for (pk, c) in states if pk == charger.pk and c > 0})
+def _tile(charger: dict[str, Any], connectors: dict[int, dict[str, Any]], states: dict[int, LimitView],
+          sessions: dict[int, SessionView]) -> ChargerTile:
+    online = bool(charger["connected"])
+    ids = sorted({c for c in connectors if c > 0} | set(sessions) | {c for c in states if c > 0})
     views = []
     for connector_id in ids:
-        row = by_id.get(connector_id)
-        session = sessions.get((charger.pk, connector_id))
+        row = connectors.get(connector_id, {})
+        session = sessions.get(connector_id)
         views.append(ConnectorView(
             connector_id=connector_id,
-            status=_shown_status(row.status if row else "", charger.connected),
-            error_code=row.error_code if row else "",
-            info=row.info if row else "",
-            status_at=row.status_at if row else None,
+            status=_shown_status(row.get("status", ""), online),
+            error_code=row.get("error_code", ""),
+            info=row.get("info", ""),
+            status_at=row.get("status_at"),
             session=session,
-            limit=states.get((charger.pk, connector_id)) if session is not None else None,
+            limit=states.get(connector_id) if session is not None else None,
         ))
-    whole = by_id.get(0)
+    phases = int(charger["phases"])
     return ChargerTile(
-        pk=charger.pk, charge_point_id=charger.charge_point_id, vendor=charger.vendor, model=charger.model,
-        registration=charger.registration_status, online=charger.connected, last_seen=charger.last_seen,
-        zone=charger.zone.name if charger.zone else "", zone_pk=charger.zone_id, phases=charger.phases,
-        supply_phases=charger.supply_phases, rated_a=charger.rated_max_current_a,
-        vip=charger.vip, connectors=views, default_limit=states.get((charger.pk, 0)),
-        status=_shown_status(whole.status if whole else "", charger.connected),
+        pk=charger["pk"], charge_point_id=charger["charge_point_id"], vendor=charger["vendor"],
+        model=charger["model"], registration=charger["registration_status"], online=online,
+        last_seen=charger["last_seen"], zone=charger["zone__name"] or "", zone_pk=charger["zone_id"],
+        phases=phases, supply_phases=(0, 1, 2) if phases == 3 else (int(charger["supply_phase"]) - 1,),
+        rated_a=charger["rated_max_current_a"], vip=charger["vip"], connectors=views,
+        default_limit=states.get(0), status=_shown_status(connectors.get(0, {}).get("status", ""), online),
     )
 
 
@@ -269,22 +287,26 @@ def _shown_status(status: str, online: bool) -> str:
     return status or "unknown"
 
 
-def active_sessions(*, charger_pks: list[int], now: dt.datetime) -> dict[tuple[int, int], SessionView]:
-    """Running sessions per (charger, connector), with the draw of their latest meter sample.
+def active_sessions(*, charger_pks: list[int] | None, now: dt.datetime) -> dict[tuple[int, int], SessionView]:
+    """Running sessions per (charger, connector) of the given chargers (None: all), with the
+    draw of their latest meter sample.
 
     The latest sample is found through the session's `last_sample_at`, so this reads a few
     rows per session whatever the length of its history.
     """
-    running = list(Transaction.objects.filter(charger_id__in=charger_pks, state=TransactionState.ACTIVE)
-                   .select_related("badge").order_by("start_time"))
-    draws = _latest_draws([tx.pk for tx in running], now)
+    running = Transaction.objects.filter(state=TransactionState.ACTIVE).order_by("start_time")
+    if charger_pks is not None:
+        running = running.filter(charger_id__in=charger_pks)
+    rows = list(running.values("pk", "charger_id", "connector_id", "id_tag", "badge__holder", "badge__vip",
+                               "start_time", "energy_wh"))
+    draws = _latest_draws([row["pk"] for row in rows], now)
     views: dict[tuple[int, int], SessionView] = {}
-    for tx in running:
-        power_w, current_a, at = draws.get(tx.pk, (None, None, None))
-        views[(tx.charger_id, tx.connector_id)] = SessionView(
-            pk=tx.pk, id_tag=tx.id_tag, holder=tx.badge.holder if tx.badge else "",
-            vip=bool(tx.badge and tx.badge.vip), start_time=tx.start_time, energy_wh=tx.energy_wh,
-            power_w=power_w, current_a=current_a, sample_at=at,
+    for row in rows:
+        power_w, current_a, at = draws.get(row["pk"], (None, None, None))
+        views[(row["charger_id"], row["connector_id"])] = SessionView(
+            pk=row["pk"], id_tag=row["id_tag"], holder=row["badge__holder"] or "", vip=bool(row["badge__vip"]),
+            start_time=row["start_time"], energy_wh=row["energy_wh"], power_w=power_w, current_a=current_a,
+            sample_at=at,
         )
     return views
 
@@ -294,7 +316,10 @@ def _latest_draws(
 ) -> dict[int, tuple[float | None, Phases3 | None, dt.datetime]]:
     if not transaction_pks:
         return {}
-    rows = (MeterSample.objects.filter(transaction_id__in=transaction_pks, measurand__in=(POWER, CURRENT),
+    # A few sessions: by id; many: every running one (one join instead of a long IN list).
+    which = ({"transaction_id__in": transaction_pks} if len(transaction_pks) <= 100
+             else {"transaction__state": TransactionState.ACTIVE})
+    rows = (MeterSample.objects.filter(**which, measurand__in=(POWER, CURRENT),
                                        timestamp=F("transaction__last_sample_at"), value__isnull=False,
                                        timestamp__gte=now - DRAW_MAX_AGE)
             .values_list("transaction_id", "timestamp", "measurand", "phase", "unit", "value"))

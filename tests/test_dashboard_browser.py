@@ -9,6 +9,8 @@ The event→browser latency is printed (pytest -s) for the README's figures.
 from __future__ import annotations
 
 import os
+import random
+import statistics
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,13 +65,18 @@ def test_it_shows_a_booting_charger_live_and_its_status_changes(ocpp_url, accept
     appeared_ms = chromium.evaluate(f"window.evceLive.applied.find(u => u.ids.includes('charger-{pk}')).at")
     print(f"\nboot → tile in the browser: {appeared_ms - started * 1000:.0f} ms (connect + boot + boot steps)")
 
-    sent = time.time()
-    sim.call(call.StatusNotification(connector_id=1, error_code="NoError", status="Charging"))
-    chromium.wait_for(f"document.getElementById('charger-{pk}').innerText.includes('Charging')")
-    shown_ms = chromium.evaluate(
-        f"window.evceLive.applied.filter(u => u.ids.includes('charger-{pk}')).slice(-1)[0].at")
-    print(f"StatusNotification → tile updated: {shown_ms - sent * 1000:.0f} ms")
-    assert shown_ms - sent * 1000 < 2500  # the issue asks for "within a second" of polling; allow a loaded CI
+    latencies = []
+    for status in ("Preparing", "Charging", "SuspendedEV", "Charging", "Finishing", "Available", "Charging"):
+        time.sleep(random.uniform(0, 1))  # events arrive at any moment of the page's poll cycle
+        sent = time.time()
+        sim.call(call.StatusNotification(connector_id=1, error_code="NoError", status=status))
+        chromium.wait_for(f"document.getElementById('charger-{pk}').innerText.includes('{status}')")
+        shown_ms = chromium.evaluate(
+            f"window.evceLive.applied.filter(u => u.ids.includes('charger-{pk}')).slice(-1)[0].at")
+        latencies.append(shown_ms - sent * 1000)
+    print(f"StatusNotification → tile updated: median {statistics.median(latencies):.0f} ms, "
+          f"max {max(latencies):.0f} ms over {len(latencies)} events")
+    assert max(latencies) < 2500  # polled every second; the margin is for a loaded CI machine
 
     chromium.resize(*PHONE, mobile=True)
     chromium.screenshot(shots / "overview-phone.png")

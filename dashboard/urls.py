@@ -7,6 +7,7 @@ app_name = "dashboard"
 urlpatterns = [
     path("", views.overview, name="overview"),
     path("chargers/<int:pk>/", views.charger, name="charger"),
+    path("chargers/<int:pk>/accept/", views.charger_accept, name="charger_accept"),
     path("chargers/<int:pk>/command/", views.charger_command, name="charger_command"),
     path("chargers/<int:pk>/configuration/read/", views.charger_read_configuration, name="charger_read_configuration"),
     path("chargers/<int:pk>/configuration/change/", views.charger_change_configuration,

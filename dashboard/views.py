@@ -18,9 +18,9 @@ from django.views.decorators.http import require_POST
 from badges.models import Badge, BadgeStatus
 from chargers import services as charger_services
 from chargers.models import Charger, OcppMessage
-from dashboard import commands, roles, selectors
+from dashboard import commands, roles, selectors, services
 from evce import clock
-from loadmgmt.models import LimitState, Setpoint
+from loadmgmt.models import LimitState, Setpoint, Zone
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def charger(request: HttpRequest, pk: int) -> HttpResponse:
         .filter(payload__errorCode__isnull=False).exclude(payload__errorCode="NoError")
         .order_by("-timestamp")[:ERROR_HISTORY_ROWS],
         badges=Badge.objects.filter(status=BadgeStatus.ACCEPTED).order_by("id_tag")[:500],
-        triggerable=commands.TRIGGERABLE, live_url=f"/ws/dashboard/charger/{pk}/",
+        triggerable=commands.TRIGGERABLE, zones=Zone.objects.order_by("name"), live_url=f"/ws/dashboard/charger/{pk}/",
     ))
 
 
@@ -117,3 +117,22 @@ def charger_change_configuration(request: HttpRequest, pk: int) -> HttpResponse:
                 record.charge_point_id, outcome.message)
     (messages.success if outcome.ok else messages.error)(request, outcome.message)
     return _back_to(pk)
+
+
+@require_POST
+@roles.requires(roles.CONFIGURE)
+def charger_accept(request: HttpRequest, pk: int) -> HttpResponse:
+    """Accept a discovered (pending or rejected) charger into a zone: admins only."""
+    record = get_object_or_404(Charger, pk=pk)
+    zone_pk = request.POST.get("zone", "")
+    zone = Zone.objects.filter(pk=int(zone_pk)).first() if zone_pk.isdigit() else None
+    if zone_pk and zone is None:
+        messages.error(request, "Accept: that zone does not exist any more.")
+        return _back_to(pk)
+    configured = services.charger_accept_into_zone(charger_pk=pk, zone=zone)
+    where = f"into zone {zone.name}" if zone else "without a zone"
+    follow = ("its configuration is being applied" if configured
+              else "it is configured when it next boots (pending chargers retry their boot)")
+    messages.success(request, f"{record.charge_point_id} accepted {where}; {follow}.")
+    logger.info("dashboard: %s accepted %s %s", request.user.get_username(), record.charge_point_id, where)
+    return HttpResponseRedirect(reverse("dashboard:charger", args=[pk]))

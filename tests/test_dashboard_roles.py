@@ -55,6 +55,7 @@ def action_posts(charger: Charger) -> list[tuple[str, dict[str, str], str]]:
              for name in commands.COMMANDS]
     posts.append((f"{base}/configuration/read/", {}, "operator"))
     posts.append((f"{base}/configuration/change/", {"key": "HeartbeatInterval", "value": "60"}, "admin"))
+    posts.append((f"{base}/accept/", {"zone": ""}, "admin"))
     return posts
 
 
@@ -98,7 +99,8 @@ def test_it_lets_each_role_do_only_its_actions(client, charger, role):
             response = client.post(url, form)
             if role in ALLOWED[least]:
                 assert response.status_code == 302, f"{role} POST {url} {form.get('command')}"
-                assert send.called, f"{role} POST {url} {form.get('command')} did not reach the charger"
+                if not url.endswith("/accept/"):
+                    assert send.called, f"{role} POST {url} {form.get('command')} did not reach the charger"
             else:
                 assert response.status_code == 403, f"{role} POST {url} {form.get('command')}: {response.status_code}"
                 assert not send.called
@@ -131,3 +133,16 @@ def test_it_offers_command_buttons_only_to_roles_that_may_use_them(client, charg
     client.logout()
     page = client_as(client, "admin").get(f"/chargers/{charger.pk}/").content.decode()
     assert "configuration/change/" in page
+
+
+def test_an_admin_accepts_a_discovered_charger_into_a_zone(client):
+    from loadmgmt.models import Zone
+
+    zone = Zone.objects.create(name="Level -1", max_current_a=63)
+    pending = Charger.objects.create(charge_point_id="CP-NEW", registration_status=RegistrationStatus.PENDING)
+    client = client_as(client, "admin")
+    assert "Accept into this zone" in client.get(f"/chargers/{pending.pk}/").content.decode()
+    response = client.post(f"/chargers/{pending.pk}/accept/", {"zone": str(zone.pk)}, follow=True)
+    pending.refresh_from_db()
+    assert (pending.registration_status, pending.zone) == (RegistrationStatus.ACCEPTED, zone)
+    assert "CP-NEW accepted into zone Level -1" in response.content.decode()

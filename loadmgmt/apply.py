@@ -60,7 +60,7 @@ def session_holders(inputs: LoopInputs, allocation: Allocation) -> list[Holder]:
         wanted = 0.0 if decision.paused else profiles.round_limit(decision.limit_a)
         holders.append(Holder(
             id=session_id, zone_id=ctx.zone_id, phases=ctx.phases, held_a=ctx.held_a, wanted_a=wanted,
-            first=ctx.first, in_flight_a=ctx.in_flight_a, can_send=ctx.can_send,
+            first=ctx.first, in_flight_a=ctx.in_flight_a, can_send=ctx.can_send, may_raise=ctx.may_raise,
             min_a=inputs.chargers[ctx.charger_pk].charger.min_current_a, priority=0 if ctx.vip else 1,
         ))
     return holders
@@ -90,7 +90,7 @@ def default_holders(inputs: LoopInputs, targets: dict[int, float], now: dt.datet
             wanted_a=wanted, controllable=ctx.online, first=unknown and _in_flight(state, now) is None,
             in_flight_a=_in_flight(state, now),
             can_send=state is None or state.retry_at is None or state.retry_at <= now,
-            min_a=ctx.charger.min_current_a, count=ctx.connectors,
+            may_raise=ctx.responsive, min_a=ctx.charger.min_current_a, count=ctx.connectors,
         ))
     return holders
 

@@ -159,7 +159,11 @@ def pv_phase_currents(config: ZoneConfig, m: ZoneMeasurement | None, pv_w: float
     its phase only)."""
     if m is not None and m.pv_current_a is not None and all(v is not None for v in m.pv_current_a):
         values = [max(0.0, v or 0.0) for v in m.pv_current_a]
-        return (values[0], values[1], values[2])
+        # Currents that claim more than the measured power (reactive current, a CT on the wrong
+        # conductor) are scaled down to it: PV must never add more than it produces.
+        claimed_w = sum(values) * voltage_v
+        scale = 1.0 if claimed_w <= pv_w or claimed_w == 0 else pv_w / claimed_w
+        return (values[0] * scale, values[1] * scale, values[2] * scale)
     phases = config.pv_phases or (0, 1, 2)
     share = pv_w / (len(phases) * voltage_v)
     values = [share if p in phases else 0.0 for p in range(PHASES)]

@@ -54,8 +54,7 @@ def run_tick(now: dt.datetime) -> TickReport:
     tick = apply.make_plan(gathered, allocation, now)
     apply.send(tick.outgoing, gathered, now)
     apply.record_decisions(gathered, allocation, tick, now)
-    if tick.sessions.over:
-        logger.warning("control loop: held limits over capacity, decreases sent: %s", ", ".join(tick.sessions.over))
+    _log_over(tick.sessions.over)
     return TickReport(
         sessions=len(gathered.sessions),
         paused=sum(1 for limit in allocation.limits.values() if limit.paused),
@@ -67,6 +66,19 @@ def run_tick(now: dt.datetime) -> TickReport:
         reserved=len(gathered.reserved),
         expired=expired,
     )
+
+
+_last_over: list[str] = []
+
+
+def _log_over(over: list[str]) -> None:
+    """Held limits over capacity: a warning when it starts or changes, not at every tick."""
+    global _last_over
+    if over and over != _last_over:
+        logger.warning("control loop: held limits over capacity, decreases sent: %s", ", ".join(over))
+    elif not over and _last_over:
+        logger.info("control loop: held limits back within capacity")
+    _last_over = list(over)
 
 
 async def boot_step_safe_default(call: CallFn, charger_pk: int) -> None:
@@ -98,7 +110,7 @@ async def boot_step_safe_default(call: CallFn, charger_pk: int) -> None:
 
 def _plan_boot_default(charger_pk: int) -> tuple[services.SendTicket, dict[str, object]] | None:
     now = clock.now()
-    gathered = inputs.gather(now)
+    gathered = inputs.gather_defaults()
     ctx = gathered.chargers.get(charger_pk)
     if ctx is None:
         return None

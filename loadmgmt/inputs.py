@@ -19,18 +19,20 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 
 from django.db.models.functions import Upper
 from django.utils import timezone
 
+from api.budgets import ZoneBudget, active_zone_budgets
 from chargers.models import Charger, ConfigurationKey, Connector, RegistrationStatus
 from loadmgmt import profiles, tree
 from loadmgmt.capacity import TimeOfUse, ZoneCapacity, ZoneConfig, ZoneMeasurement, zone_capacity
 from loadmgmt.engine import Policy, Session
 from loadmgmt.engine import Zone as EngineZone
 from loadmgmt.engine.planning import Holder
-from loadmgmt.models import LimitState, SiteSettings, Zone, ZoneMode
+from loadmgmt.models import AnswerStatus, LimitState, SiteSettings, Zone, ZoneMode
 from loadmgmt.safety import DefaultCharger
 from transactions.models import MeterSample, Transaction, TransactionState
 
@@ -66,6 +68,7 @@ class SessionContext:
     can_send: bool
     vip: bool
     charged_s: float
+    may_raise: bool = True
 
 
 @dataclass
@@ -79,6 +82,7 @@ class ChargerContext:
     online: bool
     state: LimitState | None  # its connector-0 row
     held_default_a: float  # max(in force, unsettled) default; its rating when nothing is known
+    responsive: bool = True  # False: its latest profile got no answer (only decreases go to it)
 
 
 @dataclass
@@ -110,13 +114,19 @@ def site_policy(settings: SiteSettings) -> Policy:
     )
 
 
-def zone_config(zone: Zone, site: SiteSettings) -> ZoneConfig:
+def zone_config(zone: Zone, site: SiteSettings | None = None, budget: ZoneBudget | None = None) -> ZoneConfig:
+    """The zone as the capacity rules see it; a BEMS budget in force lowers its limits (never raises)."""
+    site = site or SiteSettings.load()
+    max_current_a, max_power_kw = zone.max_current_a, zone.max_power_kw
+    if budget is not None:
+        max_current_a = _lower(max_current_a, budget.current_a)
+        max_power_kw = _lower(max_power_kw, budget.power_kw)
     return ZoneConfig(
         id=str(zone.pk),
         name=zone.name,
         parent_id=str(zone.parent_id) if zone.parent_id else None,
-        max_current_a=zone.max_current_a,
-        max_power_w=None if zone.max_power_kw is None else zone.max_power_kw * 1000,
+        max_current_a=max_current_a,
+        max_power_w=None if max_power_kw is None else max_power_kw * 1000,
         dynamic=zone.mode == ZoneMode.DYNAMIC,
         fallback_current_a=zone.effective_fallback_a(site),
         add_pv=zone.add_pv_production,
@@ -127,6 +137,15 @@ def zone_config(zone: Zone, site: SiteSettings) -> ZoneConfig:
         ),
         pv_phases=tuple(int(p) - 1 for p in zone.pv_phases) or (0, 1, 2),
     )
+
+
+def _lower(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def zone_budgets(zones: list[Zone], now: dt.datetime) -> dict[int, ZoneBudget]:
+    """BEMS budgets in force (setpoints, failsafe after a lost heartbeat), per zone pk."""
+    return active_zone_budgets([zone.pk for zone in zones], now)
 
 
 def zone_measurement(zone: Zone) -> ZoneMeasurement | None:
@@ -147,25 +166,40 @@ def zone_measurement(zone: Zone) -> ZoneMeasurement | None:
 def gather(now: dt.datetime) -> LoopInputs:
     settings = SiteSettings.load()
     zones = list(Zone.objects.prefetch_related("time_of_use"))
-    configs = [zone_config(zone, settings) for zone in zones]
-    roots = tree.root_ids(configs)
+    budgets = zone_budgets(zones, now)
+    configs = [zone_config(zone, settings, budgets.get(zone.pk)) for zone in zones]
     chargers = list(Charger.objects.filter(registration_status=RegistrationStatus.ACCEPTED))
     by_pk = {charger.pk: charger for charger in chargers}
     transactions = list(Transaction.objects.filter(state=TransactionState.ACTIVE, charger_id__in=by_pk))
     states = {(s.charger_id, s.connector_id): s for s in LimitState.objects.filter(charger_id__in=by_pk)}
-    rate_units = charger_rate_units(list(by_pk))
-    charger_contexts = _charger_contexts(chargers, roots, states, rate_units)
+    charger_contexts = _charger_contexts(chargers, tree.root_ids(configs), states, charger_rate_units(list(by_pk)))
     timelines = _timelines(transactions, by_pk, now - dt.timedelta(seconds=settings.measurement_max_age_s))
     vip_tags = _vip_tags({tx.id_tag for tx in transactions})
     inputs = LoopInputs(site_policy(settings), settings, [], [], [], {}, chargers=charger_contexts)
     for tx in transactions:
         _add_session(inputs, tx, charger_contexts[tx.charger_id], states.get((tx.charger_id, tx.connector_id)),
                      timelines.get(tx.pk, []), tx.id_tag.upper() in vip_tags, now)
-    inputs.zones = _capacities(zones, configs, inputs, timelines, now, settings)
-    inputs.static_zones = [tree.static_capacity(config) for config in configs]
-    if not configs:
-        inputs.static_zones = [tree.site_zone(settings.fallback_current_a)]
+    inputs.zones = _capacities(zones, configs, budgets, inputs, timelines, now, settings)
+    inputs.static_zones = _static_zones(configs, settings)
     return inputs
+
+
+def gather_defaults() -> LoopInputs:
+    """Only what planning safe defaults needs (a charger's boot): no sessions, no measurements."""
+    settings = SiteSettings.load()
+    configs = [zone_config(zone, settings) for zone in Zone.objects.prefetch_related("time_of_use")]
+    chargers = list(Charger.objects.filter(registration_status=RegistrationStatus.ACCEPTED))
+    states = {(s.charger_id, 0): s for s in LimitState.objects.filter(connector_id=0, charger__in=chargers)}
+    contexts = _charger_contexts(chargers, tree.root_ids(configs), states,
+                                 charger_rate_units([charger.pk for charger in chargers]))
+    return LoopInputs(site_policy(settings), settings, [], _static_zones(configs, settings), [], {},
+                      chargers=contexts)
+
+
+def _static_zones(configs: list[ZoneConfig], settings: SiteSettings) -> list[EngineZone]:
+    if not configs:
+        return [tree.site_zone(settings.fallback_current_a)]
+    return [tree.static_capacity(config) for config in configs]
 
 
 def charger_rate_units(charger_pks: list[int]) -> dict[int, str]:
@@ -200,6 +234,7 @@ def _charger_contexts(
     chargers: list[Charger], roots: list[str], states: dict[tuple[int, int], LimitState], rate_units: dict[int, str]
 ) -> dict[int, ChargerContext]:
     counts = connector_counts([charger.pk for charger in chargers])
+    silent = _unresponsive(states.values())
     contexts = {}
     for charger in chargers:
         state = states.get((charger.pk, 0))
@@ -208,8 +243,26 @@ def _charger_contexts(
             charger=charger, zone_id=tree.charger_zone_id(charger.zone_id, roots), connectors=counts[charger.pk],
             rate_unit=rate_units.get(charger.pk, "A"), online=charger.connected, state=state,
             held_default_a=charger.rated_max_current_a if held is None else held,
+            responsive=charger.pk not in silent,
         )
     return contexts
+
+
+def _unresponsive(states: Iterable[LimitState]) -> set[int]:
+    """Chargers whose latest profile answer is missing (no answer, link lost).
+
+    Raising such a charger is pointless and unsafe (it may apply a raise it never confirms, which
+    then stays counted); lowering it is still tried. A later answer of any kind clears it.
+    """
+    latest: dict[int, LimitState] = {}
+    for state in states:
+        if state.last_answer_at is None:
+            continue
+        known = latest.get(state.charger_id)
+        if known is None or (known.last_answer_at is not None and state.last_answer_at > known.last_answer_at):
+            latest[state.charger_id] = state
+    missing = {AnswerStatus.NO_ANSWER, AnswerStatus.OFFLINE}
+    return {pk for pk, state in latest.items() if state.last_status in missing}
 
 
 def _add_session(
@@ -245,7 +298,7 @@ def _add_session(
         transaction_id=tx.pk, number_phases=charger.charger.phases, phases=phases, zone_id=charger.zone_id,
         rate_unit=charger.rate_unit, phases_in_use=_phases_in_use(timeline, phases), state=own, held_a=held,
         first=first and in_flight is None, in_flight_a=in_flight, can_send=retry_at is None or retry_at <= now,
-        vip=session.vip, charged_s=session.charged_s or 0.0,
+        vip=session.vip, charged_s=session.charged_s or 0.0, may_raise=charger.responsive,
     )
 
 
@@ -368,8 +421,8 @@ def ev_lower_bound(timeline: Timeline, at: float, window_s: float, limit_cap: fl
 
 
 def _capacities(
-    zones: list[Zone], configs: list[ZoneConfig], inputs: LoopInputs, timelines: dict[int, Timeline],
-    now: dt.datetime, settings: SiteSettings,
+    zones: list[Zone], configs: list[ZoneConfig], budgets: dict[int, ZoneBudget], inputs: LoopInputs,
+    timelines: dict[int, Timeline], now: dt.datetime, settings: SiteSettings,
 ) -> list[ZoneCapacity]:
     """Each zone's live capacity for the sessions the loop controls.
 
@@ -392,6 +445,9 @@ def _capacities(
             ev = _ev_in_window(zone.pk, parents, inputs, timelines, submeters, measurement.at, settings)
         capacity = zone_capacity(config, measurement, ev, now=now.timestamp(), local=local,
                                  max_age_s=settings.measurement_max_age_s)
+        budget = budgets.get(zone.pk)
+        if budget is not None:
+            capacity = replace(capacity, note=f"{capacity.note}, {budget.note}")
         held = reserved.get(config.id)
         capacities.append(capacity if not held or not any(held) else _minus(capacity, held))
     if not configs:

@@ -108,3 +108,27 @@ def test_the_loop_subtracts_the_ev_load_an_ev_submeter_measures():
                          zone=zone, last_reading_at=now,
                          last_values={"current_l1_a": 30.0, "current_l2_a": 30.0, "current_l3_a": 30.0})
     assert gather(now).zones[0].zone.capacity_a == (50.0, 50.0, 50.0)  # 100 - (80 - 30)
+
+
+def test_a_single_phase_inverter_adds_to_its_own_phase_only():
+    config = ZoneConfig("1", "z", None, max_current_a=32, max_power_w=None, add_pv=True, pv_phases=(1,))
+    result = capacity(config, ZoneMeasurement(at=None, pv_w=6_900, pv_at=NOW))
+    assert result.zone.capacity_a == pytest.approx((32, 62, 32))  # 6.9 kW / 230 V = 30 A on L2, not 10 A on each
+
+
+def test_measured_pv_currents_per_phase_are_used_but_never_beyond_the_power():
+    config = ZoneConfig("1", "z", None, max_current_a=32, max_power_w=None, add_pv=True)
+    measured = ZoneMeasurement(at=None, pv_w=4_600, pv_at=NOW, pv_current_a=(20.0, 0.0, 0.0))
+    assert capacity(config, measured).zone.capacity_a == pytest.approx((52, 32, 32))
+    inflated = ZoneMeasurement(at=None, pv_w=2_300, pv_at=NOW, pv_current_a=(20.0, 0.0, 0.0))
+    assert capacity(config, inflated).zone.capacity_a == pytest.approx((42, 32, 32))  # 2.3 kW is 10 A
+
+
+def test_the_lowest_time_of_use_rule_gives_the_label():
+    every_day = frozenset(range(7))
+    rules = (TimeOfUse(weekdays=every_day, start=dt.time(0), end=dt.time(23, 59), limit_percent=80, label="day"),
+             TimeOfUse(weekdays=every_day, start=dt.time(0), end=dt.time(23, 59), limit_current_a=20, label="peak"))
+    config = ZoneConfig("1", "z", None, max_current_a=63, max_power_w=None, time_of_use=rules)
+    result = capacity(config, None)
+    assert result.zone.capacity_a == (20, 20, 20)
+    assert result.note.startswith("peak")

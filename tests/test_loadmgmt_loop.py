@@ -143,3 +143,26 @@ def test_a_charger_reporting_power_only_gets_its_limit_in_watts(ocpp_url, charge
     profile = [p for a, p in sim.cp.received if a == "SetChargingProfile"][-1]["cs_charging_profiles"]
     assert profile["charging_schedule"]["charging_rate_unit"] == "W"
     assert float(profile["charging_schedule"]["charging_schedule_period"][0]["limit"]) == 3680.0  # 16 A x 230 V
+
+
+def test_a_bems_budget_lowers_the_zone_and_a_lost_heartbeat_brings_the_failsafe(make_site):
+    import datetime as dt
+
+    from api.services import zone_setpoint_write
+    from tests.api_support import make_integration
+
+    zone = Zone.objects.create(name="Building", max_current_a=63, fallback_current_a=8)
+    sims = make_site(zone, 2, "CP-BEMS")
+    settle()
+    assert tx_limits(sims) == [31.5, 31.5]
+    integration, _token = make_integration(heartbeat_interval_s=60)
+    now = clock.now()
+    zone_setpoint_write(integration=integration, zone=zone, current_a=20.0, power_kw=None,
+                        valid_until=now + dt.timedelta(hours=1), now=now)
+    settle(now)
+    assert tx_limits(sims) == [10.0, 10.0]
+    assert "setpoint" in gather(now).zones[0].note
+    silent_bems = now + dt.timedelta(seconds=121)  # no heartbeat for 2 x 60 s: failsafe (the zone's 8 A)
+    settle(silent_bems)
+    assert sorted(tx_limits(sims)) == [0.0, 8.0]  # 8 A fit one car at 6 A or more; the other waits paused
+    assert "failsafe" in gather(silent_bems).zones[0].note

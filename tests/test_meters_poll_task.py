@@ -192,7 +192,10 @@ def test_pv_never_refreshes_a_dead_consumption_meter_and_stale_pv_counts_zero(la
     make_meter(lab, incomer, "Incomer", role="zone_total", zone=zone)
     make_meter(lab, pv, "Roof PV", role="pv", zone=zone)
     poll(0)
-    assert capacity_of(zone, 0).zone.capacity_a == pytest.approx((70.0, 70.0, 70.0))  # 100 - 40 + 6.9 kW / 690 V
+    # 100 - 40 + PV per phase: the meter's phase currents, scaled down to its 6.9 kW (they claim more).
+    currents = [typical_values(PM5300)[f"current_l{n}_a"] for n in (1, 2, 3)]
+    scale = 6_900.0 / (sum(currents) * 230.0)
+    assert capacity_of(zone, 0).zone.capacity_a == pytest.approx(tuple(60.0 + c * scale for c in currents))
 
     incomer.silent = True
     poll(30)

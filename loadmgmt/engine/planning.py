@@ -49,7 +49,8 @@ class Holder:
     held_a: float  # max(in force, unsettled): what it may draw now
     wanted_a: float = 0.0  # the allocation's decision; 0 = paused
     controllable: bool = True  # False: offline or isolated, its held limit is only reserved
-    can_send: bool = True  # False: in backoff after a failure, or a call is still in flight
+    can_send: bool = True  # False: in backoff after a failure
+    may_raise: bool = True  # False: the charger stopped answering; only decreases go to it
     first: bool = False  # no profile of its own yet: the first one goes at once, capped to the room
     in_flight_a: float | None = None  # latest limit sent and not yet answered
     min_a: float = MIN_SIGNAL_A
@@ -149,7 +150,14 @@ def _increases(
     for row in sorted(candidates, key=lambda r: (r.holder.priority, r.held, r.holder.id)):
         holder = row.holder
         if holder.first and holder.can_send:
-            sends.append(_first_profile(row, net, usage, blocked, result))
+            first = _first_profile(row, net, usage, blocked, result)
+            if first.limit_a * 10 <= row.held or holder.may_raise:
+                sends.append(first)
+            else:
+                result.waiting[holder.id] = "the charger stopped answering: only lower limits are sent to it"
+            continue
+        if not holder.may_raise:
+            result.waiting[holder.id] = "the charger stopped answering: only lower limits are sent to it"
             continue
         if not holder.can_send or holder.in_flight_a is not None:
             result.waiting[holder.id] = "waiting for the charger's answer or a retry"

@@ -1,0 +1,29 @@
+"""Measurements of different times are never mixed: the EV draw a dynamic zone's meter saw."""
+
+from __future__ import annotations
+
+from loadmgmt.inputs import ev_lower_bound
+
+A = (16.0, 16.0, 16.0)
+B = (30.0, 30.0, 30.0)
+
+
+def test_samples_after_the_meter_reading_are_ignored():
+    # The cars ramped up to 30 A after the (lagging) meter took its reading at t=10: the meter
+    # still saw 16 A of EV load; subtracting 30 A would under-estimate the building by 14 A.
+    timeline = [(5.0, A), (11.0, B)]
+    assert ev_lower_bound(timeline, at=10.0, window_s=2.0, limit_cap=None) == A
+
+
+def test_the_lowest_draw_inside_the_window_is_taken():
+    timeline = [(5.0, B), (9.0, A)]  # the reading at t=10 may reflect t=8 (30 A) or t=9.5 (16 A)
+    assert ev_lower_bound(timeline, at=10.0, window_s=2.0, limit_cap=None) == A
+
+
+def test_a_session_with_no_sample_before_the_window_counts_zero():
+    assert ev_lower_bound([(9.5, B)], at=10.0, window_s=2.0, limit_cap=None) == (0.0, 0.0, 0.0)
+    assert ev_lower_bound([], at=10.0, window_s=2.0, limit_cap=None) == (0.0, 0.0, 0.0)
+
+
+def test_a_lower_limit_in_force_caps_the_bound():
+    assert ev_lower_bound([(5.0, B)], at=10.0, window_s=2.0, limit_cap=10.0) == (10.0, 10.0, 10.0)

@@ -12,8 +12,8 @@ from evce import clock
 from loadmgmt.models import SiteSettings
 from meters import services
 from meters.registers import get_register_map
-from tests.meters_fakes import typical_values
 from tests.loop_helpers import settle
+from tests.meters_fakes import typical_values
 from tests.meters_lab import dynamic_zone, make_meter
 from tests.ocpp_sim import utc_iso
 

@@ -26,12 +26,12 @@ class IntegrationAdmin(admin.ModelAdmin):
         if raw:
             messages.warning(request, f"Token for {obj.name} (copy it now, it is not shown again): {raw}")
 
-    @admin.action(description="Revoke the selected tokens")
+    @admin.action(description="Revoke the selected tokens", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[Integration]) -> None:
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=clock.now())
         self.message_user(request, f"{count} token(s) revoked.")
 
-    @admin.action(description="Issue a new token (the old one stops working)")
+    @admin.action(description="Issue a new token (the old one stops working)", permissions=["change"])
     def rotate_token(self, request: HttpRequest, queryset: QuerySet[Integration]) -> None:
         for integration in queryset:
             raw = integration.issue_token()

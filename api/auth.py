@@ -104,7 +104,20 @@ class HasScope(BasePermission):
         if not scope_allows(scope, needed):
             self.message = f"This call needs the '{needed}' scope; the caller has '{scope}'."
             return False
+        if needed == Scope.SETPOINTS and not _may_move_zone_limits(request, scope):
+            self.message = "Measurements and setpoints move zone limits: they need loadmgmt.change_zone."
+            return False
         return True
+
+
+def _may_move_zone_limits(request: Request, scope: str) -> bool:
+    """A staff session gets the commands scope from the operator role (remote start/stop),
+    but the roles table lets operators change nothing else: pushing a measurement or a
+    setpoint (it moves dynamic-zone limits) takes the admin role or loadmgmt.change_zone.
+    Tokens carry the scope their integration was given."""
+    if integration_of(request) is not None or scope == Scope.ADMIN:
+        return True
+    return bool(request.user.has_perm("loadmgmt.change_zone"))
 
 
 class WriteRateThrottle(SimpleRateThrottle):

@@ -78,6 +78,11 @@ def test_it_shows_a_booting_charger_live_and_its_status_changes(ocpp_url, accept
           f"max {max(latencies):.0f} ms over {len(latencies)} events")
     assert max(latencies) < 2500  # polled every second; the margin is for a loaded CI machine
 
+    chromium.evaluate("window.evceLive.socket.close()")  # the link drops: the page says so, then reconnects
+    assert chromium.wait_for("document.getElementById('live-state').dataset.state === 'stale'")
+    assert "Not live since" in chromium.text("#live-state")
+    chromium.wait_for("document.getElementById('live-state').dataset.state === 'live'", timeout_s=5)
+
     chromium.resize(*PHONE, mobile=True)
     chromium.screenshot(shots / "overview-phone.png")
     chromium.resize(*WALL)

@@ -53,7 +53,7 @@
   function connect() {
     retryTimer = null;
     var scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    socket = new WebSocket(scheme + location.host + url);
+    socket = state.socket = new WebSocket(scheme + location.host + url);
     socket.onopen = function () { backoff = 1000; };
     socket.onmessage = function (event) {
       lastMessage = Date.now();

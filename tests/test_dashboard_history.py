@@ -1,0 +1,91 @@
+"""Sessions list filters and CSV, chart data, OCPP log filters and downloads, health checks."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+
+import pytest
+from django.contrib.auth.models import Group, User
+
+from badges.models import Badge, BadgeGroup
+from chargers.models import Charger, OcppMessage, RegistrationStatus
+from dashboard import history, maintenance
+from evce import clock
+from tests.dashboard_site import busy_site
+from transactions.models import Transaction, TransactionState
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def viewer(client):
+    user = User.objects.create_user("viewer1", password="pw", is_staff=True)  # noqa: S106
+    user.groups.add(Group.objects.get(name="viewer"))
+    client.force_login(user)
+    return client
+
+
+def test_the_sessions_csv_follows_the_filters(viewer):
+    site = busy_site()
+    acme = BadgeGroup.objects.create(name="Acme")
+    Badge.objects.filter(id_tag="BOB").update(group=acme)
+    Transaction.objects.filter(pk=site.sessions["CP-004"].pk).update(state=TransactionState.COMPLETED)
+    rows = list(csv.DictReader(io.StringIO(viewer.get("/sessions.csv").content.decode())))
+    assert len(rows) == 4
+    by_group = list(csv.DictReader(io.StringIO(viewer.get(f"/sessions.csv?group={acme.pk}").content.decode())))
+    assert [row["holder"] for row in by_group] == ["Bob Durand"]
+    by_holder = viewer.get("/sessions/?badge=alice").content.decode()
+    assert "Alice Martin" in by_holder and "Bob Durand" not in by_holder
+    completed = list(csv.DictReader(io.StringIO(viewer.get("/sessions.csv?state=completed").content.decode())))
+    assert [row["charger"] for row in completed] == ["CP-004"]
+    today = clock.now().date()
+    future = (today + dt.timedelta(days=2)).isoformat()
+    assert "No session matches" in viewer.get(f"/sessions/?from={future}&to={future}").content.decode()
+    assert "dates are YYYY-MM-DD" in viewer.get("/sessions/?from=yesterday").content.decode()
+
+
+def test_the_site_chart_sums_the_sessions_average_power_per_minute():
+    busy_site()
+    now = clock.now()
+    data = history.site_power_columns(since=now - dt.timedelta(hours=1), now=now)
+    assert data["t"] == sorted(data["t"]) and len(data["t"]) == len(data["ev_kw"])
+    # The latest minute: four sessions at 16, 9.8, 6.1 A three-phase and 0 A.
+    latest = data["ev_kw"][-1]
+    assert latest == pytest.approx((16 + 9.8 + 6.1) * 3 * 230 / 1000, rel=0.01)
+
+
+def test_a_session_curve_has_power_and_current_per_phase(viewer):
+    site = busy_site()
+    data = viewer.get(f"/sessions/{site.sessions['CP-001'].pk}/curve.json").json()
+    assert len(data["t"]) == 10
+    assert data["power_kw"][-1] == pytest.approx(11.04)
+    assert (data["L1"][-1], data["L2"][-1], data["L3"][-1]) == (16.0, 16.0, 16.0)
+
+
+def log(cp_id: str, action: str, payload: object, *, error: str = "", direction: str = "in") -> None:
+    OcppMessage.objects.create(timestamp=clock.now(), charge_point_id=cp_id, direction=direction,
+                               message_type="CALL", action=action, payload=payload, error=error)
+
+
+def test_the_log_filters_and_downloads(viewer):
+    log("CP-A", "BootNotification", {"chargePointVendor": "V"})
+    log("CP-A", "Heartbeat", {})
+    log("CP-B", "StatusNotification", {"errorCode": "=HYPERLINK(\"x\")"}, error="=cmd|'/c calc'!A0")
+    page = viewer.get("/log/?charger=cp-a").content.decode()
+    assert "BootNotification" in page and "StatusNotification" not in page
+    rows = list(csv.DictReader(io.StringIO(viewer.get("/log.csv?errors=1").content.decode())))
+    assert [row["charge_point_id"] for row in rows] == ["CP-B"]
+    assert rows[0]["error"].startswith("'=")  # never a formula in a spreadsheet
+    lines = viewer.get("/log.json?action=heartbeat").content.decode().splitlines()
+    assert [json.loads(line)["action"] for line in lines] == ["Heartbeat"]
+
+
+def test_health_names_what_is_wrong():
+    Charger.objects.create(charge_point_id="CP-GONE", registration_status=RegistrationStatus.ACCEPTED)
+    checks = {check.name: check for check in maintenance.health_checks(clock.now())}
+    assert not checks["Chargers"].ok and "CP-GONE" in checks["Chargers"].detail
+    assert checks["Redis (channel layer, Celery broker)"].ok
+    assert checks["Control loop"].ok  # nothing running: no decision expected yet

@@ -46,6 +46,10 @@ class ZoneAdmin(admin.ModelAdmin):
     ]
 
 
+_STATE_FIELDS = ("connector_id", "purpose", "transaction_id", "in_force_a", "pending_a", "wanted_a", "binding",
+                 "waiting", "last_status", "last_answer_at")
+
+
 class LimitStateInline(admin.TabularInline):
     """On the charger's page: per connector, the limit in force, the one awaiting an answer, the one
     wanted and why they differ."""
@@ -53,9 +57,7 @@ class LimitStateInline(admin.TabularInline):
     model = LimitState
     extra = 0
     can_delete = False
-    fields = ["connector_id", "purpose", "transaction_id", "in_force_a", "pending_a", "wanted_a", "binding",
-              "waiting", "last_status", "last_answer_at"]
-    readonly_fields = fields
+    fields = readonly_fields = _STATE_FIELDS
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False

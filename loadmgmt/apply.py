@@ -177,11 +177,11 @@ def record_decisions(inputs: LoopInputs, allocation: Allocation, tick: TickPlan,
         if fields:
             LimitState.objects.filter(pk=state.pk).update(**fields)
     for pk, target in tick.default_targets.items():
-        ctx = inputs.chargers[pk]
+        default = inputs.chargers[pk].state
         waiting = tick.defaults.waiting.get(f"default-{pk}", "")
-        if ctx.state is not None and (ctx.state.wanted_a, ctx.state.waiting) != (target, waiting[:160]):
-            LimitState.objects.filter(pk=ctx.state.pk).update(wanted_a=target, waiting=waiting[:160],
-                                                             binding="safe default (static share)")
+        if default is not None and (default.wanted_a, default.waiting) != (target, waiting[:160]):
+            LimitState.objects.filter(pk=default.pk).update(wanted_a=target, waiting=waiting[:160],
+                                                            binding="safe default (static share)")
     services.setpoints_record(history)
 
 

@@ -186,7 +186,7 @@ def _dynamic_watts(
 
 
 def _fallback(config: ZoneConfig, limit_a: float | None, limit_w: float | None) -> ZoneCapacity:
-    fallback_a = _lower(config.fallback_current_a if config.fallback_current_a is not None else 0.0, limit_a)
+    fallback_a = _lower(config.fallback_current_a if config.fallback_current_a is not None else 0.0, limit_a) or 0.0
     zone = Zone(id=config.id, parent_id=config.parent_id, name=config.name,
                 capacity_a=_clamp3((fallback_a, fallback_a, fallback_a)), capacity_w=limit_w)
     return ZoneCapacity(zone, limit_a, limit_w, f"measurement missing or stale: fallback {fallback_a:g} A", True)

@@ -382,7 +382,8 @@ def _timelines(
     )
     grouped: dict[int, dict[float, dict[str, float]]] = defaultdict(dict)
     for transaction_id, timestamp, phase, value in rows:
-        grouped[transaction_id].setdefault(timestamp.timestamp(), {})[phase] = max(0.0, value)
+        if value is not None:  # filtered out by the query; the type does not know
+            grouped[transaction_id].setdefault(timestamp.timestamp(), {})[phase] = max(0.0, value)
     timelines: dict[int, Timeline] = {}
     for transaction_id, per_time in grouped.items():
         charger = chargers[by_tx[transaction_id].charger_id]

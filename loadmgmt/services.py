@@ -159,6 +159,7 @@ def limit_expire_unanswered(*, now: dt.datetime) -> int:
     expired = list(LimitState.objects.filter(pending_a__isnull=False, pending_deadline__lt=now)
                    .values_list("pk", "failures", "pending_a", "unsettled_a"))
     for pk, failures, pending, unsettled in expired:
+        assert pending is not None  # noqa: S101 - filtered on pending_a not null
         LimitState.objects.filter(pk=pk, pending_deadline__lt=now).update(
             unsettled_a=pending if unsettled is None else max(pending, unsettled),
             pending_a=None, pending_deadline=None, last_status=AnswerStatus.NO_ANSWER,

@@ -59,7 +59,9 @@ class _Filler:
         self.done: set[int] = set()  # groups already frozen by a filled constraint
         self.cons_groups: dict[int, list[int]] = {}
 
-    def setup(self, members: Sequence[int], sig_of: Sequence[int], lo: Sequence[int], hi: Sequence[int]) -> list:
+    def setup(
+        self, members: Sequence[int], sig_of: Sequence[int], lo: Sequence[int], hi: Sequence[int]
+    ) -> list[tuple[tuple[int, int, int], list[int]]]:
         """Put every member at its minimum and return the sorted, batched session events."""
         batches: dict[tuple[int, int, int], list[int]] = {}
         value, binding, state, groups = self.fill.value, self.fill.binding, self.state, self.groups
@@ -103,7 +105,7 @@ class _Filler:
                 found[sig] = c
         return found
 
-    def run(self, events: list) -> Fill:
+    def run(self, events: list[tuple[tuple[int, int, int], list[int]]]) -> Fill:
         """Alternate between filled constraints and session events in level order."""
         for (level, kind, sig), sessions in events:
             self._fill_below(level)

@@ -72,7 +72,7 @@ class Network:
         pairs: list[tuple[int, int]] = []
         for z in self.paths[zone]:
             amp = self.amp_cid[z]
-            pairs.extend((amp[p], 1) for p in phases if amp[p] is not None)
+            pairs.extend((cid, 1) for cid in (amp[p] for p in phases) if cid is not None)
             watt = self.watt_cid[z]
             if watt is not None:
                 pairs.append((watt, len(phases) * volt_dv))

@@ -23,15 +23,17 @@ from chargers.models import Charger
 from dashboard import roles
 from dashboard.views import page_context
 from evce import clock
+from loadmgmt.models import SiteSettings, Zone
 from meters.models import MeterReading, MeterRole
 from transactions.energy import ENERGY, POWER
 from transactions.models import MeterSample, Transaction, TransactionState
 from transactions.resources import TransactionResource
-from transactions.selectors import Period, transactions_history
+from transactions.selectors import Period, site_aggregate, transactions_history
 
 PAGE_SIZE = 100
 CURVE_MEASURANDS = (POWER, "Current.Import", "Current.Offered", ENERGY)
 SITE_CHART_HOURS = (1, 3, 6, 12, 24)
+VOLTAGE_V = 230.0
 # The site chart reads at most this many samples (~a day of 20 chargers at 1 sample/min):
 # a wall screen must never make the database scan the whole history.
 SITE_CHART_MAX_SAMPLES = 200_000
@@ -154,10 +156,52 @@ def site_power_columns(*, since: dt.datetime, now: dt.datetime) -> dict[str, Any
                                            meter__zone__parent__isnull=True)
     for role, start, power_w in readings.values_list("meter__role", "start", "power_w"):
         (pv if role == MeterRole.PV else building)[_minute(start)] += power_w / 1000.0
-    minutes = sorted(set(ev) | set(building) | set(pv))
+    minutes = sorted(set(ev) | set(building) | set(pv) | set(range(_minute(since) + 60, _minute(now) + 1, 300)))
+    limits = site_limit_kw(minutes)
     return {
         "t": minutes,
-        "ev_kw": [round(ev.get(m, 0.0), 3) for m in minutes],
+        "ev_kw": [round(ev[m], 3) if m in ev else None for m in minutes],  # grid points only carry the limit
         "site_kw": [round(building[m], 3) if m in building else None for m in minutes],
         "pv_kw": [round(pv[m], 3) if m in pv else None for m in minutes],
+        "limit_kw": limits,
     }
+
+
+def site_limit_kw(minutes: list[int]) -> list[float | None]:
+    """The connection point's limit at each minute, with its time-of-use steps (kW; a current
+    limit counts as three phases at the nominal voltage). None when the site has no zone."""
+    from loadmgmt.capacity import time_of_use_limits  # noqa: PLC0415 - pure rules of the loop
+    from loadmgmt.inputs import zone_config  # noqa: PLC0415
+
+    site = SiteSettings.load()
+    roots = [zone_config(zone, site) for zone in Zone.objects.filter(parent__isnull=True).prefetch_related(
+        "time_of_use")]
+    if not roots:
+        return [None for _ in minutes]
+    limits: list[float | None] = []
+    for minute in minutes:
+        local = timezone.localtime(dt.datetime.fromtimestamp(minute, dt.UTC))
+        total = 0.0
+        for config in roots:
+            current_a, power_w, _ = time_of_use_limits(config, local)
+            three_phase_w = None if current_a is None else current_a * 3 * VOLTAGE_V
+            candidates = [value for value in (power_w, three_phase_w) if value is not None]
+            total += min(candidates) / 1000.0 if candidates else 0.0
+        limits.append(round(total, 3))
+    return limits
+
+
+@roles.requires(roles.VIEW)
+def energy(request: HttpRequest) -> JsonResponse:
+    """Energy per day or month of the sessions the filters select (they count on their start day)."""
+    rows, _, _ = _filtered(request)
+    kind = "month" if request.GET.get("kind") == "month" else "day"
+    totals = site_aggregate(kind, rows)
+    starts = [_period_start(row[kind], kind) for row in totals]
+    return JsonResponse({"t": starts, "labels": [row[kind] for row in totals],
+                         "energy_kwh": [row["energy_kwh"] for row in totals]})
+
+
+def _period_start(label: str, kind: str) -> int:
+    day = dt.date.fromisoformat(label if kind == "day" else f"{label}-01")
+    return int(timezone.make_aware(dt.datetime.combine(day, dt.time.min)).timestamp())

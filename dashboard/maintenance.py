@@ -58,12 +58,24 @@ def log(request: HttpRequest) -> HttpResponse:
     page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
+    answers_to = _answered_actions(list(page.object_list))
     for message in page.object_list:
         message.payload_text = json.dumps(message.payload, ensure_ascii=False, indent=1)  # type: ignore[attr-defined]
+        message.answer_to = answers_to.get((message.charge_point_id, message.unique_id), "")  # type: ignore[attr-defined]
     return render(request, "dashboard/log.html", page_context(
         request, "log", page=page, params=params, query=query.urlencode(), directions=Direction.choices,
         chargers=Charger.objects.values_list("charge_point_id", flat=True),
     ))
+
+
+def _answered_actions(messages: list[OcppMessage]) -> dict[tuple[str, str], str]:
+    """The action each CALLRESULT/CALLERROR on the page answers (they carry only the call's id)."""
+    answers = [m for m in messages if m.message_type in ("CALLRESULT", "CALLERROR") and m.unique_id]
+    if not answers:
+        return {}
+    calls = OcppMessage.objects.filter(message_type="CALL", unique_id__in={m.unique_id for m in answers},
+                                       charge_point_id__in={m.charge_point_id for m in answers})
+    return {(cp, uid): action for cp, uid, action in calls.values_list("charge_point_id", "unique_id", "action")}
 
 
 def _row(message: OcppMessage) -> dict[str, Any]:

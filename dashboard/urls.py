@@ -17,6 +17,7 @@ urlpatterns = [
     path("sessions/<int:pk>/", history.session, name="session"),
     path("sessions/<int:pk>/curve.json", history.session_curve, name="session_curve"),
     path("site-power.json", history.site_power, name="site_power"),
+    path("energy.json", history.energy, name="energy"),
     path("log/", maintenance.log, name="log"),
     path("log.csv", maintenance.log_download, {"fmt": "csv"}, name="log_csv"),
     path("log.json", maintenance.log_download, {"fmt": "json"}, name="log_json"),

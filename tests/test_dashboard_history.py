@@ -52,9 +52,33 @@ def test_the_site_chart_sums_the_sessions_average_power_per_minute():
     now = clock.now()
     data = history.site_power_columns(since=now - dt.timedelta(hours=1), now=now)
     assert data["t"] == sorted(data["t"]) and len(data["t"]) == len(data["ev_kw"])
-    # The latest minute: four sessions at 16, 9.8, 6.1 A three-phase and 0 A.
-    latest = data["ev_kw"][-1]
+    # The latest minute with samples: four sessions at 16, 9.8, 6.1 A three-phase and 0 A.
+    latest = [value for value in data["ev_kw"] if value is not None][-1]
     assert latest == pytest.approx((16 + 9.8 + 6.1) * 3 * 230 / 1000, rel=0.01)
+    # The connection point: 100 A per phase (69 kW) and 60 kW subscribed: the lower counts.
+    assert set(data["limit_kw"]) == {60.0}
+
+
+def test_the_site_limit_follows_the_time_of_use_steps():
+    import datetime as dt
+
+    from loadmgmt.models import TimeOfUseRule, Zone
+
+    root = Zone.objects.create(name="Connection point", max_power_kw=60)
+    TimeOfUseRule.objects.create(zone=root, weekdays="0,1,2,3,4,5,6", start_time=dt.time(17), end_time=dt.time(20),
+                                 limit_percent=50)
+    day = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)  # TIME_ZONE is UTC in the tests
+    minutes = [int((day + dt.timedelta(hours=hour)).timestamp()) for hour in (16, 17, 19, 20)]
+    assert history.site_limit_kw(minutes) == [60.0, 30.0, 30.0, 60.0]
+
+
+def test_energy_per_day_of_the_filtered_sessions(viewer):
+    busy_site()
+    data = viewer.get("/energy.json?kind=day").json()
+    assert data["labels"] == [clock.now().date().isoformat()]
+    assert data["energy_kwh"] == [pytest.approx(12.34 + 5.12 + 0.8 + 20.0)]
+    month = viewer.get("/energy.json?kind=month&badge=alice").json()
+    assert month["energy_kwh"] == [pytest.approx(12.34)]
 
 
 def test_a_session_curve_has_power_and_current_per_phase(viewer):
@@ -74,7 +98,12 @@ def test_the_log_filters_and_downloads(viewer):
     log("CP-A", "BootNotification", {"chargePointVendor": "V"})
     log("CP-A", "Heartbeat", {})
     log("CP-B", "StatusNotification", {"errorCode": "=HYPERLINK(\"x\")"}, error="=cmd|'/c calc'!A0")
+    OcppMessage.objects.create(timestamp=clock.now(), charge_point_id="CP-A", direction="out", message_type="CALL",
+                               unique_id="u-1", action="Reset", payload={"type": "Soft"})
+    OcppMessage.objects.create(timestamp=clock.now(), charge_point_id="CP-A", direction="in",
+                               message_type="CALLRESULT", unique_id="u-1", payload={"status": "Accepted"})
     page = viewer.get("/log/?charger=cp-a").content.decode()
+    assert "↳ Reset" in page  # an answer says which call it answers
     assert "BootNotification" in page and "StatusNotification" not in page
     rows = list(csv.DictReader(io.StringIO(viewer.get("/log.csv?errors=1").content.decode())))
     assert [row["charge_point_id"] for row in rows] == ["CP-B"]

@@ -43,7 +43,8 @@ def client_as(client, role: str | None):
 def read_urls(charger: Charger) -> list[str]:
     tx = Transaction.objects.get(charger=charger)
     return ["/", f"/chargers/{charger.pk}/", "/sessions/", "/sessions.csv", f"/sessions/{tx.pk}/",
-            f"/sessions/{tx.pk}/curve.json", "/site-power.json", "/log/", "/log.csv", "/log.json", "/health/"]
+            f"/sessions/{tx.pk}/curve.json", "/site-power.json", "/energy.json", "/log/", "/log.csv", "/log.json",
+            "/health/"]
 
 
 def action_posts(charger: Charger) -> list[tuple[str, dict[str, str], str]]:

@@ -120,8 +120,19 @@ class CentralSystemChargePoint(ChargePoint):
         finally:
             if self._outstanding_id == unique_id:
                 self._outstanding_id = None
-            while not self._response_queue.empty():  # an answer that came after the timeout
-                self._response_queue.get_nowait()
+            self._drop_stale_answers()
+
+    def _drop_stale_answers(self) -> None:
+        """Empty the response queue of answers nobody waits for (one that came after its
+        call timed out), keeping the answer of the call now outstanding: the library
+        validates a response off the event loop, so the next call may already be out."""
+        kept = []
+        while not self._response_queue.empty():
+            answer = self._response_queue.get_nowait()
+            if self.awaits(answer.unique_id):
+                kept.append(answer)
+        for answer in kept:
+            self._response_queue.put_nowait(answer)
 
     async def _charger(self) -> Charger:
         return await database_sync_to_async(Charger.objects.get)(pk=self.charger_pk)

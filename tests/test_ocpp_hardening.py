@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import json
 import socket
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -254,3 +255,71 @@ def test_wrong_password_storms_do_not_slow_other_chargers(servers, transactional
         for thread in threads:
             thread.join(15)
     assert statistics.median(latencies) < 0.3, latencies
+
+
+def test_back_to_back_calls_each_get_their_answer(charger):
+    """The next call may be out while the previous answer is still being validated: its answer
+    must survive the clean-up of the previous call."""
+    import asyncio
+
+    from asgiref.sync import async_to_sync
+
+    from chargers.commands import send_call_async
+
+    async def many() -> list[dict[str, object]]:
+        return list(await asyncio.gather(*(send_call_async("CP-HARD", "ClearCache", {}, timeout_s=10)
+                                           for _ in range(12))))
+
+    assert async_to_sync(many)() == [{"status": "Accepted"}] * 12
+
+
+@pytest.mark.asyncio
+async def test_the_next_calls_answer_survives_the_previous_calls_clean_up(monkeypatch):
+    """Call A's answer is validated off the loop; meanwhile call B goes out and is answered.
+    Cleaning A's leftovers must not throw B's answer away (B would time out)."""
+    import asyncio
+
+    from ocpp.messages import CallResult
+    from ocpp.v16 import call as v16_call
+
+    from chargers.protocol import CentralSystemChargePoint
+
+    class Wire:
+        def __init__(self) -> None:
+            self.sent: list[list[Any]] = []
+
+        async def send(self, message: str) -> None:
+            self.sent.append(json.loads(message))
+
+    async def nothing() -> None:
+        return None
+
+    wire = Wire()
+    point = CentralSystemChargePoint("CP-RACE", wire, charger_pk=1, response_timeout=2, on_boot_accepted=nothing)
+    gate = asyncio.Event()
+    import ocpp.charge_point
+
+    real_validate = ocpp.charge_point.validate_payload
+
+    async def slow_validate(message: Any, version: str) -> None:
+        if isinstance(message, CallResult) and message.unique_id == wire.sent[0][1]:
+            await gate.wait()  # A's answer is still being validated…
+            return
+        await real_validate(message, version)
+
+    monkeypatch.setattr("ocpp.charge_point.validate_payload", slow_validate)
+
+    async def sent(count: int) -> None:
+        while len(wire.sent) < count:
+            await asyncio.sleep(0.01)
+
+    call_a = asyncio.ensure_future(point.call(v16_call.ClearCache()))
+    await sent(1)
+    await point.route_message(json.dumps([3, wire.sent[0][1], {"status": "Accepted"}]))
+    call_b = asyncio.ensure_future(point.call(v16_call.ClearCache()))
+    await sent(2)  # …while B is out
+    assert point.awaits(wire.sent[1][1])
+    gate.set()  # A finishes first, right after B's answer is queued
+    await point.route_message(json.dumps([3, wire.sent[1][1], {"status": "Rejected"}]))
+    assert (await call_a).status == "Accepted"
+    assert (await call_b).status == "Rejected"

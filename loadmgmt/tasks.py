@@ -2,8 +2,8 @@
 runs the loop only when the site's loop period has elapsed, so the period is an admin setting.
 
 Never two ticks at once, never a lost re-balance:
-- the tick holds a short Redis lease (renewed between its steps), so a worker killed in the
-  middle of a tick blocks the loop for a few seconds at most, not minutes;
+- the tick holds a short Redis lease, renewed by a thread while the tick runs, so a worker killed
+  in the middle of a tick blocks the loop for LEASE_S seconds at most, not minutes;
 - a re-balance request (a session started or stopped, a charger confirmed a lower limit) sets a
   flag *before* trying the lease; the holder looks at the flag *after* releasing it and runs
   again. Either the requester gets the lease or the holder sees the flag: requests coalesce
@@ -13,6 +13,7 @@ Never two ticks at once, never a lost re-balance:
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import redis
@@ -28,7 +29,7 @@ logger = logging.getLogger(__name__)
 LOCK_KEY = "evce:loadmgmt:tick-lock"
 GATE_KEY = "evce:loadmgmt:tick-gate"
 REQUEST_KEY = "evce:loadmgmt:rebalance-requested"
-LEASE_S = 10  # a tick takes milliseconds to a second: it never waits on the network
+LEASE_S = 3.0  # a tick takes milliseconds to a second (it never waits on the network); renewed meanwhile
 MAX_RERUNS = 5  # re-balances asked during a tick are served by this many immediate re-runs
 
 
@@ -55,19 +56,53 @@ def control_tick(force: bool = False) -> dict[str, Any] | None:
     return None if report is None else report.__dict__
 
 
+class Lease:
+    """The loop's Redis lock, renewed every LEASE_S / 3 by a thread for as long as it is held.
+
+    The thread dies with the process: a worker killed mid-tick stops renewing, and the next tick
+    can run LEASE_S seconds later.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        # Not thread-local: the renewing thread must see the token the acquiring thread got.
+        self.lock = client.lock(LOCK_KEY, timeout=LEASE_S, blocking=False, thread_local=False)
+        self._stop = threading.Event()
+        self._renewer = threading.Thread(target=self._renew, name="tick-lease", daemon=True)
+
+    def acquire(self) -> bool:
+        if not self.lock.acquire():
+            return False
+        self._renewer.start()
+        return True
+
+    def _renew(self) -> None:
+        while not self._stop.wait(LEASE_S / 3):
+            try:
+                self.lock.reacquire()
+            except redis.exceptions.RedisError:
+                logger.warning("control tick: could not renew the loop's lease")
+                return
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._renewer.is_alive():
+            self._renewer.join()
+        try:
+            self.lock.release()
+        except redis.exceptions.LockError:
+            logger.warning("control tick outlived its %s s lease", LEASE_S)
+
+
 def _tick_under_lease(client: redis.Redis) -> TickReport | None:
-    lock = client.lock(LOCK_KEY, timeout=LEASE_S, blocking=False)
-    if not lock.acquire():
+    lease = Lease(client)
+    if not lease.acquire():
         logger.debug("control tick: another tick is running; it will serve the pending request")
         return None
     try:
         client.delete(REQUEST_KEY)
         return run_tick(clock.now())
     finally:
-        try:
-            lock.release()
-        except redis.exceptions.LockError:
-            logger.warning("control tick outlived its %s s lease", LEASE_S)
+        lease.release()
 
 
 # A queued re-balance older than this is pointless: a periodic tick has run since.

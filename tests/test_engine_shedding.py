@@ -117,3 +117,15 @@ def test_it_sheds_on_a_kw_limit_counting_each_session_phases():
     zones = [Zone(id="site", capacity_w=3 * 230 * 6.0 + 230 * 6.0)]
     sessions = [car("three", energy_wh=1.0), car("one", phases=(0,), energy_wh=2.0), car("two", energy_wh=3.0)]
     assert paused(run(zones, sessions)) == {"two"}
+
+
+def test_connection_time_shedding_rotates_because_paused_time_does_not_count():
+    # "first" has been connected longest and was paused; "second" kept charging meanwhile. At the
+    # rotation it is "second" that has charged longer: it pauses, "first" gets its turn.
+    sessions = [
+        car("first", connected_at=NOW - 9_000, charged_s=600.0, paused=True, state_since=NOW - 900),
+        car("second", connected_at=NOW - 5_000, charged_s=4_000.0),
+    ]
+    result = allocate([Zone(id="site", capacity_a=(10.0, 10.0, 10.0))], sessions,
+                      Policy(shedding="connection_time", min_on_s=0, min_off_s=0, last_rotation_at=NOW - 901), NOW)
+    assert {sid for sid, limit in result.limits.items() if limit.paused} == {"second"}

@@ -13,6 +13,7 @@ from evce import clock
 from loadmgmt.inputs import gather
 from loadmgmt.models import Setpoint, SiteSettings, Zone, ZoneMode
 from loadmgmt.services import zone_record_measurement
+from tests.conftest import wait_until
 from tests.loop_helpers import settle
 from tests.ocpp_sim import utc_iso
 
@@ -166,3 +167,74 @@ def test_a_bems_budget_lowers_the_zone_and_a_lost_heartbeat_brings_the_failsafe(
     settle(silent_bems)
     assert sorted(tx_limits(sims)) == [0.0, 8.0]  # 8 A fit one car at 6 A or more; the other waits paused
     assert "failsafe" in gather(silent_bems).zones[0].note
+
+
+def test_a_worker_killed_mid_tick_blocks_the_loop_for_seconds_not_minutes(transactional_db, servers):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from loadmgmt import tasks
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import django; django.setup(); from loadmgmt import tasks; "
+         "lease = tasks.Lease(tasks._redis()); assert lease.acquire(); print('held', flush=True); "
+         "import time; time.sleep(600)"],
+        env={**servers.env, **os.environ, "DJANGO_SETTINGS_MODULE": "evce.settings"}, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"held"
+        time.sleep(tasks.LEASE_S * 1.5)
+        assert tasks.control_tick(force=True) is None  # alive: its lease is renewed, no second tick
+        holder.send_signal(signal.SIGKILL)  # killed in the middle of its tick
+        holder.wait(5)
+        killed_at = time.monotonic()
+        wait_until(lambda: tasks.control_tick(force=True) is not None, timeout_s=tasks.LEASE_S + 2, interval_s=0.2)
+        assert time.monotonic() - killed_at <= tasks.LEASE_S + 1
+    finally:
+        holder.kill()
+
+
+def test_a_charger_with_invalid_stored_values_is_isolated_and_the_site_runs_on(make_site):
+    zone = Zone.objects.create(name="Park", max_current_a=32)
+    sims = make_site(zone, 2, "CP-ISO")
+    settle()
+    assert tx_limits(sims) == [16.0, 16.0]
+    # Stored bypassing the admin's validators (a bad import, a manual SQL edit):
+    Charger.objects.filter(charge_point_id="CP-ISO-0").update(min_current_a=0)
+    report = settle()[0]
+    assert any("CP-ISO-0 isolated" in problem for problem in report.problems)
+    assert report.reserved == 1 and report.sessions == 1
+    assert tx_limits(sims) == [16.0, 16.0]  # its 16 A stay reserved; the other keeps what fits
+
+
+def test_a_session_whose_start_was_refused_is_never_allocated(ocpp_url, charger_factory):
+    zone = Zone.objects.create(name="Gate", max_current_a=32)
+    Charger.objects.create(charge_point_id="CP-REF", registration_status=RegistrationStatus.ACCEPTED, zone=zone)
+    sim = charger_factory(ocpp_url, "CP-REF").connect()
+    sim.boot()
+    answer = sim.call(call.StartTransaction(connector_id=1, id_tag="UNKNOWN-TAG", meter_start=0, timestamp=utc_iso()))
+    assert answer.id_tag_info["status"] == "Invalid"
+    report = settle()[-1]
+    assert report.sessions == 0 and report.reserved == 1
+    assert sim.profile_limits("TxProfile") == []
+
+
+def test_a_vip_badge_is_served_first_whatever_the_letter_case(ocpp_url, charger_factory):
+    zone = Zone.objects.create(name="Exec", max_current_a=40)
+    settings = SiteSettings.load()
+    settings.allocation_mode, settings.min_on_s, settings.min_off_s = "priority", 0, 0
+    settings.save()
+    Badge.objects.create(id_tag="boss", vip=True)
+    Badge.objects.create(id_tag="STAFF")
+    sims = []
+    for cp_id, tag in (("CP-VIP", "BOSS"), ("CP-STAFF", "STAFF")):
+        Charger.objects.create(charge_point_id=cp_id, registration_status=RegistrationStatus.ACCEPTED, zone=zone)
+        sim = charger_factory(ocpp_url, cp_id).connect()
+        sim.boot()
+        answer = sim.call(call.StartTransaction(connector_id=1, id_tag=tag, meter_start=0, timestamp=utc_iso()))
+        assert answer.id_tag_info["status"] == "Accepted"  # authorization ignores case…
+        sims.append(sim)
+    settle()
+    assert tx_limits(sims) == [32.0, 8.0]  # …and so does the VIP lookup: "BOSS" is the VIP badge "boss"

@@ -14,11 +14,12 @@ import redis
 from django.conf import settings
 from django.core.paginator import Paginator
 from django.db.models import Max, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.dateparse import parse_datetime
 
 from chargers.models import Charger, Direction, OcppMessage
+from dashboard import backup as backups
 from dashboard import roles
 from dashboard.views import page_context
 from evce import clock
@@ -164,3 +165,42 @@ def health(request: HttpRequest) -> HttpResponse:
     checks = health_checks(clock.now())
     return render(request, "dashboard/health.html", page_context(
         request, "health", checks=checks, all_ok=all(check.ok for check in checks)))
+
+
+# A configuration of 250 chargers, 200 zones and 10,000 badges is a few MB: refuse far larger.
+RESTORE_MAX_BYTES = 20 * 1024 * 1024
+
+
+@roles.requires(roles.CONFIGURE)
+def backup_page(request: HttpRequest) -> HttpResponse:
+    """Download the configuration, or upload one to check or restore (admins only: it holds badges
+    and charger password hashes)."""
+    report = None
+    problem = ""
+    if request.method == "POST":
+        upload = request.FILES.get("backup")
+        if upload is None:
+            problem = "Choose a backup file."
+        elif upload.size > RESTORE_MAX_BYTES:
+            problem = f"The file is larger than {RESTORE_MAX_BYTES // (1024 * 1024)} MB: not a configuration backup."
+        else:
+            try:
+                document = json.loads(upload.read().decode("utf-8"))
+                report = backups.restore(document, dry_run=request.POST.get("check_only") == "1")
+            except (UnicodeDecodeError, json.JSONDecodeError) as error:
+                problem = f"The file is not JSON: {error}."
+            except backups.RestoreRefused as error:
+                problem = f"Nothing restored: {error}."
+        if report is not None:
+            logger.info("dashboard: %s uploaded a backup: ok=%s dry_run=%s created=%s updated=%s errors=%d",
+                        request.user.get_username(), report.ok, report.dry_run, dict(report.created),
+                        dict(report.updated), len(report.errors))
+    return render(request, "dashboard/backup.html", page_context(
+        request, "health", report=report, problem=problem), status=400 if problem else 200)
+
+
+@roles.requires(roles.CONFIGURE)
+def backup_download(request: HttpRequest) -> JsonResponse:
+    response = JsonResponse(backups.backup(now=clock.now()), json_dumps_params={"indent": 1, "ensure_ascii": False})
+    response["Content-Disposition"] = f'attachment; filename="evce-configuration-{clock.now():%Y%m%d-%H%M%S}.json"'
+    return response

@@ -22,4 +22,6 @@ urlpatterns = [
     path("log.csv", maintenance.log_download, {"fmt": "csv"}, name="log_csv"),
     path("log.json", maintenance.log_download, {"fmt": "json"}, name="log_json"),
     path("health/", maintenance.health, name="health"),
+    path("backup/", maintenance.backup_page, name="backup"),
+    path("backup.json", maintenance.backup_download, name="backup_download"),
 ]

@@ -124,6 +124,14 @@ class Browser:
         self.evaluate("".join(script))
         self.wait_for("!window.__leaving && document.readyState === 'complete'")
 
+    def set_file(self, selector: str, path: Path) -> None:
+        """Choose `path` in a file input, as a person would in the file dialog."""
+        root = self.send("DOM.getDocument")["root"]["nodeId"]
+        node = self.send("DOM.querySelector", {"nodeId": root, "selector": selector})["nodeId"]
+        if not node:
+            raise BrowserError(f"no element {selector}")
+        self.send("DOM.setFileInputFiles", {"nodeId": node, "files": [str(path)]})
+
     def screenshot(self, path: Path) -> Path:
         data = self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})["data"]
         path.write_bytes(base64.b64decode(data))

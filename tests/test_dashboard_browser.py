@@ -191,3 +191,28 @@ def test_remote_start_then_stop_and_the_session_shows_its_curve(ocpp_url, accept
     chromium.open(f"{http}/sessions/{tx}/")
     chromium.wait_for("document.querySelector('#session-chart .uplot') !== null")
     chromium.screenshot(shots / "session-curve.png")
+
+
+def test_an_admin_backs_up_then_restores_the_configuration(ocpp_url, chromium, shots, tmp_path):
+    from loadmgmt.models import Zone
+    from tests.dashboard_site import busy_site
+
+    site = busy_site()
+    http = ocpp_url.replace("ws://", "http://")
+    sign_in(chromium, http, "admin", "/backup/")
+    text = chromium.evaluate("fetch(document.querySelector('a[href=\"/backup.json\"]').href).then(r => r.text())")
+    saved = tmp_path / "configuration.json"
+    saved.write_text(text)
+    Zone.objects.filter(pk=site.level1.pk).update(max_current_a=10)
+
+    chromium.set_file("#restore-form input[type=file]", saved)
+    chromium.submit_form("#restore-form", {})  # "check only" is ticked by default
+    assert "The backup is valid" in chromium.text("#restore-report")
+    assert Zone.objects.get(pk=site.level1.pk).max_current_a == 10
+
+    chromium.set_file("#restore-form input[type=file]", saved)
+    chromium.evaluate("document.querySelector('#restore-form input[name=check_only]').checked = false")
+    chromium.submit_form("#restore-form", {})
+    assert "Restored" in chromium.text("#restore-report") and "3 zones updated" in chromium.text("#restore-report")
+    assert Zone.objects.get(pk=site.level1.pk).max_current_a == 63
+    chromium.screenshot(shots / "backup-restored.png")

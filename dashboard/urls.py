@@ -1,6 +1,6 @@
 from django.urls import path
 
-from dashboard import history, maintenance, views
+from dashboard import commissioning, history, maintenance, views
 
 app_name = "dashboard"
 
@@ -23,5 +23,6 @@ urlpatterns = [
     path("log.json", maintenance.log_download, {"fmt": "json"}, name="log_json"),
     path("health/", maintenance.health, name="health"),
     path("backup/", maintenance.backup_page, name="backup"),
+    path("commissioning/", commissioning.commissioning, name="commissioning"),
     path("backup.json", maintenance.backup_download, name="backup_download"),
 ]

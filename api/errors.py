@@ -19,7 +19,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 
 class Conflict(APIException):
-    status_code = status.HTTP_409_CONFLICT
+    status_code: int = status.HTTP_409_CONFLICT  # subclasses answer 502/504
     default_detail = "Conflicts with the current state."
     default_code = "conflict"
 

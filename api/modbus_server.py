@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from django.db import close_old_connections
 from pymodbus.constants import ExcCodes
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 READ_CODES = (3, 4)
 WRITE_CODES = (6, 16)
+T = TypeVar("T")
 
 
 @dataclass
@@ -40,10 +42,10 @@ class ServerOptions:
     refresh_s: float = 1.0
 
 
-def _in_thread(function, *args):  # type: ignore[no-untyped-def]
+def _in_thread(function: Callable[..., T], *args: Any) -> Coroutine[Any, Any, T]:
     """Run Django code in a worker thread with a healthy connection (threads are reused)."""
 
-    def run():  # type: ignore[no-untyped-def]
+    def run() -> T:
         close_old_connections()
         return function(*args)
 

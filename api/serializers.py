@@ -62,8 +62,9 @@ class SetpointInSerializer(serializers.Serializer):
 
 
 class ControlSerializer(serializers.Serializer):
-    source = serializers.ChoiceField(choices=["setpoint", "failsafe", "expired", "configured"],
-                                     help_text="What governs the zone's limit now.")
+    # The stubs see Field.source here; DRF's metaclass pops declared fields out of the class namespace.
+    source = serializers.ChoiceField(  # type: ignore[assignment]
+        choices=["setpoint", "failsafe", "expired", "configured"], help_text="What governs the zone's limit now.")
     current_a = serializers.FloatField(allow_null=True, help_text="Budget in force per phase (A), if any.")
     power_kw = serializers.FloatField(allow_null=True, help_text="Budget in force (kW), if any.")
     since = serializers.DateTimeField(allow_null=True)
@@ -99,7 +100,8 @@ class ZoneStatusSerializer(serializers.Serializer):
 
     id = serializers.IntegerField(source="zone.pk")
     name = serializers.CharField(source="zone.name")
-    parent = serializers.IntegerField(source="zone.parent_id", allow_null=True)
+    # Stubs see Field.parent (DRF's metaclass pops declared fields out of the class namespace).
+    parent = serializers.IntegerField(source="zone.parent_id", allow_null=True)  # type: ignore[assignment]
     mode = serializers.CharField(source="zone.mode")
     max_current_a = serializers.FloatField(source="zone.max_current_a", allow_null=True,
                                            help_text="Configured breaker rating per phase (A).")

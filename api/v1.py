@@ -8,6 +8,7 @@ errors as JSON (400 per field, 401, 403, 404, 409, 429; see ``api.errors``).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from django.db import transaction
@@ -17,11 +18,14 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, serializers, status, viewsets
+from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.pagination import CursorPagination
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import BaseParser, JSONParser
+from rest_framework.permissions import BasePermission, OperandHolder, SingleOperandHolder
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from api import selectors, services
@@ -57,11 +61,12 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
 
 
 class V1Mixin:
-    authentication_classes = AUTHENTICATION
+    # Typed as APIView declares them, so the mixin and the view agree on what they hold.
+    authentication_classes: Sequence[type[BaseAuthentication]] = AUTHENTICATION
     # JSON only: one body format to document and validate (form encodings blur null and "").
-    parser_classes = [JSONParser]
-    permission_classes = [HasScope]
-    throttle_classes = [WriteRateThrottle]
+    parser_classes: Sequence[type[BaseParser]] = [JSONParser]
+    permission_classes: Sequence[type[BasePermission] | OperandHolder | SingleOperandHolder] = [HasScope]
+    throttle_classes: Sequence[type[BaseThrottle]] = [WriteRateThrottle]
     write_scope: str = Scope.ADMIN
 
 

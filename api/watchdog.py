@@ -91,11 +91,11 @@ def zone_control_status(
     name = integration.name
     since = failsafe_since(control, integration, now)
     if since is not None:
-        current = integration.failsafe_current_a if integration.failsafe_current_a is not None else zone_fallback_a
+        failsafe_a = integration.failsafe_current_a if integration.failsafe_current_a is not None else zone_fallback_a
         until = since + dt.timedelta(seconds=integration.failsafe_min_duration_s)
         waiting = " (a newer setpoint waits for the end of the minimum)" if control.written_at > since else ""
         return ControlStatus(
-            FAILSAFE, _lower(current, zone_max_current_a), _lower(integration.failsafe_power_kw, zone_max_power_kw),
+            FAILSAFE, _lower(failsafe_a, zone_max_current_a), _lower(integration.failsafe_power_kw, zone_max_power_kw),
             since, until,
             f"BEMS '{name}' heartbeat lost at {since:%Y-%m-%d %H:%M:%S}: failsafe at least until "
             f"{until:%H:%M:%S}, then until the heartbeat is back and a new setpoint is written{waiting}",

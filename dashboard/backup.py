@@ -55,11 +55,11 @@ def config_fields(model: type[models.Model]) -> list[str]:
 
 
 def _ordered(model: type[models.Model]) -> list[models.Model]:
-    rows = list(model.objects.order_by("pk"))
     if model is Zone:
-        depth = {zone.pk: zone.depth() for zone in rows}  # type: ignore[attr-defined]
-        rows.sort(key=lambda zone: (depth[zone.pk], zone.pk))
-    return rows
+        zones = list(Zone.objects.order_by("pk"))
+        depth = {zone.pk: zone.depth() for zone in zones}
+        return sorted(zones, key=lambda zone: (depth[zone.pk], zone.pk))
+    return list(model._default_manager.order_by("pk"))
 
 
 def backup(*, now: dt.datetime) -> dict[str, Any]:
@@ -140,7 +140,7 @@ def _restore_one(number: int, entry: dict[str, Any], report: Report) -> None:
     incoming = loaded.object
     model = type(incoming)
     fields = [name for name in config_fields(model) if name in entry.get("fields", {})]
-    existing = model.objects.filter(pk=incoming.pk).first()
+    existing = model._default_manager.filter(pk=incoming.pk).first()
     target = existing or incoming
     if existing is not None:
         for name in fields:
@@ -154,7 +154,7 @@ def _restore_one(number: int, entry: dict[str, Any], report: Report) -> None:
     target.save()
     for name, values in (loaded.m2m_data or {}).items():
         getattr(target, name).set(values)
-    (report.updated if existing is not None else report.created)[model._meta.verbose_name_plural] += 1
+    (report.updated if existing is not None else report.created)[str(model._meta.verbose_name_plural)] += 1
 
 
 def _message(error: Exception) -> str:

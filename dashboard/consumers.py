@@ -62,7 +62,7 @@ def shared(key: str, build: Callable[[], T], max_age_s: float = POLL_S_MIN * 0.9
     with _shared_lock:
         cached = _shared.get(key)
         if cached is not None and time.monotonic() - cached[0] < max_age_s:
-            return cached[1]  # type: ignore[no-any-return]
+            return cached[1]
         value = build()
         _shared[key] = (time.monotonic(), value)
         return value

@@ -103,7 +103,7 @@ def session_curve(request: HttpRequest, pk: int) -> JsonResponse:
     get_object_or_404(Transaction, pk=pk)
     rows = (MeterSample.objects.filter(transaction_id=pk, measurand__in=CURVE_MEASURANDS, value__isnull=False)
             .order_by("timestamp", "pk").values_list("timestamp", "measurand", "phase", "unit", "value"))
-    return JsonResponse(curve_columns(list(rows)))
+    return JsonResponse(curve_columns([row for row in rows if row[4] is not None]))  # type: ignore[misc]
 
 
 def curve_columns(rows: list[tuple[dt.datetime, str, str, str, float]]) -> dict[str, Any]:
@@ -144,6 +144,8 @@ def site_power_columns(*, since: dt.datetime, now: dt.datetime) -> dict[str, Any
             .order_by("-timestamp").values_list("transaction_id", "charger_id", "timestamp", "unit", "value")
             [:SITE_CHART_MAX_SAMPLES])
     for transaction_id, charger_id, timestamp, unit, value in rows:
+        if value is None:
+            continue
         key = (_minute(timestamp), transaction_id or -charger_id)
         per_session[key].append(value * (1.0 if unit.lower() == "kw" else 0.001))
     ev: dict[int, float] = defaultdict(float)

@@ -181,7 +181,7 @@ def backup_page(request: HttpRequest) -> HttpResponse:
         upload = request.FILES.get("backup")
         if upload is None:
             problem = "Choose a backup file."
-        elif upload.size > RESTORE_MAX_BYTES:
+        elif (upload.size or 0) > RESTORE_MAX_BYTES:
             problem = f"The file is larger than {RESTORE_MAX_BYTES // (1024 * 1024)} MB: not a configuration backup."
         else:
             try:

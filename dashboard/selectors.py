@@ -328,6 +328,8 @@ def _latest_draws(
     seen_at: dict[int, dt.datetime] = {}
     has_power: set[int] = set()
     for tx_pk, at, measurand, phase, unit, value in rows:
+        if value is None:
+            continue
         seen_at[tx_pk] = at
         if measurand == POWER:
             power[tx_pk] += value * _POWER_SCALE.get(unit.lower(), 1.0)

@@ -82,6 +82,11 @@ class Badge(models.Model):
 
     objects = BadgeQuerySet.as_manager()
 
+    # Set on an instance by badges.resources during a CSV import, never stored: whether the row
+    # updates an existing badge, and its chargers/zones as loaded or as written.
+    _was_existing: bool
+    _imported_rights: dict[str, list[models.Model]]
+
     class Meta:
         ordering = ["id_tag"]
         constraints = [

@@ -341,11 +341,11 @@ class BadgeResource(resources.ModelResource):
                 related.set(values)
 
     def after_init_instance(self, instance: Badge, new: bool, row: dict[str, Any], **kwargs: Any) -> None:
-        instance._was_existing = not new  # type: ignore[attr-defined]
+        instance._was_existing = not new
         if not new:
             # The rights as loaded (prefetched): the preview's "before" side reads them here,
             # since the copy it takes of the badge would query them again.
-            instance._imported_rights = {  # type: ignore[attr-defined]
+            instance._imported_rights = {
                 name: list(getattr(instance, name).all()) for name in ("chargers", "zones")
             }
 

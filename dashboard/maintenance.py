@@ -23,7 +23,7 @@ from dashboard import backup as backups
 from dashboard import roles
 from dashboard.views import page_context
 from evce import clock
-from loadmgmt.models import LimitState, Setpoint, SiteSettings
+from loadmgmt.models import Setpoint, SiteSettings
 from meters.models import Meter
 
 logger = logging.getLogger(__name__)
@@ -120,21 +120,10 @@ class Check:
 
 
 def health_checks(now: dt.datetime) -> list[Check]:
-    """What an operator checks first when something looks wrong: loop, meters, Redis, chargers."""
-    checks = []
+    """What an operator checks first when something looks wrong: loop, Redis, meters, chargers."""
     site = SiteSettings.load()
-    last_decision = Setpoint.objects.aggregate(at=Max("timestamp"))["at"]
-    last_state = LimitState.objects.aggregate(at=Max("updated_at"))["at"]
-    latest = max((moment for moment in (last_decision, last_state) if moment is not None), default=None)
-    running = LimitState.objects.filter(connector_id__gt=0, transaction_id__isnull=False).exists()
-    if latest is None:
-        checks.append(Check("Control loop", not running, "no decision recorded yet"))
-    else:
-        age = (now - latest).total_seconds()
-        # Decisions are written when something changes: silence is only suspicious while sessions run.
-        ok = age <= max(60, 10 * site.loop_period_s) or not running
-        checks.append(Check("Control loop", ok, f"last decision {age:.0f} s ago (period {site.loop_period_s} s)"))
-    checks.append(_redis_check())
+    redis_check, tick_ms_left = _redis_check()
+    checks = [_loop_check(now, site, tick_ms_left), redis_check]
     for meter in Meter.objects.filter(enabled=True).select_related("zone"):
         stale = meter.is_stale(now, site.measurement_max_age_s)
         detail = (f"last reading {meter.last_reading_at:%H:%M:%S}" if meter.last_reading_at else "never read")
@@ -147,17 +136,31 @@ def health_checks(now: dt.datetime) -> list[Check]:
     return checks
 
 
-def _redis_check() -> Check:
+def _loop_check(now: dt.datetime, site: SiteSettings, tick_ms_left: int | None) -> Check:
+    """Every periodic tick sets a Redis key that lives one loop period (loadmgmt.tasks.GATE_KEY):
+    while it exists, beat fires and a worker runs the loop. Decisions are recorded only when one
+    changes, so their age tells when the loop last changed something, not whether it runs."""
+    last_decision = Setpoint.objects.aggregate(at=Max("timestamp"))["at"]
+    changed = "never" if last_decision is None else f"{(now - last_decision).total_seconds():.0f} s ago"
+    running = tick_ms_left is not None and tick_ms_left > 0
+    state = (f"a tick started within the last {site.loop_period_s} s" if running
+             else f"no tick within the last {site.loop_period_s} s: is the Celery worker or beat stopped?")
+    return Check("Control loop", running, f"{state}; last change of decision {changed}")
+
+
+def _redis_check() -> tuple[Check, int | None]:
+    """Redis carries the channel layer (live pages, commands) and the Celery broker."""
+    from loadmgmt.tasks import GATE_KEY  # noqa: PLC0415 - the loop's own key, read only
+
     client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
     try:
         client.ping()
-        gate = client.pttl("evce:loadmgmt:tick-gate")  # set by every periodic tick: proves beat and a worker run
+        tick_ms_left = int(client.pttl(GATE_KEY))
     except redis.RedisError as error:
-        return Check("Redis (channel layer, Celery broker)", False, f"unreachable: {error}")
+        return Check("Redis (channel layer, Celery broker)", False, f"unreachable: {error}"), None
     finally:
         client.close()
-    beat = "a periodic tick ran within its period" if gate and gate > 0 else "no periodic tick within the period"
-    return Check("Redis (channel layer, Celery broker)", True, f"reachable; {beat}")
+    return Check("Redis (channel layer, Celery broker)", True, "reachable"), tick_ms_left
 
 
 @roles.requires(roles.VIEW)

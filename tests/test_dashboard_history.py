@@ -117,4 +117,16 @@ def test_health_names_what_is_wrong():
     checks = {check.name: check for check in maintenance.health_checks(clock.now())}
     assert not checks["Chargers"].ok and "CP-GONE" in checks["Chargers"].detail
     assert checks["Redis (channel layer, Celery broker)"].ok
-    assert checks["Control loop"].ok  # nothing running: no decision expected yet
+    assert not checks["Control loop"].ok and "is the Celery worker or beat stopped" in checks["Control loop"].detail
+    import redis
+    from django.conf import settings
+
+    from loadmgmt.tasks import GATE_KEY
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.set(GATE_KEY, "1", px=5000)  # what a periodic tick does
+    try:
+        checks = {check.name: check for check in maintenance.health_checks(clock.now())}
+    finally:
+        client.delete(GATE_KEY)  # other tests' ticks must not wait for it
+    assert checks["Control loop"].ok and "last change of decision never" in checks["Control loop"].detail

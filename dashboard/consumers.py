@@ -130,7 +130,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
                 raise
             except Exception:  # a failed read must not end the stream: the page says it is stale meanwhile
                 logger.exception("dashboard live stream of %s failed; retrying", self.page)
-                started -= POLL_S_MAX  # wait the longest period before the next try: no log flood
+                await asyncio.sleep(POLL_S_MAX)  # the longest period before the next try: no log flood
             spent = time.monotonic() - started
             period = min(POLL_S_MAX, max(POLL_S_MIN, POLL_COST_SHARE * spent))
             await asyncio.sleep(max(0.05, period - spent))

@@ -67,12 +67,15 @@ class PeriodFilter(admin.SimpleListFilter):
         return Period.of_days(*days) if days else None
 
 
+SAMPLE_FIELDS = ("timestamp", "measurand", "phase", "value", "unit", "context")
+
+
 class MeterSampleInline(admin.TabularInline):
     model = MeterSample
     extra = 0
     can_delete = False
-    fields = ["timestamp", "measurand", "phase", "value", "unit", "context"]
-    readonly_fields = fields
+    fields = SAMPLE_FIELDS
+    readonly_fields = SAMPLE_FIELDS
     max_num = 0
 
 

@@ -221,10 +221,17 @@ def _store_samples(
     samples = [
         _sample(charger, connector_id, transaction, entry, sampled)
         for entry in meter_values
-        for sampled in entry.get("sampledValue", [])  # type: ignore[union-attr]
+        for sampled in _sampled_values(entry)
     ]
     MeterSample.objects.bulk_create(samples)
     return samples
+
+
+def _sampled_values(entry: Mapping[str, object]) -> Iterable[Mapping[str, object]]:
+    """A MeterValue's sampledValue list (the OCPP schema, checked on receipt, makes it an array of objects)."""
+    sampled = entry.get("sampledValue", [])
+    assert isinstance(sampled, Iterable)
+    return sampled
 
 
 def _reading(sample: MeterSample) -> Reading:

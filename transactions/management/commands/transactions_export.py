@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -22,6 +22,14 @@ from transactions.selectors import (
 )
 
 KINDS = ("sessions", *AGGREGATE_KINDS, "meter-values")
+
+
+class HistoryFilters(TypedDict, total=False):
+    """The keyword filters of ``transactions_history`` that the command's options give."""
+
+    charger_pk: int
+    badge_pk: int
+    group_pk: int
 
 
 class Command(BaseCommand):
@@ -68,8 +76,8 @@ class Command(BaseCommand):
         except ValueError as error:
             raise CommandError(str(error)) from None
 
-    def _filters(self, options: dict[str, Any]) -> dict[str, int]:
-        filters: dict[str, int] = {}
+    def _filters(self, options: dict[str, Any]) -> HistoryFilters:
+        filters: HistoryFilters = {}
         if options["charger"]:
             charger = Charger.objects.filter(charge_point_id=options["charger"]).first()
             if charger is None:

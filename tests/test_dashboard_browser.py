@@ -135,6 +135,14 @@ def test_screenshots_and_page_weight_of_a_busy_site(ocpp_url, chromium, shots):
     print(f"\noverview page weight (HTML + CSS + JS, uncompressed): {weight / 1024:.1f} KiB")
     assert weight < 200 * 1024
     assert "A free" in chromium.text("#zones") and "limited by" in chromium.text("#tiles")
+    # The loop's answer arrives (the charger accepted 10 A): the tile says so without a reload.
+    from loadmgmt.models import AnswerStatus, LimitState
+
+    cp2 = site.chargers["CP-002"].pk
+    LimitState.objects.filter(charger_id=cp2, connector_id=1).update(
+        in_force_a=10.0, pending_a=None, pending_max_a=None, waiting="", last_status=AnswerStatus.ACCEPTED)
+    chromium.wait_for(f"document.getElementById('charger-{cp2}').innerText.includes('in force 10.0 A')")
+    assert "pending" not in chromium.text(f"#charger-{cp2} .limit")
     pages = {"overview": "/", "charger": f"/chargers/{site.chargers['CP-002'].pk}/",
              "sessions": "/sessions/", "session": f"/sessions/{site.sessions['CP-001'].pk}/"}
     for name, path in pages.items():

@@ -47,8 +47,9 @@ class MeterAdmin(admin.ModelAdmin):
     search_fields = ["name", "host", "serial_device", "zone__name"]
     list_select_related = ["zone"]
     actions = ["test_connection", "export_history_csv"]
-    readonly_fields = ["last_poll_at", "last_reading_at", "latest_values", "last_error", "last_error_at",
-                       "consecutive_failures", "stale"]
+    # A tuple: it is also a fieldset's "fields", whose (invariant) list type is wider than readonly_fields'.
+    readonly_fields = ("last_poll_at", "last_reading_at", "latest_values", "last_error", "last_error_at",
+                       "consecutive_failures", "stale")
     fieldsets = [
         (None, {"fields": ["name", "enabled", "role", "zone"]}),
         ("Device", {"fields": ["meter_type", "register_spec", "word_order"]}),

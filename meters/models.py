@@ -241,9 +241,11 @@ class Meter(models.Model):
             if not (has_currents or registers.POWER_W in provided):
                 raise ValidationError("A zone consumption meter must provide the three phase currents or the power.")
             # Otherwise the dynamic zone would sit on its fallback for want of a value, silently.
-            if self.zone.max_current_a is not None and not has_currents:
+            zone = self.zone
+            assert zone is not None  # clean() returned before this when zone_id is None
+            if zone.max_current_a is not None and not has_currents:
                 raise ValidationError("The zone has a per-phase limit: its meter must provide the three currents.")
-            if self.zone.max_power_kw is not None and registers.POWER_W not in provided:
+            if zone.max_power_kw is not None and registers.POWER_W not in provided:
                 raise ValidationError("The zone has a power limit: its meter must provide the total power (power_w).")
         if self.role == MeterRole.PV and registers.POWER_W not in provided:
             raise ValidationError("A PV meter must provide the total power (power_w).")

@@ -1,11 +1,13 @@
-"""Benchmark of one control-loop tick without the network: gather (DB) → allocate → plan → record.
+"""Benchmark of one control-loop tick without the network: gather (DB) → allocate → plan → send
+(record pending) → record decisions; and the answers' recording (done where the websockets are).
 
 Builds a site of N chargers with running sessions and recent meter samples in a throw-away
-SQLite database (or DATABASE_URL if set), then times the tick's database and engine work.
-Sending profiles is left out: it is bounded by the chargers' answer times, and all sends of
-a tick run concurrently.
+SQLite database (or DATABASE_URL if set), then times the tick's database and engine work. The
+hand-over to the channel layer is replaced by "handed over" (the tick never waits for chargers),
+and every profile is then answered Accepted through the same service the consumers call. It also
+counts the ticks a fresh site needs to converge (a tick that sends nothing).
 
-    python bench/bench_tick.py [--chargers 250 1000] [--repeat 20]
+    python bench/bench_tick.py [--chargers 250 1000 5000] [--repeat 10]
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ django.setup()
 from django.core.management import call_command  # noqa: E402
 
 from chargers.models import Charger  # noqa: E402
-from loadmgmt import apply, engine, inputs, safety  # noqa: E402
-from loadmgmt.models import Zone  # noqa: E402
+from loadmgmt import apply, engine, inputs, services  # noqa: E402
+from loadmgmt.models import LimitState, Zone  # noqa: E402
 from transactions.models import MeterSample, Transaction  # noqa: E402
 
 
@@ -61,22 +63,47 @@ def build_site(chargers: int, now: dt.datetime) -> None:
     MeterSample.objects.bulk_create(samples, batch_size=2000)
 
 
+def handed_over(casts: list) -> list[str | None]:
+    """Stands in for the channel layer: every call handed over, nobody waits."""
+    if casts and casts[0].context.get("transaction_id") is not None and "sessions_at" not in marks:
+        marks["sessions_at"] = time.perf_counter()
+    handed.extend(casts)
+    return [None] * len(casts)
+
+
+marks: dict[str, float] = {}
+
+
+handed: list = []
+apply.cast_calls = handed_over  # type: ignore[assignment]
+
+
+def answer_all(now: dt.datetime) -> float:
+    """Every profile handed over is Accepted, recorded as the consumers do; returns the seconds it took."""
+    started = time.perf_counter()
+    for cast in handed:
+        ticket = services.SendTicket.from_context(cast.context)
+        services.limit_answer_record(ticket=ticket, outcome="Accepted", now=now)
+    handed.clear()
+    return time.perf_counter() - started
+
+
 def time_tick(now: dt.datetime) -> dict[str, float]:
     started = time.perf_counter()
     gathered = inputs.gather(now)
     t_gather = time.perf_counter()
-    allocation = engine.allocate([z.zone for z in gathered.zones], gathered.sessions, gathered.policy,
-                                 now.timestamp())
+    allocation = engine.allocate(gathered.engine_zones(), gathered.sessions, gathered.policy, now.timestamp())
     t_allocate = time.perf_counter()
-    safe = safety.safe_defaults(gathered.zone_rows, gathered.chargers, gathered.settings)
-    commands = apply.plan(gathered, allocation, safe, now)
-    for command in commands:
-        command.status = "Accepted"
+    tick = apply.make_plan(gathered, allocation, now)
     t_plan = time.perf_counter()
-    apply.record(gathered, allocation, commands, now)
+    apply.send(tick.outgoing, gathered, now)
+    t_send = time.perf_counter()
+    apply.record_decisions(gathered, allocation, tick, now)
     t_record = time.perf_counter()
+    answers = answer_all(now)
     return {"gather": t_gather - started, "allocate": t_allocate - t_gather, "plan": t_plan - t_allocate,
-            "record": t_record - t_plan, "total": t_record - started}
+            "send": t_send - t_plan, "record": t_record - t_send, "total": t_record - started,
+            "answers": answers, "sent": float(len(tick.outgoing))}
 
 
 def main() -> None:
@@ -88,13 +115,26 @@ def main() -> None:
     print(f"{'chargers':>8} {'phase':>9} {'median ms':>10} {'max ms':>8}")
     for count in args.chargers:
         Transaction.objects.all().delete()
-        Charger.objects.all().delete()  # cascades to samples, setpoints and applied limits
+        Charger.objects.all().delete()  # cascades to samples, setpoints and limit states
+        LimitState.objects.all().delete()
         now = dt.datetime.now(dt.UTC)
         build_site(count, now)
-        first = time_tick(now)  # sends every profile once: the steady state sends only changes
+        converging = [time_tick(now)]
+        while converging[-1]["sent"] and len(converging) < 10:
+            converging.append(time_tick(now))
+        first = ", ".join(f"{k} {v * 1000:.0f}" for k, v in converging[0].items() if k != "sent")
+        sent = ", ".join(str(int(run["sent"])) for run in converging)
+        print(f"{count:>8} converged in {len(converging) - 1} tick(s) (profiles sent: {sent}); 1st tick ms: {first}")
         runs = [time_tick(now) for _ in range(args.repeat)]
-        print(f"{count:>8} {'1st tick':>9} {first['total'] * 1000:>10.1f} {'':>8}")
-        for phase in ("gather", "allocate", "plan", "record", "total"):
+        root = Zone.objects.get(parent__isnull=True)
+        Zone.objects.filter(pk=root.pk).update(max_current_a=root.max_current_a * 0.7)  # a limit cut
+        marks.clear()
+        started = time.perf_counter()
+        cut = time_tick(now)
+        print(f"{count:>8} limit cut: {int(cut['sent'])} decreases; the sessions' ones handed over "
+              f"{(marks['sessions_at'] - started) * 1000:.0f} ms after the tick started; whole tick "
+              f"{cut['total'] * 1000:.0f} ms; recording the answers {cut['answers'] * 1000:.0f} ms")
+        for phase in ("gather", "allocate", "plan", "send", "record", "total"):
             values = [run[phase] * 1000 for run in runs]
             print(f"{count:>8} {phase:>9} {statistics.median(values):>10.1f} {max(values):>8.1f}")
 

@@ -17,6 +17,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import transaction
+
 from chargers.commands import Cast, cast_calls
 from loadmgmt import profiles, services
 from loadmgmt.engine import Allocation
@@ -133,37 +135,62 @@ def _default_outgoing(inputs: LoopInputs, send: Send) -> Outgoing:
 
 
 def send(outgoing: list[Outgoing], inputs: LoopInputs, now: dt.datetime) -> None:
-    """Record each profile as pending, then hand them all over without waiting for answers."""
+    """Record each profile as pending, then hand it over without waiting for the answer.
+
+    Session profiles first, in one batch: they are what a limit cut needs at once. Then the
+    chargers' safe defaults, one at a time (a booting charger may be sending its own).
+    """
     timeout = inputs.settings.answer_timeout_s
-    casts: list[Cast] = []
-    tickets: list[services.SendTicket] = []
-    for item in outgoing:
-        state = services.limit_state_for(charger_pk=item.charger_pk, connector_id=item.connector_id,
-                                         transaction_id=item.transaction_id, state_since=now.timestamp())
-        ticket = services.limit_send_record(state_pk=state.pk, limit_a=item.limit_a, paused=item.limit_a == 0,
-                                            rate_unit=item.rate_unit, transaction_id=item.transaction_id, now=now,
-                                            timeout_s=timeout)
-        tickets.append(ticket)
-        casts.append(Cast(channel_name=item.channel_name, action="SetChargingProfile", payload=item.payload,
-                          timeout_s=timeout, outcome_hook=OUTCOME_HOOK, context=ticket.as_context()))
-    for item, ticket, error in zip(outgoing, tickets, cast_calls(casts), strict=True):
+    sessions = [item for item in outgoing if item.transaction_id is not None]
+    with transaction.atomic():  # one commit for the whole batch, not one per profile
+        tickets = services.limit_sends_record(
+            [services.SessionSend(i.charger_pk, i.connector_id, i.transaction_id or 0, i.limit_a, i.rate_unit)
+             for i in sessions], now=now, timeout_s=timeout)
+    _hand_over(sessions, tickets, timeout, now)
+    defaults = [item for item in outgoing if item.transaction_id is None]
+    with transaction.atomic():
+        tickets = [_record_default_send(item, now, timeout) for item in defaults]
+    _hand_over(defaults, tickets, timeout, now)
+
+
+def _hand_over(items: list[Outgoing], tickets: list[services.SendTicket], timeout: float, now: dt.datetime) -> None:
+    casts = [Cast(channel_name=item.channel_name, action="SetChargingProfile", payload=item.payload,
+                  timeout_s=timeout, outcome_hook=OUTCOME_HOOK, context=ticket.as_context())
+             for item, ticket in zip(items, tickets, strict=True)]
+    for item, ticket, error in zip(items, tickets, cast_calls(casts), strict=True):
         item.status = "sent" if error is None else f"not sent: {error}"
         if error is not None:
             logger.warning("SetChargingProfile to charger %s not handed over: %s", item.charger_pk, error)
             services.limit_answer_record(ticket=ticket, outcome=AnswerStatus.NOT_SENT, detail=error, now=now)
 
 
+def _record_default_send(item: Outgoing, now: dt.datetime, timeout_s: float) -> services.SendTicket:
+    """A charger's default, one at a time: a booting charger's consumer may be sending one too."""
+    state = services.limit_state_for(charger_pk=item.charger_pk, connector_id=0, transaction_id=None)
+    return services.limit_send_record(state_pk=state.pk, limit_a=item.limit_a, paused=False, rate_unit=item.rate_unit,
+                                      transaction_id=None, now=now, timeout_s=timeout_s)
+
+
 def record_decisions(inputs: LoopInputs, allocation: Allocation, tick: TickPlan, now: dt.datetime) -> None:
     """Store what each connector should get and why, and append changed decisions to the history."""
+    with transaction.atomic():  # one commit for every row the tick touches
+        _record_decisions(inputs, allocation, tick, now)
+
+
+def _record_decisions(inputs: LoopInputs, allocation: Allocation, tick: TickPlan, now: dt.datetime) -> None:
     sent = {(o.charger_pk, o.connector_id): o for o in tick.outgoing}
     history: list[Setpoint] = []
+    changed_rows: list[LimitState] = []
+    changed_fields: set[str] = set()
+    fresh = _rows_of_new_sessions(inputs)
     for session_id, decision in allocation.limits.items():
         ctx = inputs.contexts[session_id]
         wanted = 0.0 if decision.paused else profiles.round_limit(decision.limit_a)
         waiting = tick.sessions.waiting.get(session_id, "")
-        state = ctx.state or services.limit_state_for(charger_pk=ctx.charger_pk, connector_id=ctx.connector_id,
-                                                       transaction_id=ctx.transaction_id,
-                                                       state_since=decision.state_since)
+        state = ctx.state or fresh.get((ctx.charger_pk, ctx.connector_id))
+        if state is None or state.transaction_id != ctx.transaction_id:
+            state = services.limit_state_for(charger_pk=ctx.charger_pk, connector_id=ctx.connector_id,
+                                             transaction_id=ctx.transaction_id, state_since=decision.state_since)
         outgoing = sent.get((ctx.charger_pk, ctx.connector_id))
         changed = (state.wanted_a, state.wanted_paused, state.binding) != (wanted, decision.paused,
                                                                           decision.binding[:120])
@@ -174,8 +201,14 @@ def record_decisions(inputs: LoopInputs, allocation: Allocation, tick: TickPlan,
                                     sent=outgoing is not None, status=(outgoing.status if outgoing else waiting)[:60]))
         fields = _decision_fields(state, wanted, decision.paused, decision.binding[:120], waiting[:160],
                                   decision.state_since, now)
+        for name, value in fields.items():
+            setattr(state, name, value)
         if fields:
-            LimitState.objects.filter(pk=state.pk).update(**fields)
+            changed_rows.append(state)
+            changed_fields.update(fields)
+    # Only the tick writes these fields (answers write others): one bulk write, not one per row.
+    if changed_rows:
+        LimitState.objects.bulk_update(changed_rows, sorted(changed_fields), batch_size=500)
     for pk, target in tick.default_targets.items():
         default = inputs.chargers[pk].state
         waiting = tick.defaults.waiting.get(f"default-{pk}", "")
@@ -183,6 +216,15 @@ def record_decisions(inputs: LoopInputs, allocation: Allocation, tick: TickPlan,
             LimitState.objects.filter(pk=default.pk).update(wanted_a=target, waiting=waiting[:160],
                                                             binding="safe default (static share)")
     services.setpoints_record(history)
+
+
+def _rows_of_new_sessions(inputs: LoopInputs) -> dict[tuple[int, int], LimitState]:
+    """Rows of sessions that had none at gather time (created by this tick's sends), in one query."""
+    new = [ctx for ctx in inputs.contexts.values() if ctx.state is None]
+    if not new:
+        return {}
+    rows = LimitState.objects.filter(charger_id__in={c.charger_pk for c in new}, connector_id__gt=0)
+    return {(row.charger_id, row.connector_id): row for row in rows}
 
 
 def _decision_fields(

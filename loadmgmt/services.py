@@ -116,6 +116,59 @@ def limit_send_record(
     return SendTicket(state_pk, seq, limit_a, paused, transaction_id)
 
 
+@dataclass(frozen=True, slots=True)
+class SessionSend:
+    """A TxProfile about to be sent for a running transaction (see `limit_sends_record`)."""
+
+    charger_pk: int
+    connector_id: int
+    transaction_id: int
+    limit_a: float
+    rate_unit: str
+
+
+def limit_sends_record(sends: list[SessionSend], *, now: dt.datetime, timeout_s: float) -> list[SendTicket]:
+    """`limit_send_record` for many session connectors at once: three queries, not three per send.
+
+    Only the tick writes the send fields of session connectors (under its lease), so reading them
+    and writing them back in bulk cannot lose another send. An answer landing in between may see
+    its value still counted until the next answer: the conservative side.
+    """
+    if not sends:
+        return []
+    keys = {(send.charger_pk, send.connector_id) for send in sends}
+    found = LimitState.objects.filter(charger_id__in={k[0] for k in keys}, connector_id__in={k[1] for k in keys})
+    rows = {(row.charger_id, row.connector_id): row for row in found if (row.charger_id, row.connector_id) in keys}
+    missing = [send for send in sends if (send.charger_pk, send.connector_id) not in rows]
+    if missing:
+        LimitState.objects.bulk_create([
+            LimitState(charger_id=send.charger_pk, connector_id=send.connector_id, purpose=LimitPurpose.TX,
+                       transaction_id=send.transaction_id, state_since=now.timestamp()) for send in missing
+        ], ignore_conflicts=True)
+        for row in LimitState.objects.filter(charger_id__in={s.charger_pk for s in missing}, connector_id__gt=0):
+            rows.setdefault((row.charger_id, row.connector_id), row)
+    tickets = []
+    deadline = now + dt.timedelta(seconds=timeout_s)
+    for send in sends:
+        row = rows[(send.charger_pk, send.connector_id)]
+        if row.transaction_id != send.transaction_id:  # an ended transaction's row: start afresh
+            row = limit_state_for(charger_pk=send.charger_pk, connector_id=send.connector_id,
+                                  transaction_id=send.transaction_id, state_since=now.timestamp())
+        row.sent_seq += 1
+        row.pending_a = send.limit_a
+        row.pending_max_a = send.limit_a if row.pending_max_a is None else max(row.pending_max_a, send.limit_a)
+        row.pending_paused, row.pending_sent_at, row.pending_deadline = send.limit_a == 0, now, deadline
+        row.rate_unit = send.rate_unit
+        rows[(send.charger_pk, send.connector_id)] = row
+        tickets.append(SendTicket(row.pk, row.sent_seq, send.limit_a, send.limit_a == 0, send.transaction_id))
+    for send in sends:  # plain UPDATEs inside the caller's transaction: cheaper than one huge CASE
+        row = rows[(send.charger_pk, send.connector_id)]
+        LimitState.objects.filter(pk=row.pk).update(
+            sent_seq=row.sent_seq, pending_a=row.pending_a, pending_max_a=row.pending_max_a,
+            pending_paused=row.pending_paused, pending_sent_at=now, pending_deadline=deadline, rate_unit=row.rate_unit)
+    return tickets
+
+
 def limit_answer_record(*, ticket: SendTicket, outcome: str, detail: str = "", now: dt.datetime) -> bool:
     """Record the charger's answer (or why there is none). True when a lower limit came into force.
 

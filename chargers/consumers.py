@@ -56,6 +56,8 @@ ACCEPTANCE_RECHECK_S = 10.0
 # Once over the limit a handshake is refused before any password hashing.
 _login_failures_by_id = RateLimiter(limit=settings.OCPP_LOGIN_FAILURES_PER_ID, window_s=60.0)
 _login_failures_by_address = RateLimiter(limit=settings.OCPP_LOGIN_FAILURES_PER_ADDRESS, window_s=60.0)
+# Unknown ids registered (OCPP_UNKNOWN_CHARGERS accept/pending) per client address and minute.
+_registrations_by_address = RateLimiter(limit=settings.OCPP_REGISTRATIONS_PER_ADDRESS, window_s=60.0)
 _throttled = ThrottledLog(logger)
 
 
@@ -111,7 +113,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
         self.charge_point_id = claimed
         if not (_login_failures_by_id.allowed(claimed.casefold()) and _login_failures_by_address.allowed(address)):
             await self._refuse(f"too many failed logins from {address} or for this id; retry in a minute",
-                               record=False)
+                               address=address, record=False)
             return
         if SUBPROTOCOL not in self.scope.get("subprotocols", []):
             await self.accept()  # without a Sec-WebSocket-Protocol header (OCPP-J §3.2)
@@ -120,10 +122,13 @@ class OcppConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_NO_SUBPROTOCOL)
             return
         try:
-            who = await database_sync_to_async(services.charger_identify)(charge_point_id=claimed)
+            who = await database_sync_to_async(services.charger_identify)(
+                charge_point_id=claimed, may_register=_registrations_by_address.allowed(address))
         except services.ConnectionRefused as refusal:
-            await self._refuse(refusal.reason)
+            await self._refuse(f"{refusal.reason} ({address})", address=address)
             return
+        if who.registered:
+            _registrations_by_address.hit(address)
         self.charge_point_id = who.charge_point_id
         headers = dict(self.scope.get("headers", []))
         credentials = services.parse_basic_auth(headers.get(b"authorization"))
@@ -134,7 +139,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
             _login_failures_by_address.hit(address)
             # Daphne answers any refused handshake with 403 and cannot add a
             # WWW-Authenticate header (no ASGI denial-response support in 4.2).
-            await self._refuse(f"bad or missing HTTP Basic credentials from {address}")
+            await self._refuse(f"bad or missing HTTP Basic credentials from {address}", address=address)
             return
         _login_failures_by_id.reset(claimed.casefold())
         grant = await database_sync_to_async(services.charger_connected)(
@@ -157,9 +162,10 @@ class OcppConsumer(AsyncWebsocketConsumer):
         await self.accept(subprotocol=SUBPROTOCOL)
         await self.log_event("connected" + (" (replaced an older connection)" if grant.replaced_channel else ""))
 
-    async def _refuse(self, reason: str, *, record: bool = True) -> None:
-        _throttled.warning(("refused", self.charge_point_id.casefold()), "refused websocket for %s: %s",
-                           printable(self.charge_point_id), reason)
+    async def _refuse(self, reason: str, *, address: str, record: bool = True) -> None:
+        # Throttled per address: a script cycling through invented ids gets a few lines a minute.
+        _throttled.warning(("refused", address), "refused websocket for %s: %s", printable(self.charge_point_id),
+                           reason)
         if record:
             await self.log_event("connection refused", error=reason)
         await self.close()

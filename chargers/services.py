@@ -70,21 +70,26 @@ class ChargerIdentity:
     charger_pk: int
     charge_point_id: str  # the stored spelling (identities are case-insensitive)
     password_hash: str
+    registered: bool = False  # created by this handshake (OCPP_UNKNOWN_CHARGERS accept/pending)
 
 
-def charger_identify(*, charge_point_id: str) -> ChargerIdentity:
+def charger_identify(*, charge_point_id: str, may_register: bool = True) -> ChargerIdentity:
     """Find the charger for a handshake, or register it, or raise ConnectionRefused.
 
     Unknown ids follow OCPP_UNKNOWN_CHARGERS: `reject` refuses (OCPP-J §3.2 says 404;
-    Daphne can only answer 403), `accept`/`pending` register the charger. The lookup
-    ignores case: the identity is a CiString, and `cp-1` must not become a second
-    charger next to `CP-1`.
+    Daphne can only answer 403), `accept`/`pending` register the charger unless
+    `may_register` is false (the caller's address registered too many already: a
+    script inventing ids must not fill the charger table). The lookup ignores case: the
+    identity is a CiString, and `cp-1` must not become a second charger next to `CP-1`.
     """
     charger = (Charger.objects.filter(charge_point_id=charge_point_id).first()
                or Charger.objects.filter(charge_point_id__iexact=charge_point_id).first())
-    if charger is None:
-        charger = _register_unknown(charge_point_id)
-    return ChargerIdentity(charger.pk, charger.charge_point_id, charger.password_hash)
+    if charger is not None:
+        return ChargerIdentity(charger.pk, charger.charge_point_id, charger.password_hash)
+    if not may_register and settings.OCPP_UNKNOWN_CHARGERS != "reject":
+        raise ConnectionRefused("too many new charge point ids from this address; retry in a minute")
+    charger = _register_unknown(charge_point_id)
+    return ChargerIdentity(charger.pk, charger.charge_point_id, charger.password_hash, registered=True)
 
 
 # Successful verifications, so that a reconnecting charger does not cost another

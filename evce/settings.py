@@ -236,6 +236,8 @@ OCPP_OFFLINE_AFTER_HEARTBEATS = env_int("OCPP_OFFLINE_AFTER_HEARTBEATS", 3, mini
 # (each web process counts its own); beyond them a handshake is refused without hashing.
 OCPP_LOGIN_FAILURES_PER_ID = env_int("OCPP_LOGIN_FAILURES_PER_ID", 5, minimum=1)
 OCPP_LOGIN_FAILURES_PER_ADDRESS = env_int("OCPP_LOGIN_FAILURES_PER_ADDRESS", 20, minimum=1)
+# Unknown charge point ids one client address may register per minute (accept/pending policies).
+OCPP_REGISTRATIONS_PER_ADDRESS = env_int("OCPP_REGISTRATIONS_PER_ADDRESS", 10, minimum=1)
 
 # --- Badges and charging sessions -------------------------------------------------------
 # May one badge run several sessions at once? When false, a second start gets ConcurrentTx.

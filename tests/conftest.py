@@ -50,8 +50,11 @@ class ServerPool:
     """Starts real server processes against the test database, one per configuration."""
 
     def __init__(self, database_url: str) -> None:
+        # Every test connects from 127.0.0.1: the per-address limits (failed logins, new ids) would
+        # couple unrelated tests; the tests of those limits start a server with their own values.
         self.env = dict(os.environ, DATABASE_URL=database_url, DJANGO_SETTINGS_MODULE="evce.settings",
-                        HTTPS="false", LOG_LEVEL="warning")
+                        HTTPS="false", LOG_LEVEL="warning", OCPP_LOGIN_FAILURES_PER_ADDRESS="1000000",
+                        OCPP_REGISTRATIONS_PER_ADDRESS="1000000")
         self._daphnes: dict[tuple[tuple[str, str], ...], str] = {}
         self._processes: list[subprocess.Popen[bytes]] = []
 

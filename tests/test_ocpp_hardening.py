@@ -154,6 +154,17 @@ def test_an_identity_is_case_insensitive(ocpp_url, charger_factory):
     assert Charger.objects.count() == 1
 
 
+def test_one_address_registers_few_new_ids_a_minute(servers, transactional_db, charger_factory):
+    url = servers.daphne(OCPP_REGISTRATIONS_PER_ADDRESS="2")
+    Charger.objects.create(charge_point_id="CP-KNOWN", registration_status=RegistrationStatus.ACCEPTED)
+    for cp_id in ("CP-NEW-1", "CP-NEW-2"):
+        charger_factory(url, cp_id).connect()
+    with pytest.raises(websockets.InvalidStatus):
+        charger_factory(url, "CP-NEW-3").connect()
+    assert charger_factory(url, "CP-KNOWN").connect().boot().status == "Accepted"  # known ids still connect
+    assert set(Charger.objects.values_list("charge_point_id", flat=True)) == {"CP-KNOWN", "CP-NEW-1", "CP-NEW-2"}
+
+
 def test_wrong_passwords_are_rate_limited_per_id(servers, transactional_db, charger_factory):
     url = servers.daphne(OCPP_LOGIN_FAILURES_PER_ID="2")
     charger = Charger(charge_point_id="CP-LOCK", registration_status=RegistrationStatus.ACCEPTED)

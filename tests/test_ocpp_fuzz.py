@@ -181,6 +181,13 @@ def stored_state() -> tuple[object, ...]:
     )
 
 
+async def closed_without_subprotocol(url: str, cp_id: str, offered: list[str]) -> tuple[str | None, int | None]:
+    """OCPP-J §3.2: the handshake completes without a subprotocol, then the server closes."""
+    ws = await websockets.connect(f"{url}/ocpp/{cp_id}", subprotocols=offered or None, open_timeout=TIMEOUT_S)
+    await asyncio.wait_for(ws.wait_closed(), TIMEOUT_S)
+    return ws.subprotocol, ws.close_code
+
+
 async def handshake_status(url: str, path: str, headers: dict[str, str] | None = None) -> int:
     try:
         ws = await websockets.connect(url + path, subprotocols=["ocpp1.6"], additional_headers=headers or {},
@@ -223,6 +230,8 @@ def test_fuzzed_frames_get_their_answers_and_change_nothing(servers, transaction
     wrong = {"Authorization": "Basic " + base64.b64encode(b"CP-FUZZ-LOCKED:wrong").decode()}
     statuses = [loop.run_until_complete(handshake_status(url, "/ocpp/CP-FUZZ-LOCKED", wrong)) for _ in range(6)]
     assert statuses == [403] * 6
+    for offered in ([], ["ocpp2.0.1"], ["ocpp1.5", "wamp"]):
+        assert loop.run_until_complete(closed_without_subprotocol(url, "CP-FUZZ-0", offered)) == (None, 4001)
     elapsed = time.monotonic() - started
 
     # Connection state: every fuzzed charger is still (or again) connected, the locked one never was.
@@ -243,6 +252,6 @@ def test_fuzzed_frames_get_their_answers_and_change_nothing(servers, transaction
     for fuzzer in fuzzers:
         for kind, count in fuzzer.seen.items():
             kinds[kind] = kinds.get(kind, 0) + count
-    print(f"\nfuzz: {sum(kinds.values())} frames over {CONNECTIONS} connections + {len(bad_paths) + 6} handshakes "
+    print(f"\nfuzz: {sum(kinds.values())} frames over {CONNECTIONS} connections + {len(bad_paths) + 9} handshakes "
           f"in {elapsed:.1f} s; Daphne RSS {growth:+d} kB; per class {dict(sorted(kinds.items()))}")
     assert len(kinds) == 17  # every class was sent

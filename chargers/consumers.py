@@ -239,6 +239,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
         fresh = time.monotonic() - self._accepted_checked_at < ACCEPTANCE_RECHECK_S
         if self._accepted and fresh and frame.action not in {"StartTransaction", "Authorize"}:
             return True
+        assert self.charger_pk is not None  # noqa: S101 - set in connect() before accept
         self._accepted = await database_sync_to_async(
             Charger.objects.filter(pk=self.charger_pk, registration_status="accepted").exists
         )()

@@ -83,7 +83,7 @@ class _Wire:
 
 
 class OcppConsumer(AsyncWebsocketConsumer):
-    charge_point_id: str
+    charge_point_id: str = ""  # set in connect(); the channel-layer receive may fail before
     charger_pk: int | None = None
     cp: CentralSystemChargePoint | None = None
 

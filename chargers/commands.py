@@ -18,6 +18,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, _validate_payload
+from redis.exceptions import RedisError
 
 from chargers.frames import SYSTEM_INITIATED
 from chargers.models import Charger
@@ -36,6 +37,10 @@ class InvalidCall(CallFailed):
 
 class ChargerOffline(CallFailed):
     """No websocket is open for this charger."""
+
+
+class LayerUnavailable(CallFailed):
+    """The channel layer (Redis) cannot be reached: no call can reach any charger right now."""
 
 
 class ChargerTimeout(CallFailed):
@@ -83,15 +88,17 @@ async def send_call_async(
     timeout = float(timeout_s if timeout_s is not None else settings.OCPP_CALL_TIMEOUT)
     channel = await database_sync_to_async(_channel_of)(charge_point_id)
     layer = get_channel_layer()
-    reply_channel = await layer.new_channel()
-    await layer.send(
-        channel,
-        {"type": "ocpp.call", "action": action, "payload": payload, "reply_to": reply_channel, "timeout": timeout},
-    )
     try:
+        reply_channel = await layer.new_channel()
+        await layer.send(
+            channel,
+            {"type": "ocpp.call", "action": action, "payload": payload, "reply_to": reply_channel, "timeout": timeout},
+        )
         reply = await asyncio.wait_for(layer.receive(reply_channel), timeout + _CHANNEL_MARGIN_S)
     except TimeoutError:
         raise ChargerTimeout(f"charger {charge_point_id!r} did not answer {action} within {timeout:g} s") from None
+    except (OSError, RedisError) as error:  # ConnectionError and friends: say so in one line
+        raise LayerUnavailable(f"the channel layer (Redis) is unreachable: {error}") from None
     return reply_to_result(charge_point_id, action, reply)
 
 

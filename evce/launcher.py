@@ -140,8 +140,10 @@ def main() -> int:
                 break
             _manage(env, *step)
         commands = {
-            "daphne": [PYTHON, "-m", "daphne", "-b", bind, "-p", str(port), "--proxy-headers",
-                       "evce.asgi:application"],
+            # X-Forwarded-For is trusted only behind a proxy that sets it: otherwise anyone could
+            # spoof their address past the per-address login limits.
+            "daphne": [PYTHON, "-m", "daphne", "-b", bind, "-p", str(port),
+                       *(["--proxy-headers"] if env_bool("BEHIND_PROXY", False) else []), "evce.asgi:application"],
             "worker": [PYTHON, "-m", "celery", "-A", "evce", "worker", "-l", "info", "--concurrency",
                        env_str("CELERY_CONCURRENCY", "2")],
             "beat": [PYTHON, "-m", "celery", "-A", "evce", "beat", "-l", "info", "-s",

@@ -63,6 +63,7 @@ def session_holders(inputs: LoopInputs, allocation: Allocation) -> list[Holder]:
         holders.append(Holder(
             id=session_id, zone_id=ctx.zone_id, phases=ctx.phases, held_a=ctx.held_a, wanted_a=wanted,
             first=ctx.first, in_flight_a=ctx.in_flight_a, can_send=ctx.can_send, may_raise=ctx.may_raise,
+            wanted_stable=ctx.state is not None and ctx.state.wanted_a == wanted,
             min_a=inputs.chargers[ctx.charger_pk].charger.min_current_a, priority=0 if ctx.vip else 1,
         ))
     return holders

@@ -10,17 +10,16 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
 
 from chargers.commands import ChargerCallError, ChargerOffline
 from chargers.hooks import CallFn
+from chargers.models import Charger
 from evce import clock
 from loadmgmt import apply, engine, inputs, profiles, services
-from loadmgmt.engine.planning import plan
-from loadmgmt.models import AnswerStatus
-from loadmgmt.safety import safe_default_targets
+from loadmgmt.models import AnswerStatus, LimitState, SiteSettings
 
 logger = logging.getLogger(__name__)
 
@@ -82,13 +81,15 @@ def _log_over(over: list[str]) -> None:
 
 
 async def boot_step_safe_default(call: CallFn, charger_pk: int) -> None:
-    """Boot step (chargers.hooks): give a booted charger its safe TxDefaultProfile first of all.
+    """Boot step (chargers.hooks): give a booted charger a safe TxDefaultProfile first of all.
 
-    Planned like the loop plans defaults (static capacity, others at what they hold): the
-    charger is lowered at once, and raised only into room that exists; then the loop runs to
-    lower the others if the new charger changed everybody's share.
+    It must be cheap (a reconnect storm boots hundreds of chargers at once) and it may never raise
+    anyone: it sends the lower of the default the loop last wanted for this charger and the one
+    in force, or 0 A when nothing is known (a new charger, a site just commissioned). Then the loop
+    runs, plans every default together (others lowered before anyone is raised) and raises this
+    one to its share within a second.
     """
-    planned = await database_sync_to_async(_plan_boot_default)(charger_pk)
+    planned = await database_sync_to_async(_record_boot_default)(charger_pk)
     if planned is None:
         return
     ticket, payload = planned
@@ -105,25 +106,27 @@ async def boot_step_safe_default(call: CallFn, charger_pk: int) -> None:
                                                                now=clock.now())
     from loadmgmt.tasks import rebalance_soon  # noqa: PLC0415 - tasks imports control
 
-    await database_sync_to_async(rebalance_soon)(charger_pk)
+    try:
+        await database_sync_to_async(rebalance_soon)(charger_pk)
+    except Exception:  # broker unreachable: the periodic tick raises it later
+        logger.warning("could not queue a re-balance after charger %s booted", charger_pk)
 
 
-def _plan_boot_default(charger_pk: int) -> tuple[services.SendTicket, dict[str, object]] | None:
-    now = clock.now()
-    gathered = inputs.gather_defaults()
-    ctx = gathered.chargers.get(charger_pk)
-    if ctx is None:
-        return None
-    targets = safe_default_targets(gathered.static_zones,
-                                   [inputs.default_charger(c) for c in gathered.chargers.values()])
-    holders = [replace(h, first=True, can_send=True, controllable=True) if h.id == f"default-{charger_pk}" else h
-               for h in apply.default_holders(gathered, targets, now)]
-    send = next((s for s in plan(gathered.static_zones, holders, hysteresis_a=apply.DEFAULT_HYSTERESIS_A).sends
-                 if s.holder_id == f"default-{charger_pk}"), None)
-    if send is None:
+def boot_default_a(state: LimitState | None) -> float:
+    """The default a booting charger gets at once: never more than it holds or the loop wanted."""
+    if state is None or state.wanted_a is None or state.in_force_a is None:
+        return 0.0
+    return min(state.wanted_a, state.in_force_a)
+
+
+def _record_boot_default(charger_pk: int) -> tuple[services.SendTicket, dict[str, object]] | None:
+    charger = Charger.objects.filter(pk=charger_pk).first()
+    if charger is None:
         return None
     state = services.limit_state_for(charger_pk=charger_pk, connector_id=0, transaction_id=None)
-    ticket = services.limit_send_record(state_pk=state.pk, limit_a=send.limit_a, paused=False,
-                                        rate_unit=ctx.rate_unit, transaction_id=None, now=now,
-                                        timeout_s=gathered.settings.answer_timeout_s)
-    return ticket, profiles.tx_default_payload(send.limit_a, ctx.charger.phases, ctx.rate_unit)
+    limit = boot_default_a(state)
+    unit = inputs.charger_rate_units([charger_pk]).get(charger_pk, "A")
+    ticket = services.limit_send_record(state_pk=state.pk, limit_a=limit, paused=False, rate_unit=unit,
+                                        transaction_id=None, now=clock.now(),
+                                        timeout_s=SiteSettings.load().answer_timeout_s)
+    return ticket, profiles.tx_default_payload(limit, charger.phases, unit)

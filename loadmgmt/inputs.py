@@ -184,18 +184,6 @@ def gather(now: dt.datetime) -> LoopInputs:
     return inputs
 
 
-def gather_defaults() -> LoopInputs:
-    """Only what planning safe defaults needs (a charger's boot): no sessions, no measurements."""
-    settings = SiteSettings.load()
-    configs = [zone_config(zone, settings) for zone in Zone.objects.prefetch_related("time_of_use")]
-    chargers = list(Charger.objects.filter(registration_status=RegistrationStatus.ACCEPTED))
-    states = {(s.charger_id, 0): s for s in LimitState.objects.filter(connector_id=0, charger__in=chargers)}
-    contexts = _charger_contexts(chargers, tree.root_ids(configs), states,
-                                 charger_rate_units([charger.pk for charger in chargers]))
-    return LoopInputs(site_policy(settings), settings, [], _static_zones(configs, settings), [], {},
-                      chargers=contexts)
-
-
 def _static_zones(configs: list[ZoneConfig], settings: SiteSettings) -> list[EngineZone]:
     if not configs:
         return [tree.site_zone(settings.fallback_current_a)]

@@ -238,3 +238,21 @@ def test_a_vip_badge_is_served_first_whatever_the_letter_case(ocpp_url, charger_
         sims.append(sim)
     settle()
     assert tx_limits(sims) == [32.0, 8.0]  # …and so does the VIP lookup: "BOSS" is the VIP badge "boss"
+
+
+def test_a_rebooting_charger_gets_its_default_at_once_and_never_a_raise(accepted_charger):
+    from loadmgmt.control import boot_default_a
+    from loadmgmt.models import LimitState
+
+    assert boot_default_a(None) == 0.0  # nothing known: 0 A until the loop has planned everybody
+    assert boot_default_a(LimitState(wanted_a=16.0, in_force_a=10.0)) == 10.0  # never raised at boot
+    assert boot_default_a(LimitState(wanted_a=8.0, in_force_a=10.0)) == 8.0
+    assert boot_default_a(LimitState(wanted_a=8.0, in_force_a=None)) == 0.0
+    Zone.objects.create(name="Solo", max_current_a=16)
+    sim = accepted_charger("CP-REBOOT")
+    wait_until(lambda: sim.profile_limits("TxDefaultProfile") == [(0, 0.0)])
+    settle()
+    assert sim.profile_limits("TxDefaultProfile")[-1] == (0, 16.0)  # the loop raised it to its share
+    sim.boot()  # rebooted: its default goes out again at once, at what it held
+    wait_until(lambda: sim.profile_limits("TxDefaultProfile")[-1:] == [(0, 16.0)] and
+               len(sim.profile_limits("TxDefaultProfile")) == 3)

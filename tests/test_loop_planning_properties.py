@@ -184,3 +184,11 @@ def test_offline_holders_are_reserved_and_never_sent_to():
     here = Holder(id="here", zone_id="root", phases=(0, 1, 2), held_a=0, wanted_a=32)
     sends = plan(zones, [gone, here], hysteresis_a=1.0).sends
     assert [(s.holder_id, s.limit_a) for s in sends] == [("here", 12.0)]
+
+
+def test_a_gap_that_stays_is_caught_up_even_below_the_hysteresis():
+    zones = [Zone(id="root", capacity_a=(40, 40, 40))]
+    capped = Holder(id="a", zone_id="root", phases=(0, 1, 2), held_a=15.3, wanted_a=15.7)
+    assert plan(zones, [capped], hysteresis_a=1.0).sends == []  # a new small change: filtered
+    stable = replace(capped, wanted_stable=True)  # wanted the same last tick: a real gap
+    assert [(s.holder_id, s.limit_a) for s in plan(zones, [stable], hysteresis_a=1.0).sends] == [("a", 15.7)]

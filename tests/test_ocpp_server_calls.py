@@ -118,3 +118,21 @@ def test_accepting_a_connected_pending_charger_configures_it(ocpp_url, charger_f
     assert configure_charger(charger.pk) == {"HeartbeatInterval": "Accepted"}
     assert sim.cp.config["HeartbeatInterval"] == "120"
     assert ConfigurationKey.objects.get(charger=charger, key="HeartbeatInterval").last_change_status == "Accepted"
+
+
+def test_an_unreachable_channel_layer_is_one_clear_error(transactional_db, monkeypatch):
+    import pytest
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from chargers import commands
+    from chargers.models import Charger
+
+    Charger.objects.create(charge_point_id="CP-NOREDIS", connected=True, channel_name="specific.x!y")
+
+    class DownLayer:
+        async def new_channel(self) -> str:
+            raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(commands, "get_channel_layer", lambda: DownLayer())
+    with pytest.raises(commands.LayerUnavailable, match="channel layer .Redis. is unreachable"):
+        commands.send_call("CP-NOREDIS", "ClearCache", {})

@@ -58,10 +58,7 @@ MODEL_VIEWS: dict[str, dict[str, str]] = {
 
 # Known gaps outside this test's owner's reach, each with its reason; the strict xfail test
 # below fails as soon as one is fixed, so that it is removed from here.
-KNOWN_GAPS = {
-    "admin:loadmgmt_sitesettings_add": "SiteSettingsAdmin.has_add_permission ignores the user's add permission "
-                                       "while no settings row exists (loadmgmt/admin.py)",
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def user_of(role: str) -> User:
@@ -323,7 +320,6 @@ def test_viewers_and_operators_cannot_push_zone_measurements():
     assert response.status_code == 200
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_GAPS["admin:loadmgmt_sitesettings_add"])
 def test_a_viewer_cannot_create_the_site_settings():
     from loadmgmt.models import SiteSettings
 

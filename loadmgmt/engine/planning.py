@@ -8,6 +8,8 @@ or zone power):
     sum of held limits <= capacity      (if it held before the tick, it holds after it)
 
 by construction:
+- the hysteresis filters changes of the allocation; a gap that stays (the same value wanted two
+  ticks running) is caught up, so a limit once capped by room reaches its share;
 - a decrease never raises what is held (the old, higher limit stays counted until the charger
   accepts the new one), so decreases are always safe to send, and they go at once;
 - an increase is sent only into room that exists *now*, with every other connector counted at
@@ -51,6 +53,9 @@ class Holder:
     controllable: bool = True  # False: offline or isolated, its held limit is only reserved
     can_send: bool = True  # False: in backoff after a failure
     may_raise: bool = True  # False: the charger stopped answering; only decreases go to it
+    # The allocation wanted the same value at the previous tick: the gap to what is held is not
+    # noise but a limit that could not be sent yet (capped by room, refused, lost): catch up.
+    wanted_stable: bool = False
     first: bool = False  # no profile of its own yet: the first one goes at once, capped to the room
     in_flight_a: float | None = None  # latest limit sent and not yet answered
     min_a: float = MIN_SIGNAL_A
@@ -163,12 +168,12 @@ def _increases(
             result.waiting[holder.id] = "waiting for the charger's answer or a retry"
             continue
         resuming = row.held == 0
-        if not resuming and row.wanted - row.held < hysteresis:
+        if not resuming and row.wanted - row.held < hysteresis and not holder.wanted_stable:
             result.waiting[holder.id] = "change smaller than the hysteresis"
             continue
         room = _room(usage, net, row)
         allowed = row.wanted if room is None else min(row.wanted, row.held + room)
-        step_too_small = allowed < row.wanted and allowed - row.held < hysteresis
+        step_too_small = allowed < row.wanted and allowed - row.held < (1 if holder.wanted_stable else hysteresis)
         if allowed <= row.held or (resuming and allowed < row.min_units) or step_too_small:
             blocked |= _blocking(usage, net, row, max(row.wanted - row.held, row.min_units - row.held, 1))
             result.waiting[holder.id] = _waiting_text(net, usage, row)
@@ -223,7 +228,7 @@ def _decreases(rows: list[_Row], over: set[int], blocked: set[int], hysteresis: 
             continue
         urgent = any(c in over for c, _k in row.pairs)
         needed = urgent or any(c in blocked for c, _k in row.pairs)
-        if not (needed or row.wanted == 0 or row.held - row.wanted >= hysteresis):
+        if not (needed or row.wanted == 0 or row.held - row.wanted >= hysteresis or holder.wanted_stable):
             result.waiting.setdefault(holder.id, "change smaller than the hysteresis")
             continue
         if not holder.can_send and not urgent:

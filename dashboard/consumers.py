@@ -76,6 +76,12 @@ def user_may_view(user_pk: int | None) -> bool:
     return user is not None and user.has_perm(roles.VIEW)
 
 
+def user_abilities(user_pk: int | None) -> dict[str, bool]:
+    """What the fragments may offer this user (the VIP toggle); the views check again on POST."""
+    user = get_user_model().objects.filter(pk=user_pk, is_active=True).first() if user_pk is not None else None
+    return roles.abilities(user) if user is not None else {"can_operate": False, "can_configure": False}
+
+
 class LiveConsumer(AsyncJsonWebsocketConsumer):
     """Streams one page: `site` (summary, zones, tiles) or `charger` (its live block)."""
 
@@ -86,6 +92,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         if not await database_sync_to_async(user_may_view)(self.user_pk):
             await self.close(code=CLOSE_DENIED)  # accepted first, so the page can tell "denied" from "down"
             return
+        self.abilities = await database_sync_to_async(user_abilities)(self.user_pk)
         self.page: str = self.scope["url_route"]["kwargs"]["page"]
         self.charger_pk: int | None = self.scope["url_route"]["kwargs"].get("pk")
         self.sent: dict[str, str] = {}
@@ -162,7 +169,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         overview = selectors.Overview(zones=[], tiles=tiles, problems=self.problems)
         summary = (overview.online, len(tiles), overview.charging, round(overview.power_kw, 1), self.problems)
         regions["summary"] = self._render("summary", summary, "dashboard/_summary.html", {"overview": overview})
-        items = {tile.dom_id: self._render(tile.dom_id, tile, "dashboard/_tile.html", {"tile": tile})
+        items = {tile.dom_id: self._render(tile.dom_id, tile, "dashboard/_tile.html",
+                                             {"tile": tile, **self.abilities})
                  for tile in tiles}
         return self._delta(regions, items)
 
@@ -172,7 +180,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         context = charger_live_context(self.charger_pk or 0)
         if context["tile"] is None:
             return None
-        return self._delta({"charger-live": render_to_string("dashboard/_charger_live.html", context)}, {})
+        return self._delta({"charger-live": render_to_string("dashboard/_charger_live.html",
+                                                               {**context, **self.abilities})}, {})
 
     def _delta(self, regions: dict[str, str], items: dict[str, str]) -> dict[str, Any]:
         update: dict[str, Any] = {}

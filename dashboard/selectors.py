@@ -84,7 +84,8 @@ class SessionView:
     pk: int
     id_tag: str
     holder: str
-    vip: bool
+    vip: bool  # served first in priority mode: a VIP badge or an operator's decision
+    vip_set: bool  # the operator's decision on this session (the dashboard's VIP toggle)
     start_time: dt.datetime | None
     energy_wh: int | None
     power_w: float | None
@@ -297,14 +298,15 @@ def active_sessions(*, charger_pks: list[int] | None, now: dt.datetime) -> dict[
     running = Transaction.objects.filter(state=TransactionState.ACTIVE).order_by("start_time")
     if charger_pks is not None:
         running = running.filter(charger_id__in=charger_pks)
-    rows = list(running.values("pk", "charger_id", "connector_id", "id_tag", "badge__holder", "badge__vip",
+    rows = list(running.values("pk", "charger_id", "connector_id", "id_tag", "badge__holder", "badge__vip", "vip",
                                "start_time", "energy_wh"))
     draws = _latest_draws([row["pk"] for row in rows], now)
     views: dict[tuple[int, int], SessionView] = {}
     for row in rows:
         power_w, current_a, at = draws.get(row["pk"], (None, None, None))
         views[(row["charger_id"], row["connector_id"])] = SessionView(
-            pk=row["pk"], id_tag=row["id_tag"], holder=row["badge__holder"] or "", vip=bool(row["badge__vip"]),
+            pk=row["pk"], id_tag=row["id_tag"], holder=row["badge__holder"] or "",
+            vip=bool(row["badge__vip"] or row["vip"]), vip_set=bool(row["vip"]),
             start_time=row["start_time"], energy_wh=row["energy_wh"], power_w=power_w, current_a=current_a,
             sample_at=at,
         )

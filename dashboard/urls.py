@@ -15,6 +15,7 @@ urlpatterns = [
     path("sessions/", history.sessions, name="sessions"),
     path("sessions.csv", history.sessions_csv, name="sessions_csv"),
     path("sessions/<int:pk>/", history.session, name="session"),
+    path("sessions/<int:pk>/vip/", views.session_vip, name="session_vip"),
     path("sessions/<int:pk>/curve.json", history.session_curve, name="session_curve"),
     path("site-power.json", history.site_power, name="site_power"),
     path("energy.json", history.energy, name="energy"),

@@ -13,6 +13,7 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from badges.models import Badge, BadgeStatus
@@ -21,6 +22,8 @@ from chargers.models import Charger, OcppMessage
 from dashboard import commands, roles, selectors, services
 from evce import clock
 from loadmgmt.models import LimitState, Setpoint, Zone
+from transactions import services as transaction_services
+from transactions.models import Transaction
 
 logger = logging.getLogger(__name__)
 
@@ -136,3 +139,20 @@ def charger_accept(request: HttpRequest, pk: int) -> HttpResponse:
     messages.success(request, f"{record.charge_point_id} accepted {where}; {follow}.")
     logger.info("dashboard: %s accepted %s %s", request.user.get_username(), record.charge_point_id, where)
     return HttpResponseRedirect(reverse("dashboard:charger", args=[pk]))
+
+
+@require_POST
+@roles.requires(roles.OPERATE)
+def session_vip(request: HttpRequest, pk: int) -> HttpResponse:
+    """Serve a running session first (priority mode) or not: operators and admins; back where it was asked."""
+    record = get_object_or_404(Transaction.objects.select_related("charger"), pk=pk)
+    vip = request.POST.get("vip") == "1"
+    who = record.charger.charge_point_id + f" #{record.connector_id}"
+    if transaction_services.transaction_set_vip(transaction=record, vip=vip, by=request.user.get_username()):
+        messages.success(request, f"Session {pk} on {who} is {'now VIP: served first' if vip else 'no longer VIP'}.")
+    else:
+        messages.error(request, f"Session {pk} on {who} is not running any more: VIP not changed.")
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        back = reverse("dashboard:overview")
+    return HttpResponseRedirect(back)

@@ -320,7 +320,7 @@ def _session(
         min_a=row.min_current_a,
         measured_a=_measured_after(timeline, settled_after),
         offered_a=offered,
-        vip=vip_badge or row.vip,
+        vip=vip_badge or row.vip or tx.vip,
         energy_wh=float(max(0, tx.energy_wh or 0)),
         connected_at=connected_at,
         charged_s=_charged_s(own, now),

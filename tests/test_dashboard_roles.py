@@ -57,6 +57,8 @@ def action_posts(charger: Charger) -> list[tuple[str, dict[str, str], str]]:
     posts.append((f"{base}/configuration/read/", {}, "operator"))
     posts.append((f"{base}/configuration/change/", {"key": "HeartbeatInterval", "value": "60"}, "admin"))
     posts.append((f"{base}/accept/", {"zone": ""}, "admin"))
+    tx = Transaction.objects.get(charger=charger)
+    posts.append((f"/sessions/{tx.pk}/vip/", {"vip": "1", "next": f"{base}/"}, "operator"))
     return posts
 
 
@@ -100,7 +102,7 @@ def test_it_lets_each_role_do_only_its_actions(client, charger, role):
             response = client.post(url, form)
             if role in ALLOWED[least]:
                 assert response.status_code == 302, f"{role} POST {url} {form.get('command')}"
-                if not url.endswith("/accept/"):
+                if not url.endswith(("/accept/", "/vip/")):  # the two that do not talk to the charger
                     assert send.called, f"{role} POST {url} {form.get('command')} did not reach the charger"
             else:
                 assert response.status_code == 403, f"{role} POST {url} {form.get('command')}: {response.status_code}"
@@ -134,6 +136,41 @@ def test_it_offers_command_buttons_only_to_roles_that_may_use_them(client, charg
     client.logout()
     page = client_as(client, "admin").get(f"/chargers/{charger.pk}/").content.decode()
     assert "configuration/change/" in page
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_it_toggles_vip_on_a_running_session_for_operators_and_admins_only(client, charger, role):
+    tx = Transaction.objects.get(charger=charger)
+    client = client_as(client, role)
+    overview = client.get("/").content.decode()
+    assert (f"/sessions/{tx.pk}/vip/" in overview) == (role != "viewer")
+    with mock.patch("loadmgmt.tasks.rebalance_soon") as rebalance:
+        response = client.post(f"/sessions/{tx.pk}/vip/", {"vip": "1", "next": f"/chargers/{charger.pk}/"})
+    tx.refresh_from_db()
+    if role == "viewer":
+        assert response.status_code == 403 and not tx.vip and not rebalance.called
+        return
+    assert response.status_code == 302 and response["Location"] == f"/chargers/{charger.pk}/"
+    assert tx.vip and rebalance.called  # the loop is asked to re-balance at once
+    page = client.get(f"/chargers/{charger.pk}/").content.decode()
+    assert "Remove VIP" in page and "VIP session (set by an operator)" in page
+    response = client.post(f"/sessions/{tx.pk}/vip/", {"vip": "0", "next": "https://evil.example/"})
+    tx.refresh_from_db()
+    assert not tx.vip and response["Location"] == "/"  # a foreign address is never followed
+
+
+def test_vip_stays_off_a_stopped_session_and_a_broker_failure_is_only_logged(client, charger, caplog):
+    tx = Transaction.objects.get(charger=charger)
+    client = client_as(client, "operator")
+    with mock.patch("loadmgmt.tasks.rebalance_soon", side_effect=ConnectionError("broker down")):
+        response = client.post(f"/sessions/{tx.pk}/vip/", {"vip": "1"}, follow=True)
+    tx.refresh_from_db()
+    assert tx.vip and "is now VIP" in response.content.decode()
+    assert "could not queue a re-balance" in caplog.text
+    Transaction.objects.filter(pk=tx.pk).update(state="completed", vip=False)
+    response = client.post(f"/sessions/{tx.pk}/vip/", {"vip": "1"}, follow=True)
+    tx.refresh_from_db()
+    assert not tx.vip and "not running any more" in response.content.decode()
 
 
 def test_an_admin_accepts_a_discovered_charger_into_a_zone(client):

@@ -49,6 +49,9 @@ class Transaction(models.Model):
     stop_reason = models.CharField(max_length=60, blank=True)
     stop_id_tag = models.CharField(max_length=20, blank=True)
     state = models.CharField(max_length=10, choices=TransactionState.choices, default=TransactionState.ACTIVE)
+    vip = models.BooleanField(
+        default=False, help_text="Served first in priority mode, whatever the badge or charger (set by an operator)."
+    )
     closed_by = models.CharField(max_length=10, choices=ClosedBy.choices, blank=True)
     # Kept up to date from the meter values: energy so far (final once stopped), the latest
     # energy register reading, when the charger last reported on the session, peak power.

@@ -72,6 +72,16 @@
     };
   }
 
+  // Forms inside fragments rendered by the websocket have no CSRF token (no request there):
+  // they take the page's own token (base.html) when submitted.
+  document.addEventListener("submit", function (event) {
+    var form = event.target, meta = document.querySelector("meta[name=csrf-token]");
+    if (!meta || form.method.toLowerCase() !== "post" || form.querySelector("[name=csrfmiddlewaretoken]")) { return; }
+    var token = document.createElement("input");
+    token.type = "hidden"; token.name = "csrfmiddlewaretoken"; token.value = meta.content;
+    form.appendChild(token);
+  }, true);
+
   window.setInterval(function () {
     if (state.connected && Date.now() - lastMessage > STALE_AFTER_MS) {
       show("stale", "Not live since " + clock(lastMessage) + " · waiting for the server…");

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html_join
+from django.utils.safestring import SafeString
 
 from chargers import services
 from chargers.identity import BadIdentity, check_identity
@@ -16,6 +20,9 @@ from chargers.models import (
     RegistrationStatus,
 )
 from chargers.tasks import configure_charger
+
+if TYPE_CHECKING:
+    from django.contrib.admin.options import _FieldsetSpec  # the stubs' name for what get_fieldsets returns
 
 
 class ChargerForm(forms.ModelForm):
@@ -53,12 +60,24 @@ class ChargerForm(forms.ModelForm):
         return charger
 
 
+OFFLINE_STATUS = "Unavailable (offline)"
+
+
+def shown_status(connector: Connector) -> str:
+    """A disconnected charger's last status is history, not its state (it may say Available)."""
+    return connector.status if connector.charger.connected else OFFLINE_STATUS
+
+
 class ConnectorInline(admin.TabularInline):
     model = Connector
     extra = 0
-    readonly_fields = ["connector_id", "status", "error_code", "info", "vendor_error_code", "status_at"]
-    exclude = ["vendor_id"]
+    fields = readonly_fields = ("connector_id", "current_status", "error_code", "info", "vendor_error_code",
+                                "status_at")
     can_delete = False
+
+    @admin.display(description="status")
+    def current_status(self, obj: Connector) -> str:
+        return shown_status(obj)
 
 
 class ConfigurationKeyInline(admin.TabularInline):
@@ -87,7 +106,38 @@ class ChargerAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Charger | None = None) -> list[str]:
         fields = list(super().get_readonly_fields(request, obj))
-        return fields + ["charge_point_id"] if obj else fields
+        return fields + ["charge_point_id", *LIVE_FIELDS] if obj else fields
+
+    def get_fieldsets(self, request: HttpRequest, obj: Charger | None = None) -> _FieldsetSpec:
+        """An existing charger's page opens with what it draws and may draw now, then its configuration."""
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:
+            return fieldsets
+        rest = [name for name in fieldsets[0][1]["fields"] if name not in LIVE_FIELDS]
+        return [("Now", {"fields": LIVE_FIELDS}), (None, {"fields": rest})]
+
+    @admin.display(description="drawing now")
+    def live_draw(self, obj: Charger) -> str | SafeString:
+        tile = _tile_of(obj)
+        if tile is None:
+            return "–"
+        lines = [(f"#{c.connector_id}", _draw_text(c.session)) for c in tile.connectors if c.session is not None]
+        if not lines:
+            return "No session running." if tile.online else "Offline: no session running."
+        return format_html_join(SafeString("<br>"), "{}: {}", lines)
+
+    @admin.display(description="limit (in force / pending / wanted, reason)")
+    def live_limit(self, obj: Charger) -> str | SafeString:
+        tile = _tile_of(obj)
+        if tile is None:
+            return "–"
+        rows = [(f"#{c.connector_id}", _limit_text(c.limit)) for c in tile.connectors
+                if c.session is not None and c.limit is not None]
+        if tile.default_limit is not None:
+            rows.append(("safe default (#0)", _limit_text(tile.default_limit)))
+        if not rows:
+            return "The control loop has not sent this charger a limit yet."
+        return format_html_join(SafeString("<br>"), "{}: {}", rows)
 
     @admin.display(boolean=True, description="password set")
     def has_password(self, obj: Charger) -> bool:
@@ -115,15 +165,56 @@ class ChargerAdmin(admin.ModelAdmin):
         self.message_user(request, f"Configuration queued for {len(pks)} connected charger(s).")
 
 
+LIVE_FIELDS = ("live_draw", "live_limit")
+
+
+def _tile_of(charger: Charger) -> Any:
+    from dashboard.selectors import charger_tiles  # noqa: PLC0415 - the dashboard reads what the admin shows
+    from evce import clock  # noqa: PLC0415
+
+    tiles = charger_tiles(now=clock.now(), charger_pks=[charger.pk])
+    return tiles[0] if tiles else None
+
+
+def _amps(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f} A"
+
+
+def _draw_text(session: Any) -> str:
+    """"7.4 kW, 10.7/10.6/10.8 A (L1/L2/L3), 3.20 kWh so far, session 12 (holder)"."""
+    power = "–" if session.power_w is None else f"{session.power_w / 1000:.1f} kW"
+    amps = "" if session.current_a is None else ", {:.1f}/{:.1f}/{:.1f} A (L1/L2/L3)".format(*session.current_a)
+    energy = "–" if session.energy_wh is None else f"{session.energy_wh / 1000:.2f}"
+    who = session.holder or session.id_tag
+    return f"{power}{amps}, {energy} kWh so far, session {session.pk} ({who}{', VIP' if session.vip else ''})"
+
+
+def _limit_text(limit: Any) -> str:
+    in_force = "paused" if limit.in_force_paused else _amps(limit.in_force_a)
+    pending = "paused" if limit.pending_paused and limit.pending_a is not None else _amps(limit.pending_a)
+    wanted = "paused" if limit.wanted_paused else _amps(limit.wanted_a)
+    text = f"in force {in_force} / pending {pending} / wanted {wanted}"
+    if limit.reason:
+        text += f" — {limit.reason}"
+    if limit.problem:
+        text += f" — ⚠ {limit.problem}"
+    return text
+
+
 @admin.register(Connector)
 class ConnectorAdmin(admin.ModelAdmin):
-    list_display = ["charger", "connector_id", "status", "error_code", "info", "status_at"]
+    list_display = ["charger", "connector_id", "current_status", "error_code", "info", "status_at"]
+    list_select_related = ["charger"]
     list_filter = ["status", "error_code"]
     search_fields = ["charger__charge_point_id"]
     readonly_fields = [f.name for f in Connector._meta.fields]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # connectors are what chargers report; an empty add form could only fail
+
+    @admin.display(description="status", ordering="status")
+    def current_status(self, obj: Connector) -> str:
+        return shown_status(obj)
 
 
 @admin.register(AutoConfigurationKey)
@@ -157,3 +248,6 @@ class OcppMessageAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # the log is evidence: only the retention (age and row cap) prunes it

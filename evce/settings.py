@@ -162,6 +162,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
+# Times to the second in the admin's lists and pages (evce/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["evce.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"

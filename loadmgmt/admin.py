@@ -1,7 +1,11 @@
 from __future__ import annotations
 
-from django.contrib import admin
-from django.http import HttpRequest
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
 
 from loadmgmt.models import LimitState, Setpoint, SiteSettings, TimeOfUseRule, Zone
 
@@ -22,10 +26,35 @@ class SiteSettingsAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        """One site, one form: the list opens the settings themselves, created with the defaults if missing
+        (as the control loop would); a user who may not change them gets them read-only."""
+        settings = SiteSettings.objects.first()
+        if settings is None and self.has_change_permission(request):
+            settings = SiteSettings.load()
+        if settings is None or not self.has_view_or_change_permission(request):
+            return super().changelist_view(request, extra_context)
+        return HttpResponseRedirect(reverse("admin:loadmgmt_sitesettings_change", args=[settings.pk]))
+
 
 class TimeOfUseInline(admin.TabularInline):
     model = TimeOfUseRule
     extra = 0
+
+
+def larger_than_parent(zone: Zone) -> list[str]:
+    """Limits of `zone` above its parent's, or its children's above its own: allowed (the parent's
+    limit is what counts) but most likely a typing error, so the admin warns."""
+    pairs = [(zone, zone.parent)] if zone.parent is not None else []
+    pairs += [(child, zone) for child in zone.children.all()] if zone.pk else []
+    found = []
+    for child, parent in pairs:
+        for field, unit in (("max_current_a", "A"), ("max_power_kw", "kW")):
+            mine, theirs = getattr(child, field), getattr(parent, field)
+            if mine is not None and theirs is not None and mine > theirs:
+                found.append(f"{child.name} ({mine:g} {unit}) is larger than its parent {parent.name} "
+                             f"({theirs:g} {unit}): the parent's limit is what counts.")
+    return found
 
 
 @admin.register(Zone)
@@ -44,6 +73,11 @@ class ZoneAdmin(admin.ModelAdmin):
                        "pv_current_l3_a", "pv_measured_at"],
         }),
     ]
+
+    def save_model(self, request: HttpRequest, obj: Zone, form: forms.ModelForm[Zone], change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        for warning in larger_than_parent(obj):
+            messages.warning(request, warning)
 
 
 _STATE_FIELDS = ("connector_id", "purpose", "transaction_id", "in_force_a", "pending_a", "wanted_a", "binding",
@@ -92,3 +126,6 @@ class SetpointAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # the history of decisions is evidence: only the retention task prunes it

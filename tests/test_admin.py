@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -31,7 +32,7 @@ def admin_client(client):
 @pytest.mark.parametrize("model", MODELS)
 def test_every_changelist_loads(admin_client, model):
     Charger.objects.create(charge_point_id="CP-ADMIN")
-    response = admin_client.get(f"/admin/{model}/", secure=True)
+    response = admin_client.get(f"/admin/{model}/", secure=True, follow=True)  # site settings: one form
     assert response.status_code == 200
 
 
@@ -163,3 +164,110 @@ def test_setpoint_history_is_pruned_after_the_retention():
         Setpoint.objects.create(timestamp=now - dt.timedelta(days=age), charger=charger, connector_id=1, limit_a=6)
     assert setpoints_prune(now=now) == 2
     assert Setpoint.objects.count() == 2
+
+
+def test_lists_show_times_to_the_second(admin_client):
+    Charger.objects.create(charge_point_id="CP-TIME", last_seen=dt.datetime(2026, 11, 23, 14, 5, 7, tzinfo=dt.UTC))
+    page = admin_client.get(reverse("admin:chargers_charger_changelist"), secure=True).content.decode()
+    assert "2026-11-23 14:05:07" in page
+
+
+def test_site_settings_open_as_one_form_created_if_missing(admin_client):
+    from loadmgmt.models import SiteSettings
+
+    SiteSettings.objects.all().delete()
+    response = admin_client.get(reverse("admin:loadmgmt_sitesettings_changelist"), secure=True)
+    settings = SiteSettings.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:loadmgmt_sitesettings_change", args=[settings.pk])
+    assert admin_client.get(response["Location"], secure=True).status_code == 200
+
+
+def test_a_viewer_opening_missing_site_settings_creates_nothing(client):
+    from django.contrib.auth.models import Group
+
+    from loadmgmt.models import SiteSettings
+
+    SiteSettings.objects.all().delete()
+    user = get_user_model().objects.create_user("viewer", password="pw", is_staff=True)  # noqa: S106
+    user.groups.add(Group.objects.get(name="viewer"))
+    client.force_login(user)
+    response = client.get(reverse("admin:loadmgmt_sitesettings_changelist"), secure=True)
+    assert response.status_code in (200, 403) and not SiteSettings.objects.exists()
+
+
+@pytest.mark.parametrize("model", ["chargers/ocppmessage", "loadmgmt/setpoint", "loadmgmt/limitstate"])
+def test_logs_setpoints_and_limit_states_cannot_be_deleted_from_the_admin(admin_client, model):
+    from loadmgmt.models import LimitState, Setpoint
+
+    charger = Charger.objects.create(charge_point_id="CP-KEEP")
+    OcppMessage.objects.create(timestamp=dt.datetime(2026, 11, 23, tzinfo=dt.UTC), charge_point_id="CP-KEEP",
+                               direction="in")
+    Setpoint.objects.create(timestamp=dt.datetime(2026, 11, 23, tzinfo=dt.UTC), charger=charger, connector_id=1,
+                            limit_a=6)
+    LimitState.objects.create(charger=charger, connector_id=1, purpose="session")
+    page = admin_client.get(f"/admin/{model}/", secure=True).content.decode()
+    assert "delete_selected" not in page
+    app, name = model.split("/")
+    record = {"ocppmessage": OcppMessage, "setpoint": Setpoint, "limitstate": LimitState}[name].objects.get()
+    response = admin_client.post(f"/admin/{model}/", {"action": "delete_selected", "_selected_action": [record.pk],
+                                                      "post": "yes"}, secure=True)
+    assert response.status_code in (200, 302, 403)
+    assert admin_client.get(f"/admin/{app}/{name}/{record.pk}/delete/", secure=True).status_code == 403
+    assert type(record).objects.filter(pk=record.pk).exists()
+
+
+def test_a_child_zone_larger_than_its_parent_is_saved_with_a_warning(admin_client):
+    root = Zone.objects.create(name="Connection point", max_current_a=63, max_power_kw=40)
+    data = zone_form("Level -1", root, max_current_a=80, max_power_kw=30)
+    response = admin_client.post(reverse("admin:loadmgmt_zone_add"), data, secure=True, follow=True)
+    page = response.content.decode()
+    assert Zone.objects.filter(name="Level -1").exists()  # a warning, not an error
+    assert "Level -1 (80 A) is larger than its parent Connection point (63 A)" in page
+    assert "kW) is larger" not in page  # 30 kW fits in 40 kW
+    # Lowering the parent below an existing child warns too.
+    response = admin_client.post(reverse("admin:loadmgmt_zone_change", args=[root.pk]),
+                                 zone_form("Connection point", None, max_current_a=100, max_power_kw=20),
+                                 secure=True, follow=True)
+    page = response.content.decode()
+    assert "Level -1 (30 kW) is larger than its parent Connection point (20 kW)" in page
+    assert "(80 A) is larger" not in page
+    response = admin_client.post(reverse("admin:loadmgmt_zone_add"), zone_form("Level -2", root, max_current_a=32),
+                                 secure=True, follow=True)
+    assert "is larger than its parent" not in response.content.decode()
+
+
+def test_the_charger_page_opens_with_its_draw_and_limit(admin_client):
+    from evce import clock
+    from loadmgmt.models import LimitState
+    from transactions.models import MeterSample, Transaction
+
+    now = clock.now()
+    charger = Charger.objects.create(charge_point_id="CP-NOW", connected=True,
+                                     registration_status=RegistrationStatus.ACCEPTED)
+    tx = Transaction.objects.create(charger=charger, connector_id=1, id_tag="TAG-NOW", start_time=now,
+                                    energy_wh=3200, last_sample_at=now)
+    MeterSample.objects.create(transaction=tx, charger=charger, connector_id=1, timestamp=now,
+                               measurand="Power.Active.Import", unit="W", value=7400)
+    LimitState.objects.create(charger=charger, connector_id=1, purpose="session", transaction_id=tx.pk,
+                              in_force_a=16, pending_a=10, wanted_a=10, binding="zone:Level -1 phase L1",
+                              waiting="waiting for the charger's answer")
+    page = admin_client.get(reverse("admin:chargers_charger_change", args=[charger.pk]), secure=True).content.decode()
+    assert page.index("Drawing now") < page.index("field-registration_status")  # at the top
+    assert f"7.4 kW, 3.20 kWh so far, session {tx.pk} (TAG-NOW)" in page
+    assert "in force 16.0 A / pending 10.0 A / wanted 10.0 A — limited by zone:Level -1 phase L1; " \
+           "waiting for the charger&#x27;s answer" in page
+
+
+def test_a_disconnected_chargers_connectors_say_offline_not_their_last_status(admin_client):
+    from chargers.models import Connector
+
+    charger = Charger.objects.create(charge_point_id="CP-GONE", connected=False)
+    Connector.objects.create(charger=charger, connector_id=1, status="Available")
+    live = Charger.objects.create(charge_point_id="CP-HERE", connected=True)
+    Connector.objects.create(charger=live, connector_id=1, status="Charging")
+    page = admin_client.get(reverse("admin:chargers_charger_change", args=[charger.pk]), secure=True).content.decode()
+    assert "Unavailable (offline)" in page and ">Available<" not in page
+    listing = admin_client.get(reverse("admin:chargers_connector_changelist"), secure=True).content.decode()
+    cells = re.findall(r'class="field-current_status">([^<]*)<', listing)
+    assert sorted(cells) == ["Charging", "Unavailable (offline)"]

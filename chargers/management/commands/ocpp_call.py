@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from redis.exceptions import RedisError
 
-from chargers.commands import CallFailed, send_call
+from chargers.commands import CallFailed, LayerUnavailable, send_call
 
 
 class Command(BaseCommand):
@@ -31,13 +31,13 @@ class Command(BaseCommand):
             raise CommandError(f"payload is not valid JSON: {error}") from None
         try:
             answer = send_call(options["charge_point_id"], options["action"], payload, timeout_s=options["timeout"])
-        except CallFailed as error:
-            raise CommandError(f"{type(error).__name__}: {error}") from None
-        except (RedisError, OSError) as error:
+        except (LayerUnavailable, RedisError, OSError) as error:
             # The call travels through Redis to the web process holding the websocket.
             raise CommandError(
                 f"cannot reach Redis at {settings.REDIS_URL} ({type(error).__name__}): is EVCE running (bin/run)? "
                 "If it runs with another data directory or Redis, run this command with the same EVCE_DATA_DIR "
                 "(its embedded Redis is then found) or REDIS_URL."
             ) from None
+        except CallFailed as error:
+            raise CommandError(f"{type(error).__name__}: {error}") from None
         self.stdout.write(json.dumps(answer, indent=2, sort_keys=True))

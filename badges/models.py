@@ -30,8 +30,11 @@ class BadgeStatus(models.TextChoices):
 class BadgeGroup(models.Model):
     """A set of badges that belong together: a tenant, a company, a fleet."""
 
-    name = models.CharField(max_length=60, unique=True)
-    description = models.CharField(max_length=200, blank=True)
+    name = models.CharField(
+        max_length=60, unique=True,
+        help_text="A tenant, a company or a fleet: sessions and statements can be filtered by group.",
+    )
+    description = models.CharField(max_length=200, blank=True, help_text="Free text.")
 
     class Meta:
         ordering = ["name"]
@@ -52,22 +55,33 @@ class Badge(models.Model):
         validators=[validate_id_tag],
         help_text="OCPP idTag (RFID UID, e.g. 04A1B2C3D4E5F6): up to 20 printable ASCII characters. "
         "The spelling is kept; matching ignores case.",
+        verbose_name="id tag",
     )
-    holder = models.CharField(max_length=100, blank=True)
-    email = models.EmailField(blank=True)
+    holder = models.CharField(
+        max_length=100, blank=True,
+        help_text="Person or vehicle the badge belongs to: shown on the dashboard, in sessions and statements.",
+    )
+    email = models.EmailField(blank=True, help_text="Contact address of the holder (optional).")
     reference = models.CharField(max_length=100, blank=True, help_text="Employee number, contract, plate…")
     group = models.ForeignKey(
         BadgeGroup, null=True, blank=True, on_delete=models.PROTECT, related_name="badges",
         help_text="Tenant, company or fleet the badge belongs to.",
     )
-    status = models.CharField(max_length=10, choices=BadgeStatus.choices, default=BadgeStatus.ACCEPTED)
-    valid_from = models.DateTimeField(null=True, blank=True, help_text="Refused (Invalid) before this moment.")
+    status = models.CharField(
+        max_length=10, choices=BadgeStatus.choices, default=BadgeStatus.ACCEPTED,
+        help_text="Accepted badges may charge; blocked ones are refused (Blocked).",
+    )
+    valid_from = models.DateTimeField(
+        null=True, blank=True, help_text="Refused (Invalid) before this moment.",
+        verbose_name="valid from",
+    )
     expires_at = models.DateTimeField("valid until", null=True, blank=True, help_text="Refused (Expired) from this "
                                       "moment on.")
-    vip = models.BooleanField(default=False, help_text="Served first in priority allocation mode.")
+    vip = models.BooleanField(default=False, help_text="Served first in priority allocation mode.", verbose_name="VIP")
     parent_id_tag = models.CharField(
         max_length=ID_TAG_MAX_LENGTH, blank=True, validators=[validate_id_tag],
         help_text="OCPP parent idTag: badges with the same parent may stop each other's sessions.",
+        verbose_name="parent id tag",
     )
     chargers = models.ManyToManyField(
         Charger, blank=True, related_name="badges",
@@ -77,8 +91,8 @@ class Badge(models.Model):
         "loadmgmt.Zone", blank=True, related_name="badges",
         help_text="Zones this badge may use: every charger in the zone or below it.",
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When the badge was created.")
+    updated_at = models.DateTimeField(auto_now=True, help_text="Last change of the badge.")
 
     objects = BadgeQuerySet.as_manager()
 
@@ -145,15 +159,36 @@ class LocalListStatus(models.TextChoices):
 class LocalListState(models.Model):
     """What we know of one charger's Local Authorization List (OCPP 1.6 §3.5.2)."""
 
-    charger = models.OneToOneField(Charger, on_delete=models.CASCADE, related_name="local_list")
-    status = models.CharField(max_length=20, choices=LocalListStatus.choices, default=LocalListStatus.UNKNOWN)
-    list_version = models.IntegerField(default=0, help_text="Version the charger holds, per our last push.")
+    charger = models.OneToOneField(
+        Charger, on_delete=models.CASCADE, related_name="local_list",
+        help_text="The charger holding this copy of the badge list.",
+    )
+    status = models.CharField(
+        max_length=20, choices=LocalListStatus.choices, default=LocalListStatus.UNKNOWN,
+        help_text="Whether the charger holds the current badge list (Local Authorization List).",
+    )
+    list_version = models.IntegerField(
+        default=0, help_text="Version the charger holds, per our last push.",
+        verbose_name="list version",
+    )
     # {id_tag: idTagInfo} as last accepted by the charger: the base of differential updates.
     entries = models.JSONField(default=dict, blank=True, editable=False)
-    synced_revision = models.PositiveBigIntegerField(default=0, help_text="Badge list revision last pushed.")
-    last_attempt_at = models.DateTimeField(null=True, blank=True)
-    last_success_at = models.DateTimeField(null=True, blank=True)
-    last_result = models.CharField(max_length=200, blank=True)
+    synced_revision = models.PositiveBigIntegerField(
+        default=0, help_text="Badge list revision last pushed.",
+        verbose_name="synced revision",
+    )
+    last_attempt_at = models.DateTimeField(
+        null=True, blank=True,
+        verbose_name="last attempt", help_text="Last SendLocalList or GetLocalListVersion sent to the charger.",
+    )
+    last_success_at = models.DateTimeField(
+        null=True, blank=True,
+        verbose_name="last success", help_text="Last time the charger confirmed the list.",
+    )
+    last_result = models.CharField(
+        max_length=200, blank=True,
+        verbose_name="last result", help_text="The charger's answer to the last attempt, or why it failed.",
+    )
     # Claimed by the process pushing to this charger, so that two pushes never interleave.
     syncing_until = models.DateTimeField(null=True, blank=True, editable=False)
 

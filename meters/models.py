@@ -82,34 +82,66 @@ ROLE_QUANTITIES: dict[str, tuple[str, ...]] = {
 class Meter(models.Model):
     """One Modbus device (or one PowerTag behind a gateway) and what it measures for the site."""
 
-    name = models.CharField(max_length=60, unique=True)
-    meter_type = models.CharField(max_length=30, choices=meter_type_choices, default="iem3x5x")
+    name = models.CharField(max_length=60, unique=True, help_text="Shown in lists, messages and on the dashboard.")
+    meter_type = models.CharField(
+        max_length=30, choices=meter_type_choices, default="iem3x5x",
+        verbose_name="meter type", help_text="Register map: a Schneider device, or generic (your own map below).",
+    )
     register_spec = models.JSONField(
         default=dict, blank=True,
         help_text='Generic type only: {"power_w": {"register": 3060, "data_type": "float32", "scale": 1000}, …}. '
                   "Quantities: " + ", ".join(registers.QUANTITIES) + ". Fields: address (wire, 0-based) or "
                   "register (documented, 1-based), data_type, scale, word_order, function_code (3/4), unit.",
+        verbose_name="register map (generic type)",
     )
     word_order = models.CharField(
         max_length=6, choices=WordOrder.choices, blank=True,
         help_text="Override the map's word order (some gateways swap words). Empty: the map's own.",
+        verbose_name="word order",
     )
-    transport = models.CharField(max_length=12, choices=Transport.choices, default=Transport.TCP)
+    transport = models.CharField(
+        max_length=12, choices=Transport.choices, default=Transport.TCP,
+        help_text="Modbus TCP, Modbus RTU over a TCP gateway, or RTU on a serial port.",
+    )
     host = models.CharField(max_length=255, blank=True, help_text="IP address or name (TCP transports).")
-    port = models.PositiveIntegerField(default=502, validators=[MinValueValidator(1), MaxValueValidator(65535)])
-    serial_device = models.CharField(max_length=255, blank=True, help_text="e.g. /dev/ttyUSB0 (serial only).")
-    baudrate = models.PositiveIntegerField(default=19200)
-    parity = models.CharField(max_length=1, choices=Parity.choices, default=Parity.EVEN)
-    stopbits = models.PositiveSmallIntegerField(default=1, choices=[(1, "1"), (2, "2")])
+    port = models.PositiveIntegerField(
+        default=502, validators=[MinValueValidator(1), MaxValueValidator(65535)],
+        verbose_name="TCP port", help_text="502 for Modbus TCP; the gateway's port for RTU over TCP.",
+    )
+    serial_device = models.CharField(
+        max_length=255, blank=True, help_text="e.g. /dev/ttyUSB0 (serial only).",
+        verbose_name="serial device",
+    )
+    baudrate = models.PositiveIntegerField(
+        default=19200,
+        verbose_name="baud rate (bit/s)", help_text="Serial transport only.",
+    )
+    parity = models.CharField(
+        max_length=1, choices=Parity.choices, default=Parity.EVEN,
+        help_text="Serial transport only.",
+    )
+    stopbits = models.PositiveSmallIntegerField(
+        default=1, choices=[(1, "1"), (2, "2")],
+        verbose_name="stop bits", help_text="Serial transport only.",
+    )
     unit_id = models.PositiveSmallIntegerField(
-        default=1, validators=[MaxValueValidator(255)], help_text="Modbus slave / unit id (PowerTag: the tag's id)."
+        default=1, validators=[MaxValueValidator(255)], help_text="Modbus slave / unit id (PowerTag: the tag's id).",
+        verbose_name="unit id",
     )
-    timeout_s = models.FloatField(default=2.0, validators=[MinValueValidator(0.1), MaxValueValidator(30)])
+    timeout_s = models.FloatField(
+        default=2.0, validators=[MinValueValidator(0.1), MaxValueValidator(30)],
+        verbose_name="timeout (s)", help_text="How long to wait for each answer before the read counts as failed.",
+    )
     poll_period_s = models.PositiveIntegerField(
-        default=5, validators=[MinValueValidator(1), MaxValueValidator(3600)], help_text="Read the meter this often."
+        default=5, validators=[MinValueValidator(1), MaxValueValidator(3600)], help_text="Read the meter this often.",
+        verbose_name="poll period (s)",
     )
-    enabled = models.BooleanField(default=True)
-    role = models.CharField(max_length=12, choices=MeterRole.choices, default=MeterRole.MONITOR)
+    enabled = models.BooleanField(default=True, help_text="Unticked: not polled, never used.")
+    role = models.CharField(
+        max_length=12, choices=MeterRole.choices, default=MeterRole.MONITOR,
+        help_text="What the readings are for: a zone's total consumption (dynamic zones), PV production, an EV "
+        "sub-meter (the EV load inside a zone), or monitoring only.",
+    )
     zone = models.ForeignKey(
         Zone, null=True, blank=True, on_delete=models.PROTECT, related_name="meters",
         help_text="The zone this meter measures (required unless monitoring only).",
@@ -117,15 +149,39 @@ class Meter(models.Model):
     history_retention_days = models.PositiveIntegerField(
         default=30, validators=[MinValueValidator(1), MaxValueValidator(3650)],
         help_text="Keep 1-minute averages this many days.",
+        verbose_name="history retention (days)",
     )
     # Status, written by the poller only.
-    last_poll_at = models.DateTimeField(null=True, blank=True, editable=False)
-    last_reading_at = models.DateTimeField(null=True, blank=True, editable=False)
-    last_values = models.JSONField(default=dict, blank=True, editable=False)
-    last_error = models.TextField(blank=True, editable=False)
-    last_error_at = models.DateTimeField(null=True, blank=True, editable=False)
-    consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
-    stale = models.BooleanField(default=True, editable=False)
+    last_poll_at = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        verbose_name="last poll", help_text="Last attempt to read the meter.",
+    )
+    last_reading_at = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        verbose_name="last reading", help_text="Last successful read.",
+    )
+    last_values = models.JSONField(
+        default=dict, blank=True, editable=False,
+        verbose_name="last values", help_text="The values of the last successful read.",
+    )
+    last_error = models.TextField(
+        blank=True, editable=False,
+        verbose_name="last error",
+        help_text="Why the last failed read failed: timeout, Modbus exception, garbage value.",
+    )
+    last_error_at = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        verbose_name="last error at", help_text="Time of the last failed read.",
+    )
+    consecutive_failures = models.PositiveIntegerField(
+        default=0, editable=False,
+        verbose_name="failures in a row", help_text="Failed reads since the last successful one.",
+    )
+    stale = models.BooleanField(
+        default=True, editable=False,
+        help_text="The last reading is older than the site's measurement max age: a dynamic zone fed by this meter "
+        "uses its fallback current.",
+    )
     # The running minute of history (flushed into a MeterReading when the minute is over).
     history_minute = models.DateTimeField(null=True, blank=True, editable=False)
     history_samples = models.PositiveIntegerField(default=0, editable=False)
@@ -253,29 +309,33 @@ class Meter(models.Model):
             raise ValidationError("An EV sub-meter must provide phase currents.")
 
 
-def _quantity_field() -> models.FloatField:
-    return models.FloatField(null=True, blank=True)
+def _quantity_field(verbose_name: str, help_text: str = "Average over the minute.") -> models.FloatField:
+    return models.FloatField(verbose_name, null=True, blank=True, help_text=help_text)
 
 
 class MeterReading(models.Model):
     """History: one meter's values averaged over one minute (counters: the minute's last value)."""
 
-    meter = models.ForeignKey(Meter, on_delete=models.CASCADE, related_name="readings")
-    start = models.DateTimeField(help_text="Start of the minute (UTC).")
-    samples = models.PositiveIntegerField(help_text="Readings averaged.")
-    current_l1_a = _quantity_field()
-    current_l2_a = _quantity_field()
-    current_l3_a = _quantity_field()
-    voltage_l1_v = _quantity_field()
-    voltage_l2_v = _quantity_field()
-    voltage_l3_v = _quantity_field()
-    power_w = _quantity_field()
-    power_l1_w = _quantity_field()
-    power_l2_w = _quantity_field()
-    power_l3_w = _quantity_field()
-    frequency_hz = _quantity_field()
-    energy_import_wh = _quantity_field()
-    energy_export_wh = _quantity_field()
+    meter = models.ForeignKey(Meter, on_delete=models.CASCADE, related_name="readings", help_text="The meter read.")
+    start = models.DateTimeField(help_text="Start of the minute (UTC).", verbose_name="minute")
+    samples = models.PositiveIntegerField(help_text="Readings averaged.", verbose_name="readings")
+    current_l1_a = _quantity_field(verbose_name="current L1 (A)")
+    current_l2_a = _quantity_field(verbose_name="current L2 (A)")
+    current_l3_a = _quantity_field(verbose_name="current L3 (A)")
+    voltage_l1_v = _quantity_field(verbose_name="voltage L1-N (V)")
+    voltage_l2_v = _quantity_field(verbose_name="voltage L2-N (V)")
+    voltage_l3_v = _quantity_field(verbose_name="voltage L3-N (V)")
+    power_w = _quantity_field(verbose_name="power (W)")
+    power_l1_w = _quantity_field(verbose_name="power L1 (W)")
+    power_l2_w = _quantity_field(verbose_name="power L2 (W)")
+    power_l3_w = _quantity_field(verbose_name="power L3 (W)")
+    frequency_hz = _quantity_field(verbose_name="frequency (Hz)")
+    energy_import_wh = _quantity_field(
+        verbose_name="energy imported (Wh)", help_text="The counter at the end of the minute.",
+    )
+    energy_export_wh = _quantity_field(
+        verbose_name="energy exported (Wh)", help_text="The counter at the end of the minute.",
+    )
 
     class Meta:
         ordering = ["-start", "meter"]

@@ -271,3 +271,52 @@ def test_a_disconnected_chargers_connectors_say_offline_not_their_last_status(ad
     listing = admin_client.get(reverse("admin:chargers_connector_changelist"), secure=True).content.decode()
     cells = re.findall(r'class="field-current_status">([^<]*)<', listing)
     assert sorted(cells) == ["Charging", "Unavailable (offline)"]
+
+
+CONFIGURATION_APPS = {"chargers", "loadmgmt", "meters", "badges", "transactions"}
+# A field named with its unit must say it in its label: "Maximum current (A per phase)", not "Max current a".
+UNIT_SUFFIXES = {"_a": "(A", "_kw": "(kW)", "_w": "(W)", "_wh": "(Wh)", "_v": "(V)", "_hz": "(Hz)", "_s": "(s)",
+                 "_days": "(days)"}
+
+
+def shown_fields() -> list[tuple[str, object]]:
+    """(where, model field) for every model field an admin page or inline of the configuration apps shows."""
+    from django.contrib import admin
+    from django.core.exceptions import FieldDoesNotExist
+    from django.test import RequestFactory
+
+    request = RequestFactory().get("/admin/")
+    request.user = get_user_model()(is_superuser=True, is_staff=True, is_active=True)
+    found = []
+    for model, model_admin in admin.site._registry.items():
+        if model._meta.app_label not in CONFIGURATION_APPS:
+            continue
+        pages = [(model, [*model_admin.get_fields(request), *model_admin.get_readonly_fields(request),
+                          *model_admin.list_display])]
+        pages += [(inline.model, [*inline(model, admin.site).get_fields(request)]) for inline in model_admin.inlines]
+        for page_model, names in pages:
+            for name in names:
+                try:
+                    field = page_model._meta.get_field(name) if isinstance(name, str) else None
+                except FieldDoesNotExist:
+                    continue  # a method of the admin: it says what it shows itself
+                if field is not None and not field.primary_key and not field.auto_created:
+                    found.append((f"{page_model._meta.label}.{name}", field))
+    return found
+
+
+def test_every_field_the_admin_shows_has_a_help_text_and_its_unit_in_the_label():
+    fields = shown_fields()
+    assert len(fields) > 150
+    assert not [where for where, field in fields if not field.help_text], "give these fields a help_text"
+    wrong = [(where, str(field.verbose_name)) for where, field in fields
+             for suffix, unit in UNIT_SUFFIXES.items()
+             if field.name.endswith(suffix) and unit not in str(field.verbose_name)]
+    assert not wrong, f"say the unit in these labels: {wrong}"
+
+
+def test_labels_read_as_words_with_units(admin_client):
+    page = admin_client.get(reverse("admin:loadmgmt_zone_add"), secure=True).content.decode()
+    assert "Maximum current (A per phase)" in page and "Max current a" not in page
+    page = admin_client.get(reverse("admin:loadmgmt_sitesettings_changelist"), secure=True, follow=True)
+    assert "Control loop period (s)" in page.content.decode()

@@ -103,8 +103,22 @@ def lab(servers, worker, transactional_db) -> Iterator[Lab]:
         lab.beat.join(5)
     for site in lab.sites:
         site.stop()
-    # Let the server record the disconnects before the database is flushed under it.
+    # Let the server record the disconnects, and the loop finish, before the database is flushed.
     _wait_for_disconnects([cp_id for site in lab.sites for cp_id in site.core.chargers])
+    _quiesce_the_loop()
+
+
+def _quiesce_the_loop() -> None:
+    """No tick may run while the test database is flushed: drop queued ones, wait for the running one."""
+    from evce.celery import app
+    from loadmgmt import tasks
+
+    app.control.purge()
+    lease = tasks.Lease(tasks._redis())
+    deadline = time.monotonic() + 10
+    while not lease.acquire() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    lease.release()
 
 
 def spec(cp_id: str, **options: object) -> ChargerSpec:

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from api import watchdog
 from api.models import ZoneControl
-from loadmgmt.capacity import time_of_use_limits
+from loadmgmt.capacity import lower_limit, time_of_use_limits
 from loadmgmt.inputs import zone_config
 from loadmgmt.models import SiteSettings, Zone
 from meters.selectors import ev_submeter_currents
@@ -38,12 +38,6 @@ class ZoneStatus:
     headroom_kw: float | None
 
 
-def _lower(a: float | None, b: float | None) -> float | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return min(a, b)
 
 
 def zone_statuses(now: dt.datetime, zone_ids: list[int] | None = None) -> list[ZoneStatus]:
@@ -65,8 +59,8 @@ def zone_statuses(now: dt.datetime, zone_ids: list[int] | None = None) -> list[Z
             zone_fallback_a=fallback, now=now,
         )
         tou_a, tou_w, tou_label = time_of_use_limits(zone_config(zone, site), timezone.localtime(now))
-        limit_a = _lower(tou_a, control.current_a)
-        limit_kw = _lower(None if tou_w is None else tou_w / 1000, control.power_kw)
+        limit_a = lower_limit(tou_a, control.current_a)
+        limit_kw = lower_limit(None if tou_w is None else tou_w / 1000, control.power_kw)
         phases = (zone.measured_current_l1_a, zone.measured_current_l2_a, zone.measured_current_l3_a)
         measured = [p for p in phases if p is not None]
         headroom_a = None if limit_a is None or not measured else round(limit_a - max(measured), 3)

@@ -20,6 +20,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from api.models import Integration, ZoneControl
+from loadmgmt.capacity import lower_limit
 
 SETPOINT = "setpoint"
 FAILSAFE = "failsafe"
@@ -72,14 +73,6 @@ def failsafe_since(control: ZoneControl, integration: Integration, now: dt.datet
     return recorded or lost_at
 
 
-def _lower(a: float | None, b: float | None) -> float | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return min(a, b)
-
-
 def zone_control_status(
     control: ZoneControl | None, *, zone_max_current_a: float | None, zone_max_power_kw: float | None,
     zone_fallback_a: float, now: dt.datetime,
@@ -95,7 +88,8 @@ def zone_control_status(
         until = since + dt.timedelta(seconds=integration.failsafe_min_duration_s)
         waiting = " (a newer setpoint waits for the end of the minimum)" if control.written_at > since else ""
         return ControlStatus(
-            FAILSAFE, _lower(failsafe_a, zone_max_current_a), _lower(integration.failsafe_power_kw, zone_max_power_kw),
+            FAILSAFE, lower_limit(failsafe_a, zone_max_current_a),
+            lower_limit(integration.failsafe_power_kw, zone_max_power_kw),
             since, until,
             f"BEMS '{name}' heartbeat lost at {since:%Y-%m-%d %H:%M:%S}: failsafe at least until "
             f"{until:%H:%M:%S}, then until the heartbeat is back and a new setpoint is written{waiting}",
@@ -104,8 +98,8 @@ def zone_control_status(
         return ControlStatus(EXPIRED, None, None, control.valid_until, None,
                              f"BEMS '{name}' setpoint expired at {control.valid_until:%Y-%m-%d %H:%M:%S}: "
                              "configured limits")
-    current = _lower(control.current_a, zone_max_current_a) if control.current_a is not None else None
-    power = _lower(control.power_kw, zone_max_power_kw) if control.power_kw is not None else None
+    current = lower_limit(control.current_a, zone_max_current_a) if control.current_a is not None else None
+    power = lower_limit(control.power_kw, zone_max_power_kw) if control.power_kw is not None else None
     until_text = "permanent" if control.valid_until is None else f"until {control.valid_until:%H:%M:%S}"
     clamped = ((control.current_a is not None and current is not None and current < control.current_a)
                or (control.power_kw is not None and power is not None and power < control.power_kw))

@@ -84,7 +84,7 @@ def time_of_use_limits(config: ZoneConfig, local: dt.datetime) -> tuple[float | 
             rule_power = None if config.max_power_w is None else config.max_power_w * factor
         else:
             rule_current, rule_power = rule.limit_current_a, None
-        current, power = _lower(current, rule_current), _lower(power, rule_power)
+        current, power = lower_limit(current, rule_current), lower_limit(power, rule_power)
         rank = (rule_current if rule_current is not None else float("inf"),
                 rule_power if rule_power is not None else float("inf"))
         if lowest is None or rank < lowest:
@@ -92,7 +92,8 @@ def time_of_use_limits(config: ZoneConfig, local: dt.datetime) -> tuple[float | 
     return current, power, label
 
 
-def _lower(a: float | None, b: float | None) -> float | None:
+def lower_limit(a: float | None, b: float | None) -> float | None:
+    """The lower of two limits, None meaning "no limit" (so it never wins over a number)."""
     if a is None:
         return b
     if b is None:
@@ -186,7 +187,8 @@ def _dynamic_watts(
 
 
 def _fallback(config: ZoneConfig, limit_a: float | None, limit_w: float | None) -> ZoneCapacity:
-    fallback_a = _lower(config.fallback_current_a if config.fallback_current_a is not None else 0.0, limit_a) or 0.0
+    own = config.fallback_current_a if config.fallback_current_a is not None else 0.0
+    fallback_a = lower_limit(own, limit_a) or 0.0
     zone = Zone(id=config.id, parent_id=config.parent_id, name=config.name,
                 capacity_a=_clamp3((fallback_a, fallback_a, fallback_a)), capacity_w=limit_w)
     return ZoneCapacity(zone, limit_a, limit_w, f"measurement missing or stale: fallback {fallback_a:g} A", True)

@@ -28,7 +28,7 @@ from django.utils import timezone
 from api.budgets import ZoneBudget, active_zone_budgets
 from chargers.models import Charger, ConfigurationKey, Connector, RegistrationStatus
 from loadmgmt import profiles, tree
-from loadmgmt.capacity import TimeOfUse, ZoneCapacity, ZoneConfig, ZoneMeasurement, zone_capacity
+from loadmgmt.capacity import TimeOfUse, ZoneCapacity, ZoneConfig, ZoneMeasurement, lower_limit, zone_capacity
 from loadmgmt.engine import Policy, Session
 from loadmgmt.engine import Zone as EngineZone
 from loadmgmt.engine.planning import Holder
@@ -119,8 +119,8 @@ def zone_config(zone: Zone, site: SiteSettings | None = None, budget: ZoneBudget
     site = site or SiteSettings.load()
     max_current_a, max_power_kw = zone.max_current_a, zone.max_power_kw
     if budget is not None:
-        max_current_a = _lower(max_current_a, budget.current_a)
-        max_power_kw = _lower(max_power_kw, budget.power_kw)
+        max_current_a = lower_limit(max_current_a, budget.current_a)
+        max_power_kw = lower_limit(max_power_kw, budget.power_kw)
     return ZoneConfig(
         id=str(zone.pk),
         name=zone.name,
@@ -137,10 +137,6 @@ def zone_config(zone: Zone, site: SiteSettings | None = None, budget: ZoneBudget
         ),
         pv_phases=tuple(int(p) - 1 for p in zone.pv_phases) or (0, 1, 2),
     )
-
-
-def _lower(a: float | None, b: float | None) -> float | None:
-    return b if a is None else a if b is None else min(a, b)
 
 
 def zone_budgets(zones: list[Zone], now: dt.datetime) -> dict[int, ZoneBudget]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
-from loadmgmt.capacity import PHASES, ZoneConfig
+from loadmgmt.capacity import PHASES, ZoneConfig, lower_limit
 from loadmgmt.engine import Zone as EngineZone
 
 SITE_ZONE_ID = "site"  # the virtual zone of a site without zones
@@ -78,21 +78,14 @@ def static_capacity(config: ZoneConfig) -> EngineZone:
     for rule in config.time_of_use:
         if rule.limit_percent is not None:
             factor = rule.limit_percent / 100.0
-            current = _lower(current, None if config.max_current_a is None else config.max_current_a * factor)
-            power = _lower(power, None if config.max_power_w is None else config.max_power_w * factor)
+            current = lower_limit(current, None if config.max_current_a is None else config.max_current_a * factor)
+            power = lower_limit(power, None if config.max_power_w is None else config.max_power_w * factor)
         else:
-            current = _lower(current, rule.limit_current_a)
+            current = lower_limit(current, rule.limit_current_a)
     if config.dynamic:
-        current = _lower(current, config.fallback_current_a if config.fallback_current_a is not None else 0.0)
+        current = lower_limit(current, config.fallback_current_a if config.fallback_current_a is not None else 0.0)
     amps = None if current is None else (max(0.0, current),) * PHASES
     return EngineZone(id=config.id, parent_id=config.parent_id, name=config.name,
                       capacity_a=None if amps is None else (amps[0], amps[1], amps[2]),
                       capacity_w=None if power is None else max(0.0, power))
 
-
-def _lower(a: float | None, b: float | None) -> float | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return min(a, b)

@@ -27,3 +27,24 @@ def test_a_session_with_no_sample_before_the_window_counts_zero():
 
 def test_a_lower_limit_in_force_caps_the_bound():
     assert ev_lower_bound([(5.0, B)], at=10.0, window_s=2.0, limit_cap=10.0) == (10.0, 10.0, 10.0)
+
+
+def test_a_single_phase_chargers_current_goes_on_its_supply_phase_whatever_label_it_reports():
+    from loadmgmt.inputs import _per_supply_phase
+
+    # Wired to L2, the charger reports its (only) current as its own "L1".
+    assert _per_supply_phase({"L1": 13.0}, (1,)) == (0.0, 13.0, 0.0)
+    assert _per_supply_phase({"": 13.0}, (2,)) == (0.0, 0.0, 13.0)
+    assert _per_supply_phase({"L1": 10.0, "L2": 11.0, "L3": 12.0}, (0, 1, 2)) == (10.0, 11.0, 12.0)
+
+
+def test_an_ev_submeter_stands_for_its_whole_subtree_so_ev_load_is_counted_once():
+    from loadmgmt.tree import subtree_sums
+
+    parents = {"site": None, "feeder": "site", "row": "feeder"}
+    chargers = {"row": (20.0, 20.0, 20.0)}  # the chargers' own readings in the child zone
+    submeter = {"feeder": (22.0, 21.0, 20.0)}  # an EV sub-meter on the feeder measures the same cars
+    sums = subtree_sums(parents, chargers, submeter)
+    assert sums["feeder"] == (22.0, 21.0, 20.0)  # not 42 A
+    assert sums["site"] == (22.0, 21.0, 20.0)
+    assert sums["row"] == (20.0, 20.0, 20.0)

@@ -10,6 +10,7 @@ from ocpp.v16 import call
 from badges.models import Badge
 from chargers.models import Charger, RegistrationStatus
 from evce import clock
+from loadmgmt.control import run_tick
 from loadmgmt.inputs import gather
 from loadmgmt.models import Setpoint, SiteSettings, Zone, ZoneMode
 from loadmgmt.services import zone_record_measurement
@@ -256,3 +257,31 @@ def test_a_rebooting_charger_gets_its_default_at_once_and_never_a_raise(accepted
     sim.boot()  # rebooted: its default goes out again at once, at what it held
     wait_until(lambda: sim.profile_limits("TxDefaultProfile")[-1:] == [(0, 16.0)] and
                len(sim.profile_limits("TxDefaultProfile")) == 3)
+
+
+def test_a_converged_site_stays_still(make_site):
+    zone = Zone.objects.create(name="Quiet", max_current_a=50)
+    sims = make_site(zone, 3, "CP-STILL")
+    reports = settle()
+    assert len(reports) <= 3  # converged in at most 2 ticks that send, then one that sends nothing
+    before = [len(sim.profile_limits("TxProfile")) for sim in sims]
+    for _ in range(5):
+        assert run_tick(clock.now()).sent == 0
+    assert [len(sim.profile_limits("TxProfile")) for sim in sims] == before
+
+
+def test_a_charger_without_a_zone_shares_the_root_or_the_site_fallback(ocpp_url, charger_factory):
+    for cp_id in ("CP-NOZONE-1", "CP-NOZONE-2"):
+        Charger.objects.create(charge_point_id=cp_id, registration_status=RegistrationStatus.ACCEPTED)
+    Badge.objects.create(id_tag="NZ-1")
+    Badge.objects.create(id_tag="NZ-2")
+    sims = [charger_factory(ocpp_url, cp_id).connect() for cp_id in ("CP-NOZONE-1", "CP-NOZONE-2")]
+    for n, sim in enumerate(sims, 1):
+        sim.boot()
+        sim.call(call.StartTransaction(connector_id=1, id_tag=f"NZ-{n}", meter_start=0, timestamp=utc_iso()))
+    SiteSettings.objects.filter(pk=1).update(fallback_current_a=16, min_on_s=0, min_off_s=0)
+    settle()
+    assert tx_limits(sims) == [8.0, 8.0]  # no zones at all: both share the 16 A site fallback
+    Zone.objects.create(name="Main", max_current_a=40)
+    settle()
+    assert tx_limits(sims) == [20.0, 20.0]  # one root zone: they belong to it

@@ -136,3 +136,28 @@ def test_an_unreachable_channel_layer_is_one_clear_error(transactional_db, monke
     monkeypatch.setattr(commands, "get_channel_layer", lambda: DownLayer())
     with pytest.raises(commands.LayerUnavailable, match="channel layer .Redis. is unreachable"):
         commands.send_call("CP-NOREDIS", "ClearCache", {})
+
+
+def test_a_disconnect_answers_a_call_in_flight_at_once(accepted_charger):
+    import threading
+    import time
+
+    sim = accepted_charger("CP-DROP")
+    sim.cp.silent = True  # it will never answer the Reset
+    outcome: dict[str, object] = {}
+
+    def call() -> None:
+        started = time.monotonic()
+        try:
+            send_call("CP-DROP", "Reset", {"type": "Soft"}, timeout_s=30)
+        except Exception as error:  # noqa: BLE001 - the outcome is what the test looks at
+            outcome["error"] = error
+        outcome["seconds"] = time.monotonic() - started
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    wait_until(lambda: any(action == "Reset" for action, _ in sim.cp.received))
+    sim.close()  # the link drops while the charger holds the call
+    caller.join(10)
+    assert isinstance(outcome.get("error"), ChargerOffline)  # "disconnected before answering", not a timeout
+    assert outcome["seconds"] < 5  # not the 30 s timeout

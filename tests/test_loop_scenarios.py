@@ -246,6 +246,30 @@ def test_a_dynamic_zone_with_a_lagging_meter_follows_building_steps_and_falls_ba
 
 
 
+
+def test_a_second_car_next_to_one_drawing_less_than_offered_converges_without_oscillating(lab):
+    root = lab.zone("Pair", 32)
+    site = lab.site([root], [(spec("CP-O1"), root), (spec("CP-O2"), root)])
+    site.start()
+    lab.start_beat()
+    site.arrive("CP-O1", car=CarSpec(max_current_a=14))  # its on-board charger takes 14 A at most
+    site.wait_until(lambda: site.limit_a("CP-O1") == 16.0, 20)  # measured 14 A + 2 A margin
+    site.arrive("CP-O2")  # the second car gets what the first does not use
+
+    def tx_limits(cp_id: str) -> list[tuple[float, float]]:
+        events = site.in_loop(lambda: site.core.chargers[cp_id].profile_events(1))
+        return [(e.received_s, e.limit) for e in events if e.purpose == "TxProfile"]
+
+    site.wait_until(lambda: tx_limits("CP-O2")[-1:] and tx_limits("CP-O2")[-1][1] == 16.0, 20)
+    settled_at = time.time()
+    time.sleep(5)
+    for cp_id in ("CP-O1", "CP-O2"):
+        sent = tx_limits(cp_id)
+        assert len(sent) <= 3, f"{cp_id} got {[limit for _t, limit in sent]}"  # no 32→6→14→6… swing
+        assert all(at < settled_at for at, _limit in sent), f"{cp_id} still moving: {sent}"
+    figures("second car", site)
+    site.assert_clean()
+
 def test_250_chargers_under_five_feeders_with_a_burst_of_arrivals(lab, servers):
     from chargers.models import AutoConfigurationKey
 

@@ -148,6 +148,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         """What changed since the last message: {} when nothing, None when the page's object is gone."""
         if self.page == "charger":
             return self._charger()
+        if self.page == "session":
+            return self._session()
         return self._site(with_lists)
 
     def _render(self, key: str, data: object, template: str, context: dict[str, Any]) -> str:
@@ -182,6 +184,23 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
             return None
         return self._delta({"charger-live": render_to_string("dashboard/_charger_live.html",
                                                                {**context, **self.abilities})}, {})
+
+    def _session(self) -> dict[str, Any] | None:
+        """The session's figures, and `curve` (the time of its latest sample) when the chart has new points:
+        the page then re-reads the curve (one request per new meter value, not per poll)."""
+        from dashboard.history import session_live_context  # noqa: PLC0415 - views import this module's neighbours
+
+        context = session_live_context(self.charger_pk or 0)
+        if context is None:
+            return None
+        update = self._delta({"session-live": render_to_string("dashboard/_session_live.html",
+                                                                {**context, **self.abilities})}, {})
+        latest = context["session"].last_sample_at
+        version = latest.isoformat() if latest is not None else ""
+        if self.sent.get("curve") != version:
+            self.sent["curve"] = version
+            update["curve"] = version
+        return update
 
     def _delta(self, regions: dict[str, str], items: dict[str, str]) -> dict[str, Any]:
         update: dict[str, Any] = {}

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet, Sum
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 from django.utils.dateparse import parse_date
@@ -93,8 +93,19 @@ def sessions_csv(request: HttpRequest) -> HttpResponse:
 
 @roles.requires(roles.VIEW)
 def session(request: HttpRequest, pk: int) -> HttpResponse:
-    record = get_object_or_404(Transaction.objects.select_related("charger", "badge"), pk=pk)
-    return render(request, "dashboard/session.html", page_context(request, "sessions", session=record))
+    """One session: its figures and curve; a running one is live (new meter values extend the curve)."""
+    context = session_live_context(pk)
+    if context is None:
+        raise Http404("no such session")
+    running = context["session"].state == TransactionState.ACTIVE
+    return render(request, "dashboard/session.html", page_context(
+        request, "sessions", **context, live_url=f"/ws/dashboard/session/{pk}/" if running else None))
+
+
+def session_live_context(pk: int) -> dict[str, Any] | None:
+    """What the live part of the session page shows; the websocket re-renders it with the same data."""
+    record = Transaction.objects.select_related("charger", "badge").filter(pk=pk).first()
+    return None if record is None else {"session": record}
 
 
 @roles.requires(roles.VIEW)

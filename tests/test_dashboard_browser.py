@@ -224,3 +224,40 @@ def test_an_admin_backs_up_then_restores_the_configuration(ocpp_url, chromium, s
     assert "Restored" in chromium.text("#restore-report") and "3 zones updated" in chromium.text("#restore-report")
     assert Zone.objects.get(pk=site.level1.pk).max_current_a == 63
     chromium.screenshot(shots / "backup-restored.png")
+
+
+def test_an_operator_makes_a_session_vip_from_its_live_tile_and_its_curve_grows_live(ocpp_url, accepted_charger,
+                                                                                    chromium):
+    import datetime as dt
+
+    from tests.ocpp_sim import utc_iso
+    from transactions.models import Transaction
+
+    http = ocpp_url.replace("ws://", "http://")
+    sim = accepted_charger("CP-WEB-VIP")
+    pk = Charger.objects.get(charge_point_id="CP-WEB-VIP").pk
+    sign_in(chromium, http, "operator")
+    chromium.wait_for("document.getElementById('live-state').dataset.state === 'live'")
+    now = dt.datetime.now(dt.UTC)
+    tx = sim.call(call.StartTransaction(connector_id=1, id_tag="GUEST", meter_start=0,
+                                        timestamp=utc_iso(now - dt.timedelta(minutes=2)))).transaction_id
+    # The tile with the session (and its toggle) arrives over the websocket: its form has no CSRF
+    # token of its own, the page gives it one when submitted.
+    chromium.wait_for(f"document.querySelector('#charger-{pk} form.vip-toggle') !== null")
+    assert not chromium.evaluate(f"!!document.querySelector('#charger-{pk} [name=csrfmiddlewaretoken]')")
+    chromium.submit_form(f"#charger-{pk} form.vip-toggle", {})
+    assert f"Session {tx} on CP-WEB-VIP #1 is now VIP" in chromium.text(".messages")
+    assert Transaction.objects.get(pk=tx).vip
+    chromium.wait_for(f"document.getElementById('charger-{pk}').innerText.includes('Remove VIP')")
+
+    chromium.open(f"{http}/sessions/{tx}/")
+    chromium.wait_for("document.getElementById('live-state').dataset.state === 'live'")
+    chromium.wait_for("document.getElementById('session-chart').dataset.points === '0'")
+    for minutes, watts in ((1, 7000), (0, 7400)):
+        sim.call(call.MeterValues(connector_id=1, transaction_id=tx, meter_value=[
+            {"timestamp": utc_iso(now - dt.timedelta(minutes=minutes)), "sampledValue": [
+                {"value": str(watts), "measurand": "Power.Active.Import", "unit": "W"},
+                {"value": "16", "measurand": "Current.Import", "phase": "L1", "unit": "A"}]}]))
+        expected = 2 - minutes
+        chromium.wait_for(f"document.getElementById('session-chart').dataset.points === '{expected}'")
+    chromium.wait_for("document.querySelector('#session-chart .uplot') !== null")

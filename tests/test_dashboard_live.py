@@ -140,3 +140,39 @@ def test_the_charger_page_lists_the_errors_the_charger_reported(ocpp_url, accept
     errors = page[page.index('id="errors"'):page.index('id="configuration"')]
     assert "GroundFailure (E42)" in errors and "Faulted" in errors
     assert "Available" not in errors
+
+
+def test_a_running_sessions_page_is_live_and_says_when_its_curve_has_new_points(ocpp_url, accepted_charger):
+    import datetime as dt
+
+    from tests.ocpp_sim import utc_iso
+    from transactions.models import Transaction
+
+    sim = accepted_charger("CP-CURVE")
+    now = dt.datetime.now(dt.UTC)
+    tx = sim.call(call.StartTransaction(connector_id=1, id_tag="DRIVER", meter_start=0,
+                                        timestamp=utc_iso(now - dt.timedelta(minutes=2)))).transaction_id
+    client = Client()
+    client.cookies["sessionid"] = cookie = session_cookie("viewer")
+    assert f'data-live-url="/ws/dashboard/session/{tx}/"' in client.get(f"/sessions/{tx}/").content.decode()
+    assert closed_with(open_live(ocpp_url, f"/ws/dashboard/session/{tx}/", session_cookie(None))) == 4403
+
+    ws = open_live(ocpp_url, f"/ws/dashboard/session/{tx}/", cookie)
+    snapshot = next_update(ws)
+    assert "CP-CURVE" in snapshot["regions"]["session-live"] and snapshot["curve"] == ""  # no sample yet
+    sim.call(call.MeterValues(connector_id=1, transaction_id=tx, meter_value=[
+        {"timestamp": utc_iso(now), "sampledValue": [
+            {"value": "7400", "measurand": "Power.Active.Import", "unit": "W"},
+            {"value": "1500", "measurand": "Energy.Active.Import.Register", "unit": "Wh"}]}]))
+    update = next_update(ws)
+    while "curve" not in update:
+        update = next_update(ws)
+    assert update["curve"] == Transaction.objects.get(pk=tx).last_sample_at.isoformat()
+    assert "1.500 kWh" in update["regions"]["session-live"]
+    sim.call(call.StopTransaction(meter_stop=1600, timestamp=utc_iso(now), transaction_id=tx, reason="Local"))
+    update = next_update(ws)
+    while "Completed" not in update.get("regions", {}).get("session-live", ""):
+        update = next_update(ws)
+    ws.close()
+    page = client.get(f"/sessions/{tx}/").content.decode()
+    assert "data-live-url" not in page  # a finished session does not change any more

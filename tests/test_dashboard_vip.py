@@ -12,6 +12,7 @@ from chargers.models import Charger, RegistrationStatus
 from loadmgmt.models import SiteSettings, Zone
 from tests.loop_helpers import settle
 from tests.ocpp_sim import utc_iso
+from tests.test_dashboard_live import ensure_roles
 from transactions.models import Transaction
 
 
@@ -30,6 +31,7 @@ def test_an_operator_makes_a_running_session_vip_and_the_loop_serves_it_first(oc
         sims.append(sim)
     settle()
     assert [sim.last_tx_limit() for sim in sims] == [20.0, 20.0]  # nobody is VIP: equal shares
+    ensure_roles()  # a transactional test's flush removed the groups the migrations made
     operator = User.objects.create_user("op", password="pw", is_staff=True)  # noqa: S106
     operator.groups.add(Group.objects.get(name="operator"))
     client.force_login(operator)

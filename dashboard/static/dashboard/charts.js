@@ -19,7 +19,7 @@
     return plot;
   }
   function load(el, build) {
-    fetch(el.dataset.url + (el.dataset.query || ""), { credentials: "same-origin" })
+    return fetch(el.dataset.url + (el.dataset.query || ""), { credentials: "same-origin" })
       .then(function (r) { if (!r.ok) { throw new Error(r.status + " " + r.statusText); } return r.json(); })
       .then(build)
       .catch(function (error) { el.innerHTML = '<p class="warn">Chart unavailable: ' + error.message + "</p>"; });
@@ -55,13 +55,28 @@
   }
   var session = document.getElementById("session-chart");
   if (session) {
-    load(session, function (d) {
-      draw(session, [{}, { label: "kW", stroke: "#2b7de9", width: 2, scale: "kW" }, { label: "L1 A", stroke: "#c0392b", scale: "A" },
-        { label: "L2 A", stroke: "#1f8a4c", scale: "A" }, { label: "L3 A", stroke: "#7c3aed", scale: "A" },
-        { label: "offered A", stroke: "#b45309", dash: [4, 4], scale: "A" }],
-        [d.t, d.power_kw, d.L1, d.L2, d.L3, d.offered_a],
-        [{ scale: "kW", label: "kW" }, { scale: "A", label: "A", side: 1, grid: { show: false } }],
-        { kW: { range: fromZero }, A: { range: fromZero } });
+    var sessionPlot = null, reading = false, again = false;
+    var drawSession = function () {
+      if (reading) { again = true; return; }  // one read at a time; a newer point read once it returns
+      reading = true;
+      load(session, function (d) {
+        var data = [d.t, d.power_kw, d.L1, d.L2, d.L3, d.offered_a];
+        if (sessionPlot && d.t.length) { sessionPlot.setData(data); }
+        else {
+          sessionPlot = draw(session, [{}, { label: "kW", stroke: "#2b7de9", width: 2, scale: "kW" }, { label: "L1 A", stroke: "#c0392b", scale: "A" },
+            { label: "L2 A", stroke: "#1f8a4c", scale: "A" }, { label: "L3 A", stroke: "#7c3aed", scale: "A" },
+            { label: "offered A", stroke: "#b45309", dash: [4, 4], scale: "A" }],
+            data,
+            [{ scale: "kW", label: "kW" }, { scale: "A", label: "A", side: 1, grid: { show: false } }],
+            { kW: { range: fromZero }, A: { range: fromZero } });
+        }
+        session.dataset.points = String(d.t.length);
+      }).then(function () { reading = false; if (again) { again = false; drawSession(); } });
+    };
+    drawSession();
+    // A running session's page is live: the websocket says when a new meter value arrived.
+    document.addEventListener("evce:update", function (event) {
+      if (event.detail && event.detail.curve !== undefined) { drawSession(); }
     });
   }
 }());

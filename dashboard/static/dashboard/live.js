@@ -45,6 +45,8 @@
         if (el) { list.appendChild(el); }
       });
     }
+    // Pages with more than fragments (the session chart) listen for the raw message.
+    document.dispatchEvent(new CustomEvent("evce:update", { detail: message }));
     state.updates += 1;
     state.applied.push({ ids: Object.keys(message.regions || {}).concat(Object.keys(message.items || {})), at: Date.now() });
     if (state.applied.length > 200) { state.applied.shift(); }

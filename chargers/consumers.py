@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 from asgiref.sync import sync_to_async
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -27,12 +28,13 @@ from ocpp.v16 import call as ocpp_call
 
 from chargers import services
 from chargers.commands import ChargerCallError, ChargerOffline, ChargerTimeout, reply_to_result
-from chargers.frames import CALL, CALLERROR, Frame, FrameProblem, parse_frame, respell_error_code
+from chargers.frames import CALL, CALLERROR, CALLRESULT, Frame, FrameProblem, parse_frame, respell_error_code
 from chargers.hooks import BOOT_ACCEPTED_STEPS, CALL_OUTCOME_HOOKS
 from chargers.identity import BadIdentity, identity_from_path, printable
 from chargers.models import Charger, Direction
 from chargers.protocol import CentralSystemChargePoint
 from chargers.ratelimit import RateLimiter, ThrottledLog
+from chargers.writebuffer import LogRow, write_buffer
 from evce import clock
 
 logger = logging.getLogger(__name__)
@@ -256,7 +258,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
         timeout. Here the socket is closed and the charger marked offline first.
         """
         try:
-            await super().dispatch(message)
+            await self._dispatch(message)
         except (StopConsumer, asyncio.CancelledError):
             raise
         except Exception:
@@ -267,6 +269,19 @@ class OcppConsumer(AsyncWebsocketConsumer):
             finally:
                 await self.disconnect(CLOSE_INTERNAL_ERROR)
             raise StopConsumer from None
+
+    async def _dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch without its `aclose_old_connections()` before every message.
+
+        That call hops to the single database thread for each frame, so every charger's
+        frame queued behind whatever that thread was writing, even a Heartbeat that needs
+        no database. Each database call here already goes through `database_sync_to_async`,
+        which closes unusable or expired connections before and after it runs.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     @property
     def channel_receive(self) -> Callable[[], Awaitable[dict[str, Any]]]:
@@ -395,17 +410,23 @@ class OcppConsumer(AsyncWebsocketConsumer):
         """Log one frame as the array it is (a CALLRESULT keeps its payload, a CALLERROR
         its code, description and details)."""
         action, payload, error = _frame_parts(frame)
-        await database_sync_to_async(services.message_log)(
+        row = LogRow(
             charge_point_id=self.charge_point_id, charger_pk=self.charger_pk, direction=direction,
             now=clock.now(), message_type=_TYPE_NAMES.get(frame[0], "?"), unique_id=str(frame[1]), action=action,
             payload=_jsonable(payload), error=error, touch=direction == Direction.IN,
         )
+        # Rows of a charger's CALL and of our answer to it are not waited for: the answer
+        # waits only for what it reports (e.g. the samples stored), and these rows are
+        # written with the next batch (see chargers.writebuffer for what a crash loses).
+        # Answers to our own calls are logged before the caller learns the outcome.
+        unwaited = (direction, frame[0]) in {(Direction.IN, CALL), (Direction.OUT, CALLRESULT)}
+        await write_buffer().submit(row, wait=not unwaited)
 
     async def log_event(self, what: str, *, error: str = "", payload: object = None) -> None:
-        await database_sync_to_async(services.message_log)(
+        await write_buffer().submit(LogRow(
             charge_point_id=self.charge_point_id, charger_pk=self.charger_pk, direction=Direction.EVENT,
             now=clock.now(), message_type="EVENT", action=what, payload=payload, error=error,
-        )
+        ))
 
 
 def _frame_parts(frame: list[Any]) -> tuple[str, object, str]:

@@ -26,6 +26,7 @@ from chargers import services
 from chargers.hooks import SESSION_CHANGE_LISTENERS
 from chargers.models import Charger
 from chargers.ratelimit import ThrottledLog
+from chargers.writebuffer import MeterValuesWrite, write_buffer
 from evce import clock
 from transactions import services as tx_services
 
@@ -254,13 +255,13 @@ class CentralSystemChargePoint(ChargePoint):
     async def on_meter_values(
         self, connector_id: int, meter_value: list[dict[str, Any]], transaction_id: int | None = None
     ):
-        charger = await self._charger()
-        await database_sync_to_async(tx_services.meter_values_record)(
-            charger=charger,
+        # Group-committed with other chargers' writes (chargers.writebuffer); answered once stored.
+        await write_buffer().submit(MeterValuesWrite(
+            charger_pk=self.charger_pk,
             connector_id=connector_id,
             transaction_id=transaction_id,
             meter_values=snake_to_camel_case(meter_value),
-        )
+        ))
         return call_result.MeterValues()
 
     @on(Action.data_transfer)

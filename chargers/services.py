@@ -15,11 +15,13 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.hashers import check_password
 from django.db import transaction
 
+from chargers.bulkinsert import bulk_insert
 from chargers.models import (
     AutoConfigurationKey,
     Charger,
@@ -298,26 +300,52 @@ def message_log(
     Every text is made storable (no NUL, no lone surrogate, no NaN: PostgreSQL and
     SQLite's JSON check refuse them) and bounded, whatever a charger sent.
     """
-    if touch and charger_pk is not None:
-        Charger.objects.filter(pk=charger_pk).update(last_seen=now)
-    row = OcppMessage.objects.create(
-        timestamp=now,
-        charge_point_id=storable_text(charge_point_id)[:48],
-        charger_id=charger_pk,
-        direction=direction,
-        message_type=message_type,
-        unique_id=storable_text(unique_id)[:36],
-        action=storable_text(action)[:50],
-        payload=log_payload(payload),
-        error=storable_text(error)[:2000],
-    )
-    # Ids grow by one per row: cutting back to `limit - every + 1` rows at every `every`-th
-    # id keeps the table at most OCPP_LOG_MAX_ROWS rows at all times, for one cheap delete
-    # per `every` rows.
+    message_log_many(rows=[{
+        "charge_point_id": charge_point_id, "charger_pk": charger_pk, "direction": direction, "now": now,
+        "message_type": message_type, "unique_id": unique_id, "action": action, "payload": payload,
+        "error": error, "touch": touch,
+    }])
+
+
+def message_log_many(*, rows: list[dict[str, Any]]) -> None:
+    """`message_log` for many rows (the keyword arguments of each): one INSERT, one UPDATE.
+
+    The consumer's write buffer (chargers.writebuffer) calls this once per batch. The
+    chargers heard get `last_seen` = the latest `now` of the batch (a batch spans well
+    under a second).
+    """
+    if not rows:
+        return
+    heard = {row["charger_pk"] for row in rows if row.get("touch") and row["charger_pk"] is not None}
+    if heard:
+        Charger.objects.filter(pk__in=heard).update(last_seen=max(row["now"] for row in rows if row.get("touch")))
+    created = [
+        OcppMessage(
+            timestamp=row["now"],
+            charge_point_id=storable_text(row["charge_point_id"])[:48],
+            charger_id=row["charger_pk"],
+            direction=row["direction"],
+            message_type=row.get("message_type", ""),
+            unique_id=storable_text(row.get("unique_id", ""))[:36],
+            action=storable_text(row.get("action", ""))[:50],
+            payload=log_payload(row.get("payload")),
+            error=storable_text(row.get("error", ""))[:2000],
+        )
+        for row in rows
+    ]
+    bulk_insert(OcppMessage, created)
+    last = OcppMessage.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    _message_log_cap(first_id=last - len(created) + 1, last_id=last)
+
+
+def _message_log_cap(*, first_id: int, last_id: int) -> None:
+    # Ids grow by one per row: cutting back to `limit - every + 1` rows whenever the ids
+    # written pass a multiple of `every` keeps the table at most OCPP_LOG_MAX_ROWS rows at
+    # all times, for one cheap delete per `every` rows.
     limit = settings.OCPP_LOG_MAX_ROWS
     every = min(_MESSAGE_LOG_PRUNE_EVERY, max(1, limit // 10))
-    if row.id % every == 0:
-        OcppMessage.objects.filter(id__lte=row.id - limit + every - 1).delete()
+    if last_id // every > (first_id - 1) // every:
+        OcppMessage.objects.filter(id__lte=last_id - limit + every - 1).delete()
 
 
 def storable_text(value: str) -> str:

@@ -116,8 +116,12 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-else:
-    _database["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 0, minimum=0)
+# Persistent connections: Channels closes a thread's connection after each database call
+# unless it may live on, and opening one (a TCP + auth round trip on PostgreSQL, the WAL
+# pragmas on SQLite) cost more than the OCPP write it served. The health check reopens a
+# connection the server dropped before the request uses it.
+_database["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 600, minimum=0)
+_database["CONN_HEALTH_CHECKS"] = True
 DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

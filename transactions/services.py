@@ -25,12 +25,15 @@ import datetime as dt
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.db import transaction as db_transaction
 from django.utils.dateparse import parse_datetime
 
 from badges.services import AuthorizationStatus, IdTagInfo, badge_authorize, badge_find
+from chargers.bulkinsert import bulk_insert
 from chargers.models import Charger, Connector
 from transactions.energy import Reading, register_wh, session_energy
 from transactions.models import ClosedBy, MeterSample, Transaction, TransactionState
@@ -169,6 +172,16 @@ def _unmatched_stop(charger: Charger, charger_transaction_id: int) -> Transactio
     )
 
 
+@dataclass(frozen=True)
+class MeterValuesRequest:
+    """One MeterValues message (OCPP camelCase `meterValue` list) of a charger."""
+
+    charger_pk: int
+    connector_id: int
+    transaction_id: int | None
+    meter_values: Iterable[Mapping[str, object]]
+
+
 def meter_values_record(
     *,
     charger: Charger,
@@ -182,25 +195,74 @@ def meter_values_record(
     charger reports is lost; a transaction id we did not issue is kept unlinked. The
     session's running figures (latest register, energy so far, peak power) follow.
     """
-    transaction = None
-    if transaction_id is not None:
-        transaction = Transaction.objects.filter(pk=transaction_id, charger=charger).first()
-    samples = _store_samples(charger, connector_id, transaction, meter_values)
-    if transaction is not None and samples:
-        if transaction.state != TransactionState.ACTIVE and _runs_after_reboot(transaction, charger, samples):
-            transaction = _reopen(transaction)
+    request = MeterValuesRequest(charger.pk, connector_id, transaction_id, meter_values)
+    return meter_values_record_many(requests=[request])[0]
+
+
+def meter_values_record_many(*, requests: list[MeterValuesRequest]) -> list[int]:
+    """`meter_values_record` for many messages at once, in order: one SELECT of their
+    transactions, one INSERT of all samples, then each session's running figures. Returns
+    the number of samples stored per message. The OCPP consumer's write buffer calls this
+    once per batch (chargers.writebuffer)."""
+    wanted = {request.transaction_id for request in requests if request.transaction_id is not None}
+    transactions = Transaction.objects.in_bulk(list(wanted)) if wanted else {}
+    linked: list[Transaction | None] = []
+    per_request: list[list[MeterSample]] = []
+    for request in requests:
+        transaction = transactions.get(request.transaction_id) if request.transaction_id is not None else None
+        if transaction is not None and transaction.charger_id != request.charger_pk:
+            transaction = None  # another charger's transaction id: kept unlinked
+        linked.append(transaction)
+        per_request.append(_build_samples(request.charger_pk, request.connector_id, transaction,
+                                          request.meter_values))
+    bulk_insert(MeterSample, [sample for samples in per_request for sample in samples])
+    figures: dict[int, dict[str, object]] = {}  # running figures to write, per session
+    for request, transaction, samples in zip(requests, linked, per_request, strict=True):
+        if transaction is None or not samples:
+            continue
+        # A batch may hold several messages of one session: work on its latest state.
+        transaction = transactions.get(transaction.pk, transaction)
         if transaction.state == TransactionState.ACTIVE:
-            _advance_running_figures(transaction, [_reading(s) for s in samples])
+            changed = _running_figures(transaction, [_reading(s) for s in samples])
+            for name, value in changed.items():
+                setattr(transaction, name, value)
+            figures.setdefault(transaction.pk, {}).update(changed)
+            continue
+        if _runs_after_reboot(transaction, request.charger_pk, samples):
+            transaction = _reopen(transaction)
+            figures.setdefault(transaction.pk, {}).update(
+                _running_figures(transaction, [_reading(s) for s in samples]))
         else:
-            transaction_refresh_energy(transaction_pk=transaction.pk)
-    return len(samples)
+            transaction = transaction_refresh_energy(transaction_pk=transaction.pk)
+        transactions[transaction.pk] = transaction
+    _write_running_figures(figures)
+    return [len(samples) for samples in per_request]
 
 
-def _runs_after_reboot(transaction: Transaction, charger: Charger, samples: list[MeterSample]) -> bool:
+def _write_running_figures(figures: dict[int, dict[str, object]]) -> None:
+    """One UPDATE statement per set of changed fields, run for every session of the batch."""
+    groups: dict[tuple[str, ...], list[tuple[int, dict[str, object]]]] = {}
+    for pk, fields in figures.items():
+        if fields:
+            groups.setdefault(tuple(sorted(fields)), []).append((pk, fields))
+    table = connection.ops.quote_name(Transaction._meta.db_table)
+    for names, rows in groups.items():
+        # The running figures' columns are named after their fields.
+        assignments = ", ".join(f"{connection.ops.quote_name(name)} = %s" for name in names)
+        params: list[list[Any]] = [[_db_value(fields[name]) for name in names] + [pk] for pk, fields in rows]
+        with connection.cursor() as cursor:
+            cursor.executemany(f"UPDATE {table} SET {assignments} WHERE id = %s", params)  # noqa: S608
+
+
+def _db_value(value: object) -> object:
+    return connection.ops.adapt_datetimefield_value(value) if isinstance(value, dt.datetime) else value
+
+
+def _runs_after_reboot(transaction: Transaction, charger_pk: int, samples: list[MeterSample]) -> bool:
     """Meter values measured after the boot that closed the session: the charger kept it running."""
     if transaction.closed_by != ClosedBy.SYSTEM or transaction.stop_reason != REASON_REBOOTED:
         return False
-    booted_at = charger.last_boot_at
+    booted_at = Charger.objects.filter(pk=charger_pk).values_list("last_boot_at", flat=True).first()
     return booted_at is not None and any(sample.timestamp > booted_at for sample in samples)
 
 
@@ -218,13 +280,22 @@ def _store_samples(
     transaction: Transaction | None,
     meter_values: Iterable[Mapping[str, object]],
 ) -> list[MeterSample]:
-    samples = [
-        _sample(charger, connector_id, transaction, entry, sampled)
+    samples = _build_samples(charger.pk, connector_id, transaction, meter_values)
+    MeterSample.objects.bulk_create(samples)
+    return samples
+
+
+def _build_samples(
+    charger_pk: int,
+    connector_id: int,
+    transaction: Transaction | None,
+    meter_values: Iterable[Mapping[str, object]],
+) -> list[MeterSample]:
+    return [
+        _sample(charger_pk, connector_id, transaction, entry, sampled)
         for entry in meter_values
         for sampled in _sampled_values(entry)
     ]
-    MeterSample.objects.bulk_create(samples)
-    return samples
 
 
 def _sampled_values(entry: Mapping[str, object]) -> Iterable[Mapping[str, object]]:
@@ -238,8 +309,9 @@ def _reading(sample: MeterSample) -> Reading:
     return Reading(sample.timestamp, sample.measurand, sample.value, sample.unit, sample.phase)
 
 
-def _advance_running_figures(transaction: Transaction, readings: list[Reading]) -> None:
-    """Cheap incremental update while a session runs; the stop recomputes from all samples."""
+def _running_figures(transaction: Transaction, readings: list[Reading]) -> dict[str, object]:
+    """Cheap incremental update while a session runs (the fields that change); the stop
+    recomputes from all samples."""
     latest = max(r.timestamp for r in readings)
     fields: dict[str, object] = {}
     if transaction.last_sample_at is None or latest >= transaction.last_sample_at:
@@ -253,8 +325,7 @@ def _advance_running_figures(transaction: Transaction, readings: list[Reading]) 
     peak = session_energy(meter_start_wh=None, meter_stop_wh=None, readings=readings).peak_power_w
     if peak is not None and (transaction.peak_power_w is None or peak > transaction.peak_power_w):
         fields["peak_power_w"] = peak
-    if fields:
-        Transaction.objects.filter(pk=transaction.pk).update(**fields)
+    return fields
 
 
 def transaction_refresh_energy(*, transaction_pk: int) -> Transaction:
@@ -277,7 +348,7 @@ def transaction_refresh_energy(*, transaction_pk: int) -> Transaction:
 
 
 def _sample(
-    charger: Charger,
+    charger_pk: int,
     connector_id: int,
     transaction: Transaction | None,
     entry: Mapping[str, object],
@@ -291,7 +362,7 @@ def _sample(
     timestamp = entry.get("timestamp")
     parsed = parse_datetime(timestamp) if isinstance(timestamp, str) else None
     return MeterSample(
-        charger=charger,
+        charger_id=charger_pk,
         connector_id=connector_id,
         transaction=transaction,
         timestamp=parsed or dt.datetime.now(dt.UTC),

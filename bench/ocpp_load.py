@@ -1,0 +1,179 @@
+"""OCPP 1.6J load driver: N chargers, each sending MeterValues at a steady share of a total rate.
+
+Imports nothing of the project (it is pointed at the project or at the bare baseline in
+`bench/bare_server.py` alike). Each charger connects, boots, starts one transaction, then
+sends MeterValues (energy register, three phase currents, power: 5 sampled values) at
+`rate / chargers` per second with a random phase, one outstanding CALL at a time as the
+protocol says. Server-initiated calls (boot configuration, profiles) are answered.
+
+Usage: python bench/ocpp_load.py ws://127.0.0.1:8000/ocpp --chargers 250 --rate 250 --seconds 20
+Prints one JSON object: offered and completed MeterValues/s, latency p50/p95/p99 (ms), errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import random
+import statistics
+import time
+import uuid
+from typing import Any
+
+import websockets
+
+_ANSWERS: dict[str, dict[str, Any]] = {
+    "GetConfiguration": {"configurationKey": []},
+    "GetLocalListVersion": {"listVersion": 0},
+    "TriggerMessage": {"status": "Accepted"},
+}
+
+
+class Charger:
+    def __init__(self, url: str, cp_id: str) -> None:
+        self.url, self.cp_id = url, cp_id
+        self.ws: Any = None
+        self._waiting: dict[str, asyncio.Future[Any]] = {}
+        self.transaction_id: int | None = None
+        self.energy_wh = 0
+
+    async def connect(self, timeout_s: float) -> None:
+        self.ws = await websockets.connect(f"{self.url}/{self.cp_id}", subprotocols=["ocpp1.6"],
+                                           open_timeout=timeout_s, ping_interval=None, max_queue=None)
+        asyncio.ensure_future(self._reader())
+
+    async def _reader(self) -> None:
+        try:
+            async for text in self.ws:
+                frame = json.loads(text)
+                if frame[0] == 2:
+                    answer = _ANSWERS.get(frame[2], {"status": "Accepted"})
+                    await self.ws.send(json.dumps([3, frame[1], answer]))
+                elif (future := self._waiting.pop(frame[1], None)) is not None and not future.done():
+                    future.set_result(frame)
+        except websockets.ConnectionClosed:
+            pass
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(ConnectionError("closed"))
+
+    async def call(self, action: str, payload: dict[str, Any], timeout_s: float = 60.0) -> Any:
+        unique_id = uuid.uuid4().hex[:16]
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[unique_id] = future
+        await self.ws.send(json.dumps([2, unique_id, action, payload]))
+        frame = await asyncio.wait_for(future, timeout_s)
+        if frame[0] != 3:
+            raise RuntimeError(f"{action}: {frame}")
+        return frame[2]
+
+    async def boot(self) -> None:
+        await self.call("BootNotification", {"chargePointVendor": "Bench", "chargePointModel": "Load"})
+        await self.call("StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Preparing"})
+        answer = await self.call("StartTransaction", {"connectorId": 1, "idTag": "BENCH", "meterStart": 0,
+                                                      "timestamp": _now()})
+        self.transaction_id = answer.get("transactionId")
+
+    def meter_values(self) -> dict[str, Any]:
+        self.energy_wh += 30
+        sampled = [{"measurand": "Energy.Active.Import.Register", "unit": "Wh", "value": str(self.energy_wh)}]
+        sampled += [{"measurand": "Current.Import", "phase": phase, "unit": "A", "value": "15.8"}
+                    for phase in ("L1", "L2", "L3")]
+        sampled.append({"measurand": "Power.Active.Import", "unit": "W", "value": "10900"})
+        payload: dict[str, Any] = {"connectorId": 1, "meterValue": [{"timestamp": _now(), "sampledValue": sampled}]}
+        if self.transaction_id is not None:
+            payload["transactionId"] = self.transaction_id
+        return payload
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def run(url: str, chargers: int, rate: float, seconds: float, prefix: str, connect_timeout_s: float,
+              warmup_s: float = 2.0) -> dict[str, Any]:
+    fleet = [Charger(url, f"{prefix}{i:05d}") for i in range(chargers)]
+    started = time.monotonic()
+    connect_failures = 0
+    semaphore = asyncio.Semaphore(200)
+
+    async def bring_up(charger: Charger) -> bool:
+        async with semaphore:
+            for _ in range(5):
+                try:
+                    await charger.connect(connect_timeout_s)
+                    await charger.boot()
+                    return True
+                except Exception:  # noqa: BLE001 - counted and retried
+                    nonlocal connect_failures
+                    connect_failures += 1
+                    await asyncio.sleep(0.5)
+        return False
+
+    up = sum(await asyncio.gather(*(bring_up(charger) for charger in fleet)))
+    boot_s = time.monotonic() - started
+    latencies: list[float] = []
+    errors = 0
+    period_s = chargers / rate
+    measure_from = time.monotonic() + warmup_s
+    stop_at = measure_from + seconds
+
+    async def drive(charger: Charger) -> None:
+        nonlocal errors
+        await asyncio.sleep(random.uniform(0, period_s))  # noqa: S311 - spread, not security
+        next_at = time.monotonic()
+        while next_at < stop_at:
+            sent = time.monotonic()
+            try:
+                await charger.call("MeterValues", charger.meter_values())
+                if sent >= measure_from:
+                    latencies.append(time.monotonic() - sent)
+            except Exception:  # noqa: BLE001 - counted
+                if sent >= measure_from:
+                    errors += 1
+            next_at += period_s
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+    await asyncio.gather(*(drive(charger) for charger in fleet if charger.ws is not None))
+    for charger in fleet:
+        if charger.ws is not None:
+            await charger.ws.close()
+    millis = [value * 1000 for value in latencies]
+    return {
+        "chargers": chargers, "connected": up, "connect_boot_s": round(boot_s, 2),
+        "connect_failures": connect_failures, "offered_per_s": rate, "seconds": seconds,
+        "completed_per_s": round(len(latencies) / seconds, 1), "errors": errors,
+        "p50_ms": _round(percentile(millis, 0.50)), "p95_ms": _round(percentile(millis, 0.95)),
+        "p99_ms": _round(percentile(millis, 0.99)),
+        "mean_ms": _round(statistics.fmean(millis) if millis else None),
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url", help="websocket base, e.g. ws://127.0.0.1:8000/ocpp")
+    parser.add_argument("--chargers", type=int, default=250)
+    parser.add_argument("--rate", type=float, default=250.0, help="MeterValues per second, all chargers")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--prefix", default="BENCH-")
+    parser.add_argument("--connect-timeout", type=float, default=30.0)
+    args = parser.parse_args()
+    result = asyncio.run(run(args.url, args.chargers, args.rate, args.seconds, args.prefix, args.connect_timeout))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Group commit for the OCPP hot path: many chargers' writes, one database transaction.
+
+Every charger's frame used to cost several round trips on the single database thread
+(message log INSERTs for the frame and its answer, a `last_seen` UPDATE, a charger
+SELECT, the samples INSERT, the running figures UPDATE), each its own commit. Here the
+consumers hand their writes to one writer per process (per event loop) instead:
+
+1. a consumer submits an item (a log row, a MeterValues request) and, when the charger's
+   answer depends on it, awaits it;
+2. the writer takes everything submitted so far (at most WRITE_BATCH_MAX items) and
+   writes it in one `transaction.atomic()` on the database thread: log rows in one bulk
+   INSERT, `last_seen` in one UPDATE, samples in one bulk INSERT;
+3. items submitted while a batch is being written form the next batch, written as soon as
+   that one commits: no timer, so a quiet site writes at once and a busy one writes in
+   larger batches. A batch's delay is the time to write the batch before it, well under
+   OCPP_WRITE_MAX_DELAY_MS (250 ms) at 2,000 items; a MeterValues sample is therefore in the
+   database within that bound, where the control loop reads the latest `Current.Import`.
+4. if a batch fails, its items are written one by one, so one bad item fails alone (its
+   awaiting handler gets the exception, as before batching).
+
+What a crash loses: a charger is answered only after the writes its answer depends on
+are committed (its MeterValues samples, the log rows of the frame and of the answer), so
+nothing a charger was answered for is lost. A crash of the process loses the open batch:
+at most the items submitted in the last batch period, which are log rows of frames not
+yet answered (the charger repeats those frames) and `last_seen` touches (refreshed by the
+charger's next frame). A disconnect awaits its own log row, which flushes everything the
+connection submitted before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.db import transaction
+
+from chargers import services
+
+logger = logging.getLogger(__name__)
+
+# Items per database transaction: bounds one batch's write time (and so the delay of the
+# next one) whatever the offered load.
+WRITE_BATCH_MAX = 2_000
+
+
+@dataclass(frozen=True)
+class LogRow:
+    """One row of the maintenance log (the arguments of `services.message_log`)."""
+
+    charge_point_id: str
+    charger_pk: int | None
+    direction: str
+    now: dt.datetime
+    message_type: str = ""
+    unique_id: str = ""
+    action: str = ""
+    payload: object = None
+    error: str = ""
+    touch: bool = False
+
+
+@dataclass(frozen=True)
+class MeterValuesWrite:
+    """One MeterValues request (OCPP camelCase `meterValue` list)."""
+
+    charger_pk: int
+    connector_id: int
+    transaction_id: int | None
+    meter_values: list[dict[str, Any]] = field(default_factory=list)
+
+
+Item = LogRow | MeterValuesWrite
+
+
+def write_batch(items: Sequence[Item]) -> list[object]:
+    """Write `items` in one transaction; on failure one by one. One result per item: the
+    item's value (a sample count for MeterValues, None for a log row) or its exception."""
+    try:
+        with transaction.atomic():
+            return _write(items)
+    except Exception:  # noqa: BLE001 - isolate the failing item below
+        logger.warning("a batch of %d writes failed; writing its items one by one", len(items), exc_info=True)
+    results: list[object] = []
+    for item in items:
+        try:
+            with transaction.atomic():
+                results.extend(_write([item]))
+        except Exception as error:  # noqa: BLE001 - handed to the item's waiting handler
+            results.append(error)
+    return results
+
+
+def _write(items: Sequence[Item]) -> list[object]:
+    from transactions import services as tx_services  # the transactions app depends on chargers, not back
+
+    rows = [item for item in items if isinstance(item, LogRow)]
+    if rows:
+        services.message_log_many(rows=[row.__dict__ for row in rows])
+    meter_values = [item for item in items if isinstance(item, MeterValuesWrite)]
+    counts = iter(tx_services.meter_values_record_many(requests=[
+        tx_services.MeterValuesRequest(item.charger_pk, item.connector_id, item.transaction_id, item.meter_values)
+        for item in meter_values
+    ]) if meter_values else [])
+    return [next(counts) if isinstance(item, MeterValuesWrite) else None for item in items]
+
+
+class WriteBuffer:
+    """The writer of one event loop: submit items, await the ones an answer depends on."""
+
+    def __init__(self) -> None:
+        # (item, its waiter); a None item only marks a flush point.
+        self._items: list[tuple[Item | None, asyncio.Future[object] | None]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, item: Item | None, *, wait: bool = True) -> object:
+        """Queue `item`; with `wait`, return once it is committed (or raise its error)."""
+        future = asyncio.get_running_loop().create_future() if wait else None
+        self._items.append((item, future))
+        self._wakeup.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._run())
+        if future is None:
+            return None
+        return await future
+
+    async def flush(self) -> None:
+        """Return once everything submitted so far is written."""
+        if self._items:
+            await self.submit(None, wait=True)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._items:
+                batch, self._items = self._items[:WRITE_BATCH_MAX], self._items[WRITE_BATCH_MAX:]
+                items = [item for item, _ in batch if item is not None]
+                try:
+                    results = await database_sync_to_async(write_batch)(items) if items else []
+                except BaseException as error:  # the loop is closing, or the thread failed: tell every waiter
+                    self._items = batch + self._items
+                    for _, future in self._items:
+                        if future is not None and not future.done():
+                            future.set_exception(error if isinstance(error, Exception) else RuntimeError("closed"))
+                    self._items = []
+                    raise
+                outcomes = iter(results)
+                for item, future in batch:
+                    outcome = None if item is None else next(outcomes)
+                    if future is None or future.done():
+                        continue
+                    if isinstance(outcome, Exception):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+
+
+_buffers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WriteBuffer] = weakref.WeakKeyDictionary()
+
+
+def write_buffer() -> WriteBuffer:
+    """The writer of the running event loop (one per process under Daphne)."""
+    loop = asyncio.get_running_loop()
+    buffer = _buffers.get(loop)
+    if buffer is None:
+        buffer = _buffers[loop] = WriteBuffer()
+    return buffer

@@ -1,0 +1,77 @@
+"""The OCPP hot path's group commit (chargers.writebuffer): many chargers' writes, one transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import pytest
+
+from chargers.models import Charger, OcppMessage, RegistrationStatus
+from chargers.writebuffer import LogRow, MeterValuesWrite, WriteBuffer, write_batch
+from transactions import services
+from transactions.models import MeterSample, Transaction
+
+NOW = dt.datetime(2026, 11, 3, 8, 0, tzinfo=dt.UTC)
+
+
+def _meter_values(at: dt.datetime, wh: int, amps: float) -> list[dict[str, object]]:
+    return [{"timestamp": at.isoformat(), "sampledValue": [
+        {"value": str(wh), "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
+        {"value": str(amps), "measurand": "Current.Import", "phase": "L1", "unit": "A"},
+    ]}]
+
+
+@pytest.fixture
+def chargers(db) -> list[Charger]:
+    return [Charger.objects.create(charge_point_id=f"CP-W{i}", registration_status=RegistrationStatus.ACCEPTED)
+            for i in range(3)]
+
+
+def test_it_writes_log_rows_samples_and_running_figures_of_many_chargers_in_one_batch(chargers) -> None:
+    sessions = [services.transaction_start(charger=charger, connector_id=1, id_tag="T", meter_start_wh=1000,
+                                           timestamp=NOW, reservation_id=None, now=NOW).transaction_id
+                for charger in chargers]
+    items: list[LogRow | MeterValuesWrite] = []
+    for charger, tx in zip(chargers, sessions, strict=True):
+        items.append(LogRow(charger.charge_point_id, charger.pk, "in", NOW, "CALL", "u1", "MeterValues", {}, "",
+                            touch=True))
+        items.append(MeterValuesWrite(charger.pk, 1, tx, _meter_values(NOW + dt.timedelta(minutes=1), 1500, 16)))
+        items.append(MeterValuesWrite(charger.pk, 1, tx, _meter_values(NOW + dt.timedelta(minutes=2), 1800, 15)))
+
+    results = write_batch(items)
+
+    assert results == [None, 2, 2] * 3
+    assert OcppMessage.objects.filter(action="MeterValues").count() == 3
+    assert MeterSample.objects.count() == 12
+    for tx in Transaction.objects.all():
+        assert (tx.last_meter_wh, tx.energy_wh) == (1800, 800)
+        assert tx.last_sample_at == NOW + dt.timedelta(minutes=2)
+    assert set(Charger.objects.values_list("last_seen", flat=True)) == {NOW}
+
+
+def test_it_fails_only_the_item_that_fails(chargers) -> None:
+    good = MeterValuesWrite(chargers[0].pk, 1, None, _meter_values(NOW, 10, 6))
+    bad = MeterValuesWrite(chargers[1].pk, 1, None, [{"timestamp": NOW.isoformat(), "sampledValue": 7}])
+
+    results = write_batch([good, bad, good])
+
+    assert results[0] == 2 and results[2] == 2
+    assert isinstance(results[1], Exception)
+    assert MeterSample.objects.count() == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_answers_each_waiter_once_its_item_is_committed(chargers) -> None:
+    async def scenario() -> list[object]:
+        buffer = WriteBuffer()
+        waits = [buffer.submit(MeterValuesWrite(charger.pk, 1, None, _meter_values(NOW, 10, 6)))
+                 for charger in chargers]
+        await buffer.submit(LogRow("CP-W0", chargers[0].pk, "in", NOW, "CALL", "u9", "Heartbeat"), wait=False)
+        counts = await asyncio.gather(*waits)
+        await buffer.flush()
+        return counts
+
+    assert asyncio.run(scenario()) == [2, 2, 2]
+    assert MeterSample.objects.count() == 6
+    assert OcppMessage.objects.filter(action="Heartbeat").exists()

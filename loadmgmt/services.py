@@ -10,12 +10,15 @@ never undo a newer send.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 
 from django.db import transaction
 from django.db.models import F
 
 from loadmgmt.models import AnswerStatus, LimitPurpose, LimitState, Setpoint, SiteSettings, Zone
+
+logger = logging.getLogger(__name__)
 
 # A failed send is retried after 1, 2, 4 … seconds, at most this long apart.
 MAX_BACKOFF_S = 60.0
@@ -46,13 +49,43 @@ def zone_record_measurement(
                           measured_current_l3_a=current_a[2])
         if power_kw is not None:
             fields["measured_power_kw"] = power_kw
-        Zone.objects.filter(pk=zone.pk).exclude(measured_at__gt=at).update(**fields)
+        before = Zone.objects.filter(pk=zone.pk).values(*_LOAD_FIELDS).first()
+        if Zone.objects.filter(pk=zone.pk).exclude(measured_at__gt=at).update(**fields) and before is not None:
+            _rebalance_on_load_rise(zone.pk, before, fields)
     if pv_power_kw is not None:
         pv = pv_current_a or (None, None, None)
         Zone.objects.filter(pk=zone.pk).exclude(pv_measured_at__gt=at).update(
             pv_power_kw=pv_power_kw, pv_measured_at=at, pv_current_l1_a=pv[0], pv_current_l2_a=pv[1],
             pv_current_l3_a=pv[2],
         )
+
+
+_LOAD_FIELDS = ("mode", "measured_current_l1_a", "measured_current_l2_a", "measured_current_l3_a", "measured_power_kw")
+LOAD_RISE_A = 1.0  # a building load rise this large re-balances at once (a dynamic zone's capacity fell)
+LOAD_RISE_KW = 0.5
+
+
+def _rebalance_on_load_rise(zone_pk: int, before: dict[str, object], after: dict[str, object]) -> None:
+    """A dynamic zone's load rose: its capacity fell, so the loop runs now, not at its next period."""
+    if before["mode"] != "dynamic":
+        return
+    rises = [_rise(before.get(name), after.get(name)) for name in _LOAD_FIELDS[1:4]]
+    risen = any(r >= LOAD_RISE_A for r in rises) or _rise(before["measured_power_kw"],
+                                                         after.get("measured_power_kw")) >= LOAD_RISE_KW
+    if not risen:
+        return
+    from loadmgmt.tasks import rebalance_soon  # noqa: PLC0415 - tasks imports services
+
+    try:
+        rebalance_soon()
+    except Exception:  # broker down: the periodic tick follows at its period
+        logger.warning("could not queue a re-balance after the load of zone %s rose", zone_pk)
+
+
+def _rise(before: object, after: object) -> float:
+    if not isinstance(after, int | float):
+        return 0.0
+    return float(after) - (float(before) if isinstance(before, int | float) else 0.0)
 
 
 @dataclass(frozen=True, slots=True)

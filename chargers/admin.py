@@ -75,6 +75,9 @@ class ConnectorInline(admin.TabularInline):
                                 "status_at")
     can_delete = False
 
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # connectors are what chargers report
+
     @admin.display(description="status")
     def current_status(self, obj: Connector) -> str:
         return shown_status(obj)
@@ -85,6 +88,9 @@ class ConfigurationKeyInline(admin.TabularInline):
     extra = 0
     readonly_fields = ["key", "value", "readonly", "last_change_status", "updated_at"]
     can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # keys are read back from the charger (dashboard: GetConfiguration / ChangeConfiguration)
 
 
 @admin.register(Charger)
@@ -113,7 +119,8 @@ class ChargerAdmin(admin.ModelAdmin):
         fieldsets = super().get_fieldsets(request, obj)
         if obj is None:
             return fieldsets
-        rest = [name for name in fieldsets[0][1]["fields"] if name not in LIVE_FIELDS]
+        rest = [name for name in fieldsets[0][1]["fields"] if name not in LIVE_FIELDS and name != "charge_point_id"]
+        rest.insert(0, "charge_point_id")  # read-only once created, yet what names the charger: first
         return [("Now", {"fields": LIVE_FIELDS}), (None, {"fields": rest})]
 
     @admin.display(description="drawing now")
@@ -182,7 +189,7 @@ def _amps(value: float | None) -> str:
 
 def _draw_text(session: Any) -> str:
     """"7.4 kW, 10.7/10.6/10.8 A (L1/L2/L3), 3.20 kWh so far, session 12 (holder)"."""
-    power = "–" if session.power_w is None else f"{session.power_w / 1000:.1f} kW"
+    power = "no recent meter value" if session.power_w is None else f"{session.power_w / 1000:.1f} kW"
     amps = "" if session.current_a is None else ", {:.1f}/{:.1f}/{:.1f} A (L1/L2/L3)".format(*session.current_a)
     energy = "–" if session.energy_wh is None else f"{session.energy_wh / 1000:.2f}"
     who = session.holder or session.id_tag

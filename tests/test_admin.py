@@ -268,6 +268,8 @@ def test_a_disconnected_chargers_connectors_say_offline_not_their_last_status(ad
     Connector.objects.create(charger=live, connector_id=1, status="Charging")
     page = admin_client.get(reverse("admin:chargers_charger_change", args=[charger.pk]), secure=True).content.decode()
     assert "Unavailable (offline)" in page and ">Available<" not in page
+    for prefix in ("connectors", "configuration"):  # reported by the charger: no "+ Add another" row
+        assert f'name="{prefix}-MAX_NUM_FORMS" value="0"' in page
     listing = admin_client.get(reverse("admin:chargers_connector_changelist"), secure=True).content.decode()
     cells = re.findall(r'class="field-current_status">([^<]*)<', listing)
     assert sorted(cells) == ["Charging", "Unavailable (offline)"]

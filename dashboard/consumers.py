@@ -15,7 +15,8 @@ and sent only when their text changed. Single records (tiles, a charger's live b
 at the next poll; the zone tree — a list that changes with every meter reading — at most
 every LIST_EVERY_S.
 Roles: the websocket checks the same permission as the page, at connect and every RECHECK_S
-(a removed role or a deactivated account stops the stream), and is behind the Origin check
+(a removed role or a deactivated account stops the stream; a changed role redraws the buttons the
+fragments offer, such as the VIP toggle), and is behind the Origin check
 (evce/asgi.py) so that another site cannot open it with the user's cookie.
 """
 
@@ -118,6 +119,10 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
                     if not await database_sync_to_async(user_may_view)(self.user_pk):
                         await self.close(code=CLOSE_DENIED)
                         return
+                    abilities = await database_sync_to_async(user_abilities)(self.user_pk)
+                    if abilities != self.abilities:  # a role changed: buttons follow (the views check anyway)
+                        self.abilities = abilities
+                        self.drawn.clear()
                     last_check = started
                 last_check = last_check or started
                 with_lists = started - last_list >= LIST_EVERY_S

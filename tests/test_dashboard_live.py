@@ -129,6 +129,18 @@ def test_the_periodic_recheck_refuses_a_deactivated_user_or_a_removed_role(trans
     assert not user_may_view(None)
 
 
+def test_the_buttons_a_stream_draws_follow_the_users_role(transactional_db):
+    from dashboard.consumers import user_abilities
+
+    session_cookie("viewer")
+    user = User.objects.get(username="live-viewer")
+    assert user_abilities(user.pk) == {"can_operate": False, "can_configure": False}
+    user.groups.add(Group.objects.get(name="operator"))
+    assert user_abilities(user.pk) == {"can_operate": True, "can_configure": False}
+    User.objects.filter(pk=user.pk).update(is_active=False)
+    assert user_abilities(user.pk) == user_abilities(None) == {"can_operate": False, "can_configure": False}
+
+
 def test_the_charger_page_lists_the_errors_the_charger_reported(ocpp_url, accepted_charger):
     sim = accepted_charger("CP-ERR")
     sim.call(call.StatusNotification(connector_id=1, error_code="GroundFailure", status="Faulted",

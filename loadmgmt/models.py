@@ -44,7 +44,9 @@ class SiteSettings(models.Model):
         verbose_name="rotation period (s)",
     )
     loop_period_s = models.PositiveIntegerField(
-        default=5, validators=[MinValueValidator(1), MaxValueValidator(300)], help_text="Control loop period.",
+        default=5, validators=[MinValueValidator(1), MaxValueValidator(300)],
+        help_text="How often the loop recomputes every limit; it also runs at once when a session starts or "
+        "stops, or a lower limit comes into force.",
         verbose_name="control loop period (s)",
     )
     min_on_s = models.PositiveIntegerField(
@@ -62,12 +64,13 @@ class SiteSettings(models.Model):
     )
     unused_margin_a = models.FloatField(
         default=2.0, validators=[MinValueValidator(0), MaxValueValidator(32)],
-        help_text="Headroom kept above a car's measured draw.",
+        help_text="A car drawing less than offered is offered its draw plus this margin; the rest goes to "
+        "the others.",
         verbose_name="margin above the measured draw (A)",
     )
     overdraw_tolerance_a = models.FloatField(
         default=2.0, validators=[MinValueValidator(0), MaxValueValidator(32)],
-        help_text="Draw above the limit before flagging.",
+        help_text="How far a car may draw above its limit before the decision is flagged as overdraw.",
         verbose_name="overdraw tolerance (A)",
     )
     measurement_max_age_s = models.PositiveIntegerField(

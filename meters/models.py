@@ -318,7 +318,7 @@ class MeterReading(models.Model):
 
     meter = models.ForeignKey(Meter, on_delete=models.CASCADE, related_name="readings", help_text="The meter read.")
     start = models.DateTimeField(help_text="Start of the minute (UTC).", verbose_name="minute")
-    samples = models.PositiveIntegerField(help_text="Readings averaged.", verbose_name="readings")
+    samples = models.PositiveIntegerField(help_text="Readings averaged into this minute.", verbose_name="readings")
     current_l1_a = _quantity_field(verbose_name="current L1 (A)")
     current_l2_a = _quantity_field(verbose_name="current L2 (A)")
     current_l3_a = _quantity_field(verbose_name="current L3 (A)")

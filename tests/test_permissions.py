@@ -326,3 +326,10 @@ def test_a_viewer_cannot_create_the_site_settings():
     SiteSettings.objects.all().delete()
     response = client_of(user_of("viewer")).post("/admin/loadmgmt/sitesettings/add/", {}, secure=True)
     assert denied(response)
+
+
+def test_the_session_vip_toggle_is_for_operators_and_admins():
+    posts = {name: may for name, _, method, may in classified_urls() if method == "post"}
+    assert "dashboard:session_vip" in posts
+    allowed = {role for role in ROLES if posts["dashboard:session_vip"](request_of(user_of(role)))}
+    assert allowed == {"operator", "admin", "superuser"}

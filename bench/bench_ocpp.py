@@ -66,7 +66,8 @@ def _measure(url: str, pid: int, args: argparse.Namespace, py_spy: str | None) -
                                 py_spy, "-d", str(int(args.seconds + 10)), "--nonblocking", "-t",
                                 *(["-f", "raw"] if py_spy.endswith(".txt") else [])],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    result = asyncio.run(ocpp_load.run(url, args.chargers, args.rate, args.seconds, "BENCH-", 60.0))
+    result = asyncio.run(ocpp_load.run(url, args.chargers, args.rate, args.seconds, "BENCH-", 60.0,
+                                       warmup_s=args.warmup))
     result["server_kb_per_charger"] = round((_rss_kb(pid) - idle_kb) / max(1, args.chargers), 1)
     if spy is not None:
         spy.wait(60)
@@ -119,6 +120,8 @@ def main() -> None:
     parser.add_argument("--chargers", type=int, default=250)
     parser.add_argument("--rate", type=float, default=250.0)
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--warmup", type=float, default=10.0,
+                        help="seconds of load before measuring (the boot configuration runs meanwhile)")
     parser.add_argument("--baseline", action="store_true", help="also run the bare Daphne + ocpp baseline")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--py-spy", help="record a py-spy flame graph of the project's Daphne here")

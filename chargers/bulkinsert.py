@@ -9,31 +9,51 @@ No ids are set on the instances (callers that need them read the table's maximum
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
 from django.db import connection, models
 
 
 def bulk_insert(model: type[models.Model], instances: Sequence[models.Model]) -> None:
+    """INSERT unsaved `instances` of `model` (every concrete column but the primary key)."""
     if not instances:
         return
     fields = [field for field in model._meta.concrete_fields if not field.primary_key]
     adapted = [isinstance(field, models.DateTimeField | models.JSONField) for field in fields]
-    columns = ", ".join(connection.ops.quote_name(str(field.column)) for field in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
-    table = connection.ops.quote_name(model._meta.db_table)
     rows = [
         tuple(field.get_db_prep_save(getattr(instance, field.attname), connection) if adapt
               else getattr(instance, field.attname) for field, adapt in zip(fields, adapted, strict=True))
         for instance in instances
     ]
-    # Many rows per statement rather than executemany: the driver releases the GIL for
-    # every statement it steps, and getting it back from a busy event loop thread costs up
-    # to the switch interval (5 ms) each time.
-    per_statement = max(1, connection.ops.bulk_batch_size(fields, instances))
+    insert_rows(model, [str(field.column) for field in fields], rows)
+
+
+def insert_rows(model: type[models.Model], columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """INSERT plain `rows` (values in `columns` order); aware date-times are adapted here,
+    once per distinct value, every other value must already be what the database takes."""
+    if not rows:
+        return
+    moments: dict[dt.datetime, Any] = {}
+
+    def prepared(value: Any) -> Any:
+        if isinstance(value, dt.datetime):
+            if value not in moments:
+                moments[value] = connection.ops.adapt_datetimefield_value(value)
+            return moments[value]
+        return value
+
+    rows = [tuple(prepared(value) for value in row) for row in rows]
+    placeholders = ", ".join(["%s"] * len(columns))
+    table = connection.ops.quote_name(model._meta.db_table)
+    column_list = ", ".join(connection.ops.quote_name(column) for column in columns)
+    # Many rows per statement (within the backend's parameter limit) rather than one
+    # statement per row: a batch is a handful of statements whatever its size.
+    per_statement = max(1, min(1_000, (connection.features.max_query_params or 32_000) // len(columns)))
     with connection.cursor() as cursor:
         for start in range(0, len(rows), per_statement):
             chunk = rows[start : start + per_statement]
             values = ", ".join([f"({placeholders})"] * len(chunk))
-            cursor.execute(f"INSERT INTO {table} ({columns}) VALUES {values}",  # noqa: S608
+            cursor.execute(f"INSERT INTO {table} ({column_list}) VALUES {values}",  # noqa: S608
                            [value for row in chunk for value in row])

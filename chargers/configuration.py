@@ -45,5 +45,25 @@ async def apply_auto_configuration(call: CallFn, *, charger_pk: int) -> dict[str
 
 
 async def boot_step_auto_configuration(call: CallFn, charger_pk: int) -> dict[str, str]:
-    """Boot step (see chargers.hooks): configure the charger that just booted."""
+    """Boot step (see chargers.hooks): configure the charger that just booted.
+
+    A charger whose stored configuration already holds every wanted value (set and read
+    back at an earlier boot) is only asked for those keys: when it still holds them,
+    nothing is changed or written (one call instead of one per key plus a full read and
+    its writes, which is what a reconnect storm of thousands of chargers repeats).
+    """
+    wanted, stored = await database_sync_to_async(_wanted_and_stored)(charger_pk)
+    if wanted and all(stored.get(key) == value for key, value in wanted.items()):
+        try:
+            answer = await call("GetConfiguration", {"key": sorted(wanted)})
+        except CallFailed:
+            answer = {}
+        held = {str(item.get("key")): str(item.get("value") or "") for item in answer.get("configurationKey", [])}
+        if all(held.get(key) == value for key, value in wanted.items()):
+            return {key: "Unchanged" for key in wanted}
     return await apply_auto_configuration(call, charger_pk=charger_pk)
+
+
+def _wanted_and_stored(charger_pk: int) -> tuple[dict[str, str], dict[str, str]]:
+    wanted = dict(services.auto_configuration_keys())
+    return wanted, services.configuration_values(charger_pk=charger_pk, keys=list(wanted))

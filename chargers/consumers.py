@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,7 +30,7 @@ from ocpp.v16 import call as ocpp_call
 from chargers import services
 from chargers.commands import ChargerCallError, ChargerOffline, ChargerTimeout, reply_to_result
 from chargers.frames import CALL, CALLERROR, CALLRESULT, Frame, FrameProblem, parse_frame, respell_error_code
-from chargers.hooks import BOOT_ACCEPTED_STEPS, CALL_OUTCOME_HOOKS
+from chargers.hooks import BOOT_ACCEPTED_STEPS, CALL_OUTCOME_HOOKS, URGENT_BOOT_STEPS
 from chargers.identity import BadIdentity, identity_from_path, printable
 from chargers.models import Charger, Direction
 from chargers.protocol import CentralSystemChargePoint
@@ -386,8 +387,23 @@ class OcppConsumer(AsyncWebsocketConsumer):
         self._spawn(self._run_boot_steps())
 
     async def _run_boot_steps(self) -> None:
+        """The boot steps, urgent ones at once, the rest after a jitter that grows with the
+        number of chargers booting in this process (see `boot_jitter_s`)."""
         assert self.charger_pk is not None  # noqa: S101
+        global _booting
+        _booting += 1
+        try:
+            await self._run_steps()
+        finally:
+            _booting -= 1
+
+    async def _run_steps(self) -> None:
+        assert self.charger_pk is not None  # noqa: S101
+        spread = False
         for step in BOOT_ACCEPTED_STEPS:
+            if step not in URGENT_BOOT_STEPS and not spread:
+                spread = True
+                await asyncio.sleep(boot_jitter_s(_booting))
             try:
                 await step(self.call_action, self.charger_pk)
             except (ChargerCallError, ChargerOffline, ChargerTimeout) as error:
@@ -427,6 +443,18 @@ class OcppConsumer(AsyncWebsocketConsumer):
             charge_point_id=self.charge_point_id, charger_pk=self.charger_pk, direction=Direction.EVENT,
             now=clock.now(), message_type="EVENT", action=what, payload=payload, error=error,
         ))
+
+
+# Chargers of this process running their boot steps now.
+_booting = 0
+# Seconds of boot-step work to spread per charger booting at the same time: a lone boot
+# waits at most this long, a storm of 1,000 up to 20 s (capped by OCPP_BOOT_JITTER_MAX_S).
+_JITTER_PER_BOOT_S = 0.02
+
+
+def boot_jitter_s(booting: int) -> float:
+    """A random delay before the configuration steps of one of `booting` concurrent boots."""
+    return random.uniform(0.0, min(settings.OCPP_BOOT_JITTER_MAX_S, booting * _JITTER_PER_BOOT_S))  # noqa: S311
 
 
 def _frame_parts(frame: list[Any]) -> tuple[str, object, str]:

@@ -16,12 +16,16 @@ CallFn = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 BootStep = Callable[[CallFn, int], Awaitable[object]]
 
 BOOT_ACCEPTED_STEPS: list[BootStep] = []
+# Steps added with first=True (safety: the default profile, closing stale sessions) run at
+# once; the others may be spread out when many chargers boot together (a boot storm).
+URGENT_BOOT_STEPS: set[BootStep] = set()
 
 
 def add_boot_step(step: BootStep, *, first: bool = False) -> None:
     if step in BOOT_ACCEPTED_STEPS:
         return
     if first:
+        URGENT_BOOT_STEPS.add(step)
         BOOT_ACCEPTED_STEPS.insert(0, step)
     else:
         BOOT_ACCEPTED_STEPS.append(step)

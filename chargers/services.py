@@ -270,6 +270,11 @@ def configuration_store_read(*, charger_pk: int, keys: list[dict[str, object]]) 
         config.save()
 
 
+def configuration_values(*, charger_pk: int, keys: list[str]) -> dict[str, str]:
+    """The stored values of `keys` for a charger (as last read back from it)."""
+    return dict(ConfigurationKey.objects.filter(charger_id=charger_pk, key__in=keys).values_list("key", "value"))
+
+
 def auto_configuration_keys() -> list[tuple[str, str]]:
     return list(AutoConfigurationKey.objects.filter(enabled=True).values_list("key", "value"))
 

@@ -100,6 +100,14 @@ def _stop(children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
             process.wait()
 
 
+def daphne_endpoint(bind: str, port: int, backlog: int) -> str:
+    """Daphne's Twisted endpoint: Twisted listens with a backlog of 50 unless told, and a
+    reconnect storm of thousands of chargers then meets refused or reset connections
+    before Daphne even sees them. The kernel caps the backlog at net.core.somaxconn."""
+    interface = bind.replace(":", "\\:")  # an IPv6 address's colons are escaped in endpoint strings
+    return f"tcp:port={port}:interface={interface}:backlog={backlog}"
+
+
 def main() -> int:
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "evce.settings")
@@ -142,7 +150,8 @@ def main() -> int:
         commands = {
             # X-Forwarded-For is trusted only behind a proxy that sets it: otherwise anyone could
             # spoof their address past the per-address login limits.
-            "daphne": [PYTHON, "-m", "daphne", "-b", bind, "-p", str(port),
+            "daphne": [PYTHON, "-m", "daphne", "-e", daphne_endpoint(bind, port, env_int("LISTEN_BACKLOG", 4096,
+                                                                                       minimum=16)),
                        *(["--proxy-headers"] if env_bool("BEHIND_PROXY", False) else []), "evce.asgi:application"],
             "worker": [PYTHON, "-m", "celery", "-A", "evce", "worker", "-l", "info", "--concurrency",
                        env_str("CELERY_CONCURRENCY", "2")],

@@ -236,6 +236,10 @@ OCPP_PENDING_RETRY_INTERVAL = env_int("OCPP_PENDING_RETRY_INTERVAL", 60, minimum
 OCPP_CALL_TIMEOUT = env_int("OCPP_CALL_TIMEOUT", 30, minimum=1, maximum=600)
 OCPP_LOG_RETENTION_DAYS = env_int("OCPP_LOG_RETENTION_DAYS", 30, minimum=1)
 OCPP_LOG_MAX_ROWS = env_int("OCPP_LOG_MAX_ROWS", 200_000, minimum=1000)
+# Boot storms: the configuration steps after a BootNotification (automatic configuration,
+# local list) start after a random delay that grows with the chargers booting at the same
+# time (20 ms each), at most this many seconds; the safe default profile goes at once.
+OCPP_BOOT_JITTER_MAX_S = env_int("OCPP_BOOT_JITTER_MAX_S", 30, minimum=0, maximum=600)
 # A charger counts as gone when it has said nothing for this many heartbeat intervals.
 OCPP_OFFLINE_AFTER_HEARTBEATS = env_int("OCPP_OFFLINE_AFTER_HEARTBEATS", 3, minimum=2)
 # Failed websocket logins allowed per minute, per charge point id and per client address

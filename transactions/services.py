@@ -25,7 +25,7 @@ import datetime as dt
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import connection
@@ -33,7 +33,7 @@ from django.db import transaction as db_transaction
 from django.utils.dateparse import parse_datetime
 
 from badges.services import AuthorizationStatus, IdTagInfo, badge_authorize, badge_find
-from chargers.bulkinsert import bulk_insert
+from chargers.bulkinsert import insert_rows
 from chargers.models import Charger, Connector
 from transactions.energy import Reading, register_wh, session_energy
 from transactions.models import ClosedBy, MeterSample, Transaction, TransactionState
@@ -199,15 +199,20 @@ def meter_values_record(
     return meter_values_record_many(requests=[request])[0]
 
 
+# What the hot path reads of a session (the rest is deferred).
+_RUNNING_FIELDS = ("id", "charger_id", "state", "closed_by", "stop_reason", "meter_start_wh", "last_sample_at",
+                   "last_meter_wh", "energy_wh", "peak_power_w")
+
+
 def meter_values_record_many(*, requests: list[MeterValuesRequest]) -> list[int]:
     """`meter_values_record` for many messages at once, in order: one SELECT of their
     transactions, one INSERT of all samples, then each session's running figures. Returns
     the number of samples stored per message. The OCPP consumer's write buffer calls this
     once per batch (chargers.writebuffer)."""
     wanted = {request.transaction_id for request in requests if request.transaction_id is not None}
-    transactions = Transaction.objects.in_bulk(list(wanted)) if wanted else {}
+    transactions = Transaction.objects.only(*_RUNNING_FIELDS).in_bulk(list(wanted)) if wanted else {}
     linked: list[Transaction | None] = []
-    per_request: list[list[MeterSample]] = []
+    per_request: list[list[_SampleRow]] = []
     for request in requests:
         transaction = transactions.get(request.transaction_id) if request.transaction_id is not None else None
         if transaction is not None and transaction.charger_id != request.charger_pk:
@@ -215,7 +220,7 @@ def meter_values_record_many(*, requests: list[MeterValuesRequest]) -> list[int]
         linked.append(transaction)
         per_request.append(_build_samples(request.charger_pk, request.connector_id, transaction,
                                           request.meter_values))
-    bulk_insert(MeterSample, [sample for samples in per_request for sample in samples])
+    insert_rows(MeterSample, _SampleRow._fields, [sample for samples in per_request for sample in samples])
     figures: dict[int, dict[str, object]] = {}  # running figures to write, per session
     for request, transaction, samples in zip(requests, linked, per_request, strict=True):
         if transaction is None or not samples:
@@ -258,7 +263,7 @@ def _db_value(value: object) -> object:
     return connection.ops.adapt_datetimefield_value(value) if isinstance(value, dt.datetime) else value
 
 
-def _runs_after_reboot(transaction: Transaction, charger_pk: int, samples: list[MeterSample]) -> bool:
+def _runs_after_reboot(transaction: Transaction, charger_pk: int, samples: list[_SampleRow]) -> bool:
     """Meter values measured after the boot that closed the session: the charger kept it running."""
     if transaction.closed_by != ClosedBy.SYSTEM or transaction.stop_reason != REASON_REBOOTED:
         return False
@@ -279,10 +284,26 @@ def _store_samples(
     connector_id: int,
     transaction: Transaction | None,
     meter_values: Iterable[Mapping[str, object]],
-) -> list[MeterSample]:
+) -> list[_SampleRow]:
     samples = _build_samples(charger.pk, connector_id, transaction, meter_values)
-    MeterSample.objects.bulk_create(samples)
+    insert_rows(MeterSample, _SampleRow._fields, samples)
     return samples
+
+
+class _SampleRow(NamedTuple):
+    """A MeterSample's columns, for the hot path's plain INSERT (chargers.bulkinsert)."""
+
+    charger_id: int
+    connector_id: int
+    transaction_id: int | None
+    timestamp: dt.datetime
+    measurand: str
+    phase: str
+    unit: str
+    context: str
+    location: str
+    value: float | None
+    raw_value: str
 
 
 def _build_samples(
@@ -290,10 +311,12 @@ def _build_samples(
     connector_id: int,
     transaction: Transaction | None,
     meter_values: Iterable[Mapping[str, object]],
-) -> list[MeterSample]:
+) -> list[_SampleRow]:
+    transaction_pk = transaction.pk if transaction is not None else None
     return [
-        _sample(charger_pk, connector_id, transaction, entry, sampled)
+        _sample(charger_pk, connector_id, transaction_pk, timestamp, sampled)
         for entry in meter_values
+        for timestamp in [_entry_time(entry)]
         for sampled in _sampled_values(entry)
     ]
 
@@ -305,7 +328,7 @@ def _sampled_values(entry: Mapping[str, object]) -> Iterable[Mapping[str, object
     return sampled
 
 
-def _reading(sample: MeterSample) -> Reading:
+def _reading(sample: _SampleRow) -> Reading:
     return Reading(sample.timestamp, sample.measurand, sample.value, sample.unit, sample.phase)
 
 
@@ -347,25 +370,29 @@ def transaction_refresh_energy(*, transaction_pk: int) -> Transaction:
     return record
 
 
+def _entry_time(entry: Mapping[str, object]) -> dt.datetime:
+    timestamp = entry.get("timestamp")
+    parsed = parse_datetime(timestamp) if isinstance(timestamp, str) else None
+    return parsed or dt.datetime.now(dt.UTC)
+
+
 def _sample(
     charger_pk: int,
     connector_id: int,
-    transaction: Transaction | None,
-    entry: Mapping[str, object],
+    transaction_pk: int | None,
+    timestamp: dt.datetime,
     sampled: Mapping[str, object],
-) -> MeterSample:
+) -> _SampleRow:
     raw = str(sampled.get("value", ""))
     try:
         value: float | None = float(raw)
     except ValueError:
         value = None
-    timestamp = entry.get("timestamp")
-    parsed = parse_datetime(timestamp) if isinstance(timestamp, str) else None
-    return MeterSample(
+    return _SampleRow(
         charger_id=charger_pk,
         connector_id=connector_id,
-        transaction=transaction,
-        timestamp=parsed or dt.datetime.now(dt.UTC),
+        transaction_id=transaction_pk,
+        timestamp=timestamp,
         measurand=str(sampled.get("measurand", "Energy.Active.Import.Register")),
         phase=str(sampled.get("phase", "")),
         unit=str(sampled.get("unit", "")),

@@ -12,9 +12,11 @@ consumers hand their writes to one writer per process (per event loop) instead:
    INSERT, `last_seen` in one UPDATE, samples in one bulk INSERT;
 3. items submitted while a batch is being written form the next batch, written as soon as
    that one commits: no timer, so a quiet site writes at once and a busy one writes in
-   larger batches. A batch's delay is the time to write the batch before it, well under
-   OCPP_WRITE_MAX_DELAY_MS (250 ms) at 2,000 items; a MeterValues sample is therefore in the
-   database within that bound, where the control loop reads the latest `Current.Import`.
+   larger batches. An item waits at most for the batch in progress and its own; at
+   WRITE_BATCH_MAX items (measured ~0.4 ms per MeterValues of 5 samples, less per log
+   row) a batch takes ~0.12 s, so a MeterValues sample is in the database within 250 ms of
+   its arrival, where the control loop reads the latest `Current.Import`, as long as the
+   offered load stays below the writer's capacity (~2,500 MeterValues/s measured);
 4. if a batch fails, its items are written one by one, so one bad item fails alone (its
    awaiting handler gets the exception, as before batching).
 
@@ -45,8 +47,8 @@ from chargers import services
 logger = logging.getLogger(__name__)
 
 # Items per database transaction: bounds one batch's write time (and so the delay of the
-# next one) whatever the offered load.
-WRITE_BATCH_MAX = 2_000
+# next one) whatever the offered load: ~0.12 s at the measured 0.4 ms per MeterValues.
+WRITE_BATCH_MAX = 300
 
 
 @dataclass(frozen=True)

@@ -68,4 +68,10 @@ app.conf.beat_schedule = {
         "task": "transactions.tasks.close_stale_transactions",
         "schedule": 900.0,
     },
+    # Raw meter samples are kept METER_SAMPLES_RAW_DAYS, then folded into per-minute rows
+    # (README, "Meter sample retention"); hourly, at most 48 hours of samples per run.
+    "transactions-compact-samples": {
+        "task": "transactions.tasks.compact_meter_samples",
+        "schedule": 3600.0,
+    },
 }

@@ -255,6 +255,8 @@ BADGES_ALLOW_CONCURRENT_TX = env_bool("BADGES_ALLOW_CONCURRENT_TX", False)
 # Push Local Authorization Lists to chargers (at boot, after badge changes, hourly check).
 BADGES_LOCAL_LIST_SYNC = env_bool("BADGES_LOCAL_LIST_SYNC", True)
 # An open session nothing was heard of for this long is closed by the system.
+# Raw meter samples are kept this many days, then folded into per-minute rows.
+METER_SAMPLES_RAW_DAYS = env_int("METER_SAMPLES_RAW_DAYS", 7, minimum=1, maximum=3650)
 TRANSACTIONS_STALE_AFTER_HOURS = env_int("TRANSACTIONS_STALE_AFTER_HOURS", 12, minimum=1, maximum=24 * 30)
 
 LOG_LEVEL = env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()

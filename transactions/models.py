@@ -183,3 +183,33 @@ class MeterSample(models.Model):
 
     def __str__(self) -> str:
         return f"{self.timestamp} {self.measurand} {self.raw_value}{self.unit}"
+
+
+class MeterSampleMinute(models.Model):
+    """One minute of one series (measurand, phase, unit) of a connector's meter samples.
+
+    Raw MeterSample rows are kept METER_SAMPLES_RAW_DAYS days, then folded into these rows
+    by the beat task `transactions-compact-samples` (transactions.services.meter_samples_compact).
+    """
+
+    charger = models.ForeignKey(Charger, on_delete=models.CASCADE, related_name="meter_sample_minutes")
+    connector_id = models.PositiveIntegerField()
+    transaction = models.ForeignKey(
+        Transaction, null=True, blank=True, on_delete=models.CASCADE, related_name="meter_sample_minutes"
+    )
+    minute = models.DateTimeField(help_text="Start of the minute (UTC).")
+    measurand = models.CharField(max_length=50)
+    phase = models.CharField(max_length=8, blank=True)
+    unit = models.CharField(max_length=10, blank=True)
+    samples = models.PositiveIntegerField(help_text="Raw samples folded into this row.")
+    value_min = models.FloatField(null=True, blank=True)
+    value_max = models.FloatField(null=True, blank=True)
+    value_avg = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["minute", "id"]
+        indexes = [models.Index(fields=["charger", "connector_id", "minute"]),
+                   models.Index(fields=["transaction", "minute"])]
+
+    def __str__(self) -> str:
+        return f"{self.minute:%Y-%m-%d %H:%M} {self.measurand} avg {self.value_avg}{self.unit}"

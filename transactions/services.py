@@ -30,13 +30,15 @@ from typing import Any, NamedTuple
 from django.conf import settings
 from django.db import connection
 from django.db import transaction as db_transaction
+from django.db.models import Avg, Count, Max, Min
+from django.db.models.functions import TruncMinute
 from django.utils.dateparse import parse_datetime
 
 from badges.services import AuthorizationStatus, IdTagInfo, badge_authorize, badge_find
 from chargers.bulkinsert import insert_rows
 from chargers.models import Charger, Connector
 from transactions.energy import Reading, register_wh, session_energy
-from transactions.models import ClosedBy, MeterSample, Transaction, TransactionState
+from transactions.models import ClosedBy, MeterSample, MeterSampleMinute, Transaction, TransactionState
 
 logger = logging.getLogger(__name__)
 
@@ -509,3 +511,50 @@ def transaction_set_vip(*, transaction: Transaction, vip: bool, by: str) -> bool
     except Exception:  # broker unreachable: the periodic tick serves it
         logger.warning("could not queue a re-balance after session %s changed VIP", transaction.pk)
     return True
+
+
+# --- meter sample retention ---------------------------------------------------------------
+
+# At most this much history is folded per run (one window per transaction), so a first run
+# over months of samples proceeds in bounded steps, hour after hour, run after run.
+_COMPACT_WINDOW = dt.timedelta(hours=1)
+_COMPACT_WINDOWS_PER_RUN = 48
+
+
+def meter_samples_compact(*, now: dt.datetime) -> int:
+    """Fold raw samples older than METER_SAMPLES_RAW_DAYS into per-minute rows; returns the
+    number of raw samples folded.
+
+    1. The cutoff is the start of the minute METER_SAMPLES_RAW_DAYS before `now`.
+    2. From the oldest eligible sample, one hour at a time (at most 48 hours per run): group by
+       charger, connector, session, measurand, phase, unit and minute; count, min, max, mean
+       of the numeric values; insert those rows and delete the raw ones in one transaction,
+       so a crash or a second worker never folds a sample twice or loses one.
+    3. Samples of a session still running are kept raw until it ends (its stop recomputes
+       energy and peak power from them).
+    """
+    cutoff = (now - dt.timedelta(days=settings.METER_SAMPLES_RAW_DAYS)).replace(second=0, microsecond=0)
+    eligible = MeterSample.objects.filter(timestamp__lt=cutoff).exclude(transaction__state=TransactionState.ACTIVE)
+    folded = 0
+    for _ in range(_COMPACT_WINDOWS_PER_RUN):
+        oldest = eligible.order_by("timestamp").values_list("timestamp", flat=True).first()
+        if oldest is None:
+            break
+        start = oldest.replace(second=0, microsecond=0)
+        end = min(start + _COMPACT_WINDOW, cutoff)
+        with db_transaction.atomic():
+            window = eligible.filter(timestamp__gte=start, timestamp__lt=end)
+            rows = (window.annotate(at=TruncMinute("timestamp", tzinfo=dt.UTC))
+                    .values("charger_id", "connector_id", "transaction_id", "measurand", "phase", "unit", "at")
+                    .annotate(n=Count("id"), lo=Min("value"), hi=Max("value"), mean=Avg("value"))
+                    .order_by())
+            MeterSampleMinute.objects.bulk_create([
+                MeterSampleMinute(charger_id=row["charger_id"], connector_id=row["connector_id"],
+                                  transaction_id=row["transaction_id"], minute=row["at"], measurand=row["measurand"],
+                                  phase=row["phase"], unit=row["unit"], samples=row["n"], value_min=row["lo"],
+                                  value_max=row["hi"], value_avg=row["mean"])
+                for row in rows
+            ])
+            deleted, _ = window.delete()
+        folded += deleted
+    return folded

@@ -67,7 +67,6 @@ class SessionContext:
     in_flight_a: float | None
     can_send: bool
     vip: bool
-    charged_s: float
     may_raise: bool = True
 
 
@@ -282,7 +281,7 @@ def _add_session(
         transaction_id=tx.pk, number_phases=charger.charger.phases, phases=phases, zone_id=charger.zone_id,
         rate_unit=charger.rate_unit, phases_in_use=_phases_in_use(timeline, phases), state=own, held_a=held,
         first=first and in_flight is None, in_flight_a=in_flight, can_send=retry_at is None or retry_at <= now,
-        vip=session.vip, charged_s=session.charged_s or 0.0, may_raise=charger.responsive,
+        vip=session.vip, may_raise=charger.responsive,
     )
 
 

@@ -88,7 +88,6 @@ class Plan:
     sends: list[Send]  # decreases first, then increases
     waiting: dict[str, str] = field(default_factory=dict)  # why a holder's wanted value is not sent
     over: list[str] = field(default_factory=list)  # constraints over capacity at what is held now
-    held_usage: dict[str, float] = field(default_factory=dict)  # constraint label -> usage after sends
 
 
 @dataclass(slots=True)
@@ -113,8 +112,6 @@ def plan(zones: Sequence[Zone], holders: Sequence[Holder], *, hysteresis_a: floa
     over = {c for c, used in enumerate(usage) if used > net.cap[c]}
     increases, blocked = _increases(rows, net, usage, hysteresis, result)
     result.sends = _decreases(rows, over, blocked, hysteresis, result) + increases
-    result.held_usage = {net.cons_label[c]: used / (10 if c not in _watt_constraints(net) else 100)
-                         for c, used in enumerate(usage)}
     return result
 
 
@@ -236,21 +233,6 @@ def _decreases(rows: list[_Row], over: set[int], blocked: set[int], hysteresis: 
             continue
         sends.append(Send(holder.id, row.wanted / 10, DECREASE))
     return sends
-
-
-def _watt_constraints(net: Network) -> set[int]:
-    return {c for c in net.watt_cid if c is not None}
-
-
-def usage_of(zones: Sequence[Zone], holders: Sequence[Holder]) -> dict[str, float]:
-    """Held usage per constraint label (amps, or watts for a power limit): for audits and tests."""
-    net = build_network(zones)
-    usage = [0] * len(net.cap)
-    for holder in holders:
-        row = _row(net, holder)
-        _add(usage, row, row.held)
-    watts = _watt_constraints(net)
-    return {net.cons_label[c]: used / (100 if c in watts else 10) for c, used in enumerate(usage)}
 
 
 def breaches(zones: Sequence[Zone], holders: Sequence[Holder]) -> list[str]:

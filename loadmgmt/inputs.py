@@ -319,9 +319,19 @@ def _session(
         energy_wh=float(max(0, tx.energy_wh or 0)),
         connected_at=connected_at,
         charged_s=_charged_s(own, now),
-        paused=bool(own is not None and own.wanted_paused),
+        paused=_paused(own),
         state_since=own.state_since if own is not None and own.state_since else connected_at,
     )
+
+
+def _paused(own: LimitState | None) -> bool:
+    """Paused as the charger confirmed it: a pause it rejected leaves the car charging, so the
+    engine must not count the session as paused (it would sit in a min-off hold while drawing)."""
+    if own is None:
+        return False
+    if own.in_force_a is not None:
+        return own.in_force_paused
+    return own.wanted_paused
 
 
 def _charged_s(own: LimitState | None, now: dt.datetime) -> float | None:

@@ -48,3 +48,14 @@ def test_an_ev_submeter_stands_for_its_whole_subtree_so_ev_load_is_counted_once(
     assert sums["feeder"] == (22.0, 21.0, 20.0)  # not 42 A
     assert sums["site"] == (22.0, 21.0, 20.0)
     assert sums["row"] == (20.0, 20.0, 20.0)
+
+
+def test_a_pause_the_charger_rejected_is_not_a_pause():
+    from loadmgmt.inputs import _paused
+    from loadmgmt.models import LimitState
+
+    rejected = LimitState(in_force_a=16.0, in_force_paused=False, wanted_paused=True)  # the pause was refused
+    assert _paused(rejected) is False  # the car still charges: no min-off hold for it
+    assert _paused(LimitState(in_force_a=0.0, in_force_paused=True, wanted_paused=True)) is True
+    assert _paused(LimitState(in_force_a=None, wanted_paused=True)) is True  # nothing confirmed yet: the decision
+    assert _paused(None) is False

@@ -30,7 +30,7 @@ from ocpp.v16 import call as ocpp_call
 from chargers import services
 from chargers.commands import ChargerCallError, ChargerOffline, ChargerTimeout, reply_to_result
 from chargers.frames import CALL, CALLERROR, CALLRESULT, Frame, FrameProblem, parse_frame, respell_error_code
-from chargers.hooks import BOOT_ACCEPTED_STEPS, CALL_OUTCOME_HOOKS, URGENT_BOOT_STEPS
+from chargers.hooks import BOOT_ACCEPTED_STEPS, CALL_OUTCOME_HOOKS, RELAY_OPENERS, URGENT_BOOT_STEPS, ChargerRelay
 from chargers.identity import BadIdentity, identity_from_path, printable
 from chargers.models import Charger, Direction
 from chargers.protocol import CentralSystemChargePoint
@@ -81,6 +81,11 @@ class _Wire:
         if frame[0] == CALLERROR:
             frame[2] = respell_error_code(frame[2])
             message = json.dumps(frame, separators=(",", ":"), default=str)
+            self._consumer.relayed_requests.pop(str(frame[1]), None)
+        elif frame[0] == CALLRESULT and self._consumer.relayed_requests:
+            relayed = await self._consumer.relay_answer(frame)
+            if relayed is not frame:
+                frame, message = relayed, json.dumps(relayed, separators=(",", ":"), default=str)
         await self._consumer.log_frame(Direction.OUT, frame)
         await self._consumer.send(text_data=message)
 
@@ -104,6 +109,9 @@ class OcppConsumer(AsyncWebsocketConsumer):
         self._accepted = False
         self._accepted_checked_at = 0.0
         self._unsolicited = 0
+        self._relays: list[ChargerRelay] = []
+        # Charger CALLs (action, payload) by message id, until answered: told to the relays.
+        self.relayed_requests: dict[str, tuple[str, dict[str, Any]]] = {}
         address = str((self.scope.get("client") or ["?"])[0])
         raw_path = self.scope.get("raw_path") or quote(self.scope["path"]).encode("ascii")
         try:
@@ -164,6 +172,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
         )
         await self.accept(subprotocol=SUBPROTOCOL)
         await self.log_event("connected" + (" (replaced an older connection)" if grant.replaced_channel else ""))
+        await self._open_relays()
 
     async def _refuse(self, reason: str, *, address: str, record: bool = True) -> None:
         # Throttled per address: a script cycling through invented ids gets a few lines a minute.
@@ -176,6 +185,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         for task in list(self._tasks):
             task.cancel()
+        await self._close_relays()
         if self.charger_pk is None:
             return
         still_ours = await database_sync_to_async(services.charger_disconnect)(
@@ -204,6 +214,8 @@ class OcppConsumer(AsyncWebsocketConsumer):
         if frame.message_type == CALL and frame.action == "StopTransaction" and isinstance(frame.payload, dict):
             # Before the answer goes out: from now on no TxProfile for it reaches the wire.
             self._ended_transactions.add(frame.payload.get("transactionId"))
+        if frame.message_type == CALL and self._relays and isinstance(frame.payload, dict):
+            self.relayed_requests[frame.unique_id] = (str(frame.action), frame.payload)
         await self.cp.route_message(frame.text)
 
     async def _reject_frame(self, text: str, problem: FrameProblem) -> None:
@@ -248,6 +260,48 @@ class OcppConsumer(AsyncWebsocketConsumer):
         )()
         self._accepted_checked_at = time.monotonic()
         return self._accepted
+
+    # --- relays (chargers.hooks.RELAY_OPENERS: the upstream CPO proxy) ----------------------
+
+    async def _open_relays(self) -> None:
+        assert self.charger_pk is not None  # noqa: S101 - set in connect() before accept
+        for opener in RELAY_OPENERS:
+            try:
+                relay = await opener(self.charger_pk, self.charge_point_id, self._relay_call)
+            except Exception:  # a relay's failure must never reach the charger's link
+                logger.exception("%s: relay opener %s failed", self.charge_point_id, opener)
+                continue
+            if relay is not None:
+                self._relays.append(relay)
+
+    async def _relay_call(self, action: str, payload: dict[str, Any], timeout_s: float | None) -> dict[str, Any]:
+        return await self.call_action_reply(action, payload, timeout_s=timeout_s)
+
+    async def _close_relays(self) -> None:
+        relays, self._relays = self._relays, []
+        self.relayed_requests.clear()
+        for relay in relays:
+            try:
+                await relay.close()
+            except Exception:
+                logger.exception("%s: closing a relay failed", self.charge_point_id)
+
+    async def relay_answer(self, frame: list[Any]) -> list[Any]:
+        """Tell the relays of the CALLRESULT `frame` about to answer a charger CALL; one may replace it."""
+        request = self.relayed_requests.pop(str(frame[1]), None)
+        if request is None or len(frame) < 3 or not isinstance(frame[2], dict):
+            return frame
+        action, payload = request
+        answer = frame[2]
+        for relay in list(self._relays):
+            try:
+                replaced = await relay.answered(action, payload, answer)
+            except Exception:
+                logger.exception("%s: relay failed on %s", self.charge_point_id, action)
+                continue
+            if replaced is not None:
+                answer = replaced
+        return frame if answer is frame[2] else [frame[0], frame[1], answer]
 
     # --- resilience ----------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ talks to this charger and its primary key.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 CallFn = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 BootStep = Callable[[CallFn, int], Awaitable[object]]
@@ -53,3 +53,28 @@ CALL_OUTCOME_HOOKS: dict[str, CallOutcomeHook] = {}
 
 def add_call_outcome_hook(name: str, hook: CallOutcomeHook) -> None:
     CALL_OUTCOME_HOOKS[name] = hook
+
+
+# Relays of a charger's traffic to other systems (the upstream CPO proxy). An opener is called
+# when a charger's websocket is accepted, with (charger pk, charge point id, call) where
+# `call(action, payload, timeout_s)` sends a CALL to this charger and returns the reply message
+# ({"status": "ok", "payload": …} or error/timeout/closed, as for outcome hooks); it returns a
+# relay for this connection or None. The consumer tells the relay every charger CALL it answered
+# (`answered`), in order, and may let it replace the answer (None keeps it): a relay must return at
+# once unless it decides the answer, and then within its own bounded timeout. `close()` at disconnect.
+class ChargerRelay(Protocol):
+    async def answered(self, action: str, request: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any] | None:
+        ...
+
+    async def close(self) -> None:
+        ...
+
+
+ReplyCallFn = Callable[[str, dict[str, Any], float | None], Awaitable[dict[str, Any]]]
+RelayOpener = Callable[[int, str, ReplyCallFn], Awaitable[ChargerRelay | None]]
+RELAY_OPENERS: list[RelayOpener] = []
+
+
+def add_relay_opener(opener: RelayOpener) -> None:
+    if opener not in RELAY_OPENERS:
+        RELAY_OPENERS.append(opener)

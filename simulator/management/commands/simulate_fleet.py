@@ -12,12 +12,21 @@ Steps:
 2. start it: Modbus server, websockets, BootNotification;
 3. run the arrival plan while the physics and the summary run;
 4. stop politely (StopTransaction is not sent: the cars simply stay, like a power cut would).
+
+What-if mode (``--what-if office`` or ``--what-if arrivals.csv``; no server, no websockets):
+replays a day of arrivals against the zones and accepted chargers in the database on a
+simulated clock (``simulator.whatif``: the pure engine every ``--step`` simulated seconds) and
+prints energy served, sessions shed, peaks per zone and phase against capacity and the VIP
+outcome (``--json`` writes it all, per session too).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import json
+from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -26,6 +35,7 @@ from simulator.car import CarSpec
 from simulator.charger import Behaviour, ChargerSpec
 from simulator.checker import Zone
 from simulator.site import AsyncSite
+from simulator.whatif import PROFILES, builtin_arrivals, format_report, read_arrivals, replay
 
 MISBEHAVIOURS: tuple[Behaviour, ...] = ("slow", "silent", "rejecting")
 
@@ -51,11 +61,20 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         """Options: see the module docstring."""
-        parser.add_argument("--url", required=True, help="OCPP endpoint base, e.g. ws://127.0.0.1:8000/ocpp")
+        parser.add_argument("--url", help="OCPP endpoint base, e.g. ws://127.0.0.1:8000/ocpp")
+        parser.add_argument("--what-if", dest="what_if", default=None,
+                            help=f"replay a day against the site in the database: {'/'.join(PROFILES)} or a CSV file "
+                            "(arrival,departure,energy_kwh,max_current_a,phases,vip,charger)")
+        parser.add_argument("--step", type=float, default=10.0, help="what-if: simulated seconds per engine step")
+        parser.add_argument("--seed", type=int, default=1, help="what-if: seed of a built-in profile")
+        parser.add_argument("--date", default=None, help="what-if: the day replayed, YYYY-MM-DD (default today)")
+        parser.add_argument("--json", default=None, help="what-if: write the report (per session too) here")
+        parser.add_argument("--per-session", action="store_true", help="what-if: print one line per session")
         parser.add_argument("--chargers", type=int, default=20)
         parser.add_argument("--prefix", default="SIM", help="charge point ids are <prefix>-001, -002, …")
         parser.add_argument("--arrivals", default="every:2", help="'burst' or 'every:SECONDS'")
-        parser.add_argument("--cars", type=int, default=None, help="how many cars arrive (default: one per charger)")
+        parser.add_argument("--cars", type=int, default=None,
+                            help="how many cars arrive (default: one per charger; what-if: 1.5 per charger)")
         parser.add_argument("--single-phase-every", type=int, default=0,
                             help="every Nth charger is single-phase, wired in rotation to L1/L2/L3 (0: none)")
         parser.add_argument("--misbehave-every", type=int, default=0,
@@ -65,7 +84,9 @@ class Command(BaseCommand):
         parser.add_argument("--meter-interval", type=float, default=10.0, help="MeterValues period (s)")
         parser.add_argument("--meter-port", type=int, default=None, help="serve the building meter on this port")
         parser.add_argument("--building-a", type=float, nargs=3, default=(0.0, 0.0, 0.0),
-                            metavar=("L1", "L2", "L3"), help="building load per phase (A) on the meter")
+                            metavar=("L1", "L2", "L3"),
+                            help="building load per phase (A) on the meter (what-if: at the root zones, seen by "
+                            "dynamic zones)")
         parser.add_argument("--meter-lag", type=float, default=0.0, help="meter reports the value of N s ago")
         parser.add_argument("--capacity-a", type=float, default=None,
                             help="site capacity per phase (A): check it continuously and report breaches")
@@ -74,7 +95,12 @@ class Command(BaseCommand):
         parser.add_argument("--duration", type=float, default=None, help="stop after N seconds")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        """Build, run until interrupted, stop."""
+        """Build, run until interrupted, stop (or replay a day, in what-if mode)."""
+        if options["what_if"]:
+            self.what_if(options)
+            return
+        if not options["url"]:
+            raise CommandError("--url is required (or use --what-if)")
         if options["chargers"] < 1:
             raise CommandError("--chargers must be at least 1")
         site = self.build(options)
@@ -134,3 +160,36 @@ class Command(BaseCommand):
         while True:
             await asyncio.sleep(every_s)
             self.stdout.write(site.summary())
+
+    def what_if(self, options: dict[str, Any]) -> None:
+        """Replay a day of arrivals against the site in the database; print (and save) the report."""
+        from simulator.whatif_site import site_from_database  # Django models: only in this mode
+
+        if options["step"] <= 0:
+            raise CommandError("--step must be > 0")
+        site = site_from_database()
+        if not site.chargers:
+            raise CommandError("no accepted charger in the database: the what-if replays against the site's chargers")
+        source = options["what_if"]
+        try:
+            if source in PROFILES:
+                cars = options["cars"] or max(1, round(len(site.chargers) * 1.5))
+                arrivals = builtin_arrivals(source, cars, seed=options["seed"])
+            else:
+                path = Path(source)
+                if not path.is_file():
+                    raise CommandError(f"--what-if: {source!r} is neither a built-in profile "
+                                       f"({', '.join(PROFILES)}) nor a file")
+                arrivals = read_arrivals(path.read_text())
+            day = dt.date.fromisoformat(options["date"]) if options["date"] else None
+        except ValueError as error:
+            raise CommandError(f"--what-if: {error}") from error
+        report = replay(site.zones, site.chargers, arrivals, policy=site.policy, day_start=site.day_start(day),
+                        step_s=options["step"], building_a=site.building_at_roots(tuple(options["building_a"])),
+                        car_response_s=site.car_response_s, site_fallback_a=site.fallback_a)
+        self.stdout.write(f"what-if: {len(arrivals)} cars, {len(site.chargers)} chargers, {len(site.zones)} zones, "
+                          f"{site.policy.mode} sharing, shedding by {site.policy.shedding}")
+        self.stdout.write(format_report(report, per_session=options["per_session"]))
+        if options["json"]:
+            Path(options["json"]).write_text(json.dumps(report.as_dict(), indent=2))
+            self.stdout.write(f"written to {options['json']}")

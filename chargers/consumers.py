@@ -29,12 +29,23 @@ from ocpp.v16 import call as ocpp_call
 
 from chargers import services
 from chargers.commands import ChargerCallError, ChargerOffline, ChargerTimeout, reply_to_result
-from chargers.frames import CALL, CALLERROR, CALLRESULT, Frame, FrameProblem, parse_frame, respell_error_code
+from chargers.frames import (
+    CALL,
+    CALLERROR,
+    CALLRESULT,
+    CHARGER_INITIATED,
+    SYSTEM_INITIATED,
+    Frame,
+    FrameProblem,
+    parse_frame,
+    respell_error_code,
+)
 from chargers.hooks import BOOT_ACCEPTED_STEPS, CALL_OUTCOME_HOOKS, RELAY_OPENERS, URGENT_BOOT_STEPS, ChargerRelay
 from chargers.identity import BadIdentity, identity_from_path, printable
 from chargers.models import Charger, Direction
 from chargers.protocol import CentralSystemChargePoint
 from chargers.ratelimit import RateLimiter, ThrottledLog
+from chargers.schemas import compile_all
 from chargers.writebuffer import LogRow, write_buffer
 from evce import clock
 
@@ -62,6 +73,9 @@ _login_failures_by_address = RateLimiter(limit=settings.OCPP_LOGIN_FAILURES_PER_
 # Unknown ids registered (OCPP_UNKNOWN_CHARGERS accept/pending) per client address and minute.
 _registrations_by_address = RateLimiter(limit=settings.OCPP_REGISTRATIONS_PER_ADDRESS, window_s=60.0)
 _throttled = ThrottledLog(logger)
+
+# Every OCPP 1.6 schema this endpoint checks, compiled now rather than on a charger's frame.
+compile_all(CHARGER_INITIATED | SYSTEM_INITIATED)
 
 
 class TransactionEnded(Exception):
@@ -216,7 +230,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
             self._ended_transactions.add(frame.payload.get("transactionId"))
         if frame.message_type == CALL and self._relays and isinstance(frame.payload, dict):
             self.relayed_requests[frame.unique_id] = (str(frame.action), frame.payload)
-        await self.cp.route_message(frame.text)
+        await self.cp.route(frame.message_type, frame.unique_id, frame.action, frame.message)
 
     async def _reject_frame(self, text: str, problem: FrameProblem) -> None:
         _throttled.warning(("frame", self.charge_point_id), "%s: refused frame: %s: %s", self.charge_point_id,

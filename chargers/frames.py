@@ -19,10 +19,11 @@ Decisions (OCPP-J 1.6 §4.1.2, §4.2.3 table 7), in the order they are checked:
   the value is what precedes them). A NUL elsewhere, or a lone UTF-16 surrogate (which
   UTF-8 cannot encode, §4.1.2), → PropertyConstraintViolation: the JSON is valid but
   the value is not a string we can store (PostgreSQL refuses both).
-- Schema: type and maxLength → TypeConstraintViolation, missing field → ProtocolError
-  ("incomplete"), unknown field → FormationViolation, minItems/maxItems →
-  OccurenceConstraintViolation, enum/minimum/pattern → PropertyConstraintViolation
-  ("at least one field contains an invalid value").
+- Schema (compiled validators of the official 1.6 schemas, chargers.schemas): type and
+  maxLength → TypeConstraintViolation, missing field → ProtocolError ("incomplete"),
+  unknown field → FormationViolation, minItems/maxItems → OccurenceConstraintViolation,
+  enum/minimum/pattern → PropertyConstraintViolation ("at least one field contains an
+  invalid value"). The first rule broken, in schema order, decides.
 - Field ranges the 1.6 spec states in its field tables: connectorId > 0 in
   StartTransaction, ≥ 0 in StatusNotification and MeterValues →
   PropertyConstraintViolation.
@@ -35,9 +36,9 @@ import math
 import re
 from dataclasses import dataclass
 
-from jsonschema.exceptions import best_match
-from ocpp.messages import get_validator
 from ocpp.v16.enums import Action
+
+from chargers.schemas import schema_problem
 
 CALL, CALLRESULT, CALLERROR = 2, 3, 4
 
@@ -101,22 +102,6 @@ _CODE_SPELLING_16 = {
     "FormatViolation": "FormationViolation",
     "OccurrenceConstraintViolation": "OccurenceConstraintViolation",
 }
-
-# jsonschema keyword that failed → OCPP-J error code (see the module docstring).
-_SCHEMA_ERROR_CODES = {
-    "type": "TypeConstraintViolation",
-    "maxLength": "TypeConstraintViolation",
-    "required": "ProtocolError",
-    "additionalProperties": "FormationViolation",
-    "minItems": "OccurenceConstraintViolation",
-    "maxItems": "OccurenceConstraintViolation",
-    "enum": "PropertyConstraintViolation",
-    "minimum": "PropertyConstraintViolation",
-    "maximum": "PropertyConstraintViolation",
-    "pattern": "PropertyConstraintViolation",
-    "minLength": "PropertyConstraintViolation",
-}
-
 
 @dataclass(frozen=True)
 class FrameProblem:
@@ -271,11 +256,9 @@ def _parse_call(message: list[object], unique_id: str, text: str) -> Frame | Fra
 def payload_problem(action: str, payload: dict[str, object]) -> tuple[str, str] | None:
     """(error code, description) when a charger's `action` payload breaks the 1.6 schema
     or a range the spec states; None when it is fine."""
-    error = best_match(get_validator(CALL, action, "1.6").iter_errors(payload))
-    if error is not None:
-        code = _SCHEMA_ERROR_CODES.get(str(error.validator), "FormationViolation")
-        where = "/".join(str(part) for part in error.absolute_path) or "payload"
-        return code, f"{where}: {error.message}"[:_DESCRIPTION_MAX]
+    problem = schema_problem(CALL, action, payload)
+    if problem is not None:
+        return problem.code, problem.description
     minimum = _MIN_CONNECTOR_ID.get(action)
     connector_id = payload.get("connectorId")
     if minimum is not None and isinstance(connector_id, int) and connector_id < minimum:

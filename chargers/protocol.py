@@ -6,26 +6,45 @@ each frame to `route_message`.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import datetime as dt
+import decimal
+import functools
+import inspect
 import json
 import logging
 import sys
+import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from channels.db import database_sync_to_async
 from django.utils.dateparse import parse_datetime
-from ocpp.charge_point import snake_to_camel_case
-from ocpp.exceptions import OCPPError, SecurityError, TypeConstraintViolationError
+from ocpp.charge_point import camel_to_snake_case, snake_to_camel_case
+from ocpp.exceptions import (
+    FormatViolationError,
+    GenericError,
+    NotImplementedError,
+    NotSupportedError,
+    OccurenceConstraintViolationError,
+    OCPPError,
+    PropertyConstraintViolationError,
+    ProtocolError,
+    SecurityError,
+    TypeConstraintViolationError,
+)
 from ocpp.routing import after, on
-from ocpp.v16 import ChargePoint, call_result
+from ocpp.v16 import call_result
 from ocpp.v16.enums import Action
 
 from badges.services import AuthorizationStatus, IdTagInfo, badge_authorize
 from chargers import services
+from chargers.frames import CALL, CALLERROR, CALLRESULT, FrameProblem, parse_frame
 from chargers.hooks import SESSION_CHANGE_LISTENERS
 from chargers.models import Charger
 from chargers.ratelimit import ThrottledLog
+from chargers.schemas import SchemaProblem, schema_problem
 from chargers.writebuffer import MeterValuesWrite, write_buffer
 from evce import clock
 from transactions import services as tx_services
@@ -79,8 +98,130 @@ class _LibraryLog:
             logger.error("%s: a handler failed (%s)", self._id, type(error).__name__, exc_info=True)
 
 
-class CentralSystemChargePoint(ChargePoint):
-    """The central system's side of one charge point's connection."""
+
+class _Route(NamedTuple):
+    """What runs for one action: its `@on` handler and `@after` hook (plain functions)."""
+
+    on: Callable[..., Awaitable[Any]] | None
+    after: Callable[..., Awaitable[Any]] | None
+    on_takes_unique_id: bool
+    after_takes_unique_id: bool
+
+
+def _route_table(cls: type) -> dict[str, _Route]:
+    """action → _Route of the `@on`/`@after` functions of `cls` (the library builds this
+    per connection, as bound methods; here once per class)."""
+    found: dict[str, dict[str, Any]] = {}
+    for name in dir(cls):
+        function = getattr(cls, name, None)
+        for marker in ("_on_action", "_after_action"):
+            action = getattr(function, marker, None)
+            if action is not None:
+                found.setdefault(str(getattr(action, "value", action)), {})[marker] = function
+    table = {}
+    for action, functions in found.items():
+        handler, hook = functions.get("_on_action"), functions.get("_after_action")
+        table[action] = _Route(handler, hook, _takes_unique_id(handler), _takes_unique_id(hook))
+    return table
+
+
+def _takes_unique_id(function: Callable[..., Any] | None) -> bool:
+    return function is not None and "call_unique_id" in inspect.signature(function).parameters
+
+
+_KNOWN_ACTIONS = frozenset(action.value for action in Action)
+
+
+@functools.lru_cache(maxsize=1024)
+def _snake(key: str) -> str:
+    """An OCPP camelCase key as the library's snake_case keyword (`connectorId` → `connector_id`)."""
+    return next(iter(camel_to_snake_case({key: None})))
+
+
+@functools.lru_cache(maxsize=1024)
+def _camel(key: str) -> str:
+    """A snake_case field as its OCPP camelCase key, spelled as the library spells it."""
+    return next(iter(snake_to_camel_case({key: None})))
+
+
+def _wire(value: Any) -> Any:
+    """A `call`/`call_result` dataclass (or what it holds) as its OCPP JSON value: camelCase
+    keys, None fields left out (the library's serialize_as_dict + remove_nones + camelCase)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {_camel(field.name): _wire(item) for field in dataclasses.fields(value)
+                if (item := getattr(value, field.name)) is not None}
+    if isinstance(value, dict):
+        return {_camel(key): _wire(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list | tuple):
+        return [_wire(item) for item in value if item is not None]
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    return value
+
+
+_ERRORS_BY_CODE: dict[str, type[OCPPError]] = {
+    "TypeConstraintViolation": TypeConstraintViolationError,
+    "ProtocolError": ProtocolError,
+    "FormationViolation": FormatViolationError,  # respelled FormationViolation on the wire
+    "OccurenceConstraintViolation": OccurenceConstraintViolationError,
+    "PropertyConstraintViolation": PropertyConstraintViolationError,
+}
+
+
+def _schema_error(problem: SchemaProblem) -> OCPPError:
+    return _ERRORS_BY_CODE.get(problem.code, FormatViolationError)(details={"cause": problem.description})
+
+
+def _call_error(unique_id: str, error: Exception) -> str:
+    """The CALLERROR answering `unique_id` for `error` (InternalError unless an OCPPError)."""
+    if isinstance(error, OCPPError):
+        code, description, details = error.code, error.description, error.details
+    else:
+        code, description, details = "InternalError", "An unexpected error occurred.", {}
+    return json.dumps([CALLERROR, unique_id, code, description, details], separators=(",", ":"), default=str)
+
+
+def _call_error_exception(message: list[Any]) -> OCPPError:
+    """The OCPPError a charger's CALLERROR `[4, id, code, description, details]` stands for."""
+    code, description, details = (list(message[2:5]) + ["", "", {}])[:3]
+    for error in OCPPError.__subclasses__():
+        if error.code == code:
+            return error(description=description, details=details if isinstance(details, dict) else {})
+    return GenericError(description=f"{code}: {description}", details=details if isinstance(details, dict) else {})
+
+
+# @after hooks run as tasks; held here until done (the event loop keeps only weak references).
+_hooks_running: set[asyncio.Future[Any]] = set()
+
+
+def _spawn(coroutine: Awaitable[Any]) -> None:
+    task = asyncio.ensure_future(coroutine)
+    _hooks_running.add(task)
+    task.add_done_callback(_hooks_running.discard)
+
+
+class CentralSystemChargePoint:
+    """The central system's side of one charge point's connection.
+
+    Routes frames the consumer already parsed and checked (chargers.frames) to the `@on`
+    handlers below, and sends our CALLs one at a time (OCPP-J §4.1.1). It keeps the
+    `ocpp` library's handler contract (`@on`/`@after`, snake_case keyword arguments, a
+    `call_result` dataclass back) but not its per-frame machinery, which cost a
+    thread-pool hop per schema check, a regex per payload key and a route map of bound
+    methods per connection:
+
+    - every payload is checked by the compiled validators of chargers.schemas: a
+      charger's CALL before it gets here (chargers.frames), the answers to our calls and
+      our own CALLs and answers here, on the event loop;
+    - the route table is built once per class;
+    - the top-level payload keys become snake_case keyword arguments; nested objects
+      (MeterValues' `meterValue`, StopTransaction's `transactionData`) are passed as
+      the charger sent them, in OCPP camelCase, which is how they are stored.
+    """
+
+    __slots__ = ("id", "charger_pk", "logger", "_connection", "_response_timeout", "_on_boot_accepted",
+                 "_boot_status", "_outstanding_id", "_waiter", "_call_lock")
+    _routes: dict[str, _Route]
 
     def __init__(
         self,
@@ -91,49 +232,126 @@ class CentralSystemChargePoint(ChargePoint):
         response_timeout: int,
         on_boot_accepted: Callable[[], Awaitable[None]],
     ) -> None:
-        super().__init__(charge_point_id, connection, response_timeout=response_timeout,
-                         logger=_LibraryLog(charge_point_id))
+        self.id = charge_point_id
         self.charger_pk = charger_pk
+        self.logger = _LibraryLog(charge_point_id)
+        self._connection = connection
+        self._response_timeout = response_timeout
         self._on_boot_accepted = on_boot_accepted
         self._boot_status = ""
-        # Id of the CALL we sent and wait for (OCPP-J §4.1.1: one at a time). Only its
-        # answer may enter the library's response queue: anything else would pile up
-        # there unread (unbounded memory) and be skipped one by one, recursively, by
-        # the next call.
+        # Id of the CALL we sent and wait for (OCPP-J §4.1.1: one at a time), and where its
+        # answer goes. Only that answer is taken: anything else is the consumer's to drop.
         self._outstanding_id: str | None = None
+        self._waiter: asyncio.Future[tuple[int, list[Any]]] | None = None
+        self._call_lock: asyncio.Lock | None = None  # made at the first call
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._routes = _route_table(cls)
 
     def awaits(self, unique_id: str) -> bool:
         """Is `unique_id` the id of the CALL this side is waiting for an answer to?"""
         return self._outstanding_id is not None and unique_id == self._outstanding_id
 
-    async def _send(self, message: str) -> None:
-        # The library sends a CALL while it holds its call lock: the CALL sent last is
-        # the one outstanding. Its frames start with `[2,"<id>"`.
-        if message.startswith("[2,"):
-            self._outstanding_id = str(json.loads(message)[1])
-        await super()._send(message)
+    # --- frames from the charger ---------------------------------------------------------
+
+    async def route_message(self, raw: str) -> None:
+        """Route one frame given as text (parsed and checked by chargers.frames first)."""
+        frame = parse_frame(raw)
+        if isinstance(frame, FrameProblem):
+            if frame.answerable:
+                await self._send(frame.call_error())
+            return
+        await self.route(frame.message_type, frame.unique_id, frame.action, frame.message)
+
+    async def route(self, message_type: int, unique_id: str, action: str, message: list[Any]) -> None:
+        """Handle a CALL (`action`, payload `message[3]`), or hand an answer to our waiting call."""
+        if message_type == CALL:
+            await self._handle_call(unique_id, action, message[3])
+            return
+        waiter = self._waiter
+        if self.awaits(unique_id) and waiter is not None and not waiter.done():
+            waiter.set_result((message_type, message))
+
+    async def _handle_call(self, unique_id: str, action: str, payload: dict[str, Any]) -> None:
+        route = self._routes.get(action)
+        if route is None or route.on is None:
+            error: OCPPError = (NotImplementedError(details={"cause": f"No handler for {action} registered."})
+                                if action in _KNOWN_ACTIONS
+                                else NotSupportedError(details={"cause": f"{action} not supported by OCPP1.6."}))
+            await self._send(_call_error(unique_id, error))
+            return
+        kwargs = {_snake(key): value for key, value in payload.items()}
+        try:
+            if route.on_takes_unique_id:
+                result = await route.on(self, **kwargs, call_unique_id=unique_id)
+            else:
+                result = await route.on(self, **kwargs)
+            answer = _wire(result)
+            problem = schema_problem(CALLRESULT, action, answer)
+            if problem is not None:
+                raise _schema_error(problem)
+        except Exception as error:  # noqa: BLE001 - answered with a CALLERROR, as the library does
+            self.logger.exception("Error while handling request")
+            await self._send(_call_error(unique_id, error))
+            return
+        await self._send(json.dumps([CALLRESULT, unique_id, answer], separators=(",", ":")))
+        if route.after is not None:
+            extra = {"call_unique_id": unique_id} if route.after_takes_unique_id else {}
+            # A task: an @after hook may call the charger, whose answer this frame's turn would block.
+            _spawn(route.after(self, **kwargs, **extra))
+
+    # --- our calls to the charger --------------------------------------------------------
 
     async def call(self, payload: Any, suppress: bool = True, unique_id: str | None = None,
                    skip_schema_validation: bool = False) -> Any:
-        unique_id = unique_id if unique_id is not None else str(self._unique_id_generator())
-        try:
-            return await super().call(payload, suppress, unique_id, skip_schema_validation)
-        finally:
-            if self._outstanding_id == unique_id:
-                self._outstanding_id = None
-            self._drop_stale_answers()
+        """Send a `ocpp.v16.call` dataclass, return the `call_result` dataclass of the answer.
 
-    def _drop_stale_answers(self) -> None:
-        """Empty the response queue of answers nobody waits for (one that came after its
-        call timed out), keeping the answer of the call now outstanding: the library
-        validates a response off the event loop, so the next call may already be out."""
-        kept = []
-        while not self._response_queue.empty():
-            answer = self._response_queue.get_nowait()
-            if self.awaits(answer.unique_id):
-                kept.append(answer)
-        for answer in kept:
-            self._response_queue.put_nowait(answer)
+        As the library's `ChargePoint.call`: a CALLERROR answer returns None with
+        `suppress`, else raises its OCPPError; no answer within the response timeout
+        raises TimeoutError. `skip_schema_validation` is accepted and ignored: the
+        compiled checks are cheap enough to always run.
+        """
+        action = type(payload).__name__
+        message = await self.request(action, _wire(payload), unique_id=unique_id)
+        if message[0] == CALLERROR:
+            error = _call_error_exception(message)
+            if suppress:
+                self.logger.warning("Received a CALLError")
+                return None
+            raise error
+        return getattr(call_result, action)(**camel_to_snake_case(message[2]))
+
+    async def request(self, action: str, payload: dict[str, Any], *, unique_id: str | None = None) -> list[Any]:
+        """Send the CALL `action` with a camelCase `payload`; return the answer frame.
+
+        The request and a CALLRESULT answer are schema-checked (an OCPPError when one
+        breaks the 1.6 schema). One call at a time per charger (OCPP-J §4.1.1).
+        """
+        problem = schema_problem(CALL, action, payload)
+        if problem is not None:
+            raise _schema_error(problem)
+        unique_id = unique_id if unique_id is not None else str(uuid.uuid4())
+        if self._call_lock is None:
+            self._call_lock = asyncio.Lock()
+        async with self._call_lock:
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            self._outstanding_id = unique_id
+            try:
+                await self._send(json.dumps([CALL, unique_id, action, payload], separators=(",", ":")))
+                message_type, message = await asyncio.wait_for(waiter, self._response_timeout)
+            finally:
+                self._outstanding_id = None
+                self._waiter = None
+        if message_type == CALLRESULT:
+            answer = message[2] if len(message) > 2 else None
+            problem = schema_problem(CALLRESULT, action, answer)
+            if problem is not None:
+                raise _schema_error(problem)
+        return message
+
+    async def _send(self, message: str) -> None:
+        await self._connection.send(message)
 
     async def _charger(self) -> Charger:
         return await database_sync_to_async(Charger.objects.get)(pk=self.charger_pk)
@@ -164,10 +382,7 @@ class CentralSystemChargePoint(ChargePoint):
         if self._boot_status == "Accepted":
             await self._on_boot_accepted()
 
-    # The hot frames skip the library's own schema check: the consumer validated the payload
-    # against the same 1.6 schema before routing it (chargers.frames.payload_problem), and
-    # the library's second check costs a thread-pool hop per frame and per answer.
-    @on(Action.heartbeat, skip_schema_validation=True)
+    @on(Action.heartbeat)
     async def on_heartbeat(self):
         return call_result.Heartbeat(current_time=clock.now().isoformat())
 
@@ -249,12 +464,12 @@ class CentralSystemChargePoint(ChargePoint):
             timestamp=parse_ocpp_time(timestamp, "timestamp"),
             reason=reason,
             id_tag=id_tag,
-            transaction_data=snake_to_camel_case(transaction_data or []),
+            transaction_data=transaction_data or [],  # camelCase, as sent
             now=clock.now(),
         )
         return call_result.StopTransaction(id_tag_info=info.as_ocpp() if info else None)
 
-    @on(Action.meter_values, skip_schema_validation=True)  # validated by the consumer (see on_heartbeat)
+    @on(Action.meter_values)
     async def on_meter_values(
         self, connector_id: int, meter_value: list[dict[str, Any]], transaction_id: int | None = None
     ):
@@ -263,7 +478,7 @@ class CentralSystemChargePoint(ChargePoint):
             charger_pk=self.charger_pk,
             connector_id=connector_id,
             transaction_id=transaction_id,
-            meter_values=snake_to_camel_case(meter_value),
+            meter_values=meter_value,  # camelCase, as sent
         ))
         return call_result.MeterValues()
 
@@ -286,3 +501,6 @@ class CentralSystemChargePoint(ChargePoint):
     async def on_firmware_status_notification(self, status: str):
         await database_sync_to_async(services.charger_set_field)(charger_pk=self.charger_pk, firmware_status=status)
         return call_result.FirmwareStatusNotification()
+
+
+CentralSystemChargePoint._routes = _route_table(CentralSystemChargePoint)

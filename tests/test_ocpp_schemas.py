@@ -1,0 +1,106 @@
+"""Compiled OCPP 1.6 schemas: the checks the library's jsonschema pass made, without it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from ocpp.exceptions import PropertyConstraintViolationError, TypeConstraintViolationError
+from ocpp.v16 import call as v16_call
+
+from chargers.protocol import CentralSystemChargePoint
+from chargers.schemas import CALL, CALLRESULT, schema_problem
+
+PROFILE = {
+    "connectorId": 1,
+    "csChargingProfiles": {
+        "chargingProfileId": 1, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile",
+        "chargingProfileKind": "Absolute",
+        "chargingSchedule": {"chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 21.4}]},
+    },
+}
+
+
+def test_it_accepts_what_the_official_schema_accepts():
+    assert schema_problem(CALL, "Heartbeat", {}) is None
+    assert schema_problem(CALL, "SetChargingProfile", PROFILE) is None  # 21.4 is a multiple of 0.1
+    assert schema_problem(CALLRESULT, "GetLocalListVersion", {"listVersion": 3}) is None
+
+
+@pytest.mark.parametrize(
+    ("message_type", "action", "payload", "code"),
+    [
+        (CALL, "Heartbeat", {"x": 1}, "FormationViolation"),
+        (CALL, "Authorize", {}, "ProtocolError"),
+        (CALL, "Authorize", {"idTag": 5}, "TypeConstraintViolation"),
+        (CALL, "Authorize", {"idTag": "X" * 21}, "TypeConstraintViolation"),
+        (CALL, "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Bogus"},
+         "PropertyConstraintViolation"),
+        (CALL, "MeterValues", {"connectorId": 1, "meterValue": []}, "OccurenceConstraintViolation"),
+        (CALLRESULT, "Reset", {"status": "Maybe"}, "PropertyConstraintViolation"),
+        (CALLRESULT, "GetLocalListVersion", {}, "ProtocolError"),
+    ],
+)
+def test_it_names_the_ocpp_error_of_each_broken_rule(message_type, action, payload, code):
+    problem = schema_problem(message_type, action, payload)
+    assert problem is not None and problem.code == code
+
+
+def test_a_limit_off_the_tenth_breaks_the_profile_schema():
+    profile = json.loads(json.dumps(PROFILE))
+    profile["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] = 21.45
+    problem = schema_problem(CALL, "SetChargingProfile", profile)
+    assert problem is not None and problem.code == "PropertyConstraintViolation"
+
+
+class _Wire:
+    def __init__(self) -> None:
+        self.sent: list[list[Any]] = []
+
+    async def send(self, message: str) -> None:
+        self.sent.append(json.loads(message))
+
+
+async def _nothing() -> None:
+    return None
+
+
+def _point(wire: _Wire) -> CentralSystemChargePoint:
+    return CentralSystemChargePoint("CP-S", wire, charger_pk=1, response_timeout=2, on_boot_accepted=_nothing)
+
+
+@pytest.mark.asyncio
+async def test_an_answer_breaking_its_schema_fails_the_call_with_its_code():
+    wire = _Wire()
+    point = _point(wire)
+    pending = asyncio.ensure_future(point.call(v16_call.Reset(type="Soft"), suppress=False))
+    while not wire.sent:
+        await asyncio.sleep(0.01)
+    await point.route(3, wire.sent[0][1], "", [3, wire.sent[0][1], {"status": 7}])
+    with pytest.raises(TypeConstraintViolationError):
+        await pending
+    assert not point.awaits(wire.sent[0][1])
+
+
+@pytest.mark.asyncio
+async def test_a_request_breaking_its_schema_is_never_sent():
+    wire = _Wire()
+    with pytest.raises(PropertyConstraintViolationError):
+        await _point(wire).call(v16_call.Reset(type="Gentle"), suppress=False)
+    assert wire.sent == []
+
+
+@pytest.mark.asyncio
+async def test_a_valid_answer_becomes_the_librarys_call_result():
+    wire = _Wire()
+    point = _point(wire)
+    pending = asyncio.ensure_future(point.call(v16_call.GetConfiguration(key=["HeartbeatInterval"])))
+    while not wire.sent:
+        await asyncio.sleep(0.01)
+    assert wire.sent[0][2:] == ["GetConfiguration", {"key": ["HeartbeatInterval"]}]
+    answer = {"configurationKey": [{"key": "HeartbeatInterval", "readonly": False, "value": "300"}]}
+    await point.route(3, wire.sent[0][1], "", [3, wire.sent[0][1], answer])
+    result = await pending
+    assert result.configuration_key == [{"key": "HeartbeatInterval", "readonly": False, "value": "300"}]

@@ -1,0 +1,122 @@
+"""The relay of one charger connection to its upstream backends (chargers.hooks.RELAY_OPENERS).
+
+Opened when the charger's websocket is accepted (if it has enabled links), closed when it
+disconnects: the backends see the charger's real presence. Every charger CALL the consumer
+answered is handed to each link in order, with transaction ids the links map themselves. Only
+the primary's answer to Authorize and StartTransaction is awaited, at most the backend's message
+timeout, and only while its link is up; otherwise the local decision stands (and the Start is
+queued for the backend like any transaction message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+from chargers.hooks import ReplyCallFn
+from evce import clock
+from proxy import services
+from proxy.link import LinkRunner, Outgoing
+
+logger = logging.getLogger(__name__)
+
+DECIDED_BY_PRIMARY = frozenset({"Authorize", "StartTransaction"})
+ID_TAG_STATUSES = frozenset({"Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx"})
+
+
+async def open_relay(charger_pk: int, charge_point_id: str, call: ReplyCallFn) -> UpstreamRelay | None:
+    configs = await database_sync_to_async(services.link_configs)(charger_pk=charger_pk)
+    if not configs:
+        return None
+    booted = await database_sync_to_async(services.charger_booted)(charger_pk=charger_pk)
+    relay = UpstreamRelay(charger_pk, charge_point_id, call, configs, booted=booted)
+    relay.start()
+    return relay
+
+
+def id_tag_info(value: object) -> dict[str, Any] | None:
+    """A backend's idTagInfo, kept to what OCPP 1.6 allows (the charger gets it as is)."""
+    if not isinstance(value, dict) or value.get("status") not in ID_TAG_STATUSES:
+        return None
+    info: dict[str, Any] = {"status": value["status"]}
+    for key in ("expiryDate", "parentIdTag"):
+        if isinstance(value.get(key), str) and len(value[key]) <= (20 if key == "parentIdTag" else 40):
+            info[key] = value[key]
+    return info
+
+
+class UpstreamRelay:
+    def __init__(self, charger_pk: int, charge_point_id: str, call: ReplyCallFn,
+                 configs: list[services.LinkConfig], *, booted: bool) -> None:
+        self.charger_pk = charger_pk
+        self.charge_point_id = charge_point_id
+        self.call = call
+        self.booted = asyncio.Event()
+        if booted:
+            self.booted.set()
+        self.links = [LinkRunner(self, config) for config in configs]
+        self.primary = next((link for link in self.links if link.config.primary), None)
+        self.awaiting_remote_start = False
+
+    def start(self) -> None:
+        for link in self.links:
+            link.start()
+
+    async def close(self) -> None:
+        await asyncio.gather(*(link.stop() for link in self.links), return_exceptions=True)
+
+    async def answered(self, action: str, request: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any] | None:
+        if action == "BootNotification":
+            if answer.get("status") != "Accepted":
+                return None
+            if not self.booted.is_set():
+                self.booted.set()  # the links connect now and send this boot (stored by the local handler)
+                return None
+        local_tx = answer.get("transactionId") if action == "StartTransaction" else None
+        transactional = services.is_transactional(action, request)
+        decide = self.primary is not None and action in DECIDED_BY_PRIMARY and self.primary.connected
+        decision: asyncio.Future[dict[str, Any] | None] | None = None
+        for link in self.links:
+            future = None
+            if decide and link is self.primary:
+                future = decision = asyncio.get_running_loop().create_future()
+            link.submit(Outgoing(action, request, local_tx if isinstance(local_tx, int) else None, transactional,
+                                 future))
+        if action == "StartTransaction" and isinstance(local_tx, int):
+            await self._started(request, local_tx)
+        elif action == "StopTransaction" and isinstance(request.get("transactionId"), int):
+            await database_sync_to_async(services.profiles_end_transaction)(transaction_id=request["transactionId"])
+        if decision is None or self.primary is None:
+            return None
+        return await self._decided(action, answer, decision, local_tx)
+
+    async def _decided(self, action: str, answer: dict[str, Any], decision: asyncio.Future[dict[str, Any] | None],
+                       local_tx: object) -> dict[str, Any] | None:
+        assert self.primary is not None  # noqa: S101
+        try:
+            upstream = await asyncio.wait_for(asyncio.shield(decision), self.primary.config.message_timeout_s)
+        except TimeoutError:
+            await self.primary.event(f"{action}: no answer in time, local decision")
+            return None
+        info = id_tag_info((upstream or {}).get("idTagInfo"))
+        if info is None:
+            return None
+        if action == "StartTransaction" and isinstance(local_tx, int):
+            await database_sync_to_async(services.transaction_decided)(transaction_pk=local_tx, status=info["status"])
+        return {**answer, "idTagInfo": info}
+
+    async def _started(self, request: dict[str, Any], local_tx: int) -> None:
+        """A RemoteStart's profile becomes the TxProfile cap of the transaction it started."""
+        if not self.awaiting_remote_start:
+            return
+        bound = 0
+        for link in self.links:
+            bound += await database_sync_to_async(services.profiles_bind_remote_start)(
+                link_pk=link.config.link_pk, id_tag=str(request.get("idTag", "")),
+                connector_id=int(request.get("connectorId", 0)), transaction_id=local_tx)
+        if bound:
+            logger.info("%s: a RemoteStart profile caps transaction %s (%s)", self.charge_point_id, local_tx,
+                        clock.now().isoformat())

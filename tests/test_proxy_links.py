@@ -1,0 +1,106 @@
+"""Upstream CPO backends end to end: a real Daphne, a real `ocpp` charger, two fake backends."""
+
+from __future__ import annotations
+
+import pytest
+from ocpp.exceptions import OCPPError
+from ocpp.v16 import call
+
+from badges.models import Badge
+from chargers.models import Charger, RegistrationStatus
+from proxy.models import Role, TransactionIdMap, UpstreamBackend, UpstreamLink
+from tests.conftest import wait_until
+from tests.ocpp_sim import utc_iso
+from tests.proxy_cpo import FakeCpo
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def cpos():
+    primary, mirror = FakeCpo(first_tx_id=1000), FakeCpo(first_tx_id=5000)
+    yield primary, mirror
+    primary.close()
+    mirror.close()
+
+
+def make_link(charger: Charger, cpo: FakeCpo, role: str, name: str, **options) -> UpstreamLink:
+    backend = UpstreamBackend.objects.create(name=name, url=options.pop("url", cpo.url), message_timeout_s=2,
+                                             transaction_message_retry_interval_s=0, **options)
+    return UpstreamLink.objects.create(charger=charger, backend=backend, role=role)
+
+
+def connected(*links: UpstreamLink) -> bool:
+    return UpstreamLink.objects.filter(pk__in=[link.pk for link in links], connected=True).count() == len(links)
+
+
+def meter_value(wh: int) -> list[dict]:
+    return [{"timestamp": utc_iso(), "sampled_value": [{"value": str(wh), "measurand": "Energy.Active.Import.Register",
+                                                        "unit": "Wh"}]}]
+
+
+@pytest.fixture
+def proxied(ocpp_url, charger_factory, cpos):
+    """CP-PX: primary + mirror links, booted, one connector reported Available."""
+    primary, mirror = cpos
+    charger = Charger.objects.create(charge_point_id="CP-PX", registration_status=RegistrationStatus.ACCEPTED)
+    links = make_link(charger, primary, Role.PRIMARY, "CPO primary"), make_link(charger, mirror, Role.MIRROR, "Mirror")
+    sim = charger_factory(ocpp_url, "CP-PX").connect()
+    sim.boot()
+    sim.call(call.StatusNotification(connector_id=1, error_code="NoError", status="Available"))
+    wait_until(lambda: connected(*links))
+    return sim, primary, mirror, links
+
+
+def test_it_forwards_both_ways_and_maps_transaction_ids(proxied):
+    sim, primary, mirror, (primary_link, mirror_link) = proxied
+    Badge.objects.create(id_tag="DRIVER")
+    for cpo in (primary, mirror):
+        assert cpo.actions("CP-PX")[0] == "BootNotification"
+        assert cpo.payloads("BootNotification")[0]["chargePointVendor"] == "TestVendor"
+    tx = sim.call(call.StartTransaction(connector_id=1, id_tag="DRIVER", meter_start=0, timestamp=utc_iso()))
+    assert tx.id_tag_info["status"] == "Accepted"
+    wait_until(lambda: TransactionIdMap.objects.count() == 2)
+    ids = dict(TransactionIdMap.objects.filter(local_transaction_id=tx.transaction_id)
+               .values_list("link_id", "upstream_transaction_id"))
+    assert ids == {primary_link.pk: 1000, mirror_link.pk: 5000}
+    sim.call(call.MeterValues(connector_id=1, transaction_id=tx.transaction_id, meter_value=meter_value(150)))
+    # Backend -> charger: the primary stops the session with its own id; the charger gets the local one.
+    assert primary.call("CP-PX", call.RemoteStopTransaction(transaction_id=1000)).status == "Accepted"
+    assert ("RemoteStopTransaction", {"transaction_id": tx.transaction_id}) in sim.cp.received
+    sim.call(call.StopTransaction(meter_stop=300, timestamp=utc_iso(), transaction_id=tx.transaction_id,
+                                  reason="Remote"))
+    for cpo, upstream in ((primary, 1000), (mirror, 5000)):
+        wait_until(lambda cpo=cpo: cpo.payloads("StopTransaction"))
+        assert cpo.payloads("StopTransaction")[0]["transactionId"] == upstream
+        assert cpo.payloads("MeterValues")[0]["transactionId"] == upstream
+    # Reading is forwarded for both; the charger's answer is relayed.
+    keys = mirror.call("CP-PX", call.GetConfiguration(key=["HeartbeatInterval"])).configuration_key
+    assert {"key": "HeartbeatInterval", "value": "300", "readonly": False} in keys
+
+
+def test_the_primary_decides_authorize_and_start(proxied):
+    sim, primary, mirror, _ = proxied
+    Badge.objects.create(id_tag="LOCAL-OK")
+    primary.id_tags["LOCAL-OK"] = "Invalid"
+    mirror.id_tags["LOCAL-OK"] = "Blocked"  # a mirror's answer is ignored
+    assert sim.call(call.Authorize(id_tag="LOCAL-OK")).id_tag_info["status"] == "Invalid"
+    tx = sim.call(call.StartTransaction(connector_id=1, id_tag="LOCAL-OK", meter_start=0, timestamp=utc_iso()))
+    assert tx.id_tag_info["status"] == "Invalid"
+    from transactions.models import Transaction
+
+    assert Transaction.objects.get(pk=tx.transaction_id).id_tag_status == "Invalid"
+    # And the other way: a badge unknown here that the primary accepts.
+    assert sim.call(call.Authorize(id_tag="CPO-ONLY")).id_tag_info["status"] == "Accepted"
+
+
+def test_a_mirror_may_read_but_not_act(proxied):
+    sim, primary, mirror, _ = proxied
+    with pytest.raises(OCPPError) as refused:
+        mirror.call("CP-PX", call.RemoteStartTransaction(id_tag="X", connector_id=1))
+    assert refused.value.code == "SecurityError"
+    with pytest.raises(OCPPError):
+        mirror.call("CP-PX", call.Reset(type="Hard"))
+    assert not {"RemoteStartTransaction", "Reset"} & {action for action, _ in sim.cp.received}
+    assert primary.call("CP-PX", call.RemoteStartTransaction(id_tag="X", connector_id=1)).status == "Accepted"
+    assert "RemoteStartTransaction" in [action for action, _ in sim.cp.received]

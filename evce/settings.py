@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "api",
     "simulator",
     "dashboard",
+    "proxy",
 ]
 
 MIDDLEWARE = [

@@ -174,9 +174,26 @@ def gather(now: dt.datetime) -> LoopInputs:
     for tx in transactions:
         _add_session(inputs, tx, charger_contexts[tx.charger_id], states.get((tx.charger_id, tx.connector_id)),
                      timelines.get(tx.pk, []), tx.id_tag.upper() in vip_tags, now)
+    _cap_by_upstream(inputs, transactions, now)
     inputs.zones = _capacities(zones, configs, budgets, inputs, timelines, now, settings)
     inputs.static_zones = _static_zones(configs, settings)
     return inputs
+
+
+def _cap_by_upstream(inputs: LoopInputs, transactions: list[Transaction], now: dt.datetime) -> None:
+    """A CPO backend's charging profile caps its sessions (proxy app): the charger holds the lower
+    of the local share and the backend's limit; a cap under the session's minimum pauses it."""
+    from proxy.caps import upstream_limits_a  # noqa: PLC0415 - the proxy is an optional feed
+
+    caps = upstream_limits_a(now)
+    if not caps:
+        return
+    by_session = {f"tx-{tx.pk}": caps.get((tx.charger_id, tx.connector_id)) for tx in transactions}
+    inputs.sessions = [
+        session if by_session.get(session.id) is None
+        else replace(session, max_a=max(0.0, min(session.max_a, by_session[session.id] or 0.0)))
+        for session in inputs.sessions
+    ]
 
 
 def _static_zones(configs: list[ZoneConfig], settings: SiteSettings) -> list[EngineZone]:

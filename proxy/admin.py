@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import admin
 from django.db.models import Count, QuerySet
@@ -27,16 +29,8 @@ class UpstreamLinkInline(admin.TabularInline):
         return _queue_depth(link) if link.pk else 0
 
 
-class BackendForm(forms.ModelForm):
-    class Meta:
-        model = UpstreamBackend
-        fields = "__all__"
-        widgets = {"password": forms.PasswordInput(render_value=True)}
-
-
 @admin.register(UpstreamBackend)
 class UpstreamBackendAdmin(admin.ModelAdmin):
-    form = BackendForm
     list_display = ("name", "url", "enabled", "links_connected", "dropped_meter_values", "dropped_messages")
     readonly_fields = ("dropped_meter_values", "dropped_messages")
     inlines = [UpstreamLinkInline]
@@ -49,6 +43,11 @@ class UpstreamBackendAdmin(admin.ModelAdmin):
             "policy_read", "policy_remote_transactions", "policy_reset", "policy_configuration", "policy_firmware",
             "policy_local_list", "policy_reservation", "policy_smart_charging", "policy_data_transfer")}),
     )
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "password":
+            kwargs["widget"] = forms.PasswordInput(render_value=True)
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     @admin.display(description="links connected")
     def links_connected(self, backend: UpstreamBackend) -> str:

@@ -35,7 +35,7 @@ def link_statuses() -> list[LinkStatus]:
              .order_by("charger__charge_point_id", "backend__name"))
     return [LinkStatus(charge_point_id=link.charger.charge_point_id, backend=link.backend.name, role=link.role,
                        identity=link.identity(link.charger.charge_point_id), connected=link.connected,
-                       since=link.status_since, queue_depth=link.depth,  # type: ignore[attr-defined]
+                       since=link.status_since, queue_depth=link.depth,
                        last_error=link.last_error, enabled=link.enabled and link.backend.enabled)
             for link in links]
 

@@ -149,8 +149,8 @@ def test_rejected_credentials_and_bad_urls_are_shown_on_the_link(daphne, charger
     try:
         wrong = link_to(guarded, "CP-AUTH", password="wrong")
         charger = Charger.objects.create(charge_point_id="CP-NOWHERE", registration_status=RegistrationStatus.ACCEPTED)
-        nowhere = UpstreamLink.objects.create(charger=charger, role=Role.PRIMARY, backend=UpstreamBackend.objects.create(
-            name="Nowhere", url=f"ws://127.0.0.1:{free_port()}/ocpp"))
+        backend = UpstreamBackend.objects.create(name="Nowhere", url=f"ws://127.0.0.1:{free_port()}/ocpp")
+        nowhere = UpstreamLink.objects.create(charger=charger, role=Role.PRIMARY, backend=backend)
         url = daphne.start()
         for cp_id in ("CP-AUTH", "CP-NOWHERE"):
             charger_factory(url, cp_id).connect().boot()

@@ -9,7 +9,18 @@ from django.http import HttpRequest
 
 from proxy.models import UpstreamBackend, UpstreamLink
 
-STATUS_FIELDS = ("connected", "status_since", "queue_depth", "last_error", "backend_boot_status")
+STATUS_FIELDS = ("state", "status_since", "queue_depth", "last_error", "backend_boot_status")
+
+
+def _state(link: UpstreamLink) -> str:
+    if not link.pk:
+        return "—"
+    if not (link.enabled and link.backend.enabled):
+        return "disabled"
+    # A link runs only while its charger is connected (the flags of a crashed process are stale).
+    if link.connected and link.charger.connected:
+        return "connected"
+    return "not connected" if link.charger.connected else "not connected (charger offline)"
 
 
 def _queue_depth(link: UpstreamLink) -> int:
@@ -27,6 +38,10 @@ class UpstreamLinkInline(admin.TabularInline):
     @admin.display(description="queue depth")
     def queue_depth(self, link: UpstreamLink) -> int:
         return _queue_depth(link) if link.pk else 0
+
+    @admin.display(description="state")
+    def state(self, link: UpstreamLink) -> str:
+        return _state(link)
 
 
 @admin.register(UpstreamBackend)
@@ -57,7 +72,7 @@ class UpstreamBackendAdmin(admin.ModelAdmin):
 
 @admin.register(UpstreamLink)
 class UpstreamLinkAdmin(admin.ModelAdmin):
-    list_display = ("charger", "backend", "role", "enabled", "connected", "status_since", "queue_depth", "last_error")
+    list_display = ("charger", "backend", "role", "enabled", "state", "status_since", "queue_depth", "last_error")
     list_filter = ("backend", "role", "connected", "enabled")
     search_fields = ("charger__charge_point_id", "upstream_identity", "backend__name")
     fields = ("charger", "backend", "role", "upstream_identity", "enabled", *STATUS_FIELDS)
@@ -70,3 +85,7 @@ class UpstreamLinkAdmin(admin.ModelAdmin):
     @admin.display(description="queue depth")
     def queue_depth(self, link: UpstreamLink) -> int:
         return _queue_depth(link)
+
+    @admin.display(description="state")
+    def state(self, link: UpstreamLink) -> str:
+        return _state(link)

@@ -34,7 +34,9 @@ def link_statuses() -> list[LinkStatus]:
     links = (UpstreamLink.objects.select_related("charger", "backend").annotate(depth=Count("queue"))
              .order_by("charger__charge_point_id", "backend__name"))
     return [LinkStatus(charge_point_id=link.charger.charge_point_id, backend=link.backend.name, role=link.role,
-                       identity=link.identity(link.charger.charge_point_id), connected=link.connected,
+                       identity=link.identity(link.charger.charge_point_id),
+                       # A link runs only while its charger is connected (flags of a crashed process are stale).
+                       connected=link.connected and link.charger.connected,
                        since=link.status_since, queue_depth=link.depth,
                        last_error=link.last_error, enabled=link.enabled and link.backend.enabled)
             for link in links]

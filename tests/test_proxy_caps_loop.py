@@ -40,8 +40,8 @@ def cpo():
 
 
 @pytest.fixture
-def charging(ocpp_url, charger_factory, cpo):
-    """CP-CAP (32 A, three-phase) alone under a 32 A zone, a session running, its primary backend up."""
+def site(ocpp_url, charger_factory, cpo):
+    """CP-CAP (32 A, three-phase) alone under a 32 A zone, its primary backend up."""
     settings = SiteSettings.load()
     settings.min_on_s = settings.min_off_s = 0
     settings.save()
@@ -54,6 +54,13 @@ def charging(ocpp_url, charger_factory, cpo):
     sim = charger_factory(ocpp_url, "CP-CAP").connect()
     sim.boot()
     wait_until(lambda: UpstreamLink.objects.filter(pk=link.pk, connected=True).exists())
+    return sim
+
+
+@pytest.fixture
+def charging(site):
+    """The same with a session running at the local 32 A."""
+    sim = site
     tx = sim.call(call.StartTransaction(connector_id=1, id_tag="DRIVER", meter_start=0, timestamp=utc_iso()))
     wait_until(lambda: TransactionIdMap.objects.filter(local_transaction_id=tx.transaction_id).exists())
     settle()
@@ -106,3 +113,19 @@ def test_get_composite_schedule_answers_the_lower_and_invalid_profiles_are_rejec
     assert set_profile(cpo, 1, backend_profile("ChargePointMaxProfile", 10)) == "Rejected"
     assert set_profile(cpo, 1, backend_profile("TxProfile", 10, transaction_id=999)) == "Rejected"
     assert set_profile(cpo, 2, backend_profile("TxProfile", 10)) == "Rejected"
+
+
+def test_a_remote_start_profile_caps_the_transaction_it_starts(site, cpo):
+    sim = site
+    profile = backend_profile("TxProfile", 8)
+    del profile["charging_schedule"]["start_schedule"]
+    profile["charging_profile_kind"] = "Relative"
+    answer = cpo.call("CP-CAP", call.RemoteStartTransaction(id_tag="DRIVER", connector_id=1,
+                                                            charging_profile=profile))
+    assert answer.status == "Accepted"
+    remote = [payload for action, payload in sim.cp.received if action == "RemoteStartTransaction"]
+    assert remote == [{"id_tag": "DRIVER", "connector_id": 1}]  # the charger never sees the backend's profile
+    tx = sim.call(call.StartTransaction(connector_id=1, id_tag="DRIVER", meter_start=0, timestamp=utc_iso()))
+    wait_until(lambda: UpstreamProfile.objects.filter(transaction_id=tx.transaction_id).exists())
+    settle()
+    assert sim.last_tx_limit() == 8.0

@@ -7,13 +7,14 @@ hand-over to the channel layer is replaced by "handed over" (the tick never wait
 and every profile is then answered Accepted through the same service the consumers call. It also
 counts the ticks a fresh site needs to converge (a tick that sends nothing).
 
-    python bench/bench_tick.py [--chargers 250 1000 5000] [--repeat 10]
+    python bench/bench_tick.py [--chargers 250 1000 5000] [--repeat 10] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import statistics
 import sys
@@ -110,7 +111,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--chargers", type=int, nargs="+", default=[250, 1000])
     parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--json", help="write the figures (ms) here")
     args = parser.parse_args()
+    figures: dict[int, dict[str, float]] = {}
     call_command("migrate", verbosity=0)
     print(f"{'chargers':>8} {'phase':>9} {'median ms':>10} {'max ms':>8}")
     for count in args.chargers:
@@ -134,9 +137,15 @@ def main() -> None:
         print(f"{count:>8} limit cut: {int(cut['sent'])} decreases; the sessions' ones handed over "
               f"{(marks['sessions_at'] - started) * 1000:.0f} ms after the tick started; whole tick "
               f"{cut['total'] * 1000:.0f} ms; recording the answers {cut['answers'] * 1000:.0f} ms")
+        figures[count] = {"converge_ticks": len(converging) - 1, "cut_tick_ms": round(cut["total"] * 1000, 1),
+                          "cut_handed_over_ms": round((marks["sessions_at"] - started) * 1000, 1)}
         for phase in ("gather", "allocate", "plan", "send", "record", "total"):
             values = [run[phase] * 1000 for run in runs]
             print(f"{count:>8} {phase:>9} {statistics.median(values):>10.1f} {max(values):>8.1f}")
+            figures[count][f"{phase}_median_ms"] = round(statistics.median(values), 1)
+            figures[count][f"{phase}_max_ms"] = round(max(values), 1)
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

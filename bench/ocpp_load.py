@@ -38,6 +38,7 @@ class Charger:
         self._waiting: dict[str, asyncio.Future[Any]] = {}
         self.transaction_id: int | None = None
         self.energy_wh = 0
+        self.profiles: list[tuple[float, float | None]] = []
 
     async def connect(self, timeout_s: float) -> None:
         self.ws = await websockets.connect(f"{self.url}/{self.cp_id}", subprotocols=["ocpp1.6"],
@@ -51,6 +52,8 @@ class Charger:
                 if frame[0] == 2:
                     answer = _ANSWERS.get(frame[2], {"status": "Accepted"})
                     await self.ws.send(json.dumps([3, frame[1], answer]))
+                    if frame[2] == "SetChargingProfile":  # (answered at, limit): the overload benchmark
+                        self.profiles.append((time.time(), _profile_limit(frame[3])))
                 elif (future := self._waiting.pop(frame[1], None)) is not None and not future.done():
                     future.set_result(frame)
         except websockets.ConnectionClosed:
@@ -92,6 +95,14 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat()
 
 
+def _profile_limit(payload: dict[str, Any]) -> float | None:
+    try:
+        periods = payload["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"]
+        return float(periods[0]["limit"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
 def percentile(values: list[float], fraction: float) -> float | None:
     if not values:
         return None
@@ -102,11 +113,21 @@ def percentile(values: list[float], fraction: float) -> float | None:
 async def run(url: str, chargers: int, rate: float, seconds: float, prefix: str, connect_timeout_s: float,
               warmup_s: float = 2.0) -> dict[str, Any]:
     fleet = [Charger(url, f"{prefix}{i:05d}") for i in range(chargers)]
+    result = await bring_up(fleet, connect_timeout_s)
+    result.update(await drive(fleet, rate, seconds, warmup_s))
+    for charger in fleet:
+        if charger.ws is not None:
+            await charger.ws.close()
+    return result
+
+
+async def bring_up(fleet: list[Charger], connect_timeout_s: float) -> dict[str, Any]:
+    """Connect and boot every charger (200 at a time, 5 tries each); a transaction starts on each."""
     started = time.monotonic()
     connect_failures = 0
     semaphore = asyncio.Semaphore(200)
 
-    async def bring_up(charger: Charger) -> bool:
+    async def one(charger: Charger) -> bool:
         async with semaphore:
             for _ in range(5):
                 try:
@@ -119,8 +140,15 @@ async def run(url: str, chargers: int, rate: float, seconds: float, prefix: str,
                     await asyncio.sleep(0.5)
         return False
 
-    up = sum(await asyncio.gather(*(bring_up(charger) for charger in fleet)))
-    boot_s = time.monotonic() - started
+    up = sum(await asyncio.gather(*(one(charger) for charger in fleet)))
+    return {"chargers": len(fleet), "connected": up, "connect_boot_s": round(time.monotonic() - started, 2),
+            "connect_failures": connect_failures}
+
+
+async def drive(fleet: list[Charger], rate: float, seconds: float, warmup_s: float) -> dict[str, Any]:
+    """MeterValues at `rate` per second over the fleet: `warmup_s`, then `seconds` measured."""
+    chargers = len(fleet)
+    answered = 0  # every MeterValues answered, warm-up included: the samples the server must hold
     latencies: list[float] = []
     completed_in_window: list[float] = []  # answers received within the measured window
     errors = 0
@@ -128,8 +156,8 @@ async def run(url: str, chargers: int, rate: float, seconds: float, prefix: str,
     measure_from = time.monotonic() + warmup_s
     stop_at = measure_from + seconds
 
-    async def drive(charger: Charger) -> None:
-        nonlocal errors
+    async def drive_one(charger: Charger) -> None:
+        nonlocal errors, answered
         await asyncio.sleep(random.uniform(0, period_s))  # noqa: S311 - spread, not security
         next_at = time.monotonic()
         while next_at < stop_at:
@@ -137,6 +165,7 @@ async def run(url: str, chargers: int, rate: float, seconds: float, prefix: str,
             try:
                 await charger.call("MeterValues", charger.meter_values())
                 done = time.monotonic()
+                answered += 1
                 if measure_from <= done < stop_at:
                     completed_in_window.append(done)
                 if sent >= measure_from:
@@ -147,14 +176,10 @@ async def run(url: str, chargers: int, rate: float, seconds: float, prefix: str,
             next_at += period_s
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
-    await asyncio.gather(*(drive(charger) for charger in fleet if charger.ws is not None))
-    for charger in fleet:
-        if charger.ws is not None:
-            await charger.ws.close()
+    await asyncio.gather(*(drive_one(charger) for charger in fleet if charger.ws is not None))
     millis = [value * 1000 for value in latencies]
     return {
-        "chargers": chargers, "connected": up, "connect_boot_s": round(boot_s, 2),
-        "connect_failures": connect_failures, "offered_per_s": rate, "seconds": seconds,
+        "offered_per_s": rate, "seconds": seconds, "meter_values_answered": answered,
         "completed_per_s": round(len(completed_in_window) / seconds, 1), "errors": errors,
         "p50_ms": _round(percentile(millis, 0.50)), "p95_ms": _round(percentile(millis, 0.95)),
         "p99_ms": _round(percentile(millis, 0.99)),

@@ -1,0 +1,525 @@
+"""Issue 10's scale benchmark in one command: every figure beside its target and the bare baseline.
+
+For each size (default 250, 1,000, 5,000 chargers), against the project (fresh database,
+`OCPP_UNKNOWN_CHARGERS=accept`) and against `bench/bare_server.py` (bare Daphne + `ocpp`
+ChargePoint, no database), started the same way in the same invocation:
+
+1. connect + boot N chargers (each starts a transaction); server memory per connected charger
+   (RSS after − RSS before, divided by N);
+2. MeterValues at `--rate` (default: one per charger per `--period` s, at least 1,000/s offered
+   when N ≥ 1,000) for `--seconds` after `--warmup`: done/s, p50/p95/p99, errors; every sample
+   counted in the database afterwards (project: 5 per MeterValues answered);
+3. overload reaction (project only, sizes in `--overload-sizes`): with the control loop converged,
+   the root zone limit drops to `--cut` of itself and one tick runs → time until every session's
+   charger has answered a SetChargingProfile at or below its new share;
+4. reconnect storm: the server is stopped and started again with the N chargers connected;
+   they reconnect (first try after 0–1 s, then every 1–2 s) → time until all are booted again
+   (from the restart and from the moment the port listens), handshake failures after listen.
+
+Then, once per invocation: the tick alone (`bench/bench_tick.py`) at `--tick-sizes` sessions,
+and channel-layer delivery of commands (group_send vs send, channels-redis core layer vs
+RedisPubSubChannelLayer). Backends: `--backend embedded` (SQLite + a private redis-server) or
+`--backend postgres` (`--database-url`, default postgres://postgres@127.0.0.1:5432/evce_bench,
+dropped and created afresh; `--redis-url`, default redis://127.0.0.1:6379/14, flushed).
+
+    .venv/bin/python bench/bench_scale.py --backend embedded --sizes 250 1000 --json scale.json
+    .venv/bin/python bench/bench_scale.py --backend postgres --sizes 250 --skip-storm
+
+The soft file-descriptor limit is raised to the hard limit (each charger is one fd here and one
+in the server; the server inherits the raised limit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import json
+import os
+import random
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_ocpp  # noqa: E402 - helpers beside this script
+import ocpp_load  # noqa: E402
+
+BENCH_DIR = Path(__file__).resolve().parent
+BASE_DIR = BENCH_DIR.parent
+SAMPLES_PER_METER_VALUES = 5
+TARGETS = {
+    "connected": "5,000 connected chargers",
+    "mv_rate": ">= 1,000 MV/s, p95 <= 50 ms, p99 <= 250 ms, 0 errors",
+    "kb": "<= 50 KB/charger",
+    "storm": "5,000 reconnected <= 30 s, 0 failures after listen",
+    "overload": "<= 2 s at 250, <= 5 s at 5,000",
+    "ratio": "project <= 1.5x bare",
+}
+
+
+# ---------------------------------------------------------------- environment
+def raise_fd_limit(needed: int) -> dict[str, int]:
+    """Soft RLIMIT_NOFILE up to the hard limit; says whether `needed` fds fit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    return {"soft": soft, "hard": hard, "needed": needed, "enough": int(soft >= needed)}
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+@dataclass
+class Backend:
+    name: str
+    database_url: str
+    redis_url: str
+    work: Path
+    redis: subprocess.Popen[bytes] | None = None
+
+    def prepare(self) -> None:
+        """A fresh, migrated database and an empty Redis database."""
+        if self.database_url.startswith("postgres"):
+            url = urlparse(self.database_url)
+            base = ["-h", url.hostname or "127.0.0.1", "-p", str(url.port or 5432), "-U", url.username or "postgres"]
+            subprocess.run(["dropdb", "--if-exists", "--force", *base, url.path.lstrip("/")], check=True)  # noqa: S603,S607
+            subprocess.run(["createdb", *base, url.path.lstrip("/")], check=True)  # noqa: S603,S607
+        else:
+            Path(urlparse(self.database_url).path).unlink(missing_ok=True)
+        if self.redis is None and "127.0.0.1:0/" in self.redis_url:
+            port = bench_ocpp._free_port()
+            self.redis = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],  # noqa: S607
+                                          stdout=subprocess.DEVNULL, cwd=self.work)
+            self.redis_url = self.redis_url.replace("127.0.0.1:0/", f"127.0.0.1:{port}/")
+            bench_ocpp._wait_for_port(port)
+        import redis
+
+        redis.Redis.from_url(self.redis_url).flushdb()
+        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=BASE_DIR,  # noqa: S603
+                       env=self.env(), check=True)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return dict(os.environ, DATABASE_URL=self.database_url, REDIS_URL=self.redis_url,
+                    DJANGO_SETTINGS_MODULE="evce.settings", EVCE_DATA_DIR=str(self.work),
+                    OCPP_UNKNOWN_CHARGERS="accept", OCPP_REGISTRATIONS_PER_ADDRESS="1000000",
+                    OCPP_LOGIN_FAILURES_PER_ADDRESS="1000000", BADGES_ALLOW_CONCURRENT_TX="true",
+                    LOG_LEVEL="warning", HTTPS="false", **extra)
+
+    def close(self) -> None:
+        if self.redis is not None:
+            self.redis.terminate()
+            self.redis.wait(10)
+
+
+@dataclass
+class Server:
+    """A Daphne process that can be restarted on the same port."""
+
+    kind: str  # "project" or "bare"
+    backend: Backend | None  # the project's database and Redis (none for the bare baseline)
+    port: int = field(default_factory=bench_ocpp._free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ocpp"
+
+    def start(self) -> None:
+        endpoint = f"tcp:port={self.port}:interface=127.0.0.1:backlog=4096"
+        if self.kind == "project":
+            assert self.backend is not None  # noqa: S101
+            self.process = subprocess.Popen([sys.executable, "-m", "daphne", "-v", "0", "-e", endpoint,  # noqa: S603
+                                             "evce.asgi:application"], cwd=BASE_DIR, env=self.backend.env())
+        else:
+            self.process = subprocess.Popen([sys.executable, "-m", "daphne", "-v", "0", "-e", endpoint,  # noqa: S603
+                                             "bare_server:application"], cwd=BENCH_DIR)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self.process = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None  # noqa: S101
+        return self.process.pid
+
+
+async def _listening(port: int, timeout_s: float = 120.0) -> float:
+    """Wait until `port` accepts a TCP connection; returns that moment (monotonic)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return time.monotonic()
+        except OSError:
+            await asyncio.sleep(0.01)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+async def _project_step(backend: Backend, *args: str) -> dict[str, Any]:
+    """Run bench/loop_driver.py with the backend's environment (the fleet keeps running meanwhile)."""
+    process = await asyncio.create_subprocess_exec(sys.executable, str(BENCH_DIR / "loop_driver.py"), *args,
+                                                   env=backend.env(), stdout=asyncio.subprocess.PIPE)
+    out, _ = await process.communicate()
+    if process.returncode:
+        raise RuntimeError(f"loop_driver {' '.join(args)} failed ({process.returncode})")
+    return dict(json.loads(out.decode().strip().splitlines()[-1]))
+
+
+# ---------------------------------------------------------------- the figures of one size
+Step = Callable[..., Awaitable[dict[str, Any]]]
+
+
+async def overload(step: Step, fleet: list[ocpp_load.Charger], cut: float) -> dict[str, Any]:
+    """Converge the loop, lower the root zone, and time every charger's answer to its new profile.
+
+    `step(name, *args)` runs a loop_driver step (`converge`, `cut --fraction F`) for the server.
+    """
+    converged = await step("converge")
+    for charger in fleet:
+        charger.profiles.clear()
+    cut_result = await step("cut", "--fraction", str(cut))
+    cut_at, share = cut_result["cut_at"], cut_result["new_limit_a"] / max(1, len(fleet))
+    deadline = time.time() + 60
+
+    def acknowledged(charger: ocpp_load.Charger) -> float | None:
+        times = [at for at, limit in charger.profiles if at >= cut_at and limit is not None and limit <= share + 0.1]
+        return min(times) if times else None
+
+    while time.time() < deadline and any(acknowledged(c) is None for c in fleet):
+        await asyncio.sleep(0.05)
+    answered = [at for at in (acknowledged(c) for c in fleet) if at is not None]
+    return {"sessions": cut_result["sessions"], "converge_sent": converged["sent"], "tick_s": cut_result["tick_s"],
+            "profiles_sent": cut_result["sent"], "acknowledged": len(answered),
+            "all_acknowledged_s": round(max(answered) - cut_at, 2) if len(answered) == len(fleet) else None,
+            "p50_acknowledged_s": round(sorted(answered)[len(answered) // 2] - cut_at, 2) if answered else None}
+
+
+async def storm(server: Server, fleet: list[ocpp_load.Charger], timeout_s: float) -> dict[str, Any]:
+    """Restart the server under the connected fleet; every charger reconnects and boots again."""
+    listen_at: float | None = None
+    failures_before = failures_after = 0
+    booted: list[float] = []
+
+    async def reconnect(charger: ocpp_load.Charger) -> None:
+        nonlocal failures_before, failures_after
+        await asyncio.sleep(random.uniform(0, 1))  # noqa: S311 - chargers notice the loss at different times
+        while time.monotonic() < give_up_at:
+            attempt_at = time.monotonic()
+            try:
+                await charger.connect(30.0)
+                await charger.call("BootNotification", {"chargePointVendor": "Bench", "chargePointModel": "Load"})
+                booted.append(time.monotonic())
+                return
+            except Exception:  # noqa: BLE001 - counted: before or after the port listened
+                if listen_at is not None and attempt_at >= listen_at:
+                    failures_after += 1
+                else:
+                    failures_before += 1
+                await asyncio.sleep(random.uniform(1, 2))  # noqa: S311
+
+    server.stop()
+    for charger in fleet:
+        if charger.ws is not None:
+            await charger.ws.close()
+    restart_at = time.monotonic()
+    give_up_at = restart_at + timeout_s
+    server.start()
+    tasks = [asyncio.ensure_future(reconnect(charger)) for charger in fleet]
+    listen_at = await _listening(server.port)
+    await asyncio.gather(*tasks)
+    done = len(booted) == len(fleet)
+    return {"reconnected": len(booted), "all_booted_s": round(max(booted) - restart_at, 2) if done else None,
+            "after_listen_s": round(max(booted) - listen_at, 2) if done else None,
+            "listen_after_s": round(listen_at - restart_at, 2), "failures_after_listen": failures_after,
+            "failures_before_listen": failures_before}
+
+
+async def one_size(server: Server, size: int, args: argparse.Namespace) -> dict[str, Any]:
+    server.start()
+    await _listening(server.port)
+    await asyncio.sleep(1.0 if server.kind == "bare" else 3.0)  # settle (imports, first connections)
+    idle_kb = bench_ocpp._rss_kb(server.pid)
+    fleet = [ocpp_load.Charger(server.url, f"BENCH-{n:05d}") for n in range(size)]
+    result: dict[str, Any] = await ocpp_load.bring_up(fleet, 60.0)
+    await asyncio.sleep(2.0)
+    result["server_kb_per_charger"] = round((bench_ocpp._rss_kb(server.pid) - idle_kb) / size, 1)
+    rate = args.rate or max(size / args.period, 1000.0 if size >= 1000 else 0.0)
+    result.update(await ocpp_load.drive([c for c in fleet if c.ws is not None], rate, args.seconds, args.warmup))
+    if server.backend is not None:
+        await asyncio.sleep(1.0)  # the write buffer's last batch
+        stored = (await _project_step(server.backend, "count"))["samples"]
+        result["samples_stored"] = stored
+        result["samples_expected"] = result["meter_values_answered"] * SAMPLES_PER_METER_VALUES
+        result["samples_ok"] = stored == result["samples_expected"]
+        if size in args.overload_sizes:
+            result["overload"] = await overload(functools.partial(_project_step, server.backend), fleet, args.cut)
+    if not args.skip_storm:
+        result["storm"] = await storm(server, fleet, args.storm_timeout)
+    for charger in fleet:
+        if charger.ws is not None:
+            await charger.ws.close()
+    server.stop()
+    return result
+
+
+# ---------------------------------------------------------------- once per invocation
+def tick_alone(backend: Backend, sizes: list[int]) -> dict[str, Any]:
+    """bench/bench_tick.py on its own throw-away database (SQLite, or the PostgreSQL one when chosen)."""
+    env = dict(os.environ, LOG_LEVEL="warning", REDIS_URL=backend.redis_url)
+    if backend.database_url.startswith("postgres"):
+        env["DATABASE_URL"] = backend.database_url
+        backend.prepare()  # an empty database again
+    else:
+        env.pop("DATABASE_URL", None)
+    out = backend.work / "tick.json"
+    subprocess.run([sys.executable, str(BENCH_DIR / "bench_tick.py"), "--chargers", *map(str, sizes),  # noqa: S603
+                    "--repeat", "3", "--json", str(out)], env=env, check=True, stdout=subprocess.DEVNULL)
+    return {size: {"tick_median_ms": row["total_median_ms"], "tick_max_ms": row["total_max_ms"],
+                   "gather_median_ms": row["gather_median_ms"], "allocate_median_ms": row["allocate_median_ms"],
+                   "cut_tick_ms": row["cut_tick_ms"]}
+            for size, row in json.loads(out.read_text()).items()}
+
+
+async def _deliver(
+    layer: Any, names: list[str], group: bool, count: int, pace_s: float
+) -> tuple[float, list[float], int]:
+    """Send `count` messages round-robin to the receivers (every `pace_s`, 0: back to back).
+
+    Returns the time taken, the latencies (ms, sorted) and how often the inbox was full.
+    """
+    from channels.exceptions import ChannelFull
+
+    latencies: list[float] = []
+
+    async def receive(channel: str, expected: int) -> None:
+        for _ in range(expected):
+            message = await layer.receive(channel)
+            latencies.append(time.perf_counter() - message["sent"])
+
+    receivers = [asyncio.ensure_future(receive(c, count // len(names))) for c in names]
+    await asyncio.sleep(0.2)  # receivers subscribed
+    started = time.perf_counter()
+    full = 0
+    for i in range(count // len(names) * len(names)):
+        while True:
+            message = {"type": "ocpp.call", "sent": time.perf_counter()}
+            try:
+                if group:
+                    await layer.group_send(f"cp-{i % len(names)}", message)
+                else:
+                    await layer.send(names[i % len(names)], message)
+                break
+            except ChannelFull:  # the receiving process's inbox is at capacity: wait, send again
+                full += 1
+                await asyncio.sleep(0.005)
+        if pace_s:
+            await asyncio.sleep(max(0.0, started + (i + 1) * pace_s - time.perf_counter()))
+    await asyncio.wait_for(asyncio.gather(*receivers), 60)
+    return time.perf_counter() - started, sorted(v * 1000 for v in latencies), full
+
+
+async def channel_layers(redis_url: str, channels: int = 200, messages: int = 2000,
+                         paced_per_s: float = 200.0, paced_messages: int = 600) -> dict[str, Any]:
+    """Commands to `channels` receivers (one per charger): send vs group_send, core vs pub/sub layer.
+
+    Back to back (`messages`, for messages/s) and paced at `paced_per_s` (for the latency of a
+    command when the layer is not saturated: what the control loop sees).
+    """
+    from channels_redis.core import RedisChannelLayer
+    from channels_redis.pubsub import RedisPubSubChannelLayer
+
+    results: dict[str, Any] = {}
+    host = {"address": redis_url, "socket_timeout": 30}  # as evce/settings.py configures the layer
+    factories: dict[str, Callable[[], Any]] = {
+        "core": lambda: RedisChannelLayer(hosts=[host], prefix="bench-core", expiry=60, capacity=500),
+        "pub/sub": lambda: RedisPubSubChannelLayer(hosts=[redis_url], prefix="bench-ps"),
+    }
+    for name, factory in factories.items():
+        for group in (False, True):
+            layer = factory()
+            names = [await layer.new_channel() for _ in range(channels)]
+            if group:
+                for n, channel in enumerate(names):
+                    await layer.group_add(f"cp-{n}", channel)
+            elapsed, _, full = await _deliver(layer, names, group, messages, 0.0)
+            _, paced, _ = await _deliver(layer, names, group, max(channels, paced_messages), 1 / paced_per_s)
+            results[f"{name} {'group_send' if group else 'send'}"] = {
+                "messages_per_s": round(messages // channels * channels / elapsed), "inbox_full": full,
+                "paced_per_s": paced_per_s, "p50_ms": round(paced[len(paced) // 2], 2),
+                "p95_ms": round(paced[int(len(paced) * 0.95)], 2), "p99_ms": round(paced[int(len(paced) * 0.99)], 2)}
+            for cleanup in ("flush", "close_pools"):
+                if hasattr(layer, cleanup):
+                    await getattr(layer, cleanup)()
+    return results
+
+
+# ---------------------------------------------------------------- the table
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
+    return str(value)
+
+
+def _ratio(project: Any, bare: Any) -> str:
+    if not isinstance(project, int | float) or not isinstance(bare, int | float) or not bare:
+        return "-"
+    return f"{project / bare:.1f}x"
+
+
+def _status(ok: bool | None) -> str:
+    return "-" if ok is None else ("MET" if ok else "missed")
+
+
+def table(results: dict[str, Any]) -> str:
+    """One row per figure: project, bare baseline, ratio, target, met?"""
+    rows = [("size", "figure", "project", "bare", "ratio", "target", "")]
+    for size, pair in results["sizes"].items():
+        p, b = pair.get("project", {}), pair.get("bare", {})
+        n = int(size)
+        rows.append((size, "connected (connect+boot s)", f"{p.get('connected')} ({_fmt(p.get('connect_boot_s'))})",
+                     f"{b.get('connected')} ({_fmt(b.get('connect_boot_s'))})",
+                     _ratio(p.get("connect_boot_s"), b.get("connect_boot_s")), TARGETS["connected"],
+                     _status(p.get("connected") == n if n >= 5000 else None)))
+        mv_ok = None
+        if p.get("offered_per_s", 0) >= 1000:
+            mv_ok = bool(p.get("completed_per_s", 0) >= 1000 and (p.get("p95_ms") or 1e9) <= 50
+                         and (p.get("p99_ms") or 1e9) <= 250 and p.get("errors") == 0 and p.get("samples_ok"))
+        rows.append((size, f"MV/s done of {_fmt(p.get('offered_per_s'))} offered", _fmt(p.get("completed_per_s")),
+                     _fmt(b.get("completed_per_s")), _ratio(b.get("completed_per_s"), p.get("completed_per_s")),
+                     TARGETS["mv_rate"], _status(mv_ok)))
+        for key in ("p50_ms", "p95_ms", "p99_ms"):
+            rows.append((size, f"MeterValues {key.replace('_', ' ')}", _fmt(p.get(key)), _fmt(b.get(key)),
+                         _ratio(p.get(key), b.get(key)), "", ""))
+        rows.append((size, "errors / samples stored", f"{p.get('errors')} / {p.get('samples_stored')} of "
+                     f"{p.get('samples_expected')}", f"{b.get('errors')} / -", "", "0 errors, all stored",
+                     _status(p.get("errors") == 0 and p.get("samples_ok")) if p else "-"))
+        rows.append((size, "server KB per charger", _fmt(p.get("server_kb_per_charger")),
+                     _fmt(b.get("server_kb_per_charger")),
+                     _ratio(p.get("server_kb_per_charger"), b.get("server_kb_per_charger")), TARGETS["kb"],
+                     _status(p.get("server_kb_per_charger", 1e9) <= 50) if p else "-"))
+        ps, bs = p.get("storm") or {}, b.get("storm") or {}
+        if ps or bs:
+            storm_ok = None
+            if ps and n >= 5000:
+                storm_ok = ps.get("all_booted_s") is not None and ps["all_booted_s"] <= 30 \
+                    and ps["failures_after_listen"] == 0
+            rows.append((size, "storm: all booted s (after listen)",
+                         f"{_fmt(ps.get('all_booted_s'))} ({_fmt(ps.get('after_listen_s'))})",
+                         f"{_fmt(bs.get('all_booted_s'))} ({_fmt(bs.get('after_listen_s'))})",
+                         _ratio(ps.get("all_booted_s"), bs.get("all_booted_s")), TARGETS["storm"], _status(storm_ok)))
+            rows.append((size, "storm: failures after listen", _fmt(ps.get("failures_after_listen")),
+                         _fmt(bs.get("failures_after_listen")), "", "0",
+                         _status(ps.get("failures_after_listen") == 0) if ps else "-"))
+        if p.get("overload"):
+            o = p["overload"]
+            limit = 2.0 if n <= 250 else 5.0
+            ok = o["all_acknowledged_s"] is not None and o["all_acknowledged_s"] <= limit \
+                if n in (250, 5000) else None
+            rows.append((size, f"overload: all {o['sessions']} acked s (p50)",
+                         f"{_fmt(o['all_acknowledged_s'])} ({_fmt(o['p50_acknowledged_s'])})", "n/a", "",
+                         TARGETS["overload"], _status(ok)))
+    for size, tick in results.get("tick", {}).items():
+        rows.append((size, "tick alone median (max) ms", f"{tick['tick_median_ms']} ({tick['tick_max_ms']})",
+                     "n/a", "", "", ""))
+    for name, row in results.get("channel_layer", {}).items():
+        rows.append(("", f"channel layer {name}", f"{row['messages_per_s']}/s max (inbox full {row['inbox_full']}x); "
+                     f"at {row['paced_per_s']:g}/s p50 {row['p50_ms']} p99 {row['p99_ms']} ms", "", "", "", ""))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+# ---------------------------------------------------------------- main
+async def run(args: argparse.Namespace, backend: Backend) -> dict[str, Any]:
+    results: dict[str, Any] = {"backend": backend.name, "load_average_start": load_average(),
+                               "fd_limit": raise_fd_limit(2 * max(args.sizes, default=0) + 200), "sizes": {}}
+    for size in args.sizes:
+        pair: dict[str, Any] = {}
+        for kind in ("project", "bare") if args.baseline else ("project",):
+            if kind == "project":
+                backend.prepare()
+                await _project_step(backend, "setup", "--chargers", str(size))
+            started = time.monotonic()
+            pair[kind] = await one_size(Server(kind, backend if kind == "project" else None), size, args)
+            pair[kind]["run_s"] = round(time.monotonic() - started, 1)
+            pair[kind]["load_average"] = load_average()
+            print(f"{size} {kind}: {json.dumps({k: v for k, v in pair[kind].items() if k != 'output'})}",
+                  file=sys.stderr, flush=True)
+        results["sizes"][str(size)] = pair
+    if args.tick_sizes:
+        results["tick"] = tick_alone(backend, args.tick_sizes)
+    if not args.skip_channel_layer:
+        results["channel_layer"] = await channel_layers(backend.redis_url)
+    results["load_average_end"] = load_average()
+    return results
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=("embedded", "postgres"),
+                        default=os.environ.get("BENCH_BACKEND", "embedded"))
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL",
+                                                                 "postgres://postgres@127.0.0.1:5432/evce_bench"))
+    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))
+    parser.add_argument("--sizes", type=int, nargs="*", default=[250, 1000, 5000])
+    parser.add_argument("--rate", type=float, default=None, help="MeterValues/s offered (default: see --period)")
+    parser.add_argument("--period", type=float, default=1.0,
+                        help="seconds between a charger's MeterValues (rate = N / period; >= 1,000/s offered from "
+                        "1,000 chargers)")
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--warmup", type=float, default=15.0)
+    parser.add_argument("--overload-sizes", type=int, nargs="*", default=[250, 5000])
+    parser.add_argument("--cut", type=float, default=0.25, help="root zone limit x this in the overload step")
+    parser.add_argument("--tick-sizes", type=int, nargs="*", default=[250, 1000, 5000])
+    parser.add_argument("--storm-timeout", type=float, default=180.0)
+    parser.add_argument("--skip-storm", action="store_true")
+    parser.add_argument("--skip-channel-layer", action="store_true")
+    parser.add_argument("--no-baseline", dest="baseline", action="store_false")
+    parser.add_argument("--json", help="write all results here")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="evce-scale-"))
+    if args.backend == "postgres":
+        backend = Backend("postgres", args.database_url, args.redis_url, work)
+    else:
+        backend = Backend("embedded", f"sqlite:///{work}/bench.sqlite3", "redis://127.0.0.1:0/0", work)
+    try:
+        results = asyncio.run(run(args, backend))
+    finally:
+        backend.close()
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"backend {results['backend']}; load average {results['load_average_start']} -> "
+          f"{results['load_average_end']}; fd limit {results['fd_limit']}")
+    print(table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""bench/bench_scale.py at small N: each measurement works and each figure lands beside its target.
+
+The benchmark itself is not a timed test: these check that the storm, the overload reaction and
+the channel-layer figures measure what they say, on 5 chargers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+import bench_scale  # noqa: E402 - the benchmark lives in bench/
+import loop_driver  # noqa: E402
+import ocpp_load  # noqa: E402
+
+from chargers.models import Charger, RegistrationStatus  # noqa: E402
+
+
+def test_the_table_puts_each_figure_beside_its_target_and_says_whether_it_is_met():
+    project = {"connected": 5000, "connect_boot_s": 40.0, "offered_per_s": 1000.0, "completed_per_s": 1000.0,
+               "p50_ms": 9.0, "p95_ms": 40.0, "p99_ms": 300.0, "errors": 0, "samples_stored": 10,
+               "samples_expected": 10, "samples_ok": True, "server_kb_per_charger": 45.0,
+               "storm": {"all_booted_s": 31.0, "after_listen_s": 29.0, "failures_after_listen": 0},
+               "overload": {"sessions": 5000, "all_acknowledged_s": 4.2, "p50_acknowledged_s": 2.0}}
+    bare = {"connected": 5000, "connect_boot_s": 10.0, "completed_per_s": 1000.0, "p50_ms": 3.0, "p95_ms": 20.0,
+            "p99_ms": 60.0, "errors": 0, "server_kb_per_charger": 40.0,
+            "storm": {"all_booted_s": 12.0, "after_listen_s": 11.0, "failures_after_listen": 0}}
+    text = bench_scale.table({"sizes": {"5000": {"project": project, "bare": bare}}})
+    rows = {line.split("  ")[1].strip(): line for line in text.splitlines()[1:]}
+
+    assert rows["MV/s done of 1,000 offered"].endswith("missed")  # p99 300 > 250 ms
+    assert "5.0x" in rows["MeterValues p99 ms"]
+    assert rows["server KB per charger"].endswith("MET") and "1.1x" in rows["server KB per charger"]
+    assert rows["storm: all booted s (after listen)"].endswith("missed")  # 31 s > 30 s
+    assert rows["overload: all 5000 acked s (p50)"].endswith("MET")  # 4.2 s <= 5 s at 5,000
+    assert rows["connected (connect+boot s)"].endswith("MET")
+
+
+def test_the_file_descriptor_soft_limit_is_raised_to_the_hard_limit():
+    limits = bench_scale.raise_fd_limit(needed=100)
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == limits["soft"] == limits["hard"]
+    assert limits["enough"] == 1
+
+
+def test_channel_layer_figures_cover_both_layers_and_both_ways_of_sending():
+    results = asyncio.run(bench_scale.channel_layers(settings.REDIS_URL, channels=5, messages=50,
+                                                         paced_per_s=200, paced_messages=40))
+
+    assert set(results) == {"core send", "core group_send", "pub/sub send", "pub/sub group_send"}
+    for row in results.values():
+        assert row["messages_per_s"] > 0 and 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
+
+
+@pytest.mark.slow
+def test_a_restarted_server_gets_every_charger_back_and_failures_after_listen_are_counted():
+    server = bench_scale.Server("bare", None)
+    fleet = [ocpp_load.Charger(server.url, f"STORM-{n}") for n in range(5)]
+
+    async def scenario() -> dict[str, Any]:
+        server.start()
+        await bench_scale._listening(server.port)
+        await ocpp_load.bring_up(fleet, 10.0)
+        try:
+            return await bench_scale.storm(server, fleet, timeout_s=30)
+        finally:
+            for charger in fleet:
+                await charger.ws.close()
+
+    try:
+        result = asyncio.run(scenario())
+    finally:
+        server.stop()
+    assert result["reconnected"] == 5 and result["failures_after_listen"] == 0
+    assert 0 < result["listen_after_s"] <= result["all_booted_s"] < 30
+    assert result["after_listen_s"] == pytest.approx(result["all_booted_s"] - result["listen_after_s"], abs=0.02)
+
+
+@pytest.mark.slow
+def test_the_overload_reaction_waits_for_every_charger_to_acknowledge_its_lower_profile(servers, transactional_db):
+    url = servers.daphne(BADGES_ALLOW_CONCURRENT_TX="true") + "/ocpp"
+    loop_driver.setup(5)  # root zone of 5 x 32 A, the BENCH badge
+    for n in range(5):
+        Charger.objects.create(charge_point_id=f"OVER-{n}", registration_status=RegistrationStatus.ACCEPTED)
+    fleet = [ocpp_load.Charger(url, f"OVER-{n}") for n in range(5)]
+
+    def in_thread(function: Any, *args: Any) -> Any:
+        try:
+            return function(*args)
+        finally:
+            connection.close()
+
+    async def step(name: str, *args: str) -> dict[str, Any]:
+        if name == "converge":
+            return dict(await asyncio.to_thread(in_thread, loop_driver.converge, 8, 10.0))
+        return dict(await asyncio.to_thread(in_thread, loop_driver.cut, float(args[1])))
+
+    async def scenario() -> dict[str, Any]:
+        await ocpp_load.bring_up(fleet, 10.0)
+        try:
+            return await bench_scale.overload(step, fleet, cut=0.25)
+        finally:
+            for charger in fleet:
+                await charger.ws.close()
+
+    result = asyncio.run(scenario())
+
+    assert result["sessions"] == 5 and result["acknowledged"] == 5
+    assert result["all_acknowledged_s"] is not None and 0 < result["all_acknowledged_s"] < 10
+    share = 5 * 32 * 0.25 / 5
+    assert all(charger.profiles and charger.profiles[-1][1] <= share + 0.1 for charger in fleet)

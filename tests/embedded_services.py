@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from urllib.parse import urlsplit, urlunsplit
 
 
 def free_port() -> int:
@@ -44,7 +45,23 @@ def _start_embedded_redis() -> None:
     os.environ["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
 
 
+def _isolate_xdist_worker(worker: str) -> None:
+    """Give a pytest-xdist worker its own Redis database and data directory.
+
+    Workers share the controller's Redis server; on one database their Celery queues, channel
+    groups and loop lease would mix (a worker's Celery process could run another's task). The
+    SQLite/PostgreSQL test database already gets a per-worker suffix from pytest-django.
+    """
+    index = int(worker.removeprefix("gw") or 0)
+    parts = urlsplit(os.environ["REDIS_URL"])
+    base = int(parts.path.strip("/") or 0)
+    os.environ["REDIS_URL"] = urlunsplit(parts._replace(path=f"/{(base - index) % 16}"))
+    os.environ["EVCE_DATA_DIR"] = tempfile.mkdtemp(prefix=f"evce-test-data-{worker}-")
+
+
 if not os.environ.get("REDIS_URL"):
     _start_embedded_redis()
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _isolate_xdist_worker(os.environ["PYTEST_XDIST_WORKER"])
 os.environ.setdefault("EVCE_DATA_DIR", tempfile.mkdtemp(prefix="evce-test-data-"))
 os.environ.setdefault("HTTPS", "false")

@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime as dt
+import itertools
 import logging
 import random
 import ssl
@@ -86,6 +88,17 @@ def describe_connect_error(error: BaseException) -> str:
 
 
 @dataclass
+class QueuedRow:
+    """A queued message as the sender needs it (from the database or from memory)."""
+
+    pk: int
+    action: str
+    payload: dict[str, Any]
+    local_transaction_id: int | None
+    next_attempt_at: dt.datetime | None = None
+
+
+@dataclass
 class Outgoing:
     """A charger message for this backend, with the local answer's facts it needs."""
 
@@ -145,6 +158,13 @@ class LinkRunner:
         self.urgent: deque[Outgoing] = deque(maxlen=LIVE_MAX)
         self.wake = asyncio.Event()
         self.maybe_queued = True
+        # The queue's rows as known in memory, in order: complete when no row of this link is in the
+        # database that is not here too (saves a read per message while the backend keeps up).
+        self.known: deque[QueuedRow] = deque()
+        self.known_complete = False
+        self.last_known_pk = 0
+        self.inserted = 0
+        self.sent_pks: list[int] = []  # sent, deleted in one statement per batch
         self.connected = False
         self.cp: UpstreamChargePoint | None = None
         self.tx_map: dict[int, int] = {}
@@ -195,9 +215,15 @@ class LinkRunner:
 
     async def _take(self, item: Outgoing) -> None:
         if item.transactional:
-            row = await database_sync_to_async(services.enqueue)(
+            row, dropped_other = await database_sync_to_async(services.enqueue)(
                 link_pk=self.config.link_pk, backend_pk=self.config.backend_pk, action=item.action,
                 payload=item.payload, local_transaction_id=item.local_transaction_id, now=clock.now())
+            self.inserted += 1
+            if dropped_other:
+                self.known_complete = False
+            elif row is not None and self.known_complete and row > self.last_known_pk:
+                self.known.append(QueuedRow(row, item.action, item.payload, item.local_transaction_id))
+                self.last_known_pk = row
             if row is None:
                 await self.event(f"{item.action} dropped: queue full", error="queue bound reached")
                 _resolve(item.future, None)
@@ -263,6 +289,7 @@ class LinkRunner:
                     await self._call(cp, reader, "StatusNotification", payload)
                 self.connected = True
                 self.maybe_queued = True
+                self.known_complete = False
                 await database_sync_to_async(services.link_status_set)(
                     link_pk=self.config.link_pk, connected=True, now=clock.now(), boot_status="Accepted")
                 await self.event("connected")
@@ -270,6 +297,8 @@ class LinkRunner:
             finally:
                 self.connected = False
                 self.cp = None
+                with contextlib.suppress(Exception):
+                    await self._flush_sent()
                 reader.cancel()
                 with contextlib.suppress(BaseException):
                     await reader
@@ -317,15 +346,37 @@ class LinkRunner:
                 continue
             if self.maybe_queued:
                 self.maybe_queued = False
-                rows = await database_sync_to_async(services.queue_head)(link_pk=self.config.link_pk, limit=BATCH)
+                rows = await self._queue_head()
                 if rows:
                     self.maybe_queued = True
                     await self._send_queued(cp, reader, rows)
                     continue
+            await self._flush_sent()
             if self.live:
                 await self._send_live(cp, reader, self.live.popleft())
                 continue
             await _first(self.wake.wait(), reader, timeout_s=30)
+
+    async def _queue_head(self) -> list[QueuedRow]:
+        if self.known_complete:
+            return list(itertools.islice(self.known, BATCH))
+        await self._flush_sent()
+        seen = self.inserted
+        rows = [QueuedRow(row.pk, row.action, row.payload, row.local_transaction_id, row.next_attempt_at)
+                for row in await database_sync_to_async(services.queue_head)(link_pk=self.config.link_pk, limit=BATCH)]
+        if len(rows) < BATCH and self.inserted == seen:  # all of them, and none added meanwhile
+            self.known, self.known_complete = deque(rows), True
+            self.last_known_pk = max(self.last_known_pk, rows[-1].pk if rows else 0)
+        return rows
+
+    def _done(self, row: QueuedRow) -> None:
+        if self.known and self.known[0].pk == row.pk:
+            self.known.popleft()
+
+    async def _flush_sent(self) -> None:
+        if self.sent_pks:
+            pks, self.sent_pks = self.sent_pks, []
+            await database_sync_to_async(services.queued_sent)(message_pks=pks)
 
     async def _send_live(self, cp: UpstreamChargePoint, reader: asyncio.Future[Any], item: Outgoing) -> None:
         try:
@@ -340,7 +391,7 @@ class LinkRunner:
         _resolve(item.future, answer)
 
     async def _send_queued(self, cp: UpstreamChargePoint, reader: asyncio.Future[Any],
-                           rows: list[Any]) -> None:
+                           rows: list[QueuedRow]) -> None:
         for row in rows:
             if self.urgent:
                 return  # a decision waits: serve it, then come back to the queue
@@ -352,6 +403,7 @@ class LinkRunner:
             if payload is None:
                 await database_sync_to_async(services.queued_drop)(message_pk=row.pk,
                                                                     backend_pk=self.config.backend_pk)
+                self._done(row)
                 await self.event(f"{row.action} dropped", error=f"local transaction {row.local_transaction_id} has "
                                  "no id at this backend (its StartTransaction was not answered)")
                 _resolve(self.waiters.pop(row.pk, None), None)
@@ -360,6 +412,8 @@ class LinkRunner:
                 answer = await self._call(cp, reader, row.action, payload)
             except (OCPPError, TimeoutError) as error:
                 text = f"{getattr(error, 'code', 'timeout')}: {getattr(error, 'description', '') or error}"
+                self.known_complete = False  # its attempts and next attempt are in the database
+                await self._flush_sent()
                 dropped = await database_sync_to_async(services.queued_failed)(
                     message_pk=row.pk, error=text, attempts_max=self.config.attempts,
                     retry_interval_s=self.config.retry_interval_s, now=clock.now())
@@ -374,7 +428,8 @@ class LinkRunner:
                     await database_sync_to_async(services.transaction_map_set)(
                         link_pk=self.config.link_pk, local_transaction_id=row.local_transaction_id,
                         upstream_transaction_id=upstream, now=clock.now())
-            await database_sync_to_async(services.queued_sent)(message_pk=row.pk)
+            self.sent_pks.append(row.pk)
+            self._done(row)
             _resolve(self.waiters.pop(row.pk, None), answer)
 
     def upstream_payload(self, action: str, payload: dict[str, Any]) -> dict[str, Any] | None:

@@ -136,8 +136,9 @@ def links_reset_all(*, now: dt.datetime) -> int:
 
 
 def enqueue(*, link_pk: int, backend_pk: int, action: str, payload: dict[str, Any], local_transaction_id: int | None,
-            now: dt.datetime) -> int | None:
-    """Queue a transaction message for a link; its id, or None when the full queue dropped it.
+            now: dt.datetime) -> tuple[int | None, bool]:
+    """Queue a transaction message for a link: (its id, or None when the full queue dropped it;
+    whether an older queued message was dropped to make room).
 
     The bound is per backend (all its links). On overflow the oldest meter values go first
     (counted on the backend); with none left, the new message is dropped (counted, logged).
@@ -145,20 +146,22 @@ def enqueue(*, link_pk: int, backend_pk: int, action: str, payload: dict[str, An
     with transaction.atomic():
         backend = UpstreamBackend.objects.filter(pk=backend_pk).values("queue_max_messages", "name").first()
         if backend is None:
-            return None
+            return None, False
         depth = QueuedMessage.objects.filter(link__backend_id=backend_pk).count()
+        dropped_older = False
         if depth >= backend["queue_max_messages"]:
             oldest_meter = (QueuedMessage.objects.filter(link__backend_id=backend_pk, action="MeterValues")
                             .order_by("id").values_list("id", flat=True).first())
             if oldest_meter is None:
                 UpstreamBackend.objects.filter(pk=backend_pk).update(dropped_messages=F("dropped_messages") + 1)
                 logger.warning("upstream %s: queue full (%d): %s dropped", backend["name"], depth, action)
-                return None
+                return None, False
             QueuedMessage.objects.filter(pk=oldest_meter).delete()
             UpstreamBackend.objects.filter(pk=backend_pk).update(dropped_meter_values=F("dropped_meter_values") + 1)
+            dropped_older = True
         row = QueuedMessage.objects.create(link_id=link_pk, action=action, payload=payload,
                                            local_transaction_id=local_transaction_id, created_at=now)
-    return row.pk
+    return row.pk, dropped_older
 
 
 def queue_depth(*, link_pk: int) -> int:
@@ -169,8 +172,8 @@ def queue_head(*, link_pk: int, limit: int = 50) -> list[QueuedMessage]:
     return list(QueuedMessage.objects.filter(link_id=link_pk).order_by("id")[:limit])
 
 
-def queued_sent(*, message_pk: int) -> None:
-    QueuedMessage.objects.filter(pk=message_pk).delete()
+def queued_sent(*, message_pks: list[int]) -> None:
+    QueuedMessage.objects.filter(pk__in=message_pks).delete()
 
 
 def queued_failed(*, message_pk: int, error: str, attempts_max: int, retry_interval_s: int,

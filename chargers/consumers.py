@@ -42,7 +42,7 @@ from chargers.frames import (
 )
 from chargers.hooks import BOOT_ACCEPTED_STEPS, CALL_OUTCOME_HOOKS, RELAY_OPENERS, URGENT_BOOT_STEPS, ChargerRelay
 from chargers.identity import BadIdentity, identity_from_path, printable
-from chargers.models import Charger, Direction
+from chargers.models import Charger, Direction, RegistrationStatus
 from chargers.protocol import CentralSystemChargePoint
 from chargers.ratelimit import RateLimiter, ThrottledLog
 from chargers.schemas import compile_all
@@ -157,9 +157,11 @@ class OcppConsumer(AsyncWebsocketConsumer):
         self.charge_point_id = who.charge_point_id
         headers = dict(self.scope.get("headers", []))
         credentials = services.parse_basic_auth(headers.get(b"authorization"))
-        if not await sync_to_async(services.charger_password_ok, thread_sensitive=False)(
-            identity=who, credentials=credentials
-        ):
+        password_ok = services.charger_password_known(identity=who, credentials=credentials)
+        if password_ok is None:  # a password to hash: in a thread pool
+            password_ok = await sync_to_async(services.charger_password_ok, thread_sensitive=False)(
+                identity=who, credentials=credentials)
+        if not password_ok:
             _login_failures_by_id.hit(claimed.casefold())
             _login_failures_by_address.hit(address)
             # Daphne answers any refused handshake with 403 and cannot add a
@@ -168,9 +170,11 @@ class OcppConsumer(AsyncWebsocketConsumer):
             return
         _login_failures_by_id.reset(claimed.casefold())
         grant = await database_sync_to_async(services.charger_connected)(
-            charger_pk=who.charger_pk, channel_name=self.channel_name, now=clock.now()
+            charger_pk=who.charger_pk, channel_name=self.channel_name, now=clock.now(), seen=who
         )
         self.charger_pk = grant.charger_pk
+        # Read moments ago by charger_identify: the acceptance check starts from it.
+        self._registration_seen(who.registration_status == RegistrationStatus.ACCEPTED)
         if grant.replaced_channel and grant.replaced_channel != self.channel_name:
             try:
                 await self.channel_layer.send(grant.replaced_channel, {"type": "ocpp.replaced"})
@@ -183,6 +187,8 @@ class OcppConsumer(AsyncWebsocketConsumer):
             charger_pk=grant.charger_pk,
             response_timeout=settings.OCPP_CALL_TIMEOUT,
             on_boot_accepted=self._after_boot_accepted,
+            registration=(who.registration_status, who.heartbeat_interval_s),
+            on_registration=self._registration_seen,
         )
         await self.accept(subprotocol=SUBPROTOCOL)
         await self.log_event("connected" + (" (replaced an older connection)" if grant.replaced_channel else ""))
@@ -230,7 +236,10 @@ class OcppConsumer(AsyncWebsocketConsumer):
             self._ended_transactions.add(frame.payload.get("transactionId"))
         if frame.message_type == CALL and self._relays and isinstance(frame.payload, dict):
             self.relayed_requests[frame.unique_id] = (str(frame.action), frame.payload)
-        await self.cp.route(frame.message_type, frame.unique_id, frame.action, frame.message)
+        try:
+            await self.cp.route(frame.message_type, frame.unique_id, frame.action, frame.message)
+        finally:
+            self.cp.use_charger_row(None)  # read for this frame only
 
     async def _reject_frame(self, text: str, problem: FrameProblem) -> None:
         _throttled.warning(("frame", self.charge_point_id), "%s: refused frame: %s: %s", self.charge_point_id,
@@ -269,11 +278,22 @@ class OcppConsumer(AsyncWebsocketConsumer):
         if self._accepted and fresh and frame.action not in {"StartTransaction", "Authorize"}:
             return True
         assert self.charger_pk is not None  # noqa: S101 - set in connect() before accept
-        self._accepted = await database_sync_to_async(
-            Charger.objects.filter(pk=self.charger_pk, registration_status="accepted").exists
-        )()
-        self._accepted_checked_at = time.monotonic()
+        assert self.cp is not None  # noqa: S101
+        if frame.action in {"StartTransaction", "Authorize"}:
+            # The handler needs the whole row: read it once, for both.
+            charger = await database_sync_to_async(Charger.objects.get)(pk=self.charger_pk)
+            self.cp.use_charger_row(charger if charger.is_accepted else None)
+            self._registration_seen(charger.is_accepted)
+        else:
+            self._registration_seen(await database_sync_to_async(
+                Charger.objects.filter(pk=self.charger_pk, registration_status="accepted").exists
+            )())
         return self._accepted
+
+    def _registration_seen(self, accepted: bool) -> None:
+        """Whether the charger is accepted, as just read from the database."""
+        self._accepted = accepted
+        self._accepted_checked_at = time.monotonic()
 
     # --- relays (chargers.hooks.RELAY_OPENERS: the upstream CPO proxy) ----------------------
 

@@ -220,7 +220,8 @@ class CentralSystemChargePoint:
     """
 
     __slots__ = ("id", "charger_pk", "logger", "_connection", "_response_timeout", "_on_boot_accepted",
-                 "_boot_status", "_outstanding_id", "_waiter", "_call_lock")
+                 "_on_registration", "_registration", "_charger_row", "_boot_status", "_outstanding_id",
+                 "_waiter", "_call_lock")
     _routes: dict[str, _Route]
 
     def __init__(
@@ -231,6 +232,8 @@ class CentralSystemChargePoint:
         charger_pk: int,
         response_timeout: int,
         on_boot_accepted: Callable[[], Awaitable[None]],
+        registration: tuple[str, int] | None = None,
+        on_registration: Callable[[bool], None] | None = None,
     ) -> None:
         self.id = charge_point_id
         self.charger_pk = charger_pk
@@ -239,6 +242,12 @@ class CentralSystemChargePoint:
         self._response_timeout = response_timeout
         self._on_boot_accepted = on_boot_accepted
         self._boot_status = ""
+        # The charger's (registration status, heartbeat interval) as last read, and who hears
+        # whether it is accepted each time the boot reads it again.
+        self._registration = registration
+        self._on_registration = on_registration
+        # The charger's row, read by the consumer for the frame being handled (see _charger).
+        self._charger_row: Charger | None = None
         # Id of the CALL we sent and wait for (OCPP-J §4.1.1: one at a time), and where its
         # answer goes. Only that answer is taken: anything else is the consumer's to drop.
         self._outstanding_id: str | None = None
@@ -353,7 +362,15 @@ class CentralSystemChargePoint:
     async def _send(self, message: str) -> None:
         await self._connection.send(message)
 
+    def use_charger_row(self, charger: Charger | None) -> None:
+        """The charger's row, just read for the frame about to be routed: its handler uses it
+        instead of reading it again (None forgets it)."""
+        self._charger_row = charger
+
     async def _charger(self) -> Charger:
+        charger, self._charger_row = self._charger_row, None
+        if charger is not None:
+            return charger
         return await database_sync_to_async(Charger.objects.get)(pk=self.charger_pk)
 
     @on(Action.boot_notification)
@@ -370,9 +387,12 @@ class CentralSystemChargePoint:
             imsi=extra.get("imsi", ""),
         )
         answer = await database_sync_to_async(services.charger_boot)(
-            charger_pk=self.charger_pk, info=info, now=clock.now()
+            charger_pk=self.charger_pk, info=info, now=clock.now(), seen=self._registration
         )
+        self._registration = answer.seen
         self._boot_status = answer.status
+        if self._on_registration is not None:
+            self._on_registration(answer.status == "Accepted")
         return call_result.BootNotification(
             current_time=clock.now().isoformat(), interval=answer.interval_s, status=answer.status
         )

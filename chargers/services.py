@@ -20,6 +20,8 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.hashers import check_password
 from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
 
 from chargers.bulkinsert import bulk_insert
 from chargers.models import (
@@ -67,12 +69,21 @@ def parse_basic_auth(header_value: bytes | None) -> tuple[str, str] | None:
 
 @dataclass(frozen=True)
 class ChargerIdentity:
-    """Who a handshake claims to be, as stored: what the password check needs."""
+    """Who a handshake claims to be, as stored: what the password check needs, and the state
+    the connection starts from (its consumer keeps it; see `charger_connected`, `charger_boot`)."""
 
     charger_pk: int
     charge_point_id: str  # the stored spelling (identities are case-insensitive)
     password_hash: str
     registered: bool = False  # created by this handshake (OCPP_UNKNOWN_CHARGERS accept/pending)
+    registration_status: str = ""
+    heartbeat_interval_s: int = 0
+    connected: bool = False
+    channel_name: str = ""
+
+
+_IDENTITY_FIELDS = ("pk", "charge_point_id", "password_hash", "registration_status", "heartbeat_interval_s",
+                    "connected", "channel_name")
 
 
 def charger_identify(*, charge_point_id: str, may_register: bool = True) -> ChargerIdentity:
@@ -83,15 +94,18 @@ def charger_identify(*, charge_point_id: str, may_register: bool = True) -> Char
     `may_register` is false (the caller's address registered too many already: a
     script inventing ids must not fill the charger table). The lookup ignores case: the
     identity is a CiString, and `cp-1` must not become a second charger next to `CP-1`.
+    One SELECT of the columns the connection needs for a known charger.
     """
-    charger = (Charger.objects.filter(charge_point_id=charge_point_id).first()
-               or Charger.objects.filter(charge_point_id__iexact=charge_point_id).first())
-    if charger is not None:
-        return ChargerIdentity(charger.pk, charger.charge_point_id, charger.password_hash)
+    row = (Charger.objects.filter(charge_point_id=charge_point_id).values_list(*_IDENTITY_FIELDS)[:1]
+           or Charger.objects.filter(charge_point_id__iexact=charge_point_id).values_list(*_IDENTITY_FIELDS)[:1])
+    if row:
+        return ChargerIdentity(*row[0][:3], False, *row[0][3:])
     if not may_register and settings.OCPP_UNKNOWN_CHARGERS != "reject":
         raise ConnectionRefused("too many new charge point ids from this address; retry in a minute")
     charger = _register_unknown(charge_point_id)
-    return ChargerIdentity(charger.pk, charger.charge_point_id, charger.password_hash, registered=True)
+    return ChargerIdentity(charger.pk, charger.charge_point_id, charger.password_hash, True,
+                           charger.registration_status, charger.heartbeat_interval_s, charger.connected,
+                           charger.channel_name)
 
 
 # Successful verifications, so that a reconnecting charger does not cost another
@@ -107,6 +121,22 @@ def charger_password_ok(*, identity: ChargerIdentity, credentials: tuple[str, st
     CPU only, no database: the consumer runs it in a thread pool so that a slow hash
     never holds the single database thread every other charger's messages wait on.
     """
+    known = charger_password_known(identity=identity, credentials=credentials)
+    if known is not None:
+        return known
+    assert credentials is not None  # noqa: S101 - known is None only with credentials
+    if not check_password(credentials[1], identity.password_hash):
+        return False
+    if len(_VERIFIED) >= _VERIFIED_MAX:
+        _VERIFIED.clear()
+    _VERIFIED[_verified_key(identity, credentials[1])] = time.monotonic() + _VERIFIED_TTL_S
+    return True
+
+
+def charger_password_known(*, identity: ChargerIdentity, credentials: tuple[str, str] | None) -> bool | None:
+    """The outcome of `charger_password_ok` when it needs no hashing (no password set, no or
+    the wrong user, a password verified in the last minutes), else None. Cheap enough for
+    the event loop."""
     if not identity.password_hash:
         return True
     if credentials is None:
@@ -114,28 +144,35 @@ def charger_password_ok(*, identity: ChargerIdentity, credentials: tuple[str, st
     user, password = credentials
     if user.casefold() != identity.charge_point_id.casefold():
         return False
-    key = (identity.charger_pk, identity.password_hash, hashlib.sha256(password.encode()).digest())
-    now = time.monotonic()
-    if _VERIFIED.get(key, 0.0) > now:
+    if _VERIFIED.get(_verified_key(identity, password), 0.0) > time.monotonic():
         return True
-    if not check_password(password, identity.password_hash):
-        return False
-    if len(_VERIFIED) >= _VERIFIED_MAX:
-        _VERIFIED.clear()
-    _VERIFIED[key] = now + _VERIFIED_TTL_S
-    return True
+    return None
 
 
-def charger_connected(*, charger_pk: int, channel_name: str, now: dt.datetime) -> ConnectionGrant:
-    """Record that this websocket now serves the charger; it replaces any older one."""
+def _verified_key(identity: ChargerIdentity, password: str) -> tuple[int, str, bytes]:
+    return identity.charger_pk, identity.password_hash, hashlib.sha256(password.encode()).digest()
+
+
+def charger_connected(
+    *, charger_pk: int, channel_name: str, now: dt.datetime, seen: ChargerIdentity | None = None
+) -> ConnectionGrant:
+    """Record that this websocket now serves the charger; it replaces any older one.
+
+    With `seen` (what `charger_identify` read moments ago) one conditional UPDATE does it
+    when the row still holds the connection seen then; otherwise (another connection came or
+    went in between, or nothing was seen) the row is locked and read first.
+    """
+    fields = {"connected": True, "channel_name": channel_name, "connected_at": now, "last_seen": now}
+    if seen is not None and Charger.objects.filter(
+        pk=charger_pk, connected=seen.connected, channel_name=seen.channel_name
+    ).update(**fields) == 1:
+        return ConnectionGrant(charger_pk=charger_pk, replaced_channel=seen.channel_name if seen.connected else "")
     with transaction.atomic():
         charger = Charger.objects.select_for_update().get(pk=charger_pk)
         replaced = charger.channel_name if charger.connected else ""
-        charger.connected = True
-        charger.channel_name = channel_name
-        charger.connected_at = now
-        charger.last_seen = now
-        charger.save(update_fields=["connected", "channel_name", "connected_at", "last_seen"])
+        for field, value in fields.items():
+            setattr(charger, field, value)
+        charger.save(update_fields=list(fields))
     return ConnectionGrant(charger_pk=charger.pk, replaced_channel=replaced)
 
 
@@ -202,20 +239,33 @@ class BootInfo:
 class BootAnswer:
     status: str  # OCPP RegistrationStatus: Accepted / Pending / Rejected
     interval_s: int
+    # The charger's (registration status, heartbeat interval) the answer was given from.
+    seen: tuple[str, int] | None = None
 
 
-def charger_boot(*, charger_pk: int, info: BootInfo, now: dt.datetime) -> BootAnswer:
-    """Record what the charger says about itself and answer with its registration status."""
-    charger = Charger.objects.get(pk=charger_pk)
-    for field, value in info.__dict__.items():
-        setattr(charger, field, value)
-    charger.last_boot_at = now
-    charger.last_seen = now
-    charger.save()
-    if charger.registration_status == RegistrationStatus.ACCEPTED:
-        return BootAnswer("Accepted", charger.heartbeat_interval_s)
-    status = "Pending" if charger.registration_status == RegistrationStatus.PENDING else "Rejected"
-    return BootAnswer(status, settings.OCPP_PENDING_RETRY_INTERVAL)
+def charger_boot(
+    *, charger_pk: int, info: BootInfo, now: dt.datetime, seen: tuple[str, int] | None = None
+) -> BootAnswer:
+    """Record what the charger says about itself and answer with its registration status.
+
+    `seen` is the (registration status, heartbeat interval) the connection last read: one
+    UPDATE conditional on both still being so answers from them; when either changed (an
+    operator accepted the charger meanwhile), the row is read again.
+    """
+    fields = {**info.__dict__, "last_boot_at": now, "last_seen": now}
+    if seen is not None and Charger.objects.filter(
+        pk=charger_pk, registration_status=seen[0], heartbeat_interval_s=seen[1]
+    ).update(**fields) == 1:
+        status, interval_s = seen
+    else:
+        Charger.objects.filter(pk=charger_pk).update(**fields)
+        status, interval_s = Charger.objects.filter(pk=charger_pk).values_list(
+            "registration_status", "heartbeat_interval_s").get()
+    seen = (status, interval_s)
+    if status == RegistrationStatus.ACCEPTED:
+        return BootAnswer("Accepted", interval_s, seen)
+    answer = "Pending" if status == RegistrationStatus.PENDING else "Rejected"
+    return BootAnswer(answer, settings.OCPP_PENDING_RETRY_INTERVAL, seen)
 
 
 def chargers_set_registration(*, charger_pks: list[int], status: str) -> int:
@@ -232,19 +282,19 @@ def connector_status_update(
     vendor_id: str = "",
     vendor_error_code: str = "",
     timestamp: dt.datetime,
-) -> Connector:
-    """Store a StatusNotification; an older replayed one never overwrites a newer status."""
-    connector, _ = Connector.objects.get_or_create(charger_id=charger_pk, connector_id=connector_id)
-    if connector.status_at is not None and timestamp < connector.status_at:
-        return connector
-    connector.status = status
-    connector.error_code = error_code
-    connector.info = info
-    connector.vendor_id = vendor_id
-    connector.vendor_error_code = vendor_error_code
-    connector.status_at = timestamp
-    connector.save()
-    return connector
+) -> None:
+    """Store a StatusNotification; an older replayed one never overwrites a newer status.
+
+    One conditional UPDATE for a known connector; the first status of a new one inserts it.
+    """
+    fields = {"status": status, "error_code": error_code, "info": info, "vendor_id": vendor_id,
+              "vendor_error_code": vendor_error_code, "status_at": timestamp}
+    connectors = Connector.objects.filter(charger_id=charger_pk, connector_id=connector_id)
+    if connectors.filter(Q(status_at__isnull=True) | Q(status_at__lte=timestamp)).update(**fields):
+        return
+    _, created = Connector.objects.get_or_create(charger_id=charger_pk, connector_id=connector_id, defaults=fields)
+    if not created:  # it exists, with a newer status, or appeared since: once more under the same rule
+        connectors.filter(Q(status_at__isnull=True) | Q(status_at__lte=timestamp)).update(**fields)
 
 
 def charger_set_field(*, charger_pk: int, **fields: str) -> None:
@@ -254,20 +304,36 @@ def charger_set_field(*, charger_pk: int, **fields: str) -> None:
 
 def configuration_record(*, charger_pk: int, key: str, value: str | None, status: str) -> None:
     """Remember a ChangeConfiguration outcome (Accepted / RebootRequired / Rejected / …)."""
-    config, _ = ConfigurationKey.objects.get_or_create(charger_id=charger_pk, key=key)
+    fields: dict[str, object] = {"last_change_status": status, "updated_at": timezone.now()}
     if value is not None and status in {"Accepted", "RebootRequired"}:
-        config.value = value
-    config.last_change_status = status
-    config.save()
+        fields["value"] = value
+    keys = ConfigurationKey.objects.filter(charger_id=charger_pk, key=key)
+    if not keys.update(**fields):
+        _, created = ConfigurationKey.objects.get_or_create(charger_id=charger_pk, key=key, defaults=fields)
+        if not created:
+            keys.update(**fields)
 
 
 def configuration_store_read(*, charger_pk: int, keys: list[dict[str, object]]) -> None:
-    """Store a GetConfiguration answer (camelCase `configurationKey` items)."""
-    for item in keys:
-        config, _ = ConfigurationKey.objects.get_or_create(charger_id=charger_pk, key=str(item["key"]))
-        config.value = str(item.get("value") or "")
-        config.readonly = bool(item.get("readonly", False))
-        config.save()
+    """Store a GetConfiguration answer (camelCase `configurationKey` items): one SELECT, then
+    one UPDATE per changed key and one INSERT for the new ones."""
+    read = {str(item["key"]): (str(item.get("value") or ""), bool(item.get("readonly", False))) for item in keys}
+    if not read:
+        return
+    now = timezone.now()
+    with transaction.atomic():
+        stored = {config.key: config for config in ConfigurationKey.objects.filter(charger_id=charger_pk, key__in=read)}
+        for key, (value, readonly) in read.items():
+            config = stored.get(key)
+            if config is None:
+                continue
+            config.value, config.readonly, config.updated_at = value, readonly, now
+        if stored:
+            ConfigurationKey.objects.bulk_update(stored.values(), ["value", "readonly", "updated_at"])
+        ConfigurationKey.objects.bulk_create([
+            ConfigurationKey(charger_id=charger_pk, key=key, value=value, readonly=readonly)
+            for key, (value, readonly) in read.items() if key not in stored
+        ])
 
 
 def configuration_values(*, charger_pk: int, keys: list[str]) -> dict[str, str]:

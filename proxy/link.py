@@ -191,6 +191,10 @@ class LinkRunner:
         if self._main is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(self._main, 5)
+        with contextlib.suppress(Exception):
+            if await database_sync_to_async(services.link_status_set)(
+                    link_pk=self.config.link_pk, connected=False, now=clock.now(), error="the charger disconnected"):
+                await self.event("closed: the charger disconnected")
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coroutine)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from ocpp.exceptions import OCPPError
 from ocpp.v16 import call
@@ -104,3 +106,23 @@ def test_a_mirror_may_read_but_not_act(proxied):
     assert not {"RemoteStartTransaction", "Reset"} & {action for action, _ in sim.cp.received}
     assert primary.call("CP-PX", call.RemoteStartTransaction(id_tag="X", connector_id=1)).status == "Accepted"
     assert "RemoteStartTransaction" in [action for action, _ in sim.cp.received]
+
+
+def test_a_slow_primary_falls_back_to_the_local_decision_within_its_timeout(proxied):
+    sim, primary, mirror, (primary_link, _) = proxied
+    Badge.objects.create(id_tag="LOCAL-OK")
+    primary.id_tags["LOCAL-OK"] = "Invalid"
+    primary.delay_s = 4  # the message timeout is 2 s
+    started = time.monotonic()
+    assert sim.call(call.Authorize(id_tag="LOCAL-OK")).id_tag_info["status"] == "Accepted"
+    assert 1.5 < time.monotonic() - started < 3.5
+    # The mirror still got it; nothing else waited on the primary.
+    wait_until(lambda: "Authorize" in mirror.actions("CP-PX"))
+
+
+def test_the_backends_see_the_chargers_presence(proxied):
+    sim, primary, mirror, links = proxied
+    sim.close()
+    wait_until(lambda: not primary.cps and not mirror.cps)
+    wait_until(lambda: not UpstreamLink.objects.filter(connected=True).exists())
+    assert set(UpstreamLink.objects.values_list("last_error", flat=True)) == {"the charger disconnected"}

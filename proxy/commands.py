@@ -8,15 +8,13 @@ ClearChargingProfile clears stored ones, GetCompositeSchedule answers min(local,
 
 from __future__ import annotations
 
-import copy
 import logging
 from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
-from ocpp.exceptions import OCPPError
-from ocpp.messages import Call, CallError, CallResult, _validate_payload
+from ocpp.messages import Call, CallError, CallResult
 
-from chargers.frames import CHARGER_INITIATED, SYSTEM_INITIATED
+from chargers.frames import CHARGER_INITIATED, SYSTEM_INITIATED, payload_problem, respell_error_code
 from evce import clock
 from proxy import services
 from proxy.models import Policy
@@ -77,10 +75,9 @@ async def answer(link: LinkRunner, action: str, payload: dict[str, Any]) -> dict
         if action in CHARGER_INITIATED:
             raise Refusal("NotSupported", f"{action} is sent by a charge point, not to it")
         raise Refusal("NotImplemented", f"unknown action {action!r}")
-    try:
-        _validate_payload(Call("validation", action, copy.deepcopy(payload)), "1.6")
-    except OCPPError as error:
-        raise Refusal(error.code, str(error.description)) from None
+    problem = payload_problem(action, payload)
+    if problem is not None:
+        raise Refusal(respell_error_code(problem[0]), problem[1])
     policy = link.config.policies.get(action, Policy.REFUSE)
     await link.event(f"{action} from the backend: {policy or 'forward'}")
     if policy == Policy.REFUSE:

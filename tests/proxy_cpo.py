@@ -11,6 +11,7 @@ import asyncio
 import base64
 import datetime as dt
 import itertools
+import json
 import threading
 import time
 from collections.abc import Coroutine
@@ -106,6 +107,7 @@ class FakeCpo:
         self.tx_ids = itertools.count(first_tx_id)
         self.cps: dict[str, CpoSide] = {}
         self.auth_headers: list[str | None] = []
+        self._raw_ids = itertools.count(1)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -165,6 +167,16 @@ class FakeCpo:
 
     def call(self, cp_id: str, payload: Any) -> Any:
         return self.run(self.cps[cp_id].call(payload, suppress=False))
+
+    def raw_call(self, cp_id: str, action: str, payload: dict[str, Any]) -> Any:
+        """Send any CALL, even one the library would not; the CallResult or CallError that answers it."""
+        async def _call() -> Any:
+            cp = self.cps[cp_id]
+            unique_id = str(next(self._raw_ids))
+            await cp._send(json.dumps([2, unique_id, action, payload]))
+            return await cp._get_specific_response(unique_id, 10)
+
+        return self.run(_call())
 
     def actions(self, cp_id: str | None = None) -> list[str]:
         return [action for who, action, _, _ in list(self.received) if cp_id is None or who == cp_id]

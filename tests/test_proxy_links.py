@@ -9,11 +9,12 @@ from ocpp.exceptions import OCPPError
 from ocpp.v16 import call
 
 from badges.models import Badge
-from chargers.models import Charger, RegistrationStatus
+from chargers.models import Charger, Direction, OcppMessage, RegistrationStatus
 from proxy.models import Role, TransactionIdMap, UpstreamBackend, UpstreamLink
 from tests.conftest import wait_until
-from tests.ocpp_sim import utc_iso
+from tests.ocpp_sim import ChargerSim, utc_iso
 from tests.proxy_cpo import FakeCpo
+from transactions.models import Transaction
 
 pytestmark = pytest.mark.slow
 
@@ -79,6 +80,37 @@ def test_it_forwards_both_ways_and_maps_transaction_ids(proxied):
     # Reading is forwarded for both; the charger's answer is relayed.
     keys = mirror.call("CP-PX", call.GetConfiguration(key=["HeartbeatInterval"])).configuration_key
     assert {"key": "HeartbeatInterval", "value": "300", "readonly": False} in keys
+    # Every charger-originated message goes up, not only transactions.
+    sim.call(call.DataTransfer(vendor_id="com.example", message_id="hello", data="1"))
+    sim.call(call.FirmwareStatusNotification(status="Downloading"))
+    sim.call(call.DiagnosticsStatusNotification(status="Uploading"))
+    for action in ("DataTransfer", "FirmwareStatusNotification", "DiagnosticsStatusNotification"):
+        wait_until(lambda action=action: action in mirror.actions("CP-PX") and action in primary.actions("CP-PX"))
+    # Connections and commands are events in the maintenance log, under the charger.
+    events = set(OcppMessage.objects.filter(charge_point_id="CP-PX", direction=Direction.EVENT)
+                 .values_list("action", flat=True))
+    assert {"upstream CPO primary: connected", "upstream Mirror: connected"} <= events
+
+
+def test_unknown_and_charger_side_actions_from_a_backend_get_the_ocpp_j_errors(proxied):
+    sim, primary, _, _ = proxied
+    assert primary.raw_call("CP-PX", "Frobnicate", {}).error_code == "NotImplemented"
+    assert primary.raw_call("CP-PX", "Heartbeat", {}).error_code == "NotSupported"
+    assert primary.raw_call("CP-PX", "Reset", {"type": "Gentle"}).error_code == "PropertyConstraintViolation"
+    assert primary.raw_call("CP-PX", "RemoteStopTransaction", {"transactionId": 424242}).payload == {
+        "status": "Rejected"}  # not a transaction this backend knows
+    assert "Reset" not in [action for action, _ in sim.cp.received]
+
+
+def test_a_rewritten_identity_is_what_the_backend_sees(ocpp_url, charger_factory, cpos):
+    _, mirror = cpos
+    charger = Charger.objects.create(charge_point_id="CP-LOCAL-9", registration_status=RegistrationStatus.ACCEPTED)
+    link = make_link(charger, mirror, Role.MIRROR, "Roaming")
+    link.upstream_identity = "EXT-77"
+    link.save()
+    charger_factory(ocpp_url, "CP-LOCAL-9").connect().boot()
+    wait_until(lambda: connected(link))
+    assert mirror.actions("EXT-77")[0] == "BootNotification" and not mirror.actions("CP-LOCAL-9")
 
 
 def test_the_primary_decides_authorize_and_start(proxied):
@@ -89,11 +121,20 @@ def test_the_primary_decides_authorize_and_start(proxied):
     assert sim.call(call.Authorize(id_tag="LOCAL-OK")).id_tag_info["status"] == "Invalid"
     tx = sim.call(call.StartTransaction(connector_id=1, id_tag="LOCAL-OK", meter_start=0, timestamp=utc_iso()))
     assert tx.id_tag_info["status"] == "Invalid"
-    from transactions.models import Transaction
-
     assert Transaction.objects.get(pk=tx.transaction_id).id_tag_status == "Invalid"
-    # And the other way: a badge unknown here that the primary accepts.
+    # And the other way: a badge unknown here that the primary accepts; the session is then allocated.
     assert sim.call(call.Authorize(id_tag="CPO-ONLY")).id_tag_info["status"] == "Accepted"
+    tx = sim.call(call.StartTransaction(connector_id=1, id_tag="CPO-ONLY", meter_start=0, timestamp=utc_iso()))
+    assert tx.id_tag_info["status"] == "Accepted"
+    assert Transaction.objects.get(pk=tx.transaction_id).id_tag_status == "Accepted"
+
+
+def proxied_again(old_sim):
+    """Policies are read when the charger connects: connect it again."""
+    sim = ChargerSim(old_sim.url.rsplit("/ocpp/", 1)[0], old_sim.cp_id).connect()
+    sim.boot()
+    wait_until(lambda: UpstreamLink.objects.filter(connected=True).count() == 2)
+    return sim
 
 
 def test_a_mirror_may_read_but_not_act(proxied):
@@ -106,6 +147,12 @@ def test_a_mirror_may_read_but_not_act(proxied):
     assert not {"RemoteStartTransaction", "Reset"} & {action for action, _ in sim.cp.received}
     assert primary.call("CP-PX", call.RemoteStartTransaction(id_tag="X", connector_id=1)).status == "Accepted"
     assert "RemoteStartTransaction" in [action for action, _ in sim.cp.received]
+    # A policy set to "local": a harmless answer, and the charger is left alone.
+    UpstreamBackend.objects.filter(name="Mirror").update(policy_reset="local")
+    sim.close()
+    sim = proxied_again(sim)
+    assert mirror.call("CP-PX", call.Reset(type="Hard")).status == "Rejected"
+    assert "Reset" not in [action for action, _ in sim.cp.received]
 
 
 def test_a_slow_primary_falls_back_to_the_local_decision_within_its_timeout(proxied):

@@ -179,8 +179,9 @@ class LinkRunner:
         self._pumping = asyncio.ensure_future(self._pump())
         self._main = asyncio.ensure_future(self.run())
 
-    async def stop(self) -> None:
-        """At the charger's disconnect: keep every transaction message (durably), then close."""
+    async def stop(self, reason: str = "the charger disconnected") -> None:
+        """At the charger's disconnect (or a change of the link): keep every transaction message
+        (durably), then close."""
         self.inbox.put_nowait(None)
         if self._pumping is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
@@ -193,8 +194,8 @@ class LinkRunner:
                 await asyncio.wait_for(self._main, 5)
         with contextlib.suppress(Exception):
             if await database_sync_to_async(services.link_status_set)(
-                    link_pk=self.config.link_pk, connected=False, now=clock.now(), error="the charger disconnected"):
-                await self.event("closed: the charger disconnected")
+                    link_pk=self.config.link_pk, connected=False, now=clock.now(), error=reason):
+                await self.event(f"closed: {reason}")
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coroutine)

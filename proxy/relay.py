@@ -27,14 +27,37 @@ DECIDED_BY_PRIMARY = frozenset({"Authorize", "StartTransaction"})
 ID_TAG_STATUSES = frozenset({"Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx"})
 
 
+# Link and backend changes made in the admin reach the relays of this process this often.
+RECONCILE_S = 5.0
+_relays: dict[int, UpstreamRelay] = {}
+_reconciler: asyncio.Task[None] | None = None
+
+
 async def open_relay(charger_pk: int, charge_point_id: str, call: ReplyCallFn) -> UpstreamRelay | None:
+    global _reconciler
     configs = await database_sync_to_async(services.link_configs)(charger_pk=charger_pk)
     if not configs:
         return None
     booted = await database_sync_to_async(services.charger_booted)(charger_pk=charger_pk)
     relay = UpstreamRelay(charger_pk, charge_point_id, call, configs, booted=booted)
     relay.start()
+    _relays[charger_pk] = relay
+    if _reconciler is None or _reconciler.done():
+        _reconciler = asyncio.ensure_future(_reconcile_forever())
     return relay
+
+
+async def _reconcile_forever() -> None:
+    """One query per period for every proxied charger of this process: links added, changed,
+    disabled or deleted in the admin are started, restarted or stopped."""
+    while _relays:
+        await asyncio.sleep(RECONCILE_S)
+        try:
+            configs = await database_sync_to_async(services.link_configs_of)(charger_pks=list(_relays))
+            for charger_pk, relay in list(_relays.items()):
+                await relay.reconcile(configs.get(charger_pk, []))
+        except Exception:  # the database is away for a moment: the links run on as they are
+            logger.exception("upstream links: reconciling with the configuration failed")
 
 
 def id_tag_info(value: object) -> dict[str, Any] | None:
@@ -66,7 +89,25 @@ class UpstreamRelay:
             link.start()
 
     async def close(self) -> None:
+        if _relays.get(self.charger_pk) is self:
+            del _relays[self.charger_pk]
         await asyncio.gather(*(link.stop() for link in self.links), return_exceptions=True)
+
+    async def reconcile(self, configs: list[services.LinkConfig]) -> None:
+        """Run exactly the links of `configs`: changed ones are restarted (a new upstream connection)."""
+        wanted = {config.link_pk: config for config in configs}
+        keep, stop = [], []
+        for link in self.links:
+            (keep if wanted.get(link.config.link_pk) == link.config else stop).append(link)
+        await asyncio.gather(*(link.stop("changed in the configuration") for link in stop), return_exceptions=True)
+        running = {link.config.link_pk for link in keep}
+        for config in configs:
+            if config.link_pk not in running:
+                link = LinkRunner(self, config)
+                link.start()
+                keep.append(link)
+        self.links = keep
+        self.primary = next((link for link in self.links if link.config.primary), None)
 
     async def answered(self, action: str, request: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any] | None:
         if action == "BootNotification":

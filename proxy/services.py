@@ -56,14 +56,19 @@ class LinkConfig:
 
 
 def link_configs(*, charger_pk: int) -> list[LinkConfig]:
+    return link_configs_of(charger_pks=[charger_pk]).get(charger_pk, [])
+
+
+def link_configs_of(*, charger_pks: list[int]) -> dict[int, list[LinkConfig]]:
+    """The enabled links of these chargers, per charger."""
     from proxy.models import GROUP_OF  # noqa: PLC0415
 
-    links = UpstreamLink.objects.filter(charger_id=charger_pk, enabled=True, backend__enabled=True).select_related(
-        "backend", "charger")
-    configs = []
+    links = UpstreamLink.objects.filter(charger_id__in=charger_pks, enabled=True, backend__enabled=True
+                                        ).select_related("backend", "charger").order_by("pk")
+    configs: dict[int, list[LinkConfig]] = {}
     for link in links:
         backend = link.backend
-        configs.append(LinkConfig(
+        configs.setdefault(link.charger_id, []).append(LinkConfig(
             link_pk=link.pk, backend_pk=backend.pk, backend_name=backend.name, role=link.role,
             identity=link.identity(link.charger.charge_point_id), url=backend.url, password=backend.password,
             verify_tls=backend.verify_tls, ping_interval_s=backend.ping_interval_s,

@@ -12,7 +12,7 @@ from badges.models import Badge
 from chargers.models import Charger, Direction, OcppMessage, RegistrationStatus
 from proxy.models import Role, TransactionIdMap, UpstreamBackend, UpstreamLink
 from tests.conftest import wait_until
-from tests.ocpp_sim import ChargerSim, utc_iso
+from tests.ocpp_sim import utc_iso
 from tests.proxy_cpo import FakeCpo
 from transactions.models import Transaction
 
@@ -129,14 +129,6 @@ def test_the_primary_decides_authorize_and_start(proxied):
     assert Transaction.objects.get(pk=tx.transaction_id).id_tag_status == "Accepted"
 
 
-def proxied_again(old_sim):
-    """Policies are read when the charger connects: connect it again."""
-    sim = ChargerSim(old_sim.url.rsplit("/ocpp/", 1)[0], old_sim.cp_id).connect()
-    sim.boot()
-    wait_until(lambda: UpstreamLink.objects.filter(connected=True).count() == 2)
-    return sim
-
-
 def test_a_mirror_may_read_but_not_act(proxied):
     sim, primary, mirror, _ = proxied
     with pytest.raises(OCPPError) as refused:
@@ -147,10 +139,10 @@ def test_a_mirror_may_read_but_not_act(proxied):
     assert not {"RemoteStartTransaction", "Reset"} & {action for action, _ in sim.cp.received}
     assert primary.call("CP-PX", call.RemoteStartTransaction(id_tag="X", connector_id=1)).status == "Accepted"
     assert "RemoteStartTransaction" in [action for action, _ in sim.cp.received]
-    # A policy set to "local": a harmless answer, and the charger is left alone.
+    # A policy set to "local" (applied within seconds: the link restarts): a harmless answer, the charger left alone.
     UpstreamBackend.objects.filter(name="Mirror").update(policy_reset="local")
-    sim.close()
-    sim = proxied_again(sim)
+    wait_until(lambda: mirror.actions("CP-PX").count("BootNotification") == 2, timeout_s=15)
+    wait_until(lambda: "CP-PX" in mirror.cps)
     assert mirror.call("CP-PX", call.Reset(type="Hard")).status == "Rejected"
     assert "Reset" not in [action for action, _ in sim.cp.received]
 
@@ -173,3 +165,13 @@ def test_the_backends_see_the_chargers_presence(proxied):
     wait_until(lambda: not primary.cps and not mirror.cps)
     wait_until(lambda: not UpstreamLink.objects.filter(connected=True).exists())
     assert set(UpstreamLink.objects.values_list("last_error", flat=True)) == {"the charger disconnected"}
+
+
+def test_a_link_disabled_in_the_admin_closes_within_seconds(proxied):
+    sim, primary, mirror, (_, mirror_link) = proxied
+    UpstreamLink.objects.filter(pk=mirror_link.pk).update(enabled=False)
+    wait_until(lambda: "CP-PX" not in mirror.cps, timeout_s=15)
+    assert "CP-PX" in primary.cps
+    sim.call(call.Heartbeat())
+    wait_until(lambda: primary.actions("CP-PX").count("Heartbeat") == 1)
+    assert "Heartbeat" not in mirror.actions("CP-PX")

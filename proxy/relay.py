@@ -96,7 +96,8 @@ class UpstreamRelay:
     async def reconcile(self, configs: list[services.LinkConfig]) -> None:
         """Run exactly the links of `configs`: changed ones are restarted (a new upstream connection)."""
         wanted = {config.link_pk: config for config in configs}
-        keep, stop = [], []
+        keep: list[LinkRunner] = []
+        stop: list[LinkRunner] = []
         for link in self.links:
             (keep if wanted.get(link.config.link_pk) == link.config else stop).append(link)
         await asyncio.gather(*(link.stop("changed in the configuration") for link in stop), return_exceptions=True)

@@ -191,7 +191,7 @@ async def _project_step(backend: Backend, *args: str) -> dict[str, Any]:
 Step = Callable[..., Awaitable[dict[str, Any]]]
 
 
-async def overload(step: Step, fleet: list[ocpp_load.Charger], cut: float) -> dict[str, Any]:
+async def overload(step: Step, fleet: list[ocpp_load.Charger], cut: float, follow_s: float = 30.0) -> dict[str, Any]:
     """Converge the loop, lower the root zone, and time every charger's answer to its new profile.
 
     `step(name, *args)` runs a loop_driver step (`converge`, `cut --fraction F`) for the server.
@@ -199,9 +199,10 @@ async def overload(step: Step, fleet: list[ocpp_load.Charger], cut: float) -> di
     converged = await step("converge")
     for charger in fleet:
         charger.profiles.clear()
-    cut_result = await step("cut", "--fraction", str(cut))
+    # The loop keeps ticking every loop period meanwhile, as beat would; the answers arrive during it.
+    cut_result = await step("cut", "--fraction", str(cut), "--follow", str(follow_s))
     cut_at, share = cut_result["cut_at"], cut_result["new_limit_a"] / max(1, len(fleet))
-    deadline = time.time() + 60
+    deadline = time.time() + 10
 
     def acknowledged(charger: ocpp_load.Charger) -> float | None:
         times = [at for at, limit in charger.profiles if at >= cut_at and limit is not None and limit <= share + 0.1]
@@ -211,7 +212,8 @@ async def overload(step: Step, fleet: list[ocpp_load.Charger], cut: float) -> di
         await asyncio.sleep(0.05)
     answered = [at for at in (acknowledged(c) for c in fleet) if at is not None]
     return {"sessions": cut_result["sessions"], "converge_sent": converged["sent"], "tick_s": cut_result["tick_s"],
-            "profiles_sent": cut_result["sent"], "acknowledged": len(answered),
+            "profiles_sent": cut_result["sent"], "sent_per_tick": cut_result.get("sent_per_tick"),
+            "acknowledged": len(answered),
             "all_acknowledged_s": round(max(answered) - cut_at, 2) if len(answered) == len(fleet) else None,
             "p50_acknowledged_s": round(sorted(answered)[len(answered) // 2] - cut_at, 2) if answered else None}
 

@@ -4,7 +4,8 @@ Run with the environment of the server being benchmarked (DATABASE_URL, REDIS_UR
 
     python bench/loop_driver.py setup --chargers 250      # root zone (32 A per charger) + the BENCH badge
     python bench/loop_driver.py converge                   # ticks until one sends nothing (answers awaited)
-    python bench/loop_driver.py cut --fraction 0.25        # root zone limit x fraction, one tick at once
+    python bench/loop_driver.py cut --fraction 0.25 --follow 30   # root zone limit x fraction, tick at once,
+                                                                   # then every loop period (as beat) for 30 s
     python bench/loop_driver.py count                      # meter samples stored
 
 `cut` prints the wall-clock time (time.time()) just before the limit was lowered, so the caller
@@ -30,7 +31,7 @@ django.setup()
 
 from badges.models import Badge  # noqa: E402
 from loadmgmt.control import run_tick  # noqa: E402
-from loadmgmt.models import LimitState, Zone  # noqa: E402
+from loadmgmt.models import LimitState, SiteSettings, Zone  # noqa: E402
 from transactions.models import MeterSample  # noqa: E402
 
 ROOT = "Bench connection point"
@@ -56,13 +57,25 @@ def converge(max_ticks: int, answer_wait_s: float) -> dict[str, object]:
     return {"sent": sent, "sessions": report.sessions}
 
 
-def cut(fraction: float) -> dict[str, object]:
+def cut(fraction: float, follow_s: float = 0.0) -> dict[str, object]:
+    """Lower the root zone and tick at once; then, for up to `follow_s`, tick every loop period
+    as beat would (what one tick could not send, e.g. raises after decreases, goes then)."""
     zone = Zone.objects.get(name=ROOT, parent=None)
+    period_s = SiteSettings.load().loop_period_s
     started = time.time()
     Zone.objects.filter(pk=zone.pk).update(max_current_a=zone.max_current_a * fraction)
     tick_started = time.perf_counter()
     report = run_tick(dt.datetime.now(dt.UTC))
-    return {"cut_at": started, "tick_s": round(time.perf_counter() - tick_started, 3), "sent": report.sent,
+    first_tick_s = time.perf_counter() - tick_started
+    sent, ticks = [report.sent], 1
+    while time.time() < started + follow_s:
+        time.sleep(max(0.0, tick_started + period_s - time.perf_counter()))
+        if not sent[-1] and not LimitState.objects.filter(pending_a__isnull=False).exists():
+            break
+        tick_started = time.perf_counter()
+        sent.append(run_tick(dt.datetime.now(dt.UTC)).sent)
+        ticks += 1
+    return {"cut_at": started, "tick_s": round(first_tick_s, 3), "sent": sent[0], "sent_per_tick": sent,
             "sessions": report.sessions, "new_limit_a": zone.max_current_a * fraction}
 
 
@@ -73,13 +86,14 @@ def main() -> None:
     parser.add_argument("--fraction", type=float, default=0.25)
     parser.add_argument("--max-ticks", type=int, default=8)
     parser.add_argument("--answer-wait", type=float, default=20.0)
+    parser.add_argument("--follow", type=float, default=0.0, help="cut: keep ticking every loop period this long")
     args = parser.parse_args()
     if args.step == "setup":
         result = setup(args.chargers)
     elif args.step == "converge":
         result = converge(args.max_ticks, args.answer_wait)
     elif args.step == "cut":
-        result = cut(args.fraction)
+        result = cut(args.fraction, args.follow)
     else:
         result = {"samples": MeterSample.objects.count()}
     print(json.dumps(result))

@@ -101,12 +101,12 @@ def test_the_overload_reaction_waits_for_every_charger_to_acknowledge_its_lower_
     async def step(name: str, *args: str) -> dict[str, Any]:
         if name == "converge":
             return dict(await asyncio.to_thread(in_thread, loop_driver.converge, 8, 10.0))
-        return dict(await asyncio.to_thread(in_thread, loop_driver.cut, float(args[1])))
+        return dict(await asyncio.to_thread(in_thread, loop_driver.cut, float(args[1]), float(args[3])))
 
     async def scenario() -> dict[str, Any]:
         await ocpp_load.bring_up(fleet, 10.0)
         try:
-            return await bench_scale.overload(step, fleet, cut=0.25)
+            return await bench_scale.overload(step, fleet, cut=0.25, follow_s=0)
         finally:
             for charger in fleet:
                 await charger.ws.close()

@@ -91,8 +91,20 @@ async def answer(link: LinkRunner, action: str, payload: dict[str, Any]) -> dict
     return await forward(link, action, payload)
 
 
+# A backend's commands reach the charger one at a time (OCPP-J: one outstanding CALL per direction);
+# a backend that piles more up than this is refused, so that it cannot crowd out the local loop's calls.
+MAX_WAITING_COMMANDS = 3
+
+
 async def forward(link: LinkRunner, action: str, payload: dict[str, Any]) -> dict[str, Any]:
-    reply = await link.relay.call(action, payload, link.config.message_timeout_s)
+    if link.commands_waiting >= MAX_WAITING_COMMANDS:
+        raise Refusal("GenericError", "too many commands waiting for this charge point: one at a time")
+    link.commands_waiting += 1
+    try:
+        async with link.command_lock:
+            reply = await link.relay.call(action, payload, link.config.message_timeout_s)
+    finally:
+        link.commands_waiting -= 1
     status = reply.get("status")
     if status == "ok":
         return dict(reply.get("payload") or {})

@@ -165,6 +165,8 @@ class LinkRunner:
         self.last_known_pk = 0
         self.inserted = 0
         self.sent_pks: list[int] = []  # sent, deleted in one statement per batch
+        self.command_lock = asyncio.Lock()  # the backend's commands reach the charger one at a time
+        self.commands_waiting = 0
         self.connected = False
         self.cp: UpstreamChargePoint | None = None
         self.tx_map: dict[int, int] = {}

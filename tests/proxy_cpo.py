@@ -178,6 +178,21 @@ class FakeCpo:
 
         return self.run(_call())
 
+    def raw_calls_at_once(self, cp_id: str, calls: list[tuple[str, dict[str, Any]]], timeout: float = 15) -> list[Any]:
+        """Send several CALLs without waiting (breaking OCPP-J's one at a time); every answer, by call."""
+        async def _calls() -> list[Any]:
+            cp = self.cps[cp_id]
+            ids = [str(next(self._raw_ids)) for _ in calls]
+            for unique_id, (action, payload) in zip(ids, calls, strict=True):
+                await cp._send(json.dumps([2, unique_id, action, payload]))
+            answers = {}
+            while len(answers) < len(ids):
+                answer = await asyncio.wait_for(cp._response_queue.get(), timeout)
+                answers[answer.unique_id] = answer
+            return [answers[unique_id] for unique_id in ids]
+
+        return self.run(_calls(), timeout + 5)
+
     def actions(self, cp_id: str | None = None) -> list[str]:
         return [action for who, action, _, _ in list(self.received) if cp_id is None or who == cp_id]
 

@@ -175,3 +175,14 @@ def test_a_link_disabled_in_the_admin_closes_within_seconds(proxied):
     sim.call(call.Heartbeat())
     wait_until(lambda: primary.actions("CP-PX").count("Heartbeat") == 1)
     assert "Heartbeat" not in mirror.actions("CP-PX")
+
+
+def test_a_backend_flooding_commands_is_refused_beyond_a_few_waiting(proxied):
+    sim, primary, _, _ = proxied
+    sim.cp.silent = True  # the charger takes its time: the backend's commands queue up
+    answers = primary.raw_calls_at_once("CP-PX", [("Reset", {"type": "Soft"})] * 5)
+    # Three are taken (each reaches the charger in turn and times out), two are refused at once.
+    assert [(answer.error_code, answer.error_description.split(":")[0]) for answer in answers] == [
+        ("GenericError", "the charge point did not answer in time")] * 3 + [
+        ("GenericError", "too many commands waiting for this charge point")] * 2
+    assert [action for action, _ in sim.cp.received].count("Reset") == 1  # the silent charger hangs in the first

@@ -140,6 +140,16 @@ async def _remote_start(link: LinkRunner, payload: dict[str, Any]) -> dict[str, 
     return answer
 
 
+async def _change_configuration(link: LinkRunner, payload: dict[str, Any]) -> dict[str, Any]:
+    """Keys the controller sets itself (admin → automatic configuration keys: heartbeat, sampled
+    measurands the loop reads…) stay its own: a backend's change of one is Rejected."""
+    managed = await database_sync_to_async(services.managed_configuration_keys)()
+    if str(payload["key"]).casefold() in managed:
+        await link.event(f"ChangeConfiguration {payload['key']} rejected: managed locally")
+        return {"status": "Rejected"}
+    return await forward(link, "ChangeConfiguration", payload)
+
+
 async def _set_profile(link: LinkRunner, payload: dict[str, Any]) -> dict[str, Any]:
     """Validated as a charger would (OCPP 1.6 §5.16, §3.13), stored, never sent to the charger."""
     connector_id = int(payload["connectorId"])
@@ -199,6 +209,7 @@ async def _rebalance() -> None:
 
 
 SPECIAL = {
+    "ChangeConfiguration": _change_configuration,
     "RemoteStopTransaction": _remote_stop,
     "RemoteStartTransaction": _remote_start,
     "SetChargingProfile": _set_profile,

@@ -10,7 +10,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 
-from chargers.models import Charger, Connector, RegistrationStatus
+from chargers.models import AutoConfigurationKey, Charger, Connector, RegistrationStatus
 from proxy.models import QueuedMessage, Role, TransactionIdMap, UpstreamBackend, UpstreamLink, UpstreamProfile
 from transactions.models import Transaction, TransactionState
 
@@ -282,3 +282,8 @@ def profiles_end_transaction(*, transaction_id: int) -> int:
     """A TxProfile is gone when its transaction ends."""
     deleted, _ = UpstreamProfile.objects.filter(transaction_id=transaction_id, purpose="TxProfile").delete()
     return int(deleted)
+
+
+def managed_configuration_keys() -> set[str]:
+    """Configuration keys the controller sets on every charger (case-folded)."""
+    return {key.casefold() for key in AutoConfigurationKey.objects.filter(enabled=True).values_list("key", flat=True)}

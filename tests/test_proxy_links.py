@@ -9,7 +9,7 @@ from ocpp.exceptions import OCPPError
 from ocpp.v16 import call
 
 from badges.models import Badge
-from chargers.models import Charger, Direction, OcppMessage, RegistrationStatus
+from chargers.models import AutoConfigurationKey, Charger, Direction, OcppMessage, RegistrationStatus
 from proxy.models import Role, TransactionIdMap, UpstreamBackend, UpstreamLink
 from tests.conftest import wait_until
 from tests.ocpp_sim import utc_iso
@@ -139,6 +139,14 @@ def test_a_mirror_may_read_but_not_act(proxied):
     assert not {"RemoteStartTransaction", "Reset"} & {action for action, _ in sim.cp.received}
     assert primary.call("CP-PX", call.RemoteStartTransaction(id_tag="X", connector_id=1)).status == "Accepted"
     assert "RemoteStartTransaction" in [action for action, _ in sim.cp.received]
+    # Keys the controller manages stay its own; others are changed.
+    AutoConfigurationKey.objects.update_or_create(key="MeterValuesSampledData",
+                                                  defaults={"value": "Current.Import", "enabled": True})
+    change = call.ChangeConfiguration(key="MeterValuesSampledData", value="Energy.Active.Import.Register")
+    assert primary.call("CP-PX", change).status == "Rejected"
+    assert primary.call("CP-PX", call.ChangeConfiguration(key="LightIntensity", value="3")).status == "Accepted"
+    assert [payload["key"] for action, payload in sim.cp.received if action == "ChangeConfiguration"][-1:] == [
+        "LightIntensity"]
     # A policy set to "local" (applied within seconds: the link restarts): a harmless answer, the charger left alone.
     UpstreamBackend.objects.filter(name="Mirror").update(policy_reset="local")
     wait_until(lambda: mirror.actions("CP-PX").count("BootNotification") == 2, timeout_s=15)

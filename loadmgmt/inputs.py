@@ -82,6 +82,7 @@ class ChargerContext:
     state: LimitState | None  # its connector-0 row
     held_default_a: float  # max(in force, unsettled) default; its rating when nothing is known
     responsive: bool = True  # False: its latest profile got no answer (only decreases go to it)
+    upstream_cap_a: float | None = None  # a CPO backend's limit for the whole charger (proxy)
 
 
 @dataclass
@@ -181,13 +182,16 @@ def gather(now: dt.datetime) -> LoopInputs:
 
 
 def _cap_by_upstream(inputs: LoopInputs, transactions: list[Transaction], now: dt.datetime) -> None:
-    """A CPO backend's charging profile caps its sessions (proxy app): the charger holds the lower
-    of the local share and the backend's limit; a cap under the session's minimum pauses it."""
+    """A CPO backend's charging profile caps its sessions and its charger's safe default (proxy app):
+    the charger holds the lower of the local share and the backend's limit; a cap under the
+    session's minimum pauses it."""
     from proxy.caps import upstream_limits_a  # noqa: PLC0415 - the proxy is an optional feed
 
     caps = upstream_limits_a(now)
     if not caps:
         return
+    for charger_pk, context in inputs.chargers.items():
+        context.upstream_cap_a = caps.get((charger_pk, 0))
     by_session = {f"tx-{tx.pk}": caps.get((tx.charger_id, tx.connector_id)) for tx in transactions}
     inputs.sessions = [
         session if by_session.get(session.id) is None
@@ -225,8 +229,11 @@ def connector_counts(charger_pks: list[int]) -> dict[int, int]:
 
 def default_charger(context: ChargerContext) -> DefaultCharger:
     charger = context.charger
+    max_a = charger.rated_max_current_a
+    if context.upstream_cap_a is not None:
+        max_a = max(0.0, min(max_a, context.upstream_cap_a))
     return DefaultCharger(pk=charger.pk, zone_id=context.zone_id, phases=charger.supply_phases,
-                          connectors=context.connectors, max_a=charger.rated_max_current_a,
+                          connectors=context.connectors, max_a=max_a,
                           min_a=charger.min_current_a)
 
 

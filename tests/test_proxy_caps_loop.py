@@ -89,9 +89,11 @@ def test_the_charger_holds_the_lower_of_the_local_and_the_backend_limit(charging
     settle()
     assert sim.last_tx_limit() == 32.0
     # Below the session's minimum (6 A): the session is paused.
+    assert sim.profile_limits("TxDefaultProfile")[-1] == (0, 32.0)  # the safe default: under 40 A too
     assert set_profile(cpo, 0, backend_profile("ChargePointMaxProfile", 4, stack_level=2)) == "Accepted"
     settle()
     assert sim.last_tx_limit() == 0.0
+    assert sim.profile_limits("TxDefaultProfile")[-1] == (0, 0.0)  # and the safe default follows the cap
     # The backend's profiles never reached the charger: every profile it holds is the local loop's.
     profiles = [payload["cs_charging_profiles"] for action, payload in sim.cp.received
                 if action == "SetChargingProfile"]

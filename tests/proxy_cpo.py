@@ -46,7 +46,8 @@ class CpoSide(ChargePoint):
 
     @on(Action.boot_notification)
     async def on_boot(self, **_: Any):
-        return call_result.BootNotification(current_time=_now(), interval=300, status=self.cpo.boot_status)
+        return call_result.BootNotification(current_time=_now(), interval=self.cpo.boot_interval_s,
+                                            status=self.cpo.boot_status)
 
     @on(Action.heartbeat)
     async def on_heartbeat(self):
@@ -103,6 +104,7 @@ class FakeCpo:
         self.id_tags: dict[str, str] = {}
         self.reject: dict[str, int] = {}
         self.boot_status = "Accepted"
+        self.boot_interval_s = 300
         self.delay_s = 0.0
         self.tx_ids = itertools.count(first_tx_id)
         self.cps: dict[str, CpoSide] = {}

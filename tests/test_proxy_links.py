@@ -194,3 +194,17 @@ def test_a_backend_flooding_commands_is_refused_beyond_a_few_waiting(proxied):
         ("GenericError", "the charge point did not answer in time")] * 3 + [
         ("GenericError", "too many commands waiting for this charge point")] * 2
     assert [action for action, _ in sim.cp.received].count("Reset") == 1  # the silent charger hangs in the first
+
+
+def test_a_boot_the_backend_does_not_accept_is_shown_and_retried(ocpp_url, charger_factory, cpos):
+    primary, _ = cpos
+    primary.boot_status, primary.boot_interval_s = "Pending", 1
+    charger = Charger.objects.create(charge_point_id="CP-PEND", registration_status=RegistrationStatus.ACCEPTED)
+    link = make_link(charger, primary, Role.PRIMARY, "Strict CPO")
+    charger_factory(ocpp_url, "CP-PEND").connect().boot()
+    wait_until(lambda: UpstreamLink.objects.get(pk=link.pk).backend_boot_status == "Pending")
+    assert UpstreamLink.objects.get(pk=link.pk).last_error == "the backend answered the BootNotification with Pending"
+    assert not connected(link)
+    primary.boot_status = "Accepted"
+    wait_until(lambda: connected(link), timeout_s=5)
+    assert UpstreamLink.objects.get(pk=link.pk).last_error == ""

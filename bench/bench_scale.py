@@ -460,7 +460,7 @@ async def run(args: argparse.Namespace, backend: Backend) -> dict[str, Any]:
                                "fd_limit": raise_fd_limit(2 * max(args.sizes, default=0) + 200), "sizes": {}}
     for size in args.sizes:
         pair: dict[str, Any] = {}
-        for kind in ("project", "bare") if args.baseline else ("project",):
+        for kind in args.only or (("project", "bare") if args.baseline else ("project",)):
             if kind == "project":
                 backend.prepare()
                 await _project_step(backend, "setup", "--chargers", str(size))
@@ -500,6 +500,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-storm", action="store_true")
     parser.add_argument("--skip-channel-layer", action="store_true")
     parser.add_argument("--no-baseline", dest="baseline", action="store_false")
+    parser.add_argument("--only", nargs="+", choices=("project", "bare"),
+                        help="run only these servers (e.g. a size too slow for both within one time box)")
     parser.add_argument("--json", help="write all results here")
     return parser.parse_args(argv)
 

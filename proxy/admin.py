@@ -28,24 +28,6 @@ def _queue_depth(link: UpstreamLink) -> int:
     return int(depth) if depth is not None else link.queue.count()
 
 
-class ChargerUpstreamLinkInline(admin.TabularInline):
-    """On a charger's page: the backends it is presented to."""
-
-    model = UpstreamLink
-    extra = 0
-    verbose_name_plural = "upstream CPO links"
-    fields = ("backend", "role", "upstream_identity", "enabled", *STATUS_FIELDS)
-    readonly_fields = STATUS_FIELDS
-
-    @admin.display(description="queue depth")
-    def queue_depth(self, link: UpstreamLink) -> int:
-        return _queue_depth(link) if link.pk else 0
-
-    @admin.display(description="state")
-    def state(self, link: UpstreamLink) -> str:
-        return _state(link)
-
-
 class UpstreamLinkInline(admin.TabularInline):
     model = UpstreamLink
     extra = 0

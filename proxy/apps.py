@@ -11,12 +11,3 @@ class ProxyConfig(AppConfig):
         from proxy.relay import open_relay
 
         add_relay_opener(open_relay)
-        self._show_links_on_charger_page()
-
-    @staticmethod
-    def _show_links_on_charger_page() -> None:
-        from chargers.admin import ChargerAdmin
-        from proxy.admin import ChargerUpstreamLinkInline
-
-        if ChargerUpstreamLinkInline not in ChargerAdmin.inlines:
-            ChargerAdmin.inlines = [*ChargerAdmin.inlines, ChargerUpstreamLinkInline]

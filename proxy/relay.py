@@ -14,7 +14,9 @@ import asyncio
 import logging
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
+from django.db import close_old_connections
 
 from chargers.hooks import ReplyCallFn
 from evce import clock
@@ -33,9 +35,19 @@ _relays: dict[int, UpstreamRelay] = {}
 _reconciler: asyncio.Task[None] | None = None
 
 
+def _link_configs_off_db_thread(charger_pk: int) -> list[services.LinkConfig]:
+    """Read in a pool thread: every charger's connect asks, and the database thread (which serialises
+    every charger's writes) should not carry one more statement per connect for it."""
+    close_old_connections()
+    try:
+        return services.link_configs(charger_pk=charger_pk)
+    finally:
+        close_old_connections()
+
+
 async def open_relay(charger_pk: int, charge_point_id: str, call: ReplyCallFn) -> UpstreamRelay | None:
     global _reconciler
-    configs = await database_sync_to_async(services.link_configs)(charger_pk=charger_pk)
+    configs = await sync_to_async(_link_configs_off_db_thread, thread_sensitive=False)(charger_pk)
     if not configs:
         return None
     booted = await database_sync_to_async(services.charger_booted)(charger_pk=charger_pk)

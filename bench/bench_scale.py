@@ -14,7 +14,8 @@ ChargePoint, no database), started the same way in the same invocation:
    the root zone limit drops to `--cut` of itself and one tick runs → time until every session's
    charger has answered a SetChargingProfile at or below its new share;
 4. reconnect storm: the server is stopped and started again with the N chargers connected;
-   they reconnect (first try after 0–1 s, then every 1–2 s) → time until all are booted again
+   they reconnect (first try after 0–1 s, then a jittered back-off of 1, 2, 4 … 16 s, 30 s
+   handshake and BootNotification timeouts) → time until all are booted again
    (from the restart and from the moment the port listens), handshake failures after listen.
 
 Then, once per invocation: the tick alone (`bench/bench_tick.py`) at `--tick-sizes` sessions,
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -222,24 +224,33 @@ async def storm(server: Server, fleet: list[ocpp_load.Charger], timeout_s: float
     """Restart the server under the connected fleet; every charger reconnects and boots again."""
     listen_at: float | None = None
     failures_before = failures_after = 0
+    kinds: dict[str, int] = {}  # failures after listen, by exception
     booted: list[float] = []
 
     async def reconnect(charger: ocpp_load.Charger) -> None:
         nonlocal failures_before, failures_after
         await asyncio.sleep(random.uniform(0, 1))  # noqa: S311 - chargers notice the loss at different times
+        backoff_s = 1.0
         while time.monotonic() < give_up_at:
             attempt_at = time.monotonic()
             try:
                 await charger.connect(30.0)
-                await charger.call("BootNotification", {"chargePointVendor": "Bench", "chargePointModel": "Load"})
+                await charger.call("BootNotification", {"chargePointVendor": "Bench", "chargePointModel": "Load"},
+                                   timeout_s=30.0)
                 booted.append(time.monotonic())
                 return
-            except Exception:  # noqa: BLE001 - counted: before or after the port listened
+            except Exception as error:  # noqa: BLE001 - counted: before or after the port listened
                 if listen_at is not None and attempt_at >= listen_at:
                     failures_after += 1
+                    kinds[type(error).__name__] = kinds.get(type(error).__name__, 0) + 1
                 else:
                     failures_before += 1
-                await asyncio.sleep(random.uniform(1, 2))  # noqa: S311
+                if charger.ws is not None:
+                    with contextlib.suppress(Exception):
+                        await charger.ws.close()
+                # What chargers do: retry with a growing, jittered back-off (1, 2, 4 … 16 s).
+                await asyncio.sleep(backoff_s * random.uniform(0.5, 1.0))  # noqa: S311
+                backoff_s = min(16.0, backoff_s * 2)
 
     server.stop()
     for charger in fleet:
@@ -255,6 +266,7 @@ async def storm(server: Server, fleet: list[ocpp_load.Charger], timeout_s: float
     return {"reconnected": len(booted), "all_booted_s": round(max(booted) - restart_at, 2) if done else None,
             "after_listen_s": round(max(booted) - listen_at, 2) if done else None,
             "listen_after_s": round(listen_at - restart_at, 2), "failures_after_listen": failures_after,
+            "failure_kinds": kinds,
             "failures_before_listen": failures_before}
 
 

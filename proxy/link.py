@@ -168,6 +168,7 @@ class LinkRunner:
         self.command_lock = asyncio.Lock()  # the backend's commands reach the charger one at a time
         self.commands_waiting = 0
         self.connected = False
+        self.was_up = False
         self.cp: UpstreamChargePoint | None = None
         self.tx_map: dict[int, int] = {}
         self.waiters: dict[int, asyncio.Future[dict[str, Any] | None]] = {}
@@ -250,9 +251,9 @@ class LinkRunner:
         failures = 0
         while True:
             await self.relay.booted.wait()
+            self.was_up = False
             try:
-                if await self._session():
-                    failures = 0
+                await self._session()
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - every failure ends in a reconnect
@@ -260,6 +261,8 @@ class LinkRunner:
                 if await database_sync_to_async(services.link_status_set)(
                         link_pk=self.config.link_pk, connected=False, now=clock.now(), error=text):
                     await self.event("not connected", error=text)
+            if self.was_up:  # it was up: the back-off starts again from 1 s
+                failures = 0
             delay = backoff_s(failures)
             failures += 1
             await asyncio.sleep(delay)
@@ -281,8 +284,8 @@ class LinkRunner:
             options["ssl"] = context
         return options
 
-    async def _session(self) -> bool:
-        """One connection: connect, boot, replay, drain until it closes. True once it was up."""
+    async def _session(self) -> None:
+        """One connection: connect, boot, replay, drain until it closes."""
         async with websockets.connect(self.config.endpoint, **self._connect_options()) as ws:
             if ws.subprotocol != "ocpp1.6":
                 raise BackendRefused("the backend did not accept the ocpp1.6 subprotocol")
@@ -294,7 +297,7 @@ class LinkRunner:
                 self.cp = cp
                 for payload in await database_sync_to_async(services.status_payloads)(charger_pk=self.relay.charger_pk):
                     await self._call(cp, reader, "StatusNotification", payload)
-                self.connected = True
+                self.connected = self.was_up = True
                 self.maybe_queued = True
                 self.known_complete = False
                 await database_sync_to_async(services.link_status_set)(
@@ -317,7 +320,6 @@ class LinkRunner:
         await database_sync_to_async(services.link_status_set)(
             link_pk=self.config.link_pk, connected=False, now=clock.now(), error=error)
         await self.event("disconnected", error=error)
-        return True
 
     async def _boot(self, cp: UpstreamChargePoint, reader: asyncio.Future[Any]) -> None:
         """BootNotification until Accepted (a Pending/Rejected one is retried after its interval)."""

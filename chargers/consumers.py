@@ -89,7 +89,10 @@ class _Wire:
         self._consumer = consumer
 
     async def send(self, message: str) -> None:
-        frame = json.loads(message)
+        await self.send_frame(message, json.loads(message))
+
+    async def send_frame(self, message: str, frame: list[Any]) -> None:
+        """Send `message`, the text of `frame` (JSON values only, as the ChargePoint built it)."""
         if frame[0] == CALL and self._consumer.ended_transaction_profile(frame):
             raise TransactionEnded("the transaction of this TxProfile has ended: not sent")
         if frame[0] == CALLERROR:
@@ -512,12 +515,13 @@ class OcppConsumer(AsyncWebsocketConsumer):
 
     async def log_frame(self, direction: str, frame: list[Any]) -> None:
         """Log one frame as the array it is (a CALLRESULT keeps its payload, a CALLERROR
-        its code, description and details)."""
+        its code, description and details). A frame holds JSON values only (decoded from
+        the wire, or built to be sent) and is not changed afterwards: logged as it is."""
         action, payload, error = _frame_parts(frame)
         row = LogRow(
             charge_point_id=self.charge_point_id, charger_pk=self.charger_pk, direction=direction,
             now=clock.now(), message_type=_TYPE_NAMES.get(frame[0], "?"), unique_id=str(frame[1]), action=action,
-            payload=_jsonable(payload), error=error, touch=direction == Direction.IN,
+            payload=payload, error=error, touch=direction == Direction.IN,
         )
         # Rows of a charger's CALL and of our answer to it are not waited for: the answer
         # waits only for what it reports (e.g. the samples stored), and these rows are

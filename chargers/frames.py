@@ -202,6 +202,30 @@ def _clean(value: object, depth: int = 0) -> object:
     return value  # pragma: no cover - json.loads produces nothing else
 
 
+def _must_clean(value: object, depth: int = 0) -> bool:
+    """What `_clean` refuses, refused (raises _Refused) without copying anything; True when
+    some string must lose trailing NULs (then `_clean` makes the cleaned copy)."""
+    if depth > MAX_DEPTH:
+        raise _Refused("FormationViolation", f"Nesting deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        return not (value.isascii() and "\x00" not in value) and _clean_string(value) != value
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return False
+    if isinstance(value, int):
+        if not INT_MIN <= value <= INT_MAX:
+            raise _Refused("TypeConstraintViolation", "Integer out of the 32-bit range of OCPP integers")
+        return False
+    changed = False
+    if isinstance(value, list):
+        for item in value:
+            changed = _must_clean(item, depth + 1) or changed
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            changed = _must_clean(key, depth + 1) or changed
+            changed = _must_clean(item, depth + 1) or changed
+    return changed
+
+
 def parse_frame(text: str) -> Frame | FrameProblem:
     """Check the OCPP-J envelope of `text` and, for a CALL, its payload (see module doc)."""
     try:
@@ -218,11 +242,12 @@ def parse_frame(text: str) -> Frame | FrameProblem:
         return FrameProblem(None, "FormationViolation", "Message id must be a string of 1 to 36 characters")
     kind = decoded[0] if isinstance(decoded[0], int) and not isinstance(decoded[0], bool) else None
     try:
-        message = _clean(decoded)
+        changed = _must_clean(decoded)
+        message = _clean(decoded) if changed else decoded  # a copy only when a string changes
     except _Refused as refused:
         return FrameProblem(unique_id, refused.code, refused.description, kind)
     assert isinstance(message, list)  # noqa: S101 - _clean keeps the shape
-    routed = text if message == decoded else json.dumps(message, separators=(",", ":"))
+    routed = json.dumps(message, separators=(",", ":")) if changed else text
     if kind == CALL:
         return _parse_call(message, unique_id, routed)
     if kind in (CALLRESULT, CALLERROR):

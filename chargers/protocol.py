@@ -221,7 +221,7 @@ class CentralSystemChargePoint:
 
     __slots__ = ("id", "charger_pk", "logger", "_connection", "_response_timeout", "_on_boot_accepted",
                  "_on_registration", "_registration", "_charger_row", "_boot_status", "_outstanding_id",
-                 "_waiter", "_call_lock")
+                 "_waiter", "_call_lock", "_send_frame")
     _routes: dict[str, _Route]
 
     def __init__(
@@ -239,6 +239,10 @@ class CentralSystemChargePoint:
         self.charger_pk = charger_pk
         self.logger = _LibraryLog(charge_point_id)
         self._connection = connection
+        # A connection with `send_frame(text, frame)` takes the frame we built along with its
+        # text, so that it need not decode what we just encoded.
+        self._send_frame: Callable[[str, list[Any]], Awaitable[None]] | None = getattr(
+            connection, "send_frame", None)
         self._response_timeout = response_timeout
         self._on_boot_accepted = on_boot_accepted
         self._boot_status = ""
@@ -304,7 +308,8 @@ class CentralSystemChargePoint:
             self.logger.exception("Error while handling request")
             await self._send(_call_error(unique_id, error))
             return
-        await self._send(json.dumps([CALLRESULT, unique_id, answer], separators=(",", ":")))
+        result = [CALLRESULT, unique_id, answer]
+        await self._send(json.dumps(result, separators=(",", ":")), result)
         if route.after is not None:
             extra = {"call_unique_id": unique_id} if route.after_takes_unique_id else {}
             # A task: an @after hook may call the charger, whose answer this frame's turn would block.
@@ -347,7 +352,8 @@ class CentralSystemChargePoint:
             waiter = self._waiter = asyncio.get_running_loop().create_future()
             self._outstanding_id = unique_id
             try:
-                await self._send(json.dumps([CALL, unique_id, action, payload], separators=(",", ":")))
+                request = [CALL, unique_id, action, payload]
+                await self._send(json.dumps(request, separators=(",", ":")), request)
                 message_type, message = await asyncio.wait_for(waiter, self._response_timeout)
             finally:
                 self._outstanding_id = None
@@ -359,8 +365,11 @@ class CentralSystemChargePoint:
                 raise _schema_error(problem)
         return message
 
-    async def _send(self, message: str) -> None:
-        await self._connection.send(message)
+    async def _send(self, message: str, frame: list[Any] | None = None) -> None:
+        if frame is not None and self._send_frame is not None:
+            await self._send_frame(message, frame)
+        else:
+            await self._connection.send(message)
 
     def use_charger_row(self, charger: Charger | None) -> None:
         """The charger's row, just read for the frame about to be routed: its handler uses it

@@ -483,12 +483,20 @@ async def run(args: argparse.Namespace, backend: Backend) -> dict[str, Any]:
             print(f"{size} {kind}: {json.dumps({k: v for k, v in pair[kind].items() if k != 'output'})}",
                   file=sys.stderr, flush=True)
         results["sizes"][str(size)] = pair
-    if args.tick_sizes:
-        results["tick"] = tick_alone(backend, args.tick_sizes)
+        _save(args.json, results)
     if not args.skip_channel_layer:
         results["channel_layer"] = await channel_layers(backend.redis_url)
+        _save(args.json, results)
+    if args.tick_sizes:
+        results["tick"] = tick_alone(backend, args.tick_sizes)
     results["load_average_end"] = load_average()
     return results
+
+
+def _save(path: str | None, results: dict[str, Any]) -> None:
+    """Results so far (a run cut short by its time box keeps what it measured)."""
+    if path:
+        Path(path).write_text(json.dumps(results, indent=2))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -533,8 +541,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"backend {results['backend']}; load average {results['load_average_start']} -> "
           f"{results['load_average_end']}; fd limit {results['fd_limit']}")
     print(table(results))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+    _save(args.json, results)
     return results
 
 

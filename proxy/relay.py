@@ -1,7 +1,9 @@
 """The relay of one charger connection to its upstream backends (chargers.hooks.RELAY_OPENERS).
 
-Opened when the charger's websocket is accepted (if it has enabled links), closed when it
-disconnects: the backends see the charger's real presence. Every charger CALL the consumer
+Opened when the charger's websocket is accepted, closed when it disconnects: the backends see
+the charger's real presence. A charger without enabled links gets an idle relay (no task, no
+connection; it only notes the charger's boot) so that a link added or enabled in the admin while
+it is connected opens within RECONCILE_S, like any other change of the configuration. Every charger CALL the consumer
 answered is handed to each link in order, with transaction ids the links map themselves. Only
 the primary's answer to Authorize and StartTransaction is awaited, at most the backend's message
 timeout, and only while its link is up; otherwise the local decision stands (and the Start is
@@ -12,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
@@ -31,26 +34,26 @@ ID_TAG_STATUSES = frozenset({"Accepted", "Blocked", "Expired", "Invalid", "Concu
 
 # Link and backend changes made in the admin reach the relays of this process this often.
 RECONCILE_S = 5.0
-_relays: dict[int, UpstreamRelay] = {}
+_relays: dict[int, UpstreamRelay] = {}  # every connected charger of this process, proxied or not
+_T = TypeVar("_T")
 _reconciler: asyncio.Task[None] | None = None
 
 
-def _link_configs_off_db_thread(charger_pk: int) -> list[services.LinkConfig]:
-    """Read in a pool thread: every charger's connect asks, and the database thread (which serialises
-    every charger's writes) should not carry one more statement per connect for it."""
+def _off_db_thread(read: Callable[[], _T]) -> _T:
+    """Run a read in a pool thread: the database thread serialises every charger's writes, and
+    should not carry one more statement per connect (or per reconcile) for the proxy."""
     close_old_connections()
     try:
-        return services.link_configs(charger_pk=charger_pk)
+        return read()
     finally:
         close_old_connections()
 
 
-async def open_relay(charger_pk: int, charge_point_id: str, call: ReplyCallFn) -> UpstreamRelay | None:
+async def open_relay(charger_pk: int, charge_point_id: str, call: ReplyCallFn) -> UpstreamRelay:
     global _reconciler
-    configs = await sync_to_async(_link_configs_off_db_thread, thread_sensitive=False)(charger_pk)
-    if not configs:
-        return None
-    booted = await database_sync_to_async(services.charger_booted)(charger_pk=charger_pk)
+    configs = await sync_to_async(_off_db_thread, thread_sensitive=False)(
+        lambda: services.link_configs(charger_pk=charger_pk))
+    booted = bool(configs) and await database_sync_to_async(services.charger_booted)(charger_pk=charger_pk)
     relay = UpstreamRelay(charger_pk, charge_point_id, call, configs, booted=booted)
     relay.start()
     _relays[charger_pk] = relay
@@ -60,12 +63,12 @@ async def open_relay(charger_pk: int, charge_point_id: str, call: ReplyCallFn) -
 
 
 async def _reconcile_forever() -> None:
-    """One query per period for every proxied charger of this process: links added, changed,
-    disabled or deleted in the admin are started, restarted or stopped."""
+    """One query per period for the connected chargers of this process: links added, enabled,
+    changed, disabled or deleted in the admin are started, restarted or stopped."""
     while _relays:
         await asyncio.sleep(RECONCILE_S)
         try:
-            configs = await database_sync_to_async(services.link_configs_of)(charger_pks=list(_relays))
+            configs = await sync_to_async(_off_db_thread, thread_sensitive=False)(services.link_configs_all)
             for charger_pk, relay in list(_relays.items()):
                 await relay.reconcile(configs.get(charger_pk, []))
         except Exception:  # the database is away for a moment: the links run on as they are
@@ -95,18 +98,25 @@ class UpstreamRelay:
         self.links = [LinkRunner(self, config) for config in configs]
         self.primary = next((link for link in self.links if link.config.primary), None)
         self.awaiting_remote_start = False
+        self.closed = False
 
     def start(self) -> None:
         for link in self.links:
             link.start()
 
     async def close(self) -> None:
+        self.closed = True
         if _relays.get(self.charger_pk) is self:
             del _relays[self.charger_pk]
         await asyncio.gather(*(link.stop() for link in self.links), return_exceptions=True)
 
     async def reconcile(self, configs: list[services.LinkConfig]) -> None:
         """Run exactly the links of `configs`: changed ones are restarted (a new upstream connection)."""
+        if self.closed or (not configs and not self.links):
+            return
+        if configs and not self.links and not self.booted.is_set() and await database_sync_to_async(
+                services.charger_booted)(charger_pk=self.charger_pk):
+            self.booted.set()  # its first link: the charger booted before, its boot can be replayed
         wanted = {config.link_pk: config for config in configs}
         keep: list[LinkRunner] = []
         stop: list[LinkRunner] = []
@@ -114,6 +124,9 @@ class UpstreamRelay:
             (keep if wanted.get(link.config.link_pk) == link.config else stop).append(link)
         await asyncio.gather(*(link.stop("changed in the configuration") for link in stop), return_exceptions=True)
         running = {link.config.link_pk for link in keep}
+        if self.closed:  # the charger left while the changed links were stopping
+            self.links = keep
+            return
         for config in configs:
             if config.link_pk not in running:
                 link = LinkRunner(self, config)
@@ -123,6 +136,8 @@ class UpstreamRelay:
         self.primary = next((link for link in self.links if link.config.primary), None)
 
     async def answered(self, action: str, request: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any] | None:
+        if not self.links and action != "BootNotification":
+            return None  # an idle relay (no enabled link): nothing to tell anyone
         if action == "BootNotification":
             if answer.get("status") != "Accepted":
                 return None

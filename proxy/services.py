@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 
 from chargers.models import AutoConfigurationKey, Charger, Connector, RegistrationStatus
 from proxy.models import QueuedMessage, Role, TransactionIdMap, UpstreamBackend, UpstreamLink, UpstreamProfile
@@ -61,10 +61,19 @@ def link_configs(*, charger_pk: int) -> list[LinkConfig]:
 
 def link_configs_of(*, charger_pks: list[int]) -> dict[int, list[LinkConfig]]:
     """The enabled links of these chargers, per charger."""
+    return _link_configs(UpstreamLink.objects.filter(charger_id__in=charger_pks))
+
+
+def link_configs_all() -> dict[int, list[LinkConfig]]:
+    """Every enabled link, per charger: what a process's relays reconcile with (a few links, read
+    whole rather than filtered by the thousands of chargers a process may hold)."""
+    return _link_configs(UpstreamLink.objects.all())
+
+
+def _link_configs(links: QuerySet[UpstreamLink]) -> dict[int, list[LinkConfig]]:
     from proxy.models import GROUP_OF  # noqa: PLC0415
 
-    links = UpstreamLink.objects.filter(charger_id__in=charger_pks, enabled=True, backend__enabled=True
-                                        ).select_related("backend", "charger").order_by("pk")
+    links = links.filter(enabled=True, backend__enabled=True).select_related("backend", "charger").order_by("pk")
     configs: dict[int, list[LinkConfig]] = {}
     for link in links:
         backend = link.backend

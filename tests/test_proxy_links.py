@@ -208,3 +208,20 @@ def test_a_boot_the_backend_does_not_accept_is_shown_and_retried(ocpp_url, charg
     primary.boot_status = "Accepted"
     wait_until(lambda: connected(link), timeout_s=5)
     assert UpstreamLink.objects.get(pk=link.pk).last_error == ""
+
+
+def test_a_link_added_or_enabled_while_its_charger_is_connected_opens_within_seconds(ocpp_url, charger_factory,
+                                                                                    cpos):
+    primary, mirror = cpos
+    charger = Charger.objects.create(charge_point_id="CP-LATE", registration_status=RegistrationStatus.ACCEPTED)
+    disabled = make_link(charger, mirror, Role.MIRROR, "Mirror", enabled=False)  # the backend is off
+    sim = charger_factory(ocpp_url, "CP-LATE").connect()
+    sim.boot()
+    sim.call(call.StatusNotification(connector_id=1, error_code="NoError", status="Available"))
+    added = make_link(charger, primary, Role.PRIMARY, "CPO primary")  # the charger stays connected
+    UpstreamBackend.objects.filter(pk=disabled.backend_id).update(enabled=True)
+    wait_until(lambda: connected(added, disabled), timeout_s=9)  # the admin's changes are read every 5 s
+    for cpo in (primary, mirror):  # presented as at a connection: its boot, then its statuses
+        assert cpo.actions("CP-LATE")[:2] == ["BootNotification", "StatusNotification"]
+    sim.call(call.Heartbeat())
+    wait_until(lambda: "Heartbeat" in primary.actions("CP-LATE") and "Heartbeat" in mirror.actions("CP-LATE"))

@@ -175,29 +175,65 @@ def gather(now: dt.datetime) -> LoopInputs:
     for tx in transactions:
         _add_session(inputs, tx, charger_contexts[tx.charger_id], states.get((tx.charger_id, tx.connector_id)),
                      timelines.get(tx.pk, []), tx.id_tag.upper() in vip_tags, now)
-    _cap_by_upstream(inputs, transactions, now)
-    inputs.zones = _capacities(zones, configs, budgets, inputs, timelines, now, settings)
+    whole_charger_zones = _cap_by_upstream(inputs, transactions, now)
+    inputs.zones = [*_capacities(zones, configs, budgets, inputs, timelines, now, settings), *whole_charger_zones]
+    for session in inputs.sessions:  # only now: a zone's measured EV draw counts them in the site's own zones
+        inputs.contexts[session.id].zone_id = session.zone_id  # the plan keeps their sum within the charger's max
     inputs.static_zones = _static_zones(configs, settings)
     return inputs
 
 
-def _cap_by_upstream(inputs: LoopInputs, transactions: list[Transaction], now: dt.datetime) -> None:
-    """A CPO backend's charging profile caps its sessions and its charger's safe default (proxy app):
-    the charger holds the lower of the local share and the backend's limit; a cap under the
-    session's minimum pauses it."""
+def _cap_by_upstream(inputs: LoopInputs, transactions: list[Transaction], now: dt.datetime) -> list[ZoneCapacity]:
+    """A CPO backend's charging profiles cap the local allocation (proxy app): the charger holds
+    the lower of the local share and the backend's limit; a cap under a session's minimum pauses it.
+
+    - a session's own composite (TxProfile, else TxDefault, under ChargePointMax) caps its maximum;
+    - TxDefault on connector 0 applies to each connector: it caps the charger's safe default;
+    - ChargePointMax limits the charger as a whole (OCPP 1.6 §3.13.2): its sessions share it in a
+      zone of their own under the charger's zone (returned, for `inputs.zones`), less what its
+      sessions nobody can lower hold, and its safe default, held on every connector, gets an
+      equal part of it.
+    """
     from proxy.caps import upstream_limits_a  # noqa: PLC0415 - the proxy is an optional feed
 
     caps = upstream_limits_a(now)
     if not caps:
-        return
+        return []
     for charger_pk, context in inputs.chargers.items():
-        context.upstream_cap_a = caps.get((charger_pk, 0))
-    by_session = {f"tx-{tx.pk}": caps.get((tx.charger_id, tx.connector_id)) for tx in transactions}
+        default = caps.connectors.get((charger_pk, 0))
+        whole = caps.charger_max.get(charger_pk)
+        if whole is not None:
+            default = min(whole / max(1, context.connectors), whole if default is None else default)
+        context.upstream_cap_a = default
+    by_session = {f"tx-{tx.pk}": caps.connectors.get((tx.charger_id, tx.connector_id)) for tx in transactions}
     inputs.sessions = [
         session if by_session.get(session.id) is None
         else replace(session, max_a=max(0.0, min(session.max_a, by_session[session.id] or 0.0)))
         for session in inputs.sessions
     ]
+    return [_whole_charger_zone(inputs, inputs.chargers[pk], whole, transactions)
+            for pk, whole in caps.charger_max.items() if pk in inputs.chargers]
+
+
+def _whole_charger_zone(inputs: LoopInputs, context: ChargerContext, whole_a: float,
+                        transactions: list[Transaction]) -> ZoneCapacity:
+    """The zone a backend's ChargePointMax makes of a charger; its controllable sessions move in."""
+    pk = context.charger.pk
+    zone_id = f"charger-{pk}-upstream-max"
+    ids = {f"tx-{tx.pk}" for tx in transactions if tx.charger_id == pk}
+    held = [0.0, 0.0, 0.0]
+    for holder in inputs.reserved:
+        if holder.id in ids:
+            for phase in holder.phases:
+                held[phase] += holder.held_a * holder.count
+    zone = EngineZone(id=zone_id, parent_id=context.zone_id, name=f"{context.charger.charge_point_id} backend max",
+                      capacity_a=(max(0.0, whole_a - held[0]), max(0.0, whole_a - held[1]),
+                                  max(0.0, whole_a - held[2])))
+    inputs.sessions = [replace(session, zone_id=zone_id) if session.id in ids else session
+                       for session in inputs.sessions]
+    note = f"a CPO backend's ChargePointMaxProfile: {whole_a:g} A for the whole charger"
+    return ZoneCapacity(zone, whole_a, None, note if not any(held) else f"{note}, {max(held):g} A held",
+                        fallback=False)
 
 
 def _static_zones(configs: list[ZoneConfig], settings: SiteSettings) -> list[EngineZone]:

@@ -4,7 +4,8 @@ The local loop stays the only writer of a charger's profiles: a backend's SetCha
 stored (proxy.models.UpstreamProfile) and its limit at a given moment caps the session's current
 (`upstream_limits_a`, read by loadmgmt.inputs). The schedule rules follow OCPP 1.6 §3.13: within a
 purpose the valid profile with the highest stack level wins; a TxProfile (for its transaction)
-overrides TxDefault (connector-specific before connector 0); ChargePointMax caps everything.
+overrides TxDefault (connector-specific before connector 0); ChargePointMax caps everything, and
+caps the charger as a whole: the sum of its connectors (the loop gives it a zone of its own).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import datetime as dt
 import math
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.utils.dateparse import parse_datetime
@@ -171,12 +172,27 @@ def composite_periods(profile_sets: list[list[StoredProfile]], connector_id: int
     return periods
 
 
-def upstream_limits_a(now: dt.datetime) -> dict[tuple[int, int], float]:
-    """(charger pk, connector id) → the lowest backend cap in amps per phase at `now`.
+@dataclass(frozen=True)
+class UpstreamCaps:
+    """The backends' limits at one moment, in amps per phase (the lowest of all backends)."""
 
-    Connectors with a running session get their composite (their TxProfile for that transaction,
-    else TxDefault, under ChargePointMax); connector 0 is the charger as a whole. Links or backends
-    that are disabled do not count; profiles waiting for a RemoteStart's transaction do not either.
+    # (charger pk, connector id) of a running session → its composite (TxProfile, else TxDefault,
+    # under ChargePointMax); (charger pk, 0) → what a connector without a session may take
+    # (TxDefault on connector 0, under ChargePointMax).
+    connectors: dict[tuple[int, int], float] = field(default_factory=dict)
+    # charger pk → its ChargePointMaxProfile: the charge point as a whole, all connectors together
+    # (OCPP 1.6 §3.13.2).
+    charger_max: dict[int, float] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.connectors or self.charger_max)
+
+
+def upstream_limits_a(now: dt.datetime) -> UpstreamCaps:
+    """The backends' caps at `now` on the chargers they are linked to.
+
+    Links or backends that are disabled do not count; profiles waiting for a RemoteStart's
+    transaction do not either.
     """
     from proxy.models import UpstreamProfile  # noqa: PLC0415
     from transactions.models import Transaction, TransactionState  # noqa: PLC0415
@@ -185,7 +201,7 @@ def upstream_limits_a(now: dt.datetime) -> dict[tuple[int, int], float]:
                 .values("link_id", "link__charger_id", "link__charger__phases", "connector_id", "purpose",
                         "stack_level", "transaction_id", "profile"))
     if not rows:
-        return {}
+        return UpstreamCaps()
     per_link: dict[tuple[int, int], list[StoredProfile]] = defaultdict(list)
     phases: dict[int, int] = {}
     for row in rows:
@@ -199,8 +215,11 @@ def upstream_limits_a(now: dt.datetime) -> dict[tuple[int, int], float]:
             state=TransactionState.ACTIVE, charger_id__in=list(phases)).values_list(
             "pk", "charger_id", "connector_id", "start_time"):
         sessions[charger_pk].append((connector_id, pk, start))
-    caps: dict[tuple[int, int], float] = {}
+    caps = UpstreamCaps()
     for (charger_pk, _), profiles in per_link.items():
+        whole = _top((p for p in profiles if p.purpose == MAX and p.connector_id == 0), now, None, phases[charger_pk])
+        if whole is not None:
+            caps.charger_max[charger_pk] = min(whole, caps.charger_max.get(charger_pk, math.inf))
         targets = [(0, None, None), *sessions.get(charger_pk, [])]
         for connector_id, transaction_id, start in targets:
             value = connector_limit_a(profiles, connector_id, now, phases=phases[charger_pk],
@@ -208,5 +227,5 @@ def upstream_limits_a(now: dt.datetime) -> dict[tuple[int, int], float]:
             if value is None:
                 continue
             key = (charger_pk, connector_id)
-            caps[key] = min(value, caps.get(key, math.inf))
+            caps.connectors[key] = min(value, caps.connectors.get(key, math.inf))
     return caps

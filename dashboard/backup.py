@@ -2,8 +2,10 @@
 
 What is configuration: site settings, the zone tree with its time-of-use rules, chargers (what
 the installer set: zone, phases, limits, VIP, password hash…), automatic configuration keys,
-meters, badge groups and badges with their rights. Not in it: what the system measured or heard
-(connection state, last readings, sessions, logs) — a restored site learns those again.
+meters, badge groups and badges with their rights, upstream CPO backends (their password
+included: the controller sends it) and the chargers' links to them. Not in it: what the system
+measured or heard (connection state, last readings, sessions, logs; the links' status, queued
+messages, transaction id maps and backends' charging profiles) — a restored site learns those again.
 
 Restore validates every object with the model's own rules (`full_clean`, the same checks as the
 admin) inside one database transaction: one bad object and nothing is written; the report lists
@@ -28,17 +30,21 @@ from badges.models import Badge, BadgeGroup
 from chargers.models import AutoConfigurationKey, Charger
 from loadmgmt.models import SiteSettings, TimeOfUseRule, Zone
 from meters.models import Meter
+from proxy.models import UpstreamBackend, UpstreamLink
 
 FORMAT = "evce-configuration"
 VERSION = 1
 # Parents before children: a zone's parent, a charger's zone, a badge's group must exist first.
 MODELS: list[type[models.Model]] = [SiteSettings, Zone, TimeOfUseRule, AutoConfigurationKey, Charger, Meter,
-                                    BadgeGroup, Badge]
+                                    BadgeGroup, Badge, UpstreamBackend, UpstreamLink]
 # Editable fields that are measurements or state, not configuration.
 RUNTIME_FIELDS = {
     Zone: {"measured_current_l1_a", "measured_current_l2_a", "measured_current_l3_a", "measured_power_kw",
            "measured_at", "pv_power_kw", "pv_current_l1_a", "pv_current_l2_a", "pv_current_l3_a", "pv_measured_at"},
     Charger: {"connected", "connected_at", "last_seen", "last_boot_at", "diagnostics_status", "firmware_status"},
+    # Not editable, so left out anyway; named here so that making one editable does not put it in.
+    UpstreamBackend: {"dropped_meter_values", "dropped_messages"},
+    UpstreamLink: {"connected", "status_since", "last_error", "backend_boot_status"},
 }
 
 

@@ -27,6 +27,7 @@ import datetime as dt
 import itertools
 import logging
 import random
+import socket
 import ssl
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -76,8 +77,13 @@ def describe_connect_error(error: BaseException) -> str:
         return f"HTTP {code}: the backend refused the websocket"
     if isinstance(error, InvalidURI):
         return f"invalid URL: {error}"
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return (f"TLS: the backend's certificate is not trusted ({error.verify_message}); "
+                "untick verify TLS only for a lab backend")
     if isinstance(error, ssl.SSLError):
-        return f"TLS error: {error}"
+        return f"TLS error: {error.reason or error}"
+    if isinstance(error, socket.gaierror):
+        return f"unknown host: {error.strerror or error} (check the URL)"
     if isinstance(error, TimeoutError):
         return "no answer from the backend (timeout)"
     if isinstance(error, InvalidHandshake):

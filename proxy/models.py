@@ -25,6 +25,8 @@ def validate_ws_url(value: str) -> None:
         port = parts.port
     except ValueError as error:
         raise ValidationError(f"not a valid URL: {error}") from None
+    if any(character.isspace() or not character.isprintable() for character in value):
+        raise ValidationError("the URL must not contain spaces or control characters")
     if parts.scheme not in {"ws", "wss"}:
         raise ValidationError("the URL must start with ws:// or wss://")
     if not parts.hostname:

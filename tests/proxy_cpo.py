@@ -10,13 +10,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import ipaddress
 import itertools
 import json
+import ssl
 import threading
 import time
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from ocpp.messages import MessageType, unpack
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call_result
@@ -89,6 +96,28 @@ class CpoSide(ChargePoint):
         return call_result.FirmwareStatusNotification()
 
 
+def self_signed_tls(directory: Path) -> ssl.SSLContext:
+    """A server context with a fresh self-signed certificate for 127.0.0.1 (trusted by nobody)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake CPO")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                       critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cpo.crt", directory / "cpo.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    return context
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat()
 
@@ -96,9 +125,11 @@ def _now() -> str:
 class FakeCpo:
     """A backend on a loopback port: `url` to configure, `received` to check, `call()` to command."""
 
-    def __init__(self, *, password: str | None = None, first_tx_id: int = 1000) -> None:
+    def __init__(self, *, password: str | None = None, first_tx_id: int = 1000,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.port = free_port()
-        self.url = f"ws://127.0.0.1:{self.port}/ocpp"
+        self.tls = tls
+        self.url = f"{'wss' if tls else 'ws'}://127.0.0.1:{self.port}/ocpp"
         self.password = password
         self.received: list[tuple[str, str, dict[str, Any], float]] = []
         self.id_tags: dict[str, str] = {}
@@ -122,7 +153,7 @@ class FakeCpo:
     def start(self) -> None:
         async def _start() -> Any:
             return await serve(self._handler, "127.0.0.1", self.port, subprotocols=["ocpp1.6"],
-                               process_request=self._check)
+                               process_request=self._check, ssl=self.tls)
 
         self._server = self.run(_start())
 

@@ -122,7 +122,8 @@ def test_ws_and_wss_urls_are_valid(url):
     validate_ws_url(url)
 
 
-@pytest.mark.parametrize("url", ["http://cpo.example/ocpp", "ws:///ocpp", "ws://cpo.example/?a=1", "cpo", "ws://h:x/"])
+@pytest.mark.parametrize("url", ["http://cpo.example/ocpp", "ws:///ocpp", "ws://cpo.example/?a=1", "cpo", "ws://h:x/",
+                                 "ws://cpo example/ocpp", "wss://cpo.example/ocpp\n"])
 def test_other_urls_are_refused(url):
     with pytest.raises(ValidationError):
         validate_ws_url(url)

@@ -3,11 +3,13 @@
 Opened when the charger's websocket is accepted, closed when it disconnects: the backends see
 the charger's real presence. A charger without enabled links gets an idle relay (no task, no
 connection; it only notes the charger's boot) so that a link added or enabled in the admin while
-it is connected opens within RECONCILE_S, like any other change of the configuration. Every charger CALL the consumer
-answered is handed to each link in order, with transaction ids the links map themselves. Only
-the primary's answer to Authorize and StartTransaction is awaited, at most the backend's message
-timeout, and only while its link is up; otherwise the local decision stands (and the Start is
-queued for the backend like any transaction message).
+it is connected opens within RECONCILE_S, like any other change of the configuration.
+
+Every charger CALL the consumer answered is handed to each link in order, with transaction ids
+the links map themselves. Only the primary's answer to Authorize, StartTransaction and
+DataTransfer is awaited, at most the backend's message timeout, and only while its link is up;
+it replaces the local answer. Otherwise the local answer stands (and a Start is queued for the
+backend like any transaction message).
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from proxy.link import LinkRunner, Outgoing
 
 logger = logging.getLogger(__name__)
 
-DECIDED_BY_PRIMARY = frozenset({"Authorize", "StartTransaction"})
+DECIDED_BY_PRIMARY = frozenset({"Authorize", "StartTransaction", "DataTransfer"})
 ID_TAG_STATUSES = frozenset({"Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx"})
+DATA_TRANSFER_STATUSES = frozenset({"Accepted", "Rejected", "UnknownMessageId", "UnknownVendorId"})
 
 
 # Link and backend changes made in the admin reach the relays of this process this often.
@@ -73,6 +76,16 @@ async def _reconcile_forever() -> None:
                 await relay.reconcile(configs.get(charger_pk, []))
         except Exception:  # the database is away for a moment: the links run on as they are
             logger.exception("upstream links: reconciling with the configuration failed")
+
+
+def data_transfer_answer(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A backend's DataTransfer answer, kept to what OCPP 1.6 allows (the charger gets it as is)."""
+    if value is None or value.get("status") not in DATA_TRANSFER_STATUSES:
+        return None
+    answer: dict[str, Any] = {"status": value["status"]}
+    if isinstance(value.get("data"), str):
+        answer["data"] = value["data"]
+    return answer
 
 
 def id_tag_info(value: object) -> dict[str, Any] | None:
@@ -170,6 +183,8 @@ class UpstreamRelay:
         except TimeoutError:
             await self.primary.event(f"{action}: no answer in time, local decision")
             return None
+        if action == "DataTransfer":
+            return data_transfer_answer(upstream)
         info = id_tag_info((upstream or {}).get("idTagInfo"))
         if info is None:
             return None

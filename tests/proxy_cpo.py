@@ -85,7 +85,7 @@ class CpoSide(ChargePoint):
 
     @on(Action.data_transfer)
     async def on_data_transfer(self, **_: Any):
-        return call_result.DataTransfer(status="Accepted")
+        return call_result.DataTransfer(status=self.cpo.data_transfer[0], data=self.cpo.data_transfer[1])
 
     @on(Action.diagnostics_status_notification)
     async def on_diagnostics(self, **_: Any):
@@ -137,6 +137,7 @@ class FakeCpo:
         self.boot_status = "Accepted"
         self.boot_interval_s = 300
         self.delay_s = 0.0
+        self.data_transfer: tuple[str, str | None] = ("Accepted", None)  # (status, data) it answers
         self.tx_ids = itertools.count(first_tx_id)
         self.cps: dict[str, CpoSide] = {}
         self.auth_headers: list[str | None] = []

@@ -225,3 +225,18 @@ def test_a_link_added_or_enabled_while_its_charger_is_connected_opens_within_sec
         assert cpo.actions("CP-LATE")[:2] == ["BootNotification", "StatusNotification"]
     sim.call(call.Heartbeat())
     wait_until(lambda: "Heartbeat" in primary.actions("CP-LATE") and "Heartbeat" in mirror.actions("CP-LATE"))
+
+
+def test_the_primarys_answer_to_a_data_transfer_reaches_the_charger(proxied):
+    sim, primary, mirror, (primary_link, _) = proxied
+    primary.data_transfer, mirror.data_transfer = ("Accepted", "pong"), ("Rejected", "ignored")
+    answer = sim.call(call.DataTransfer(vendor_id="com.cpo", message_id="ping", data="1"))
+    assert (answer.status, answer.data) == ("Accepted", "pong")  # here, no handler: UnknownVendorId
+    assert primary.payloads("DataTransfer") == [{"vendorId": "com.cpo", "messageId": "ping", "data": "1"}]
+    primary.reject["DataTransfer"] = 1  # a CALLERROR from the primary: the local answer
+    assert sim.call(call.DataTransfer(vendor_id="com.cpo", message_id="ping")).status == "UnknownVendorId"
+    primary.stop()  # the primary is down: the local answer, at once
+    wait_until(lambda: not connected(primary_link))
+    started = time.monotonic()
+    assert sim.call(call.DataTransfer(vendor_id="com.cpo", message_id="ping")).status == "UnknownVendorId"
+    assert time.monotonic() - started < 1

@@ -99,7 +99,9 @@ def charger_identify(*, charge_point_id: str, may_register: bool = True) -> Char
     row = (Charger.objects.filter(charge_point_id=charge_point_id).values_list(*_IDENTITY_FIELDS)[:1]
            or Charger.objects.filter(charge_point_id__iexact=charge_point_id).values_list(*_IDENTITY_FIELDS)[:1])
     if row:
-        return ChargerIdentity(*row[0][:3], False, *row[0][3:])
+        pk, stored_id, password_hash, status, interval_s, connected, channel_name = row[0]
+        return ChargerIdentity(pk, stored_id, password_hash, registration_status=status,
+                               heartbeat_interval_s=interval_s, connected=connected, channel_name=channel_name)
     if not may_register and settings.OCPP_UNKNOWN_CHARGERS != "reject":
         raise ConnectionRefused("too many new charge point ids from this address; retry in a minute")
     charger = _register_unknown(charge_point_id)

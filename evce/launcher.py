@@ -152,6 +152,9 @@ def main() -> int:
             # spoof their address past the per-address login limits.
             "daphne": [PYTHON, "-m", "daphne", "-e", daphne_endpoint(bind, port, env_int("LISTEN_BACKLOG", 4096,
                                                                                        minimum=16)),
+                       # Daphne drops a websocket not accepted within this (5 s by default): in a
+                       # reconnect storm that turns a slow accept into a failed handshake and a retry.
+                       "--websocket_connect_timeout", str(env_int("WEBSOCKET_CONNECT_TIMEOUT_S", 60, minimum=5)),
                        *(["--proxy-headers"] if env_bool("BEHIND_PROXY", False) else []), "evce.asgi:application"],
             "worker": [PYTHON, "-m", "celery", "-A", "evce", "worker", "-l", "info", "--concurrency",
                        env_str("CELERY_CONCURRENCY", "2")],

@@ -80,6 +80,15 @@ class ServerPool:
         self._processes.append(process)
         return process
 
+    def stop(self, process: subprocess.Popen[bytes]) -> None:
+        """End one server now (a Celery worker left running would take later tests' queued ticks)."""
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        self._processes.remove(process)
+
     def stop_all(self) -> None:
         for process in self._processes:
             process.terminate()
@@ -97,6 +106,24 @@ def servers(django_db_setup: None, django_db_blocker: Any) -> Iterator[ServerPoo
     pool = ServerPool(database_url_of(connection.settings_dict))
     yield pool
     pool.stop_all()
+
+
+@pytest.fixture
+def celery_worker(servers: ServerPool) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Starts Celery workers for one test and stops them after it.
+
+    A worker outliving its test would run the ticks later tests queue (an answer's re-balance
+    request) on the real clock, next to the ticks those tests run on their own clock.
+    """
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(**overrides: str) -> subprocess.Popen[bytes]:
+        started.append(servers.celery_worker(**overrides))
+        return started[-1]
+
+    yield start
+    for process in started:
+        servers.stop(process)
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ def tick_until(sims, expected: dict[str, float]) -> None:
 
 
 @pytest.fixture
-def site(servers, transactional_db, charger_factory):
+def site(servers, transactional_db, charger_factory, celery_worker):
     root = Zone.objects.create(name="Connection point", max_current_a=63)
     settings = SiteSettings.load()
     settings.min_on_s = settings.min_off_s = 0
@@ -41,7 +41,7 @@ def site(servers, transactional_db, charger_factory):
         Badge.objects.create(id_tag=f"DRIVER-{n}")
     Badge.objects.create(id_tag="BOSS", vip=True)
     url = servers.daphne()
-    servers.celery_worker()
+    celery_worker()
     cp_ids = [f"CP-LOOP-{n}" for n in range(1, 5)]
     for cp_id in cp_ids:
         Charger.objects.create(charge_point_id=cp_id, registration_status=RegistrationStatus.ACCEPTED, zone=root,

@@ -53,8 +53,10 @@ class Beat(threading.Thread):
 
 @pytest.fixture(scope="module")
 def worker(servers):
-    """One Celery worker for the module: it runs every tick, as in production."""
-    return servers.celery_worker()
+    """One Celery worker for the module: it runs every tick, as in production (stopped after it)."""
+    process = servers.celery_worker()
+    yield process
+    servers.stop(process)
 
 
 @dataclass

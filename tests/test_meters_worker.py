@@ -24,10 +24,10 @@ def test_every_meters_schedule_names_a_registered_task():
 
 
 @pytest.mark.slow
-def test_a_worker_polls_the_meters_and_feeds_the_zone(servers, transactional_db, lab):
+def test_a_worker_polls_the_meters_and_feeds_the_zone(celery_worker, transactional_db, lab):
     zone = dynamic_zone()
     make_meter(lab, lab.meter(IEM), "Incomer", role="zone_total", zone=zone, timeout_s=2.0)
-    servers.celery_worker()
+    celery_worker()
 
     tasks.poll_due_meters.delay()
 

@@ -46,6 +46,19 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout_s: float 
     raise RuntimeError(f"nothing listening on port {port} after {timeout_s} s")
 
 
+def _wait_for_worker(process: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
+    """Until the worker answers a ping: a test timing its first tick must not time the worker's start."""
+    from evce.celery import app
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"celery worker exited early with status {process.returncode}")
+        if app.control.ping(timeout=0.5):
+            return
+    raise RuntimeError(f"celery worker not answering after {timeout_s} s")
+
+
 class ServerPool:
     """Starts real server processes against the test database, one per configuration."""
 
@@ -78,6 +91,7 @@ class ServerPool:
             cwd=BASE_DIR, env={**self.env, **overrides},
         )
         self._processes.append(process)
+        _wait_for_worker(process)
         return process
 
     def stop(self, process: subprocess.Popen[bytes]) -> None:

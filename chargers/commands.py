@@ -139,18 +139,26 @@ def cast_calls(casts: list[Cast]) -> list[str | None]:
     return async_to_sync(_cast_all)(casts)
 
 
+# Sends in flight at once from one tick. Each holds a Redis connection from the layer's pool, and
+# redis-py refuses (MaxConnectionsError) rather than waits once its pool is used up: a limit cut
+# on 250 chargers would otherwise lose most of its profiles in one burst.
+CAST_CONCURRENCY = 32
+
+
 async def _cast_all(casts: list[Cast]) -> list[str | None]:
     layer = get_channel_layer()
+    slots = asyncio.Semaphore(CAST_CONCURRENCY)
 
     async def cast_one(cast: Cast) -> str | None:
         if not cast.channel_name:
             return "charger offline"
         try:
             validate_call(cast.action, cast.payload)
-            await layer.send(cast.channel_name, {
-                "type": "ocpp.call", "action": cast.action, "payload": cast.payload, "timeout": cast.timeout_s,
-                "outcome_hook": cast.outcome_hook, "context": cast.context,
-            })
+            async with slots:
+                await layer.send(cast.channel_name, {
+                    "type": "ocpp.call", "action": cast.action, "payload": cast.payload, "timeout": cast.timeout_s,
+                    "outcome_hook": cast.outcome_hook, "context": cast.context,
+                })
         except InvalidCall as error:
             return str(error)
         except Exception as error:  # channel full, layer unreachable: the tick goes on for the others

@@ -146,7 +146,9 @@ CHANNEL_LAYERS = {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         # redis-py 8 times out socket reads after 5 s by default, the same as the layer's
         # blocking-pop timeout: a longer socket timeout keeps idle receives from failing.
-        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}], "expiry": 60, "capacity": 500},
+        # redis-py's pool refuses a 101st connection (it does not wait): room for a busy Daphne process.
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30, "max_connections": 1000}], "expiry": 60,
+                   "capacity": 500},
     }
 }
 

@@ -64,7 +64,9 @@ def test_four_chargers_share_a_63_a_root_then_rebalance_and_serve_a_vip_first(si
     #    then the loop raised each to its fair share of 63 A.
     for sim in sims.values():
         wait_until(lambda sim=sim: sim.profile_limits("TxDefaultProfile")[-1:] == [(0, 15.7)], timeout_s=20)
-        assert sim.profile_limits("TxDefaultProfile")[0] == (0, 0.0)
+        # The boot step's 0 A, or (when a tick got there first: the boot step is jittered) the
+        # loop's own share; never anything above it.
+        assert sim.profile_limits("TxDefaultProfile")[0] in {(0, 0.0), (0, 15.7)}
     # 2. Four sessions share the root equally; the sum fits.
     tx = {cp_id: start(sim, f"DRIVER-{cp_id[-1]}") for cp_id, sim in sims.items()}
     tick_until(sims, dict.fromkeys(sims, 15.7))

@@ -10,7 +10,10 @@ holds fewer entries (LocalAuthListMaxLength) the Accepted ones go first.
 One sync of one charger:
 1. claim the charger (a conditional update), so that two pushes never interleave;
 2. ask GetLocalListVersion: -1 or a NotSupported/NotImplemented error marks the charger
-   "not supported" (checked again at its next boot);
+   "not supported" (checked again at its next boot). At a boot, a charger found in sync at the
+   current badge revision within the last RECHECK_AFTER that still holds the version we pushed
+   is in sync: nothing is computed or written beyond the claim and its release (what a
+   reconnect storm of thousands of chargers repeats at every boot);
 3. if the charger's version is not the one we last pushed (or nothing was pushed yet, or a
    full push is asked for) send a Full list, else a Differential one with the changes since
    the list the charger last accepted — nothing at all when there are none;
@@ -166,16 +169,43 @@ def _plan(charger_pk: int, now: dt.datetime) -> Plan:
     return plan
 
 
-def _claim(charger_pk: int, now: dt.datetime) -> bool:
-    LocalListState.objects.get_or_create(charger_id=charger_pk)
+@dataclass(frozen=True)
+class Claim:
+    """The charger's list state as it was when this sync claimed it, and the badge revision."""
+
+    status: str
+    list_version: int
+    synced_revision: int
+    last_attempt_at: dt.datetime | None
+    revision: int
+
+    def believed_in_sync(self, now: dt.datetime) -> bool:
+        """In sync at the current revision, checked within RECHECK_AFTER: the charger's version
+        alone tells whether it still holds our list."""
+        return (self.status == LocalListStatus.IN_SYNC and self.synced_revision == self.revision
+                and self.last_attempt_at is not None and now - self.last_attempt_at < RECHECK_AFTER)
+
+
+def _claim(charger_pk: int, now: dt.datetime) -> Claim | None:
+    state, _ = LocalListState.objects.get_or_create(charger_id=charger_pk)
     claimed = LocalListState.objects.filter(
         Q(syncing_until__isnull=True) | Q(syncing_until__lt=now), charger_id=charger_pk
     ).update(syncing_until=now + CLAIM_FOR, last_attempt_at=now)
-    return claimed == 1  # else another process is pushing to this charger right now
+    if claimed != 1:
+        return None  # another process is pushing to this charger right now
+    return Claim(state.status, state.list_version, state.synced_revision, state.last_attempt_at,
+                 BadgeListRevision.load().revision)
 
 
 def _release(charger_pk: int) -> None:
     LocalListState.objects.filter(charger_id=charger_pk).update(syncing_until=None)
+
+
+def _release_still_in_sync(charger_pk: int, claim: Claim, version: int) -> None:
+    """Release a charger found holding the list it was in sync with. The time of the last full
+    check stays (`last_attempt_at`), so that the hourly recheck still comes however often it reboots."""
+    LocalListState.objects.filter(charger_id=charger_pk).update(
+        syncing_until=None, last_attempt_at=claim.last_attempt_at, last_result=f"in sync at v{version}")
 
 
 def _mark(charger_pk: int, status: str, result: str) -> None:
@@ -196,34 +226,63 @@ def _record_in_sync(charger_pk: int, revision: int, result: str, now: dt.datetim
         LocalListState.objects.filter(charger_id=charger_pk, last_success_at__isnull=True).update(last_success_at=now)
 
 
-async def local_list_sync(call: CallFn, *, charger_pk: int, force_full: bool = False) -> str:
-    """Bring one charger's local list up to date through `call(action, payload)`; says what it did."""
+async def local_list_sync(call: CallFn, *, charger_pk: int, force_full: bool = False, at_boot: bool = False) -> str:
+    """Bring one charger's local list up to date through `call(action, payload)`; says what it did.
+
+    `at_boot`: a charger believed in sync (see `Claim.believed_in_sync`) that answers the version
+    we pushed is taken as in sync, without computing its list (a sync asked for by an operator or
+    the beat task always computes it)."""
     db = database_sync_to_async
-    if not await db(_claim)(charger_pk, clock.now()):
+    now = clock.now()
+    claim = await db(_claim)(charger_pk, now)
+    if claim is None:
         return "busy: another push to this charger is running"
+    released = False
     try:
-        return await _sync(call, charger_pk, force_full)
+        charger_version = None
+        if at_boot and not force_full and claim.believed_in_sync(now):
+            charger_version = await _charger_version(call)
+            if charger_version == claim.list_version:
+                await db(_release_still_in_sync)(charger_pk, claim, charger_version)
+                released = True
+                return f"in sync at v{charger_version}"
+        return await _sync(call, charger_pk, force_full, charger_version)
+    except _NotSupported as why:
+        return await _not_supported(charger_pk, str(why))
     except CallFailed as error:
         await db(_mark)(charger_pk, LocalListStatus.FAILED, f"failed: {error}")
         return f"failed: {error}"
     finally:
-        await db(_release)(charger_pk)
+        if not released:
+            await db(_release)(charger_pk)
 
 
-async def _sync(call: CallFn, charger_pk: int, force_full: bool) -> str:
-    db = database_sync_to_async
-    plan = await db(_plan)(charger_pk, clock.now())
-    if not plan.supported_by_config:
-        return await _not_supported(charger_pk, "SupportedFeatureProfiles lacks LocalAuthListManagement")
+class _NotSupported(Exception):
+    """The charger has no local list (why)."""
+
+
+async def _charger_version(call: CallFn) -> int:
+    """The charger's list version (GetLocalListVersion); _NotSupported when it has no list."""
     try:
         answer = await call("GetLocalListVersion", {})
     except ChargerCallError as error:
         if error.code in {"NotSupported", "NotImplemented"}:
-            return await _not_supported(charger_pk, f"GetLocalListVersion: {error.code}")
+            raise _NotSupported(f"GetLocalListVersion: {error.code}") from None
         raise
-    charger_version = int(answer.get("listVersion", 0))
-    if charger_version == -1:
-        return await _not_supported(charger_pk, "GetLocalListVersion answered -1")
+    version = int(answer.get("listVersion", 0))
+    if version == -1:
+        raise _NotSupported("GetLocalListVersion answered -1")
+    return version
+
+
+async def _sync(call: CallFn, charger_pk: int, force_full: bool, charger_version: int | None) -> str:
+    """The full sync; `charger_version` is the charger's list version when already asked."""
+    db = database_sync_to_async
+    plan = await db(_plan)(charger_pk, clock.now())
+    if not plan.supported_by_config:
+        return await _not_supported(charger_pk, "SupportedFeatureProfiles lacks LocalAuthListManagement")
+    if charger_version is None:
+        charger_version = await _charger_version(call)
     mismatch = not plan.never_pushed and charger_version != plan.list_version
     if mismatch:
         plan.notes.append(f"version mismatch: charger has v{charger_version}, we pushed v{plan.list_version}")
@@ -288,7 +347,7 @@ async def boot_step_local_list(call: CallFn, charger_pk: int) -> str:
     """Boot step (see chargers.hooks): check the list of the charger that just booted."""
     if not settings.BADGES_LOCAL_LIST_SYNC:
         return "local list sync disabled"
-    return await local_list_sync(call, charger_pk=charger_pk)
+    return await local_list_sync(call, charger_pk=charger_pk, at_boot=True)
 
 
 # --- which chargers need a sync -------------------------------------------------------------

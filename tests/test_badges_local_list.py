@@ -183,3 +183,61 @@ def test_the_admin_pushes_lists_on_demand(charger, client, monkeypatch):
     client.post("/admin/badges/badge/", {"action": "push_local_lists", "_selected_action": [badge.pk]})
     assert pushes(charger)[-1] == ("Differential", 3, ["BOB"])
     assert charger.cp.local_list["BOB"] == "Accepted"
+
+
+class _ListKeeper:
+    """A charger's side of the list calls, in process: it keeps the version it accepted."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self.calls: list[str] = []
+
+    async def __call__(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(action)
+        if action == "GetLocalListVersion":
+            return {"listVersion": self.version}
+        self.version = payload["listVersion"]
+        return {"status": "Accepted"}
+
+
+def test_a_charger_holding_its_list_at_boot_gets_one_question_and_nothing_is_computed(badges, clock_at):
+    from asgiref.sync import async_to_sync
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from badges.local_list import RECHECK_AFTER, boot_step_local_list
+
+    pk = Charger.objects.create(charge_point_id="CP-AGAIN", registration_status=RegistrationStatus.ACCEPTED).pk
+    keeper = _ListKeeper()
+    first_at = dt.datetime.now(dt.UTC)
+    clock_at(first_at)
+    assert async_to_sync(boot_step_local_list)(keeper, pk).startswith("Full list accepted at v1")
+    keeper.calls.clear()
+    clock_at(first_at + dt.timedelta(minutes=10))  # rebooted: a storm after a restart
+    with CaptureQueriesContext(connection) as queries:
+        assert async_to_sync(boot_step_local_list)(keeper, pk) == "in sync at v1"
+    assert keeper.calls == ["GetLocalListVersion"]
+    # The claim (its row, the conditional update, the revision) and the release: no badge read, no plan.
+    assert len(queries) <= 4, [query["sql"] for query in queries]
+    assert not any('"badges_badge"' in query["sql"] for query in queries)
+    state = LocalListState.objects.get(charger_id=pk)
+    assert (state.status, state.list_version, state.syncing_until) == (LocalListStatus.IN_SYNC, 1, None)
+    assert state.last_attempt_at == first_at  # the hourly recheck still counts from the last full check
+
+    # A charger that lost its list (another version) gets the full list at once, without a second question.
+    keeper.version, keeper.calls = 0, []
+    assert async_to_sync(boot_step_local_list)(keeper, pk).startswith("Full list accepted at v2")
+    assert keeper.calls == ["GetLocalListVersion", "SendLocalList"]
+
+    # Badges changed since (a new revision): the list is computed again, and the differential sent.
+    Badge.objects.create(id_tag="ERIN")
+    badges_changed(now=first_at + dt.timedelta(minutes=11))
+    keeper.calls = []
+    clock_at(first_at + dt.timedelta(minutes=12))
+    assert async_to_sync(boot_step_local_list)(keeper, pk) == "Differential list accepted at v3 (5 entries)"
+
+    # Long enough since the last full check: computed again even when the versions match.
+    clock_at(first_at + dt.timedelta(minutes=12) + RECHECK_AFTER)
+    with CaptureQueriesContext(connection) as queries:
+        assert async_to_sync(boot_step_local_list)(keeper, pk) == "in sync at v3"
+    assert any('"badges_badge"' in query["sql"] for query in queries)

@@ -141,14 +141,18 @@ class Server:
         return f"ws://127.0.0.1:{self.port}/ocpp"
 
     def start(self) -> None:
-        endpoint = f"tcp:port={self.port}:interface=127.0.0.1:backlog=4096"
+        # As `bin/run` starts Daphne (evce/launcher.py): a 4,096 backlog, and a websocket the
+        # application has not accepted yet is dropped after WEBSOCKET_CONNECT_TIMEOUT_S (60 s),
+        # not Daphne's 5 s default. Both servers get the same options.
+        daphne = [sys.executable, "-m", "daphne", "-v", "0", "-e",
+                  f"tcp:port={self.port}:interface=127.0.0.1:backlog=4096",
+                  "--websocket_connect_timeout", os.environ.get("WEBSOCKET_CONNECT_TIMEOUT_S", "60")]
         if self.kind == "project":
             assert self.backend is not None  # noqa: S101
-            self.process = subprocess.Popen([sys.executable, "-m", "daphne", "-v", "0", "-e", endpoint,  # noqa: S603
-                                             "evce.asgi:application"], cwd=BASE_DIR, env=self.backend.env())
+            self.process = subprocess.Popen([*daphne, "evce.asgi:application"], cwd=BASE_DIR,  # noqa: S603
+                                            env=self.backend.env())
         else:
-            self.process = subprocess.Popen([sys.executable, "-m", "daphne", "-v", "0", "-e", endpoint,  # noqa: S603
-                                             "bare_server:application"], cwd=BENCH_DIR)
+            self.process = subprocess.Popen([*daphne, "bare_server:application"], cwd=BENCH_DIR)  # noqa: S603
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -193,16 +197,19 @@ async def _project_step(backend: Backend, *args: str) -> dict[str, Any]:
 Step = Callable[..., Awaitable[dict[str, Any]]]
 
 
-async def overload(step: Step, fleet: list[ocpp_load.Charger], cut: float, follow_s: float = 30.0) -> dict[str, Any]:
+async def overload(step: Step, fleet: list[ocpp_load.Charger], cut: float, follow_s: float = 30.0,
+                   server_pid: int | None = None) -> dict[str, Any]:
     """Converge the loop, lower the root zone, and time every charger's answer to its new profile.
 
-    `step(name, *args)` runs a loop_driver step (`converge`, `cut --fraction F`) for the server.
+    `step(name, *args)` runs a loop_driver step (`converge`, `cut --fraction F`) for the server
+    (whose pid lets the driver profile it when BENCH_PYSPY_DIR is set).
     """
     converged = await step("converge")
     for charger in fleet:
         charger.profiles.clear()
     # The loop keeps ticking every loop period meanwhile, as beat would; the answers arrive during it.
-    cut_result = await step("cut", "--fraction", str(cut), "--follow", str(follow_s))
+    pid = ("--server-pid", str(server_pid)) if server_pid else ()
+    cut_result = await step("cut", "--fraction", str(cut), "--follow", str(follow_s), *pid)
     cut_at, share = cut_result["cut_at"], cut_result["new_limit_a"] / max(1, len(fleet))
     deadline = time.time() + 10
 
@@ -215,6 +222,7 @@ async def overload(step: Step, fleet: list[ocpp_load.Charger], cut: float, follo
     answered = [at for at in (acknowledged(c) for c in fleet) if at is not None]
     return {"sessions": cut_result["sessions"], "converge_sent": converged["sent"], "tick_s": cut_result["tick_s"],
             "profiles_sent": cut_result["sent"], "sent_per_tick": cut_result.get("sent_per_tick"),
+            "handovers": cut_result.get("handovers"), "limits_sent": cut_result.get("limits_sent"),
             "acknowledged": len(answered),
             "all_acknowledged_s": round(max(answered) - cut_at, 2) if len(answered) == len(fleet) else None,
             "p50_acknowledged_s": round(sorted(answered)[len(answered) // 2] - cut_at, 2) if answered else None}
@@ -288,7 +296,8 @@ async def one_size(server: Server, size: int, args: argparse.Namespace) -> dict[
         result["samples_expected"] = result["meter_values_answered"] * SAMPLES_PER_METER_VALUES
         result["samples_ok"] = stored == result["samples_expected"]
         if size in args.overload_sizes:
-            result["overload"] = await overload(functools.partial(_project_step, server.backend), fleet, args.cut)
+            result["overload"] = await overload(functools.partial(_project_step, server.backend), fleet, args.cut,
+                                                server_pid=server.pid)
     if not args.skip_storm:
         result["storm"] = await storm(server, fleet, args.storm_timeout)
     for charger in fleet:

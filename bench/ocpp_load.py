@@ -4,7 +4,9 @@ Imports nothing of the project (it is pointed at the project or at the bare base
 `bench/bare_server.py` alike). Each charger connects, boots, starts one transaction, then
 sends MeterValues (energy register, three phase currents, power: 5 sampled values) at
 `rate / chargers` per second with a random phase, one outstanding CALL at a time as the
-protocol says. Server-initiated calls (boot configuration, profiles) are answered.
+protocol says. Server-initiated calls (boot configuration, profiles) are answered; like a real
+charger, each keeps the configuration set by ChangeConfiguration and the version of the local
+list it accepted across reconnects (GetConfiguration and GetLocalListVersion answer from them).
 
 Usage: python bench/ocpp_load.py ws://127.0.0.1:8000/ocpp --chargers 250 --rate 250 --seconds 20
 Prints one JSON object: offered and completed MeterValues/s, latency p50/p95/p99 (ms), errors.
@@ -25,8 +27,6 @@ from typing import Any
 import websockets
 
 _ANSWERS: dict[str, dict[str, Any]] = {
-    "GetConfiguration": {"configurationKey": []},
-    "GetLocalListVersion": {"listVersion": 0},
     "TriggerMessage": {"status": "Accepted"},
 }
 
@@ -39,6 +39,9 @@ class Charger:
         self.transaction_id: int | None = None
         self.energy_wh = 0
         self.profiles: list[tuple[float, float | None]] = []
+        # What a charger keeps across reboots and reconnects: its configuration and local list version.
+        self.configuration: dict[str, str] = {}
+        self.list_version = 0
 
     async def connect(self, timeout_s: float) -> None:
         self.ws = await websockets.connect(f"{self.url}/{self.cp_id}", subprotocols=["ocpp1.6"],
@@ -50,7 +53,7 @@ class Charger:
             async for text in self.ws:
                 frame = json.loads(text)
                 if frame[0] == 2:
-                    answer = _ANSWERS.get(frame[2], {"status": "Accepted"})
+                    answer = self.answer(frame[2], frame[3] if len(frame) > 3 else {})
                     await self.ws.send(json.dumps([3, frame[1], answer]))
                     if frame[2] == "SetChargingProfile":  # (answered at, limit): the overload benchmark
                         self.profiles.append((time.time(), _profile_limit(frame[3])))
@@ -61,6 +64,20 @@ class Charger:
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(ConnectionError("closed"))
+
+    def answer(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """The answer to a server CALL; the configuration and the list version are kept."""
+        if action == "ChangeConfiguration":
+            self.configuration[str(payload.get("key"))] = str(payload.get("value"))
+        elif action == "GetConfiguration":
+            keys = payload.get("key") or sorted(self.configuration)
+            return {"configurationKey": [{"key": key, "value": self.configuration[key], "readonly": False}
+                                         for key in keys if key in self.configuration]}
+        elif action == "GetLocalListVersion":
+            return {"listVersion": self.list_version}
+        elif action == "SendLocalList":
+            self.list_version = int(payload.get("listVersion", 0))
+        return _ANSWERS.get(action, {"status": "Accepted"})
 
     async def call(self, action: str, payload: dict[str, Any], timeout_s: float = 60.0) -> Any:
         unique_id = uuid.uuid4().hex[:16]

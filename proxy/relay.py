@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -52,10 +53,55 @@ def _off_db_thread(read: Callable[[], _T]) -> _T:
         close_old_connections()
 
 
+class _LinkReads:
+    """Connect-time reads of chargers' links, coalesced: the chargers that connect while one read
+    runs are read together by the next (a reconnect storm costs a few queries, not one per charger).
+    Each charger's links are still read after it connected."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[int, list[asyncio.Future[list[services.LinkConfig]]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def configs(self, charger_pk: int) -> list[services.LinkConfig]:
+        future: asyncio.Future[list[services.LinkConfig]] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(charger_pk, []).append(future)
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._run())
+        return await future
+
+    async def _run(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, {}
+            pks = list(batch)
+            try:
+                configs = await sync_to_async(_off_db_thread, thread_sensitive=False)(
+                    lambda: services.link_configs_of(charger_pks=pks))  # noqa: B023 - awaited here
+            except Exception as error:  # noqa: BLE001 - every charger of the batch gets it
+                for futures in batch.values():
+                    for future in futures:
+                        if not future.done():
+                            future.set_exception(error)
+                continue
+            for pk, futures in batch.items():
+                for future in futures:
+                    if not future.done():
+                        future.set_result(configs.get(pk, []))
+
+
+_link_reads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LinkReads] = weakref.WeakKeyDictionary()
+
+
+async def _connect_time_configs(charger_pk: int) -> list[services.LinkConfig]:
+    loop = asyncio.get_running_loop()
+    reads = _link_reads.get(loop)
+    if reads is None:
+        reads = _link_reads[loop] = _LinkReads()
+    return await reads.configs(charger_pk)
+
+
 async def open_relay(charger_pk: int, charge_point_id: str, call: ReplyCallFn) -> UpstreamRelay:
     global _reconciler
-    configs = await sync_to_async(_off_db_thread, thread_sensitive=False)(
-        lambda: services.link_configs(charger_pk=charger_pk))
+    configs = await _connect_time_configs(charger_pk)
     booted = bool(configs) and await database_sync_to_async(services.charger_booted)(charger_pk=charger_pk)
     relay = UpstreamRelay(charger_pk, charge_point_id, call, configs, booted=booted)
     relay.start()

@@ -1,0 +1,67 @@
+"""Connect-time reads of chargers' upstream links: coalesced, so a reconnect storm costs a few queries."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from proxy import relay, services
+
+
+def test_chargers_connecting_together_are_read_together(monkeypatch):
+    reads: list[list[int]] = []
+    release = threading.Event()
+
+    def link_configs_of(*, charger_pks: list[int]) -> dict[int, list[services.LinkConfig]]:
+        reads.append(sorted(charger_pks))
+        release.wait(5)  # the first read is slow: the others arrive meanwhile
+        return {pk: [f"link of {pk}"] for pk in charger_pks if pk % 2 == 0}  # type: ignore[misc]
+
+    monkeypatch.setattr(services, "link_configs_of", link_configs_of)
+    monkeypatch.setattr(relay, "close_old_connections", lambda: None)
+
+    async def storm() -> list[list[services.LinkConfig]]:
+        first = asyncio.ensure_future(relay._connect_time_configs(0))
+        await asyncio.sleep(0.05)
+        rest = [asyncio.ensure_future(relay._connect_time_configs(pk)) for pk in range(1, 50)]
+        await asyncio.sleep(0.05)
+        release.set()
+        return await asyncio.gather(first, *rest)
+
+    configs = asyncio.run(storm())
+    assert reads == [[0], list(range(1, 50))]  # 50 connects, 2 queries: the first alone, then all the others
+    assert configs == [[f"link of {pk}"] if pk % 2 == 0 else [] for pk in range(50)]
+
+
+def test_a_failed_read_reaches_every_charger_of_its_batch_and_the_next_batch_reads_again(monkeypatch):
+    calls = 0
+
+    def link_configs_of(*, charger_pks: list[int]) -> dict[int, list[services.LinkConfig]]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("database away")
+        return {}
+
+    monkeypatch.setattr(services, "link_configs_of", link_configs_of)
+    monkeypatch.setattr(relay, "close_old_connections", lambda: None)
+
+    async def two_batches() -> list[object]:
+        failed = await asyncio.gather(relay._connect_time_configs(1), relay._connect_time_configs(2),
+                                      return_exceptions=True)
+        return [*failed, await relay._connect_time_configs(3)]
+
+    first, second, third = asyncio.run(two_batches())
+    assert isinstance(first, RuntimeError) and isinstance(second, RuntimeError)
+    assert third == []
+
+
+def test_a_charger_connecting_twice_at_once_gets_its_links_both_times(monkeypatch):
+    pk = 7
+    monkeypatch.setattr(services, "link_configs_of", lambda *, charger_pks: {p: ["x"] for p in charger_pks})
+    monkeypatch.setattr(relay, "close_old_connections", lambda: None)
+
+    async def twice() -> list[list[services.LinkConfig]]:
+        return await asyncio.gather(relay._connect_time_configs(pk), relay._connect_time_configs(pk))
+
+    assert asyncio.run(twice()) == [["x"], ["x"]]

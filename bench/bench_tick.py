@@ -134,10 +134,13 @@ def main() -> None:
         marks.clear()
         started = time.perf_counter()
         cut = time_tick(now)
+        phases = ", ".join(f"{k} {cut[k] * 1000:.0f}" for k in ("gather", "allocate", "plan", "send", "record"))
         print(f"{count:>8} limit cut: {int(cut['sent'])} decreases; the sessions' ones handed over "
               f"{(marks['sessions_at'] - started) * 1000:.0f} ms after the tick started; whole tick "
-              f"{cut['total'] * 1000:.0f} ms; recording the answers {cut['answers'] * 1000:.0f} ms")
+              f"{cut['total'] * 1000:.0f} ms ({phases}); recording the answers {cut['answers'] * 1000:.0f} ms")
         figures[count] = {"converge_ticks": len(converging) - 1, "cut_tick_ms": round(cut["total"] * 1000, 1),
+                          "cut_sent": int(cut["sent"]), "cut_answers_ms": round(cut["answers"] * 1000, 1),
+                          **{f"cut_{k}_ms": round(cut[k] * 1000, 1) for k in ("gather", "plan", "send", "record")},
                           "cut_handed_over_ms": round((marks["sessions_at"] - started) * 1000, 1)}
         for phase in ("gather", "allocate", "plan", "send", "record", "total"):
             values = [run[phase] * 1000 for run in runs]

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
+from django.db.models import F, FloatField, Value
+from django.db.models.functions import Greatest
 
 from chargers.commands import Cast, cast_calls
 from loadmgmt import profiles, services
@@ -136,22 +138,23 @@ def _default_outgoing(inputs: LoopInputs, send: Send) -> Outgoing:
 
 
 def send(outgoing: list[Outgoing], inputs: LoopInputs, now: dt.datetime) -> None:
-    """Record each profile as pending, then hand it over without waiting for the answer.
+    """Record each profile as pending, then hand them all over without waiting for the answers.
 
-    Session profiles first, in one batch: they are what a limit cut needs at once. Then the
-    chargers' safe defaults, one at a time (a booting charger may be sending its own).
+    One transaction records every send (sessions and safe defaults alike, a few statements
+    whatever their number), so the tick holds the database's write lock for milliseconds; the
+    session profiles are then handed over first (what a limit cut needs at once), the defaults
+    right behind them.
     """
     timeout = inputs.settings.answer_timeout_s
     sessions = [item for item in outgoing if item.transaction_id is not None]
+    defaults = [item for item in outgoing if item.transaction_id is None]
     with transaction.atomic():  # one commit for the whole batch, not one per profile
         tickets = services.limit_sends_record(
             [services.SessionSend(i.charger_pk, i.connector_id, i.transaction_id or 0, i.limit_a, i.rate_unit)
              for i in sessions], now=now, timeout_s=timeout)
-    _hand_over(sessions, tickets, timeout, now)
-    defaults = [item for item in outgoing if item.transaction_id is None]
-    with transaction.atomic():
-        tickets = [_record_default_send(item, now, timeout) for item in defaults]
-    _hand_over(defaults, tickets, timeout, now)
+        tickets += services.limit_default_sends_record(
+            [services.DefaultSend(i.charger_pk, i.limit_a, i.rate_unit) for i in defaults], now=now, timeout_s=timeout)
+    _hand_over([*sessions, *defaults], tickets, timeout, now)
 
 
 def _hand_over(items: list[Outgoing], tickets: list[services.SendTicket], timeout: float, now: dt.datetime) -> None:
@@ -165,13 +168,6 @@ def _hand_over(items: list[Outgoing], tickets: list[services.SendTicket], timeou
             services.limit_answer_record(ticket=ticket, outcome=AnswerStatus.NOT_SENT, detail=error, now=now)
 
 
-def _record_default_send(item: Outgoing, now: dt.datetime, timeout_s: float) -> services.SendTicket:
-    """A charger's default, one at a time: a booting charger's consumer may be sending one too."""
-    state = services.limit_state_for(charger_pk=item.charger_pk, connector_id=0, transaction_id=None)
-    return services.limit_send_record(state_pk=state.pk, limit_a=item.limit_a, paused=False, rate_unit=item.rate_unit,
-                                      transaction_id=None, now=now, timeout_s=timeout_s)
-
-
 def record_decisions(inputs: LoopInputs, allocation: Allocation, tick: TickPlan, now: dt.datetime) -> None:
     """Store what each connector should get and why, and append changed decisions to the history."""
     with transaction.atomic():  # one commit for every row the tick touches
@@ -181,8 +177,7 @@ def record_decisions(inputs: LoopInputs, allocation: Allocation, tick: TickPlan,
 def _record_decisions(inputs: LoopInputs, allocation: Allocation, tick: TickPlan, now: dt.datetime) -> None:
     sent = {(o.charger_pk, o.connector_id): o for o in tick.outgoing}
     history: list[Setpoint] = []
-    changed_rows: list[LimitState] = []
-    changed_fields: set[str] = set()
+    rows: list[tuple[int, dict[str, object]]] = []
     fresh = _rows_of_new_sessions(inputs)
     for session_id, decision in allocation.limits.items():
         ctx = inputs.contexts[session_id]
@@ -205,18 +200,46 @@ def _record_decisions(inputs: LoopInputs, allocation: Allocation, tick: TickPlan
         for name, value in fields.items():
             setattr(state, name, value)
         if fields:
-            changed_rows.append(state)
-            changed_fields.update(fields)
-    # Only the tick writes these fields (answers write others): one bulk write, not one per row.
-    if changed_rows:
-        LimitState.objects.bulk_update(changed_rows, sorted(changed_fields), batch_size=500)
+            rows.append((state.pk, fields))
+    _write_decisions(rows, now)
+    # Safe defaults: one UPDATE per distinct (target, reason), not one per charger.
+    defaults: dict[tuple[float, str], list[int]] = {}
     for pk, target in tick.default_targets.items():
         default = inputs.chargers[pk].state
-        waiting = tick.defaults.waiting.get(f"default-{pk}", "")
-        if default is not None and (default.wanted_a, default.waiting) != (target, waiting[:160]):
-            LimitState.objects.filter(pk=default.pk).update(wanted_a=target, waiting=waiting[:160],
-                                                            binding="safe default (static share)")
+        waiting = tick.defaults.waiting.get(f"default-{pk}", "")[:160]
+        if default is not None and (default.wanted_a, default.waiting) != (target, waiting):
+            defaults.setdefault((target, waiting), []).append(default.pk)
+    for (target, waiting), pks in defaults.items():
+        for start in range(0, len(pks), services.BATCH_ROWS):
+            LimitState.objects.filter(pk__in=pks[start:start + services.BATCH_ROWS]).update(
+                wanted_a=target, waiting=waiting, binding="safe default (static share)")
     services.setpoints_record(history)
+
+
+# Fields of a session's row written together: a tick writes each group with one UPDATE per
+# distinct value (a limit cut gives thousands of sessions a handful of distinct decisions).
+_DECISION_GROUPS = (("wanted_a", "wanted_paused", "binding", "waiting"), ("state_since",),
+                    ("run_seconds", "run_counted_at"))
+_ACCRUED = "accrued"  # run_seconds += now - run_counted_at, computed by the database
+
+
+def _write_decisions(changed: list[tuple[int, dict[str, object]]], now: dt.datetime) -> None:
+    """Only the tick writes these fields (answers write others): one UPDATE per distinct value
+    of each group of fields, never one per row (Django's bulk_update builds a CASE per row and
+    field, which costs about a millisecond per row to compile)."""
+    groups: dict[tuple[tuple[str, object], ...], list[int]] = {}
+    for pk, fields in changed:
+        for names in _DECISION_GROUPS:
+            part = tuple((name, _ACCRUED if name == "run_seconds" else fields[name])
+                         for name in names if name in fields)
+            if part:
+                groups.setdefault(part, []).append(pk)
+    accrued = F("run_seconds") + Greatest(Value(0.0), Value(now.timestamp()) - F("run_counted_at"),
+                                          output_field=FloatField())
+    for part, pks in groups.items():
+        values = {name: accrued if name == "run_seconds" else value for name, value in part}
+        for start in range(0, len(pks), services.BATCH_ROWS):
+            LimitState.objects.filter(pk__in=pks[start:start + services.BATCH_ROWS]).update(**values)
 
 
 def _rows_of_new_sessions(inputs: LoopInputs) -> dict[tuple[int, int], LimitState]:

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Case, F, Value, When
 
 from loadmgmt.models import AnswerStatus, LimitPurpose, LimitState, Setpoint, SiteSettings, Zone
 
@@ -160,46 +160,120 @@ class SessionSend:
     rate_unit: str
 
 
-def limit_sends_record(sends: list[SessionSend], *, now: dt.datetime, timeout_s: float) -> list[SendTicket]:
-    """`limit_send_record` for many session connectors at once: three queries, not three per send.
+@dataclass(frozen=True, slots=True)
+class DefaultSend:
+    """A charger's TxDefaultProfile (connector 0) about to be sent (see `limit_default_sends_record`)."""
 
-    Only the tick writes the send fields of session connectors (under its lease), so reading them
-    and writing them back in bulk cannot lose another send. An answer landing in between may see
-    its value still counted until the next answer: the conservative side.
+    charger_pk: int
+    limit_a: float
+    rate_unit: str
+
+
+# Rows per statement of the batched writes (SQLite binds at most 32,766 parameters).
+BATCH_ROWS = 2000
+
+
+def limit_sends_record(sends: list[SessionSend], *, now: dt.datetime, timeout_s: float) -> list[SendTicket]:
+    """`limit_send_record` for many session connectors at once: a few queries, never one per send.
+
+    The rows are read once (to find connectors without a row, or whose row still describes an
+    ended transaction), then `_record_pending` writes every send in one statement per distinct
+    limit. Call it inside a transaction.
     """
     if not sends:
         return []
     keys = {(send.charger_pk, send.connector_id) for send in sends}
-    found = LimitState.objects.filter(charger_id__in={k[0] for k in keys}, connector_id__in={k[1] for k in keys})
-    rows = {(row.charger_id, row.connector_id): row for row in found if (row.charger_id, row.connector_id) in keys}
+    rows = _session_rows(keys)
     missing = [send for send in sends if (send.charger_pk, send.connector_id) not in rows]
     if missing:
         LimitState.objects.bulk_create([
             LimitState(charger_id=send.charger_pk, connector_id=send.connector_id, purpose=LimitPurpose.TX,
                        transaction_id=send.transaction_id, state_since=now.timestamp()) for send in missing
-        ], ignore_conflicts=True)
-        for row in LimitState.objects.filter(charger_id__in={s.charger_pk for s in missing}, connector_id__gt=0):
-            rows.setdefault((row.charger_id, row.connector_id), row)
-    tickets = []
-    deadline = now + dt.timedelta(seconds=timeout_s)
+        ], ignore_conflicts=True, batch_size=BATCH_ROWS)
+        rows.update(_session_rows({(send.charger_pk, send.connector_id) for send in missing}))
+    items: list[tuple[int, float, bool, str, int | None]] = []
     for send in sends:
-        row = rows[(send.charger_pk, send.connector_id)]
-        if row.transaction_id != send.transaction_id:  # an ended transaction's row: start afresh
-            row = limit_state_for(charger_pk=send.charger_pk, connector_id=send.connector_id,
-                                  transaction_id=send.transaction_id, state_since=now.timestamp())
-        row.sent_seq += 1
-        row.pending_a = send.limit_a
-        row.pending_max_a = send.limit_a if row.pending_max_a is None else max(row.pending_max_a, send.limit_a)
-        row.pending_paused, row.pending_sent_at, row.pending_deadline = send.limit_a == 0, now, deadline
-        row.rate_unit = send.rate_unit
-        rows[(send.charger_pk, send.connector_id)] = row
-        tickets.append(SendTicket(row.pk, row.sent_seq, send.limit_a, send.limit_a == 0, send.transaction_id))
-    for send in sends:  # plain UPDATEs inside the caller's transaction: cheaper than one huge CASE
-        row = rows[(send.charger_pk, send.connector_id)]
-        LimitState.objects.filter(pk=row.pk).update(
-            sent_seq=row.sent_seq, pending_a=row.pending_a, pending_max_a=row.pending_max_a,
-            pending_paused=row.pending_paused, pending_sent_at=now, pending_deadline=deadline, rate_unit=row.rate_unit)
-    return tickets
+        pk, transaction_id = rows[(send.charger_pk, send.connector_id)]
+        if transaction_id != send.transaction_id:  # an ended transaction's row: start afresh (rare)
+            pk = limit_state_for(charger_pk=send.charger_pk, connector_id=send.connector_id,
+                                 transaction_id=send.transaction_id, state_since=now.timestamp()).pk
+        items.append((pk, send.limit_a, send.limit_a == 0, send.rate_unit, send.transaction_id))
+    return _record_pending(items, now=now, timeout_s=timeout_s)
+
+
+def _session_rows(keys: set[tuple[int, int]]) -> dict[tuple[int, int], tuple[int, int | None]]:
+    """(charger pk, connector id) -> (row pk, its transaction) for the rows of these connectors."""
+    found: dict[tuple[int, int], tuple[int, int | None]] = {}
+    chargers = sorted({key[0] for key in keys})
+    connectors = {key[1] for key in keys}
+    for start in range(0, len(chargers), BATCH_ROWS):
+        rows = LimitState.objects.filter(charger_id__in=chargers[start:start + BATCH_ROWS],
+                                         connector_id__in=connectors)
+        for pk, charger_id, connector_id, transaction_id in rows.values_list(
+                "pk", "charger_id", "connector_id", "transaction_id"):
+            if (charger_id, connector_id) in keys:
+                found[(charger_id, connector_id)] = (pk, transaction_id)
+    return found
+
+
+def limit_default_sends_record(sends: list[DefaultSend], *, now: dt.datetime, timeout_s: float) -> list[SendTicket]:
+    """`limit_send_record` for many chargers' safe defaults at once, creating missing rows.
+
+    A booting charger's consumer may record its own default send meanwhile (`limit_send_record`):
+    the sequence number is incremented by the database (`sent_seq + 1`) and read back inside the
+    same transaction, so neither send can lose the other's number. Call it inside a transaction.
+    """
+    if not sends:
+        return []
+    pks = [send.charger_pk for send in sends]
+    rows = _default_rows(pks)
+    missing = [pk for pk in pks if pk not in rows]
+    if missing:
+        LimitState.objects.bulk_create([
+            LimitState(charger_id=pk, connector_id=0, purpose=LimitPurpose.TX_DEFAULT, transaction_id=None)
+            for pk in missing
+        ], ignore_conflicts=True, batch_size=BATCH_ROWS)
+        rows.update(_default_rows(missing))
+    return _record_pending([(rows[send.charger_pk], send.limit_a, False, send.rate_unit, None) for send in sends],
+                           now=now, timeout_s=timeout_s)
+
+
+def _default_rows(charger_pks: list[int]) -> dict[int, int]:
+    """Charger pk -> pk of its connector-0 (safe default) row."""
+    found: dict[int, int] = {}
+    for start in range(0, len(charger_pks), BATCH_ROWS):
+        found.update(LimitState.objects.filter(charger_id__in=charger_pks[start:start + BATCH_ROWS], connector_id=0)
+                     .values_list("charger_id", "pk"))
+    return found
+
+
+def _record_pending(
+    items: list[tuple[int, float, bool, str, int | None]], *, now: dt.datetime, timeout_s: float
+) -> list[SendTicket]:
+    """Mark rows as sent (state pk, limit, paused, rate unit, transaction): one UPDATE per distinct
+    (limit, paused, unit), whatever the number of rows, then one SELECT of the new sequence numbers.
+
+    Each row's `pending_max_a` becomes max(itself, limit) in the database, so an answer recorded
+    concurrently can never make a send count less than it should.
+    """
+    deadline = now + dt.timedelta(seconds=timeout_s)
+    groups: dict[tuple[float, bool, str], list[int]] = {}
+    for pk, limit_a, paused, unit, _tx in items:
+        groups.setdefault((limit_a, paused, unit), []).append(pk)
+    with transaction.atomic():
+        for (limit_a, paused, unit), pks in groups.items():
+            for start in range(0, len(pks), BATCH_ROWS):
+                LimitState.objects.filter(pk__in=pks[start:start + BATCH_ROWS]).update(
+                    sent_seq=F("sent_seq") + 1, pending_a=limit_a,
+                    pending_max_a=Case(When(pending_max_a__gt=limit_a, then=F("pending_max_a")),
+                                       default=Value(limit_a)),
+                    pending_paused=paused, pending_sent_at=now, pending_deadline=deadline, rate_unit=unit)
+        all_pks = [item[0] for item in items]
+        seqs: dict[int, int] = {}
+        for start in range(0, len(all_pks), BATCH_ROWS):
+            seqs.update(LimitState.objects.filter(pk__in=all_pks[start:start + BATCH_ROWS])
+                        .values_list("pk", "sent_seq"))
+    return [SendTicket(pk, seqs[pk], limit_a, paused, tx) for pk, limit_a, paused, _unit, tx in items]
 
 
 def limit_answer_record(*, ticket: SendTicket, outcome: str, detail: str = "", now: dt.datetime) -> bool:

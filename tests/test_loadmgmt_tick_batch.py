@@ -1,0 +1,180 @@
+"""A tick at scale, without websockets: what it sends after a limit cut, how it records its sends,
+and that its number of queries does not grow with the number of sessions.
+
+The hand-over to the channel layer is replaced by a recorder (a tick never waits for chargers)
+and answers are recorded through the service the consumers call.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from chargers.models import Charger
+from loadmgmt import apply, services
+from loadmgmt.control import run_tick
+from loadmgmt.models import AnswerStatus, LimitState, Zone
+from transactions.models import MeterSample, Transaction
+
+NOW = dt.datetime(2026, 3, 2, 10, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def handed(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every cast a tick hands over, in order; all handed over."""
+    casts: list[Any] = []
+
+    def hand_over(batch: list[Any]) -> list[str | None]:
+        casts.extend(batch)
+        return [None] * len(batch)
+
+    monkeypatch.setattr(apply, "cast_calls", hand_over)
+    return casts
+
+
+def build_site(chargers: int) -> Zone:
+    """A root zone of 32 A per charger over one board; every charger three-phase with a session."""
+    root = Zone.objects.create(name="Connection point", max_current_a=chargers * 32.0)
+    board = Zone.objects.create(name="Board", parent=root, max_current_a=chargers * 32.0)
+    Charger.objects.bulk_create([
+        Charger(charge_point_id=f"CP-{n:04d}", registration_status="accepted", connected=True,
+                channel_name=f"daphne!cp{n}", zone=board, rated_max_current_a=32, phases=3)
+        for n in range(chargers)])
+    for charger in Charger.objects.all():
+        tx = Transaction.objects.create(charger=charger, connector_id=1, id_tag=f"T{charger.pk}", meter_start_wh=0,
+                                        start_time=NOW - dt.timedelta(minutes=30))
+        MeterSample.objects.bulk_create([
+            MeterSample(charger=charger, connector_id=1, transaction=tx, timestamp=NOW - dt.timedelta(seconds=5),
+                        measurand="Current.Import", phase=phase, value=30.0, raw_value="30.0")
+            for phase in ("L1", "L2", "L3")])
+    return root
+
+
+def answer_all(casts: list[Any], outcome: str = AnswerStatus.ACCEPTED) -> None:
+    for cast in casts:
+        services.limit_answer_record(ticket=services.SendTicket.from_context(cast.context), outcome=outcome, now=NOW)
+    casts.clear()
+
+
+def converge(casts: list[Any]) -> None:
+    for _ in range(8):
+        report = run_tick(NOW)
+        answer_all(casts)
+        if report.sent == 0:
+            return
+    raise AssertionError("the loop did not converge")
+
+
+def limits_of(casts: list[Any]) -> dict[tuple[int, str], float]:
+    """(state pk, purpose) -> limit sent."""
+    return {(cast.context["state_pk"], cast.payload["csChargingProfiles"]["chargingProfilePurpose"]):
+            cast.payload["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"]
+            for cast in casts}
+
+
+@pytest.mark.django_db
+def test_a_limit_cut_sends_every_decrease_in_its_first_tick(handed):
+    root = build_site(20)
+    converge(handed)
+    before = {row.pk: row.in_force_a for row in LimitState.objects.all()}
+    assert all(value is not None for value in before.values())
+
+    Zone.objects.filter(pk=root.pk).update(max_current_a=20 * 32.0 * 0.25)  # 160 A for 20 sessions
+    report = run_tick(NOW)
+
+    sent = limits_of(handed)
+    sessions = {pk for pk, purpose in sent if purpose == "TxProfile"}
+    defaults = {pk for pk, purpose in sent if purpose == "TxDefaultProfile"}
+    assert len(sessions) == 20 and len(defaults) == 20 and report.sent == 40  # all in this one tick
+    assert all(limit <= 8.0 for limit in sent.values())  # 160 A / 20: nobody above its new share
+    assert all(limit < before[pk] for (pk, _purpose), limit in sent.items())  # decreases only
+    # Session profiles are handed over before the safe defaults.
+    purposes = [cast.payload["csChargingProfiles"]["chargingProfilePurpose"] for cast in handed]
+    assert purposes == ["TxProfile"] * 20 + ["TxDefaultProfile"] * 20
+    # Until the answers, the old (higher) limits stay counted; every row has its send pending.
+    assert LimitState.objects.filter(pending_a__isnull=False).count() == 40
+    assert all(row.held_a == before[row.pk] for row in LimitState.objects.all())
+
+    answer_all(handed)
+    in_force = [row.in_force_a for row in LimitState.objects.filter(connector_id=1)]
+    assert sum(value or 0.0 for value in in_force) <= 160.0
+    assert run_tick(NOW).sent == 0  # nothing left for a second tick
+
+
+@pytest.mark.django_db
+def test_batched_default_sends_number_each_send_and_create_missing_rows():
+    zone = Zone.objects.create(name="Root", max_current_a=100)
+    known, new = (Charger.objects.create(charge_point_id=cp, registration_status="accepted", zone=zone)
+                  for cp in ("CP-KNOWN", "CP-NEW"))
+    row = LimitState.objects.create(charger=known, connector_id=0, purpose="TxDefaultProfile", sent_seq=3,
+                                    pending_max_a=16.0, in_force_a=10.0)
+    # A booting charger's own default send (its consumer) is numbered too.
+    boot = services.limit_send_record(state_pk=row.pk, limit_a=6.0, paused=False, rate_unit="A",
+                                      transaction_id=None, now=NOW, timeout_s=30)
+    tickets = services.limit_default_sends_record(
+        [services.DefaultSend(known.pk, 8.0, "A"), services.DefaultSend(new.pk, 12.5, "W")], now=NOW, timeout_s=30)
+
+    assert boot.seq == 4
+    assert [(t.state_pk, t.seq, t.limit_a, t.paused, t.transaction_id) for t in tickets] == [
+        (row.pk, 5, 8.0, False, None), (LimitState.objects.get(charger=new, connector_id=0).pk, 1, 12.5, False, None)]
+    row.refresh_from_db()
+    assert (row.sent_seq, row.pending_a, row.pending_max_a, row.rate_unit) == (5, 8.0, 16.0, "A")
+    assert row.pending_deadline == NOW + dt.timedelta(seconds=30)
+    created = LimitState.objects.get(charger=new, connector_id=0)
+    assert (created.purpose, created.transaction_id, created.pending_a, created.pending_max_a, created.rate_unit) == (
+        "TxDefaultProfile", None, 12.5, 12.5, "W")
+
+    # The boot's answer is not the latest: it settles nothing in flight; the batch's answer does.
+    services.limit_answer_record(ticket=boot, outcome=AnswerStatus.ACCEPTED, now=NOW)
+    row.refresh_from_db()
+    assert (row.in_force_a, row.pending_a) == (6.0, 8.0)
+    services.limit_answer_record(ticket=tickets[0], outcome=AnswerStatus.ACCEPTED, now=NOW)
+    row.refresh_from_db()
+    assert (row.in_force_a, row.pending_a, row.pending_max_a) == (8.0, None, None)
+
+
+@pytest.mark.django_db
+def test_batched_session_sends_keep_the_highest_unsettled_limit_counted():
+    zone = Zone.objects.create(name="Root", max_current_a=100)
+    charger = Charger.objects.create(charge_point_id="CP-1", registration_status="accepted", zone=zone)
+    other = Charger.objects.create(charge_point_id="CP-2", registration_status="accepted", zone=zone)
+    ended = LimitState.objects.create(charger=other, connector_id=1, purpose="TxProfile", transaction_id=77,
+                                      sent_seq=9, pending_max_a=32.0, in_force_a=32.0)
+    first = services.limit_sends_record([services.SessionSend(charger.pk, 1, 5, 16.0, "A")], now=NOW, timeout_s=30)
+    second = services.limit_sends_record([services.SessionSend(charger.pk, 1, 5, 10.0, "A"),
+                                          services.SessionSend(other.pk, 1, 78, 0.0, "A")], now=NOW, timeout_s=30)
+    assert [t.seq for t in first + second] == [1, 2, 10]  # a reset row keeps counting its sends
+    row = LimitState.objects.get(charger=charger, connector_id=1)
+    assert (row.pending_a, row.pending_max_a) == (10.0, 16.0)  # 16 A unanswered: still counted
+    ended.refresh_from_db()  # the row of an ended transaction starts afresh for the new one
+    assert (ended.transaction_id, ended.in_force_a, ended.pending_a, ended.pending_max_a, ended.pending_paused) == (
+        78, None, 0.0, 0.0, True)
+
+
+def _cut_tick_queries(chargers: int, handed: list[Any]) -> int:
+    root = build_site(chargers)
+    converge(handed)
+    Zone.objects.filter(pk=root.pk).update(max_current_a=chargers * 32.0 * 0.3)
+    with CaptureQueriesContext(connection) as queries:
+        report = run_tick(NOW)
+    assert report.sent == 2 * chargers
+    answer_all(handed)
+    with CaptureQueriesContext(connection) as quiet:
+        assert run_tick(NOW).sent == 0
+    return len(queries) + 1000 * len(quiet)
+
+
+@pytest.mark.django_db
+def test_the_queries_of_a_tick_do_not_grow_with_its_sessions(handed):
+    small = _cut_tick_queries(5, handed)
+    Transaction.objects.all().delete()
+    Charger.objects.all().delete()
+    Zone.objects.filter(parent__isnull=False).delete()
+    Zone.objects.all().delete()
+    large = _cut_tick_queries(60, handed)
+    assert large == small
+    assert small % 1000 < 60  # a cut tick: a few dozen queries, whatever the number of sessions

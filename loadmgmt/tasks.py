@@ -13,6 +13,7 @@ Never two ticks at once, never a lost re-balance:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any
 
@@ -29,12 +30,22 @@ logger = logging.getLogger(__name__)
 LOCK_KEY = "evce:loadmgmt:tick-lock"
 GATE_KEY = "evce:loadmgmt:tick-gate"
 REQUEST_KEY = "evce:loadmgmt:rebalance-requested"
+QUEUED_KEY = "evce:loadmgmt:rebalance-queued"
 LEASE_S = 3.0  # a tick takes milliseconds to a second (it never waits on the network); renewed meanwhile
 MAX_RERUNS = 5  # re-balances asked during a tick are served by this many immediate re-runs
 
 
+_clients: dict[tuple[int, str], redis.Redis] = {}
+
+
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL)
+    """This process's client (its connection pool is reused: the Daphne process asks for a
+    re-balance after answers arriving by the hundred). Per pid: a forked worker gets its own."""
+    key = (os.getpid(), settings.REDIS_URL)
+    client = _clients.get(key)
+    if client is None:
+        client = _clients.setdefault(key, redis.Redis.from_url(settings.REDIS_URL))
+    return client
 
 
 @shared_task
@@ -43,6 +54,7 @@ def control_tick(force: bool = False) -> dict[str, Any] | None:
     client = _redis()
     if force:
         client.set(REQUEST_KEY, "1")
+        client.delete(QUEUED_KEY)  # from now on a new request queues another run (see rebalance_soon)
     else:
         period_ms = SiteSettings.load().loop_period_s * 1000
         if not client.set(GATE_KEY, "1", nx=True, px=period_ms):
@@ -110,8 +122,25 @@ REBALANCE_EXPIRES_S = 10
 
 
 def rebalance_soon(charger_pk: int | None = None) -> None:
-    """Queue an immediate tick (a session started or stopped, a lower limit came into force)."""
-    control_tick.apply_async(kwargs={"force": True}, expires=REBALANCE_EXPIRES_S)
+    """Ask for an immediate tick (a session started or stopped, a lower limit came into force).
+
+    Requests coalesce: a run is queued only when none is queued yet (a limit cut brings hundreds
+    of answers within a second, each asking; one Celery message each cost the process holding
+    the websockets a sixth of its time). None is lost: the request flag is set first, and the
+    queued run clears the queued mark before it reads the flag (its tick then sees every answer
+    recorded before the request); a request arriving after that queues the next run. A run
+    lost with the broker leaves its mark for REBALANCE_EXPIRES_S at most; periodic ticks serve
+    the flag meanwhile.
+    """
+    client = _redis()
+    client.set(REQUEST_KEY, "1")
+    if not client.set(QUEUED_KEY, "1", nx=True, ex=REBALANCE_EXPIRES_S):
+        return  # a run is queued and has not started: it will see this request
+    try:
+        control_tick.apply_async(kwargs={"force": True}, expires=REBALANCE_EXPIRES_S)
+    except Exception:
+        client.delete(QUEUED_KEY)
+        raise
 
 
 def limit_outcome_then_rebalance(charger_pk: int, context: dict[str, Any], reply: dict[str, Any]) -> bool:

@@ -178,3 +178,33 @@ def test_the_queries_of_a_tick_do_not_grow_with_its_sessions(handed):
     large = _cut_tick_queries(60, handed)
     assert large == small
     assert small % 1000 < 60  # a cut tick: a few dozen queries, whatever the number of sessions
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rebalance_requests_coalesce_into_one_queued_run_and_none_is_lost(monkeypatch):
+    from loadmgmt import tasks
+
+    client = tasks._redis()
+    client.delete(tasks.QUEUED_KEY, tasks.REQUEST_KEY)
+    queued: list[dict[str, Any]] = []
+    monkeypatch.setattr(tasks.control_tick, "apply_async", lambda **kwargs: queued.append(kwargs))
+
+    for pk in range(200):  # a cut: hundreds of lower limits confirmed within a second
+        tasks.rebalance_soon(pk)
+    assert len(queued) == 1 and client.get(tasks.REQUEST_KEY)
+
+    assert tasks.control_tick(force=True) is not None  # the queued run: served, flag cleared
+    assert not client.get(tasks.REQUEST_KEY) and not client.get(tasks.QUEUED_KEY)
+    tasks.rebalance_soon(1)  # a request after the run started queues the next one
+    assert len(queued) == 2
+
+    def broker_down(**kwargs: Any) -> None:
+        raise ConnectionError("broker down")
+
+    client.delete(tasks.QUEUED_KEY)
+    monkeypatch.setattr(tasks.control_tick, "apply_async", broker_down)
+    with pytest.raises(ConnectionError):
+        tasks.rebalance_soon(1)
+    assert not client.get(tasks.QUEUED_KEY)  # not marked as queued: the next request tries again
+    assert client.get(tasks.REQUEST_KEY)  # and a periodic tick serves this one
+    client.delete(tasks.REQUEST_KEY)

@@ -18,6 +18,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,11 +31,30 @@ import django  # noqa: E402
 django.setup()
 
 from badges.models import Badge  # noqa: E402
+from loadmgmt import apply  # noqa: E402
 from loadmgmt.control import run_tick  # noqa: E402
 from loadmgmt.models import LimitState, SiteSettings, Zone  # noqa: E402
 from transactions.models import MeterSample  # noqa: E402
 
 ROOT = "Bench connection point"
+# Every hand-over to the channel layer: (perf_counter at start, at end, calls), for the cut's timeline.
+handovers: list[tuple[float, float, int]] = []
+limits_sent: dict[str, list[float]] = {}  # per profile purpose, the limits handed over
+_cast_calls = apply.cast_calls
+
+
+def _timed_cast_calls(casts: list) -> list[str | None]:  # type: ignore[type-arg]
+    for cast in casts:
+        profile = cast.payload["csChargingProfiles"]
+        limits_sent.setdefault(profile["chargingProfilePurpose"], []).append(
+            profile["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"])
+    started = time.perf_counter()
+    errors = _cast_calls(casts)
+    handovers.append((started, time.perf_counter(), len(casts)))
+    return errors
+
+
+apply.cast_calls = _timed_cast_calls  # type: ignore[assignment]
 
 
 def setup(chargers: int) -> dict[str, object]:
@@ -57,14 +77,31 @@ def converge(max_ticks: int, answer_wait_s: float) -> dict[str, object]:
     return {"sent": sent, "sessions": report.sessions}
 
 
-def cut(fraction: float, follow_s: float = 0.0) -> dict[str, object]:
+def _profilers(seconds: float, server_pid: int | None) -> list[subprocess.Popen[bytes]]:
+    """py-spy on this process and on the project's Daphne for the cut, when BENCH_PYSPY_DIR is set."""
+    folder = os.environ.get("BENCH_PYSPY_DIR")
+    if not folder:
+        return []
+    spy = str(Path(sys.executable).with_name("py-spy"))
+    targets = [("loop", str(os.getpid())), *([("daphne", str(server_pid))] if server_pid else [])]
+    spies = [subprocess.Popen([spy, "record", "-p", pid, "-d", str(int(seconds)), "-r", "200", "--format", "raw",  # noqa: S603
+                               "-o", f"{folder}/cut-{name}.txt"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for name, pid in targets]
+    time.sleep(1.0)  # attached before the cut
+    return spies
+
+
+def cut(fraction: float, follow_s: float = 0.0, server_pid: int | None = None) -> dict[str, object]:
     """Lower the root zone and tick at once; then, for up to `follow_s`, tick every loop period
     as beat would (what one tick could not send, e.g. raises after decreases, goes then)."""
     zone = Zone.objects.get(name=ROOT, parent=None)
+    spies = _profilers(max(5.0, min(follow_s, 15.0)), server_pid)
     period_s = SiteSettings.load().loop_period_s
     started = time.time()
     Zone.objects.filter(pk=zone.pk).update(max_current_a=zone.max_current_a * fraction)
-    tick_started = time.perf_counter()
+    tick_started = cut_perf = time.perf_counter()
+    handovers.clear()
+    limits_sent.clear()
     report = run_tick(dt.datetime.now(dt.UTC))
     first_tick_s = time.perf_counter() - tick_started
     sent, ticks = [report.sent], 1
@@ -75,7 +112,13 @@ def cut(fraction: float, follow_s: float = 0.0) -> dict[str, object]:
         tick_started = time.perf_counter()
         sent.append(run_tick(dt.datetime.now(dt.UTC)).sent)
         ticks += 1
+    for spy in spies:
+        spy.wait()
+    # When each batch of profiles was handed over, relative to the cut: (start s, end s, profiles).
+    timeline = [(round(a - cut_perf, 3), round(b - cut_perf, 3), n) for a, b, n in handovers if n]
     return {"cut_at": started, "tick_s": round(first_tick_s, 3), "sent": sent[0], "sent_per_tick": sent,
+            "handovers": timeline,
+            "limits_sent": {purpose: [min(v), max(v), len(v)] for purpose, v in limits_sent.items()},
             "sessions": report.sessions, "new_limit_a": zone.max_current_a * fraction}
 
 
@@ -87,13 +130,14 @@ def main() -> None:
     parser.add_argument("--max-ticks", type=int, default=8)
     parser.add_argument("--answer-wait", type=float, default=20.0)
     parser.add_argument("--follow", type=float, default=0.0, help="cut: keep ticking every loop period this long")
+    parser.add_argument("--server-pid", type=int, help="cut: the server's pid (py-spy it with BENCH_PYSPY_DIR)")
     args = parser.parse_args()
     if args.step == "setup":
         result = setup(args.chargers)
     elif args.step == "converge":
         result = converge(args.max_ticks, args.answer_wait)
     elif args.step == "cut":
-        result = cut(args.fraction, args.follow)
+        result = cut(args.fraction, args.follow, args.server_pid)
     else:
         result = {"samples": MeterSample.objects.count()}
     print(json.dumps(result))

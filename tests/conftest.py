@@ -20,6 +20,24 @@ from tests.ocpp_sim import ChargerSim
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
+# Modules that load the whole machine or measure time against it: a fleet of hundreds of
+# simulated chargers, a boot or password storm, the run command's whole system, Chromium, a
+# Redis outage, Celery workers racing for the loop's lease. `bin/test` runs them alone, after
+# the rest of the suite has run on two workers: beside another worker's tests their deadlines
+# would measure the neighbour, not the code.
+SOLO_MODULES = frozenset({
+    "test_bench_ocpp", "test_bench_scale", "test_dashboard_browser", "test_faults_redis",
+    "test_loadmgmt_loop", "test_loop_integration", "test_loop_scenarios", "test_meters_loop_e2e",
+    "test_ocpp_boot_storm", "test_ocpp_hardening", "test_run_command", "test_scale_out",
+    "test_simulator_charger",
+})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem in SOLO_MODULES:
+            item.add_marker(pytest.mark.solo)
+
 
 def database_url_of(settings_dict: dict[str, Any]) -> str:
     """The DATABASE_URL that points another process at the test database."""

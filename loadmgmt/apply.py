@@ -6,7 +6,7 @@
 2. Record every send in the connector's live state *before* handing it over: from that moment
    it counts as held until an answer settles it.
 3. Hand the calls to the processes holding the websockets (channel layer) and return: answers
-   update the live state when they arrive (`limit_outcome`), the tick never waits for them.
+   update the live state when they arrive (`loadmgmt.answers`), the tick never waits for them.
 4. Record the decisions (wanted limit, reason, why it is not in force yet) and the history.
 """
 
@@ -201,14 +201,15 @@ def _record_decisions(inputs: LoopInputs, allocation: Allocation, tick: TickPlan
             setattr(state, name, value)
         if fields:
             rows.append((state.pk, fields))
-    _write_decisions(rows, now)
-    # Safe defaults: one UPDATE per distinct (target, reason), not one per charger.
     defaults: dict[tuple[float, str], list[int]] = {}
     for pk, target in tick.default_targets.items():
         default = inputs.chargers[pk].state
         waiting = tick.defaults.waiting.get(f"default-{pk}", "")[:160]
         if default is not None and (default.wanted_a, default.waiting) != (target, waiting):
             defaults.setdefault((target, waiting), []).append(default.pk)
+    services.lock_rows([pk for pk, _fields in rows] + [pk for pks in defaults.values() for pk in pks])
+    _write_decisions(rows, now)
+    # Safe defaults: one UPDATE per distinct (target, reason), not one per charger.
     for (target, waiting), pks in defaults.items():
         for start in range(0, len(pks), services.BATCH_ROWS):
             LimitState.objects.filter(pk__in=pks[start:start + services.BATCH_ROWS]).update(
@@ -267,19 +268,6 @@ def _decision_fields(
     elif not paused and state.run_counted_at is None:
         fields["run_counted_at"] = now.timestamp()
     return fields
-
-
-def limit_outcome(charger_pk: int, context: dict[str, object], reply: dict[str, Any]) -> bool:
-    """Call-outcome hook (runs where the charger's websocket is): record the answer as it arrives.
-
-    Returns True when a lower limit came into force, so the caller re-balances at once: the
-    increases that waited for it can go out now rather than at the next period.
-    """
-    from evce import clock  # noqa: PLC0415
-
-    ticket = services.SendTicket.from_context(context)
-    outcome, detail = outcome_of(reply)
-    return services.limit_answer_record(ticket=ticket, outcome=outcome, detail=detail, now=clock.now())
 
 
 def outcome_of(reply: dict[str, Any]) -> tuple[str, str]:

@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Case, F, Value, When
 
 from loadmgmt.models import AnswerStatus, LimitPurpose, LimitState, Setpoint, SiteSettings, Zone
@@ -247,6 +247,17 @@ def _default_rows(charger_pks: list[int]) -> dict[int, int]:
     return found
 
 
+def lock_rows(pks: list[int]) -> None:
+    """Lock these rows in primary-key order (PostgreSQL; SQLite locks the whole database): every
+    writer of many rows (the tick, a batch of answers) takes them in the same order, so two of
+    them never wait on each other in a cycle."""
+    if connection.features.has_select_for_update:
+        ordered = sorted(set(pks))
+        for start in range(0, len(ordered), BATCH_ROWS):
+            list(LimitState.objects.select_for_update().filter(pk__in=ordered[start:start + BATCH_ROWS])
+                 .order_by("pk").values_list("pk", flat=True))
+
+
 def _record_pending(
     items: list[tuple[int, float, bool, str, int | None]], *, now: dt.datetime, timeout_s: float
 ) -> list[SendTicket]:
@@ -261,6 +272,7 @@ def _record_pending(
     for pk, limit_a, paused, unit, _tx in items:
         groups.setdefault((limit_a, paused, unit), []).append(pk)
     with transaction.atomic():
+        lock_rows([item[0] for item in items])
         for (limit_a, paused, unit), pks in groups.items():
             for start in range(0, len(pks), BATCH_ROWS):
                 LimitState.objects.filter(pk__in=pks[start:start + BATCH_ROWS]).update(
@@ -285,32 +297,88 @@ def limit_answer_record(*, ticket: SendTicket, outcome: str, detail: str = "", n
     """
     with transaction.atomic():
         state = LimitState.objects.select_for_update().filter(pk=ticket.state_pk).first()
-        if state is None or (state.connector_id != 0 and state.transaction_id != ticket.transaction_id):
-            return False  # the transaction ended meanwhile: its row now belongs to another
-        fields: dict[str, object] = {"last_status": outcome, "last_detail": detail[:200], "last_answer_at": now}
-        latest = ticket.seq == state.sent_seq
-        lowered = False
-        if outcome == AnswerStatus.ACCEPTED:
-            lowered = state.held_a is not None and ticket.limit_a < state.held_a
-            # Answers come in order: anything unsettled was sent before this profile, which replaced it.
-            fields.update(in_force_a=ticket.limit_a, in_force_paused=ticket.paused, in_force_since=now, failures=0,
-                          retry_at=None, unsettled_a=None)
-            if state.in_force_a is None or ticket.limit_a > state.in_force_a:
-                fields["raised_at"] = now
-            if latest:
-                fields.update(pending_a=None, pending_deadline=None, pending_max_a=None)
-        else:
-            failures = state.failures + 1
-            fields.update(failures=failures, retry_at=now + dt.timedelta(seconds=backoff_s(failures)))
-            unsettled = state.unsettled_a
-            if outcome not in _SETTLING:
-                unsettled = ticket.limit_a if unsettled is None else max(unsettled, ticket.limit_a)
-                fields["unsettled_a"] = unsettled
-            if latest:
-                fields.update(pending_a=None, pending_deadline=None,
-                              pending_max_a=state.pending_max_a if outcome not in _SETTLING else unsettled)
+        answered = _answer_fields(state, ticket, outcome, detail, now)
+        if state is None or answered is None:
+            return False
+        fields, lowered = answered
         LimitState.objects.filter(pk=state.pk).update(**fields)
     return lowered
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A charger's answer to a profile (or why there is none), for `limit_answers_record`."""
+
+    ticket: SendTicket
+    outcome: str
+    detail: str = ""
+
+
+def limit_answers_record(answers: list[Answer], *, now: dt.datetime) -> bool:
+    """`limit_answer_record` for many answers in one transaction: the rows are read (and, where
+    the database can, locked in primary-key order, as the tick locks them) in one query, the
+    answers applied in the order given, and the rows written with one UPDATE per distinct set of
+    values (a limit cut's answers are mostly alike). True when any lower limit came into force.
+    """
+    if not answers:
+        return False
+    pks = sorted({answer.ticket.state_pk for answer in answers})
+    lowered = False
+    written: dict[int, dict[str, object]] = {}
+    with transaction.atomic():
+        states: dict[int, LimitState] = {}
+        for start in range(0, len(pks), BATCH_ROWS):
+            states.update((row.pk, row) for row in LimitState.objects.select_for_update()
+                          .filter(pk__in=pks[start:start + BATCH_ROWS]).order_by("pk"))
+        for answer in answers:
+            state = states.get(answer.ticket.state_pk)
+            answered = _answer_fields(state, answer.ticket, answer.outcome, answer.detail, now)
+            if state is None or answered is None:
+                continue
+            fields, low = answered
+            lowered = lowered or low
+            for name, value in fields.items():  # a later answer for the same row sees this one
+                setattr(state, name, value)
+            written.setdefault(state.pk, {}).update(fields)
+        groups: dict[tuple[tuple[str, object], ...], list[int]] = {}
+        for pk, fields in written.items():
+            groups.setdefault(tuple(sorted(fields.items())), []).append(pk)
+        for values, group in groups.items():
+            for start in range(0, len(group), BATCH_ROWS):
+                LimitState.objects.filter(pk__in=group[start:start + BATCH_ROWS]).update(**dict(values))
+    return lowered
+
+
+def _answer_fields(
+    state: LimitState | None, ticket: SendTicket, outcome: str, detail: str, now: dt.datetime
+) -> tuple[dict[str, object], bool] | None:
+    """The row's fields after this answer, and whether a lower limit came into force; None when
+    the row is gone or now belongs to another transaction (the one answered has ended)."""
+    if state is None or (state.connector_id != 0 and state.transaction_id != ticket.transaction_id):
+        return None
+    fields: dict[str, object] = {"last_status": outcome, "last_detail": detail[:200], "last_answer_at": now}
+    latest = ticket.seq == state.sent_seq
+    lowered = False
+    if outcome == AnswerStatus.ACCEPTED:
+        lowered = state.held_a is not None and ticket.limit_a < state.held_a
+        # Answers come in order: anything unsettled was sent before this profile, which replaced it.
+        fields.update(in_force_a=ticket.limit_a, in_force_paused=ticket.paused, in_force_since=now, failures=0,
+                      retry_at=None, unsettled_a=None)
+        if state.in_force_a is None or ticket.limit_a > state.in_force_a:
+            fields["raised_at"] = now
+        if latest:
+            fields.update(pending_a=None, pending_deadline=None, pending_max_a=None)
+    else:
+        failures = state.failures + 1
+        fields.update(failures=failures, retry_at=now + dt.timedelta(seconds=backoff_s(failures)))
+        unsettled = state.unsettled_a
+        if outcome not in _SETTLING:
+            unsettled = ticket.limit_a if unsettled is None else max(unsettled, ticket.limit_a)
+            fields["unsettled_a"] = unsettled
+        if latest:
+            fields.update(pending_a=None, pending_deadline=None,
+                          pending_max_a=state.pending_max_a if outcome not in _SETTLING else unsettled)
+    return fields, lowered
 
 
 def limit_expire_unanswered(*, now: dt.datetime) -> int:

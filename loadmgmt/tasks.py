@@ -23,6 +23,7 @@ from django.conf import settings
 
 from evce import clock
 from loadmgmt import services
+from loadmgmt.answers import AnswerRecorder
 from loadmgmt.control import TickReport, run_tick
 from loadmgmt.models import SiteSettings
 
@@ -144,16 +145,20 @@ def rebalance_soon(charger_pk: int | None = None) -> None:
 
 
 def limit_outcome_then_rebalance(charger_pk: int, context: dict[str, Any], reply: dict[str, Any]) -> bool:
-    """Call-outcome hook of the loop's profiles (see chargers.hooks)."""
-    from loadmgmt.apply import limit_outcome  # noqa: PLC0415
+    """Call-outcome hook of the loop's profiles (see chargers.hooks), run where the websocket is.
 
-    lowered = limit_outcome(charger_pk, context, reply)
-    if lowered:
-        try:
-            rebalance_soon(charger_pk)
-        except Exception:  # broker down: the periodic tick will serve it
-            logger.warning("could not queue a re-balance after a lower limit came into force")
-    return lowered
+    The answer is queued and recorded together with the others arriving meanwhile
+    (`loadmgmt.answers`), which asks for a re-balance when a lower limit came into force: the
+    increases that waited for it go out then rather than at the next period. Returns at once.
+    """
+    from loadmgmt.apply import outcome_of  # noqa: PLC0415 - apply imports the channel layer's commands
+
+    outcome, detail = outcome_of(reply)
+    ANSWERS.submit(services.Answer(services.SendTicket.from_context(context), outcome, detail))
+    return False
+
+
+ANSWERS = AnswerRecorder(on_lowered=rebalance_soon)
 
 
 @shared_task

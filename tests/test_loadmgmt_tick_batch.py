@@ -208,3 +208,83 @@ def test_rebalance_requests_coalesce_into_one_queued_run_and_none_is_lost(monkey
     assert not client.get(tasks.QUEUED_KEY)  # not marked as queued: the next request tries again
     assert client.get(tasks.REQUEST_KEY)  # and a periodic tick serves this one
     client.delete(tasks.REQUEST_KEY)
+
+
+def _rows_for_answers() -> list[tuple[LimitState, services.SendTicket, str]]:
+    """Rows in various states and an answer for each (some rows answered twice, in order)."""
+    zone = Zone.objects.create(name="Root", max_current_a=100)
+    cases = []
+    for n, (outcome, limit, in_force, pending_max, seq_sent, seq_answered, tx_row, tx_answer) in enumerate([
+        (AnswerStatus.ACCEPTED, 8.0, 16.0, 16.0, 1, 1, 5, 5),  # a decrease accepted: lowered
+        (AnswerStatus.ACCEPTED, 20.0, 16.0, 20.0, 1, 1, 6, 6),  # a raise accepted
+        (AnswerStatus.REJECTED, 8.0, 16.0, 16.0, 1, 1, 7, 7),  # refused: 16 A stays in force
+        (AnswerStatus.NO_ANSWER, 24.0, 16.0, 24.0, 1, 1, 8, 8),  # unknown: 24 A stays counted
+        (AnswerStatus.ACCEPTED, 10.0, 16.0, 16.0, 2, 1, 9, 9),  # an older send's answer: 2nd still in flight
+        (AnswerStatus.ACCEPTED, 6.0, 16.0, 16.0, 1, 1, 10, 11),  # the transaction ended: ignored
+    ]):
+        charger = Charger.objects.create(charge_point_id=f"CP-A{n}", registration_status="accepted", zone=zone)
+        row = LimitState.objects.create(charger=charger, connector_id=1, purpose="TxProfile", transaction_id=tx_row,
+                                        in_force_a=in_force, pending_a=limit, pending_max_a=pending_max,
+                                        sent_seq=seq_sent, failures=1)
+        cases.append((row, services.SendTicket(row.pk, seq_answered, limit, False, tx_answer), outcome))
+    row = cases[0][0]  # the same row answered again, a later send: applied after the first
+    cases.append((row, services.SendTicket(row.pk, 1, 6.0, False, 5), AnswerStatus.CALL_ERROR))
+    return cases
+
+
+FIELDS = ("in_force_a", "pending_a", "pending_max_a", "unsettled_a", "failures", "last_status", "retry_at",
+          "raised_at", "in_force_since", "last_answer_at", "last_detail")
+
+
+@pytest.mark.django_db
+def test_answers_recorded_together_end_as_recorded_one_by_one():
+    cases = _rows_for_answers()
+    pks = [row.pk for row, _ticket, _outcome in cases]
+    initial = {row.pk: {f: getattr(row, f) for f in FIELDS} for row, _t, _o in cases}
+    lowered_one_by_one = [services.limit_answer_record(ticket=ticket, outcome=outcome, detail="d", now=NOW)
+                          for _row, ticket, outcome in cases]
+    one_by_one = {row.pk: {f: getattr(row, f) for f in FIELDS} for row in LimitState.objects.filter(pk__in=pks)}
+    for pk, values in initial.items():
+        LimitState.objects.filter(pk=pk).update(**values)
+
+    with CaptureQueriesContext(connection) as queries:
+        lowered = services.limit_answers_record(
+            [services.Answer(ticket, outcome, "d") for _row, ticket, outcome in cases], now=NOW)
+    together = {row.pk: {f: getattr(row, f) for f in FIELDS} for row in LimitState.objects.filter(pk__in=pks)}
+    assert together == one_by_one
+    assert lowered is any(lowered_one_by_one) is True
+    assert together[pks[0]]["in_force_a"] == 8.0 and together[pks[0]]["last_status"] == AnswerStatus.CALL_ERROR
+    assert together[pks[4]]["pending_a"] == 10.0  # the second send is still in flight
+    assert together[pks[5]]["in_force_a"] == 16.0  # the other transaction's row untouched
+    assert len(queries) <= 2 + len(cases)  # begin/select, at most one UPDATE per distinct set of values
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_answer_recorder_commits_answers_from_many_threads_and_asks_for_a_rebalance():
+    import threading
+
+    from loadmgmt.answers import AnswerRecorder
+
+    zone = Zone.objects.create(name="Root", max_current_a=1000)
+    Charger.objects.bulk_create([Charger(charge_point_id=f"CP-T{n}", registration_status="accepted", zone=zone)
+                                 for n in range(40)])
+    rows = [LimitState.objects.create(charger=charger, connector_id=0, purpose="TxDefaultProfile", in_force_a=16.0,
+                                      pending_a=8.0, pending_max_a=8.0, sent_seq=1)
+            for charger in Charger.objects.all()]
+    asked: list[int] = []
+    recorder = AnswerRecorder(on_lowered=lambda: asked.append(1))
+
+    def answer(row: LimitState) -> None:
+        recorder.submit(services.Answer(services.SendTicket(row.pk, 1, 8.0, False, None), AnswerStatus.ACCEPTED))
+
+    threads = [threading.Thread(target=answer, args=(row,)) for row in rows]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    from tests.conftest import wait_until
+
+    wait_until(recorder.idle, timeout_s=10)
+    assert set(LimitState.objects.values_list("in_force_a", "pending_a", "last_status")) == {
+        (8.0, None, AnswerStatus.ACCEPTED)}
+    assert 1 <= len(asked) <= len(rows)  # one request per batch that lowered a limit

@@ -1,0 +1,86 @@
+"""Answers to the loop's profiles, group-committed where the websockets are.
+
+A limit cut brings hundreds of answers within a second to the process holding the websockets.
+Recorded one by one, each took a worker thread, a transaction of its own (waiting for the
+database's write lock behind the others) and a re-balance request: the process spent more time
+on them than on delivering the profiles. Here the outcome hook only queues the answer; one
+thread records what has queued up in one transaction (`services.limit_answers_record`) and asks
+for one re-balance when a lower limit came into force.
+
+What a crash of the process loses: the answers queued and not yet committed (milliseconds). Their
+sends then pass their deadline unanswered, and the higher of the old and new limit stays counted
+(`services.limit_expire_unanswered`): the conservative side, never an over-count.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from django.db import close_old_connections
+
+from evce import clock
+from loadmgmt import services
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 2000
+ATTEMPTS = 3  # a batch that fails (database locked or busy) is tried again before it is given up
+
+
+class AnswerRecorder:
+    """A queue of answers and the one thread that records them, started at the first answer."""
+
+    def __init__(self, on_lowered: Callable[[], object]) -> None:
+        self._on_lowered = on_lowered
+        self._queue: list[services.Answer] = []
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self._busy = False
+        self._thread: threading.Thread | None = None
+
+    def submit(self, answer: services.Answer) -> None:
+        with self._lock:
+            self._queue.append(answer)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="loop-answers", daemon=True)
+                self._thread.start()
+            self._ready.notify()
+
+    def idle(self) -> bool:
+        """Nothing queued and nothing being written (tests wait for this)."""
+        with self._lock:
+            return not self._queue and not self._busy
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue:
+                    self._ready.wait()
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                self._busy = True
+            try:
+                self._record(batch)
+            finally:
+                with self._lock:
+                    self._busy = False
+
+    def _record(self, batch: list[services.Answer]) -> None:
+        for attempt in range(1, ATTEMPTS + 1):
+            close_old_connections()  # a connection the database closed meanwhile is replaced
+            try:
+                lowered = services.limit_answers_record(batch, now=clock.now())
+                break
+            except Exception:
+                if attempt == ATTEMPTS:
+                    logger.exception("could not record %d answers to the loop's profiles; their sends will expire "
+                                     "unanswered and stay counted", len(batch))
+                    return
+                time.sleep(0.1 * attempt)
+        if lowered:
+            try:
+                self._on_lowered()
+            except Exception:  # broker down: the periodic tick will serve it
+                logger.warning("could not queue a re-balance after a lower limit came into force")

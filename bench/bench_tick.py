@@ -37,6 +37,7 @@ from django.core.management import call_command  # noqa: E402
 
 from chargers.models import Charger  # noqa: E402
 from loadmgmt import apply, engine, inputs, services  # noqa: E402
+from loadmgmt.answers import MAX_BATCH  # noqa: E402
 from loadmgmt.models import LimitState, Zone  # noqa: E402
 from transactions.models import MeterSample, Transaction  # noqa: E402
 
@@ -80,11 +81,12 @@ apply.cast_calls = handed_over  # type: ignore[assignment]
 
 
 def answer_all(now: dt.datetime) -> float:
-    """Every profile handed over is Accepted, recorded as the consumers do; returns the seconds it took."""
+    """Every profile handed over is Accepted, recorded as the process holding the websockets does
+    (`loadmgmt.answers`: in batches of what queued up, here all at once); returns the seconds it took."""
     started = time.perf_counter()
-    for cast in handed:
-        ticket = services.SendTicket.from_context(cast.context)
-        services.limit_answer_record(ticket=ticket, outcome="Accepted", now=now)
+    answers = [services.Answer(services.SendTicket.from_context(cast.context), "Accepted") for cast in handed]
+    for start in range(0, len(answers), MAX_BATCH):
+        services.limit_answers_record(answers[start:start + MAX_BATCH], now=now)
     handed.clear()
     return time.perf_counter() - started
 

@@ -9,6 +9,7 @@ receive handler would block the very frame that carries the answer.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
@@ -23,6 +24,7 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.utils import await_many_dispatch
 from django.conf import settings
 from ocpp.charge_point import camel_to_snake_case, remove_nones, serialize_as_dict, snake_to_camel_case
 from ocpp.exceptions import OCPPError
@@ -43,6 +45,7 @@ from chargers.frames import (
 )
 from chargers.hooks import BOOT_ACCEPTED_STEPS, CALL_OUTCOME_HOOKS, RELAY_OPENERS, URGENT_BOOT_STEPS, ChargerRelay
 from chargers.identity import BadIdentity, identity_from_path, printable
+from chargers.inbox import process_inbox
 from chargers.models import Charger, Direction, RegistrationStatus
 from chargers.protocol import CentralSystemChargePoint
 from chargers.ratelimit import RateLimiter, ThrottledLog
@@ -363,6 +366,24 @@ class OcppConsumer(AsyncWebsocketConsumer):
             finally:
                 await self.disconnect(CLOSE_INTERNAL_ERROR)
             raise StopConsumer from None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Channels' consumer loop, with the process's shared inbox (chargers.inbox) as this
+        consumer's channel-layer receive when the layer is channels-redis's core layer."""
+        inbox = process_inbox()
+        if inbox is None:
+            await super().__call__(scope, receive, send)
+            return
+        self.scope = scope
+        self.channel_layer = inbox.layer
+        self.channel_name = await inbox.new_channel()
+        self.base_send = send
+        try:
+            await await_many_dispatch([receive, functools.partial(inbox.receive, self.channel_name)], self.dispatch)
+        except StopConsumer:
+            pass
+        finally:
+            inbox.close(self.channel_name)
 
     async def _dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch without its `aclose_old_connections()` before every message.

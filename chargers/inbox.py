@@ -1,0 +1,140 @@
+"""One channel-layer receive per process for every OCPP consumer, instead of one per consumer.
+
+Channels gives each consumer its own `channel_layer.receive(channel)`. With channels-redis's
+core layer every consumer of a process then holds a queue (four deques), two tasks and a lock
+waiter while it waits, ~4.5 KB per connected charger measured with tracemalloc, and they take
+turns at the one BRPOP of the process. Here the OCPP consumers of a process share one pump:
+
+- their channel names come from a layer instance of their own (`make_backend` of the default
+  layer's settings: its own client prefix, so its process key `specific.<prefix>!` is read by
+  this pump and nothing else; dashboards and reply channels keep the default instance);
+- the pump BRPOPs that key (`receive_single`, which keeps the layer's backup-queue cleaning) and
+  hands each message to the consumer whose channel it names: a waiting future, or a short list
+  while the consumer is busy with its previous message; messages for channels no consumer holds
+  (a connection that just closed) are dropped, as their replies would be;
+- a failing layer (Redis down) is retried by the pump with back-off; consumers only wait, so a
+  charger's own frames, which need only the database, are served meanwhile.
+
+Sending is unchanged: `channel_layer.send(channel_name, …)` from any process reaches the
+consumer. Layers other than channels-redis's core layer keep Channels' receive per consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from typing import Any
+
+from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
+
+from chargers.ratelimit import ThrottledLog
+
+logger = logging.getLogger(__name__)
+_throttled = ThrottledLog(logger)
+
+# Messages kept for a consumer busy with its previous one (a server call is handed to a task at
+# once, so more than a few means something is wrong): the oldest are dropped beyond this.
+PENDING_MAX = 100
+
+
+class ProcessInbox:
+    """Receives the channel-layer messages of every OCPP consumer of one event loop."""
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self._key = f"specific.{layer.client_prefix}!"
+        self._open: set[str] = set()
+        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._pending: dict[str, list[dict[str, Any]]] = {}
+        self._pump: asyncio.Task[None] | None = None
+
+    async def new_channel(self) -> str:
+        channel = str(await self.layer.new_channel())
+        self._open.add(channel)
+        return channel
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        """The next message for `channel` (a channel from `new_channel`, not yet closed)."""
+        pending = self._pending.get(channel)
+        if pending:
+            message = pending.pop(0)
+            if not pending:
+                del self._pending[channel]
+            return message
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[channel] = future
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.ensure_future(self._run())
+        try:
+            return await future
+        finally:
+            if self._waiting.get(channel) is future:
+                del self._waiting[channel]
+
+    def close(self, channel: str) -> None:
+        """The consumer of `channel` is gone: its later messages are dropped."""
+        self._open.discard(channel)
+        self._pending.pop(channel, None)
+        future = self._waiting.pop(channel, None)
+        if future is not None and not future.done():
+            future.cancel()
+
+    def deliver(self, channel: str, message: dict[str, Any]) -> None:
+        future = self._waiting.pop(channel, None)
+        if future is not None and not future.done():
+            future.set_result(message)
+            return
+        if channel not in self._open:
+            logger.debug("message %s for a closed channel dropped", message.get("type"))
+            return
+        pending = self._pending.setdefault(channel, [])
+        pending.append(message)
+        if len(pending) > PENDING_MAX:
+            dropped = pending.pop(0)
+            _throttled.warning(("inbox", channel), "a consumer is %d messages behind; dropped a %s",
+                               len(pending), dropped.get("type"))
+
+    @property
+    def consumers(self) -> int:
+        return len(self._open)
+
+    async def _run(self) -> None:
+        """BRPOP the process key while any consumer is open; a failing layer is retried."""
+        delay_s, failing = 0.5, False
+        while self._open:
+            try:
+                channel, message = await self.layer.receive_single(self._key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - any layer failure: retry, never close a charger
+                if not failing:
+                    _throttled.warning(("layer", self._key), "channel layer unavailable (%s); server calls to "
+                                       "this process's chargers wait until it is back", type(error).__name__)
+                failing = True
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 5.0)
+                continue
+            if failing:
+                logger.info("channel layer back")
+                delay_s, failing = 0.5, False
+            self.deliver(channel, message)
+
+
+_inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ProcessInbox | None] = weakref.WeakKeyDictionary()
+
+
+def process_inbox() -> ProcessInbox | None:
+    """The running loop's inbox; None unless the default layer is channels-redis's core layer."""
+    loop = asyncio.get_running_loop()
+    if loop in _inboxes:
+        return _inboxes[loop]
+    inbox = None
+    if DEFAULT_CHANNEL_LAYER in channel_layers.configs:
+        from channels_redis.core import RedisChannelLayer
+
+        layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+        if isinstance(layer, RedisChannelLayer):
+            inbox = ProcessInbox(layer)
+    _inboxes[loop] = inbox
+    return inbox

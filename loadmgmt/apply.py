@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,11 +158,26 @@ def send(outgoing: list[Outgoing], inputs: LoopInputs, now: dt.datetime) -> None
     _hand_over([*sessions, *defaults], tickets, timeout, now)
 
 
+# A process's inbox on the channel layer holds `capacity` messages (500) for all its chargers; the
+# process drains it at hundreds per second. A cut on thousands of chargers fills it: what did not
+# fit is handed over again for this long, rather than failing and waiting for the next tick.
+HANDOVER_RETRY_S = 5.0
+_FULL = "ChannelFull"
+
+
 def _hand_over(items: list[Outgoing], tickets: list[services.SendTicket], timeout: float, now: dt.datetime) -> None:
     casts = [Cast(channel_name=item.channel_name, action="SetChargingProfile", payload=item.payload,
                   timeout_s=timeout, outcome_hook=OUTCOME_HOOK, context=ticket.as_context())
              for item, ticket in zip(items, tickets, strict=True)]
-    for item, ticket, error in zip(items, tickets, cast_calls(casts), strict=True):
+    errors = cast_calls(casts)
+    deadline, pause = time.monotonic() + HANDOVER_RETRY_S, 0.05
+    while (full := [n for n, error in enumerate(errors) if error and error.startswith(_FULL)]) \
+            and time.monotonic() < deadline:
+        time.sleep(pause)  # the inbox drains meanwhile; the order (sessions first) is kept
+        pause = min(pause * 2, 0.4)
+        for n, error in zip(full, cast_calls([casts[n] for n in full]), strict=True):
+            errors[n] = error
+    for item, ticket, error in zip(items, tickets, errors, strict=True):
         item.status = "sent" if error is None else f"not sent: {error}"
         if error is not None:
             logger.warning("SetChargingProfile to charger %s not handed over: %s", item.charger_pk, error)

@@ -288,3 +288,33 @@ def test_the_answer_recorder_commits_answers_from_many_threads_and_asks_for_a_re
     assert set(LimitState.objects.values_list("in_force_a", "pending_a", "last_status")) == {
         (8.0, None, AnswerStatus.ACCEPTED)}
     assert 1 <= len(asked) <= len(rows)  # one request per batch that lowered a limit
+
+
+@pytest.mark.django_db
+def test_profiles_that_find_the_process_inbox_full_are_handed_over_again_in_the_same_tick(monkeypatch):
+    build_site(12)
+    inbox: list[Any] = []
+    rounds: list[int] = []
+
+    def full_inbox(batch: list[Any]) -> list[str | None]:
+        """The process's inbox takes 5 calls per round (it drains in between), refuses the rest."""
+        rounds.append(len(batch))
+        inbox.extend(batch[:5])
+        return [None] * min(5, len(batch)) + ["ChannelFull: "] * max(0, len(batch) - 5)
+
+    monkeypatch.setattr(apply, "cast_calls", full_inbox)
+    monkeypatch.setattr(apply.time, "sleep", lambda seconds: None)
+    report = run_tick(NOW)
+    assert report.sent == 24 and len(inbox) == 24  # 12 first profiles, 12 defaults, all in this tick
+    assert rounds == [24, 19, 14, 9, 4]
+    purposes = [cast.payload["csChargingProfiles"]["chargingProfilePurpose"] for cast in inbox]
+    assert purposes == ["TxProfile"] * 12 + ["TxDefaultProfile"] * 12  # the order is kept
+    assert not LimitState.objects.filter(last_status=AnswerStatus.NOT_SENT).exists()
+
+    # A inbox that stays full: given up after HANDOVER_RETRY_S, recorded as not sent (retried later).
+    monkeypatch.setattr(apply, "cast_calls", lambda batch: ["ChannelFull: "] * len(batch))
+    monkeypatch.setattr(apply, "HANDOVER_RETRY_S", 0.0)
+    answer_all(inbox)
+    Zone.objects.filter(parent__isnull=True).update(max_current_a=12 * 10.0)
+    assert run_tick(NOW).sent > 0
+    assert LimitState.objects.filter(last_status=AnswerStatus.NOT_SENT).exists()

@@ -162,6 +162,8 @@ def send(outgoing: list[Outgoing], inputs: LoopInputs, now: dt.datetime) -> None
 # process drains it at hundreds per second. A cut on thousands of chargers fills it: what did not
 # fit is handed over again for this long, rather than failing and waiting for the next tick.
 HANDOVER_RETRY_S = 5.0
+HANDOVER_PAUSE_S = 0.1
+HANDOVER_RETRY_CHUNK = 200
 _FULL = "ChannelFull"
 
 
@@ -170,12 +172,12 @@ def _hand_over(items: list[Outgoing], tickets: list[services.SendTicket], timeou
                   timeout_s=timeout, outcome_hook=OUTCOME_HOOK, context=ticket.as_context())
              for item, ticket in zip(items, tickets, strict=True)]
     errors = cast_calls(casts)
-    deadline, pause = time.monotonic() + HANDOVER_RETRY_S, 0.05
+    deadline = time.monotonic() + HANDOVER_RETRY_S
     while (full := [n for n, error in enumerate(errors) if error and error.startswith(_FULL)]) \
             and time.monotonic() < deadline:
-        time.sleep(pause)  # the inbox drains meanwhile; the order (sessions first) is kept
-        pause = min(pause * 2, 0.4)
-        for n, error in zip(full, cast_calls([casts[n] for n in full]), strict=True):
+        time.sleep(HANDOVER_PAUSE_S)  # the inbox drains meanwhile; the order (sessions first) is kept
+        retry = full[:HANDOVER_RETRY_CHUNK]  # what a drained inbox can take: no flood of refused sends
+        for n, error in zip(retry, cast_calls([casts[n] for n in retry]), strict=True):
             errors[n] = error
     for item, ticket, error in zip(items, tickets, errors, strict=True):
         item.status = "sent" if error is None else f"not sent: {error}"

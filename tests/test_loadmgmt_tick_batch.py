@@ -304,9 +304,10 @@ def test_profiles_that_find_the_process_inbox_full_are_handed_over_again_in_the_
 
     monkeypatch.setattr(apply, "cast_calls", full_inbox)
     monkeypatch.setattr(apply.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(apply, "HANDOVER_RETRY_CHUNK", 8)
     report = run_tick(NOW)
     assert report.sent == 24 and len(inbox) == 24  # 12 first profiles, 12 defaults, all in this tick
-    assert rounds == [24, 19, 14, 9, 4]
+    assert rounds == [24, 8, 8, 8, 4]  # retried a chunk at a time
     purposes = [cast.payload["csChargingProfiles"]["chargingProfilePurpose"] for cast in inbox]
     assert purposes == ["TxProfile"] * 12 + ["TxDefaultProfile"] * 12  # the order is kept
     assert not LimitState.objects.filter(last_status=AnswerStatus.NOT_SENT).exists()

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 
 from evce import clock
 from loadmgmt import services
@@ -39,6 +39,7 @@ class AnswerRecorder:
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
         self._busy = False
+        self._stopping = False
         self._thread: threading.Thread | None = None
 
     def submit(self, answer: services.Answer) -> None:
@@ -54,11 +55,26 @@ class AnswerRecorder:
         with self._lock:
             return not self._queue and not self._busy
 
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Record what is queued, then end the thread and close its database connection."""
+        with self._lock:
+            self._stopping = True
+            self._ready.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout_s)
+        with self._lock:
+            self._stopping = False
+
     def _run(self) -> None:
         while True:
             with self._lock:
-                while not self._queue:
+                while not self._queue and not self._stopping:
                     self._ready.wait()
+                if not self._queue:  # stopping, nothing left
+                    self._thread = None
+                    connections.close_all()
+                    return
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
                 self._busy = True
             try:

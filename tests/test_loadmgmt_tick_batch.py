@@ -285,6 +285,7 @@ def test_the_answer_recorder_commits_answers_from_many_threads_and_asks_for_a_re
     from tests.conftest import wait_until
 
     wait_until(recorder.idle, timeout_s=10)
+    recorder.stop()  # its thread's database connection closed: the test database can be dropped
     assert set(LimitState.objects.values_list("in_force_a", "pending_a", "last_status")) == {
         (8.0, None, AnswerStatus.ACCEPTED)}
     assert 1 <= len(asked) <= len(rows)  # one request per batch that lowered a limit

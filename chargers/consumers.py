@@ -14,7 +14,6 @@ import json
 import logging
 import random
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
@@ -46,6 +45,7 @@ from chargers.frames import (
 from chargers.hooks import BOOT_ACCEPTED_STEPS, CALL_OUTCOME_HOOKS, RELAY_OPENERS, URGENT_BOOT_STEPS, ChargerRelay
 from chargers.identity import BadIdentity, identity_from_path, printable
 from chargers.inbox import process_inbox
+from chargers.loops import PerLoop
 from chargers.models import Charger, Direction, RegistrationStatus
 from chargers.protocol import CentralSystemChargePoint
 from chargers.ratelimit import RateLimiter, ThrottledLog
@@ -568,16 +568,8 @@ _booting = 0
 # reconnecting charger replaces a connection: sent all at once, each would take a new Redis
 # connection from the layer's pool (~1 ms of CPU each, 11 % of a 1,000-charger storm).
 _REPLACED_SENDS_IN_FLIGHT = 16
-_replaced_send_limits: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-    weakref.WeakKeyDictionary())
+_replaced_sends = PerLoop(lambda: asyncio.Semaphore(_REPLACED_SENDS_IN_FLIGHT))
 
-
-def _replaced_sends() -> asyncio.Semaphore:
-    loop = asyncio.get_running_loop()
-    limit = _replaced_send_limits.get(loop)
-    if limit is None:
-        limit = _replaced_send_limits[loop] = asyncio.Semaphore(_REPLACED_SENDS_IN_FLIGHT)
-    return limit
 # Seconds of boot-step work to spread per charger booting at the same time: a lone boot
 # waits at most this long, a storm of 1,000 up to 20 s (capped by OCPP_BOOT_JITTER_MAX_S).
 _JITTER_PER_BOOT_S = 0.02

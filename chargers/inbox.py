@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from typing import Any
 
 from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
 
+from chargers.loops import PerLoop
 from chargers.ratelimit import ThrottledLog
 
 logger = logging.getLogger(__name__)
@@ -121,20 +121,15 @@ class ProcessInbox:
             self.deliver(channel, message)
 
 
-_inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ProcessInbox | None] = weakref.WeakKeyDictionary()
+def _make_inbox() -> ProcessInbox | None:
+    """An inbox on a layer instance of its own; None unless the default layer is channels-redis's core layer."""
+    if DEFAULT_CHANNEL_LAYER not in channel_layers.configs:
+        return None
+    from channels_redis.core import RedisChannelLayer
+
+    layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+    return ProcessInbox(layer) if isinstance(layer, RedisChannelLayer) else None
 
 
-def process_inbox() -> ProcessInbox | None:
-    """The running loop's inbox; None unless the default layer is channels-redis's core layer."""
-    loop = asyncio.get_running_loop()
-    if loop in _inboxes:
-        return _inboxes[loop]
-    inbox = None
-    if DEFAULT_CHANNEL_LAYER in channel_layers.configs:
-        from channels_redis.core import RedisChannelLayer
-
-        layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
-        if isinstance(layer, RedisChannelLayer):
-            inbox = ProcessInbox(layer)
-    _inboxes[loop] = inbox
-    return inbox
+# The running loop's inbox (one per process under Daphne), or None for other layers.
+process_inbox = PerLoop(_make_inbox)

@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +42,7 @@ from channels.db import database_sync_to_async
 from django.db import transaction
 
 from chargers import services
+from chargers.loops import PerLoop
 
 logger = logging.getLogger(__name__)
 
@@ -164,13 +164,5 @@ class WriteBuffer:
                         future.set_result(outcome)
 
 
-_buffers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WriteBuffer] = weakref.WeakKeyDictionary()
-
-
-def write_buffer() -> WriteBuffer:
-    """The writer of the running event loop (one per process under Daphne)."""
-    loop = asyncio.get_running_loop()
-    buffer = _buffers.get(loop)
-    if buffer is None:
-        buffer = _buffers[loop] = WriteBuffer()
-    return buffer
+# The writer of the running event loop (one per process under Daphne).
+write_buffer = PerLoop(WriteBuffer)

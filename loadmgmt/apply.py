@@ -179,11 +179,13 @@ def _hand_over(items: list[Outgoing], tickets: list[services.SendTicket], timeou
         retry = full[:HANDOVER_RETRY_CHUNK]  # what a drained inbox can take: no flood of refused sends
         for n, error in zip(retry, cast_calls([casts[n] for n in retry]), strict=True):
             errors[n] = error
+    not_sent = []
     for item, ticket, error in zip(items, tickets, errors, strict=True):
         item.status = "sent" if error is None else f"not sent: {error}"
         if error is not None:
             logger.warning("SetChargingProfile to charger %s not handed over: %s", item.charger_pk, error)
-            services.limit_answer_record(ticket=ticket, outcome=AnswerStatus.NOT_SENT, detail=error, now=now)
+            not_sent.append(services.Answer(ticket, AnswerStatus.NOT_SENT, error))
+    services.limit_answers_record(not_sent, now=now)  # one transaction, however many failed
 
 
 def record_decisions(inputs: LoopInputs, allocation: Allocation, tick: TickPlan, now: dt.datetime) -> None:
@@ -229,9 +231,7 @@ def _record_decisions(inputs: LoopInputs, allocation: Allocation, tick: TickPlan
     _write_decisions(rows, now)
     # Safe defaults: one UPDATE per distinct (target, reason), not one per charger.
     for (target, waiting), pks in defaults.items():
-        for start in range(0, len(pks), services.BATCH_ROWS):
-            LimitState.objects.filter(pk__in=pks[start:start + services.BATCH_ROWS]).update(
-                wanted_a=target, waiting=waiting, binding="safe default (static share)")
+        services.rows_update(pks, wanted_a=target, waiting=waiting, binding="safe default (static share)")
     services.setpoints_record(history)
 
 
@@ -256,9 +256,7 @@ def _write_decisions(changed: list[tuple[int, dict[str, object]]], now: dt.datet
     accrued = F("run_seconds") + Greatest(Value(0.0), Value(now.timestamp()) - F("run_counted_at"),
                                           output_field=FloatField())
     for part, pks in groups.items():
-        values = {name: accrued if name == "run_seconds" else value for name, value in part}
-        for start in range(0, len(pks), services.BATCH_ROWS):
-            LimitState.objects.filter(pk__in=pks[start:start + services.BATCH_ROWS]).update(**values)
+        services.rows_update(pks, **{name: accrued if name == "run_seconds" else value for name, value in part})
 
 
 def _rows_of_new_sessions(inputs: LoopInputs) -> dict[tuple[int, int], LimitState]:

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from django.db import connection, transaction
 from django.db.models import Case, F, Value, When
 
 from loadmgmt.models import AnswerStatus, LimitPurpose, LimitState, Setpoint, SiteSettings, Zone
+
+_T = TypeVar("_T")
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +177,18 @@ class DefaultSend:
 BATCH_ROWS = 2000
 
 
+def chunks(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
+    """`items` in slices of BATCH_ROWS: the parameters of one statement."""
+    for start in range(0, len(items), BATCH_ROWS):
+        yield items[start:start + BATCH_ROWS]
+
+
+def rows_update(pks: Sequence[int], **values: Any) -> None:
+    """Set `values` on the LimitState rows `pks`: one UPDATE per BATCH_ROWS rows."""
+    for chunk in chunks(pks):
+        LimitState.objects.filter(pk__in=chunk).update(**values)
+
+
 def limit_sends_record(sends: list[SessionSend], *, now: dt.datetime, timeout_s: float) -> list[SendTicket]:
     """`limit_send_record` for many session connectors at once: a few queries, never one per send.
 
@@ -206,9 +222,8 @@ def _session_rows(keys: set[tuple[int, int]]) -> dict[tuple[int, int], tuple[int
     found: dict[tuple[int, int], tuple[int, int | None]] = {}
     chargers = sorted({key[0] for key in keys})
     connectors = {key[1] for key in keys}
-    for start in range(0, len(chargers), BATCH_ROWS):
-        rows = LimitState.objects.filter(charger_id__in=chargers[start:start + BATCH_ROWS],
-                                         connector_id__in=connectors)
+    for chunk in chunks(chargers):
+        rows = LimitState.objects.filter(charger_id__in=chunk, connector_id__in=connectors)
         for pk, charger_id, connector_id, transaction_id in rows.values_list(
                 "pk", "charger_id", "connector_id", "transaction_id"):
             if (charger_id, connector_id) in keys:
@@ -241,9 +256,8 @@ def limit_default_sends_record(sends: list[DefaultSend], *, now: dt.datetime, ti
 def _default_rows(charger_pks: list[int]) -> dict[int, int]:
     """Charger pk -> pk of its connector-0 (safe default) row."""
     found: dict[int, int] = {}
-    for start in range(0, len(charger_pks), BATCH_ROWS):
-        found.update(LimitState.objects.filter(charger_id__in=charger_pks[start:start + BATCH_ROWS], connector_id=0)
-                     .values_list("charger_id", "pk"))
+    for chunk in chunks(charger_pks):
+        found.update(LimitState.objects.filter(charger_id__in=chunk, connector_id=0).values_list("charger_id", "pk"))
     return found
 
 
@@ -252,10 +266,9 @@ def lock_rows(pks: list[int]) -> None:
     writer of many rows (the tick, a batch of answers) takes them in the same order, so two of
     them never wait on each other in a cycle."""
     if connection.features.has_select_for_update:
-        ordered = sorted(set(pks))
-        for start in range(0, len(ordered), BATCH_ROWS):
-            list(LimitState.objects.select_for_update().filter(pk__in=ordered[start:start + BATCH_ROWS])
-                 .order_by("pk").values_list("pk", flat=True))
+        for chunk in chunks(sorted(set(pks))):
+            locked = LimitState.objects.select_for_update().filter(pk__in=chunk).order_by("pk")
+            list(locked.values_list("pk", flat=True))
 
 
 def _record_pending(
@@ -274,17 +287,14 @@ def _record_pending(
     with transaction.atomic():
         lock_rows([item[0] for item in items])
         for (limit_a, paused, unit), pks in groups.items():
-            for start in range(0, len(pks), BATCH_ROWS):
-                LimitState.objects.filter(pk__in=pks[start:start + BATCH_ROWS]).update(
-                    sent_seq=F("sent_seq") + 1, pending_a=limit_a,
-                    pending_max_a=Case(When(pending_max_a__gt=limit_a, then=F("pending_max_a")),
-                                       default=Value(limit_a)),
-                    pending_paused=paused, pending_sent_at=now, pending_deadline=deadline, rate_unit=unit)
+            rows_update(pks, sent_seq=F("sent_seq") + 1, pending_a=limit_a,
+                        pending_max_a=Case(When(pending_max_a__gt=limit_a, then=F("pending_max_a")),
+                                           default=Value(limit_a)),
+                        pending_paused=paused, pending_sent_at=now, pending_deadline=deadline, rate_unit=unit)
         all_pks = [item[0] for item in items]
         seqs: dict[int, int] = {}
-        for start in range(0, len(all_pks), BATCH_ROWS):
-            seqs.update(LimitState.objects.filter(pk__in=all_pks[start:start + BATCH_ROWS])
-                        .values_list("pk", "sent_seq"))
+        for chunk in chunks(all_pks):
+            seqs.update(LimitState.objects.filter(pk__in=chunk).values_list("pk", "sent_seq"))
     return [SendTicket(pk, seqs[pk], limit_a, paused, tx) for pk, limit_a, paused, _unit, tx in items]
 
 
@@ -327,9 +337,9 @@ def limit_answers_record(answers: list[Answer], *, now: dt.datetime) -> bool:
     written: dict[int, dict[str, object]] = {}
     with transaction.atomic():
         states: dict[int, LimitState] = {}
-        for start in range(0, len(pks), BATCH_ROWS):
-            states.update((row.pk, row) for row in LimitState.objects.select_for_update()
-                          .filter(pk__in=pks[start:start + BATCH_ROWS]).order_by("pk"))
+        for chunk in chunks(pks):
+            states.update((row.pk, row) for row in LimitState.objects.select_for_update().filter(pk__in=chunk)
+                          .order_by("pk"))
         for answer in answers:
             state = states.get(answer.ticket.state_pk)
             answered = _answer_fields(state, answer.ticket, answer.outcome, answer.detail, now)
@@ -344,8 +354,7 @@ def limit_answers_record(answers: list[Answer], *, now: dt.datetime) -> bool:
         for pk, fields in written.items():
             groups.setdefault(tuple(sorted(fields.items())), []).append(pk)
         for values, group in groups.items():
-            for start in range(0, len(group), BATCH_ROWS):
-                LimitState.objects.filter(pk__in=group[start:start + BATCH_ROWS]).update(**dict(values))
+            rows_update(group, **dict(values))
     return lowered
 
 

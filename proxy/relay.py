@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -25,6 +24,7 @@ from channels.db import database_sync_to_async
 from django.db import close_old_connections
 
 from chargers.hooks import ReplyCallFn
+from chargers.loops import PerLoop
 from evce import clock
 from proxy import services
 from proxy.link import LinkRunner, Outgoing
@@ -88,20 +88,12 @@ class _LinkReads:
                         future.set_result(configs.get(pk, []))
 
 
-_link_reads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LinkReads] = weakref.WeakKeyDictionary()
-
-
-async def _connect_time_configs(charger_pk: int) -> list[services.LinkConfig]:
-    loop = asyncio.get_running_loop()
-    reads = _link_reads.get(loop)
-    if reads is None:
-        reads = _link_reads[loop] = _LinkReads()
-    return await reads.configs(charger_pk)
+_link_reads = PerLoop(_LinkReads)
 
 
 async def open_relay(charger_pk: int, charge_point_id: str, call: ReplyCallFn) -> UpstreamRelay:
     global _reconciler
-    configs = await _connect_time_configs(charger_pk)
+    configs = await _link_reads().configs(charger_pk)
     booted = bool(configs) and await database_sync_to_async(services.charger_booted)(charger_pk=charger_pk)
     relay = UpstreamRelay(charger_pk, charge_point_id, call, configs, booted=booted)
     relay.start()

@@ -21,9 +21,9 @@ def test_chargers_connecting_together_are_read_together(monkeypatch):
     monkeypatch.setattr(relay, "close_old_connections", lambda: None)
 
     async def storm() -> list[list[services.LinkConfig]]:
-        first = asyncio.ensure_future(relay._connect_time_configs(0))
+        first = asyncio.ensure_future(relay._link_reads().configs(0))
         await asyncio.sleep(0.05)
-        rest = [asyncio.ensure_future(relay._connect_time_configs(pk)) for pk in range(1, 50)]
+        rest = [asyncio.ensure_future(relay._link_reads().configs(pk)) for pk in range(1, 50)]
         await asyncio.sleep(0.05)
         release.set()
         return await asyncio.gather(first, *rest)
@@ -47,9 +47,9 @@ def test_a_failed_read_reaches_every_charger_of_its_batch_and_the_next_batch_rea
     monkeypatch.setattr(relay, "close_old_connections", lambda: None)
 
     async def two_batches() -> list[object]:
-        failed = await asyncio.gather(relay._connect_time_configs(1), relay._connect_time_configs(2),
+        failed = await asyncio.gather(relay._link_reads().configs(1), relay._link_reads().configs(2),
                                       return_exceptions=True)
-        return [*failed, await relay._connect_time_configs(3)]
+        return [*failed, await relay._link_reads().configs(3)]
 
     first, second, third = asyncio.run(two_batches())
     assert isinstance(first, RuntimeError) and isinstance(second, RuntimeError)
@@ -62,6 +62,6 @@ def test_a_charger_connecting_twice_at_once_gets_its_links_both_times(monkeypatc
     monkeypatch.setattr(relay, "close_old_connections", lambda: None)
 
     async def twice() -> list[list[services.LinkConfig]]:
-        return await asyncio.gather(relay._connect_time_configs(pk), relay._connect_time_configs(pk))
+        return await asyncio.gather(relay._link_reads().configs(pk), relay._link_reads().configs(pk))
 
     assert asyncio.run(twice()) == [["x"], ["x"]]

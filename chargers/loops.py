@@ -1,0 +1,31 @@
+"""One object per running event loop: a process's write buffer, inbox, send limits.
+
+Under Daphne a process runs one event loop, so each is a per-process singleton; tests run
+several loops one after another, and an object bound to a finished loop (its futures, locks,
+tasks) must not serve the next. Held weakly: a loop that is gone takes its object with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+_T = TypeVar("_T")
+
+
+class PerLoop(Generic[_T]):
+    """`PerLoop(make)()`: the running loop's object, made by `make()` on first use."""
+
+    def __init__(self, make: Callable[[], _T]) -> None:
+        self._make = make
+        self._values: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _T] = weakref.WeakKeyDictionary()
+
+    def __call__(self) -> _T:
+        loop = asyncio.get_running_loop()
+        try:
+            return self._values[loop]
+        except KeyError:
+            value = self._values[loop] = self._make()
+            return value

@@ -8,7 +8,7 @@ the CALL, and waits for the answer on a reply channel of its own.
 from __future__ import annotations
 
 import asyncio
-import copy
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,10 +16,9 @@ from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from ocpp.exceptions import OCPPError
-from ocpp.messages import Call, _validate_payload
 from redis.exceptions import RedisError
 
+from chargers import inbox, schemas
 from chargers.frames import SYSTEM_INITIATED
 from chargers.models import Charger
 
@@ -58,17 +57,19 @@ class ChargerCallError(CallFailed):
 
 
 def validate_call(action: str, payload: dict[str, Any]) -> None:
-    """Raise InvalidCall unless `payload` is a schema-valid OCPP 1.6 `action` request."""
+    """Raise InvalidCall unless `payload` is a schema-valid OCPP 1.6 `action` request.
+
+    With the compiled validators the charger's own frames go through (chargers.schemas): ~10 µs
+    a profile and no copy, where the `ocpp` library's jsonschema took ~115 µs (and rewrote the
+    schedule's floats in place). A limit cut on 5,000 chargers validates 10,000 profiles.
+    """
     if action not in SYSTEM_INITIATED:
         raise InvalidCall(f"{action!r} is not an OCPP 1.6 central-system request")
     if not isinstance(payload, dict):
         raise InvalidCall("the payload must be a JSON object")
-    try:
-        # The validator rewrites floats of charging schedules in place: check a copy.
-        _validate_payload(Call("validation", action, copy.deepcopy(payload)), "1.6")
-    except OCPPError as error:
-        cause = error.details.get("cause") if isinstance(error.details, dict) else error.description
-        raise InvalidCall(f"{action} payload rejected ({error.code}): {cause}") from None
+    problem = schemas.schema_problem(schemas.CALL, action, payload)
+    if problem is not None:
+        raise InvalidCall(f"{action} payload rejected ({problem.code}): {problem.description}")
 
 
 def _channel_of(charge_point_id: str) -> str:
@@ -143,29 +144,54 @@ def cast_calls(casts: list[Cast]) -> list[str | None]:
 # redis-py refuses (MaxConnectionsError) rather than waits once its pool is used up: a limit cut
 # on 250 chargers would otherwise lose most of its profiles in one burst.
 CAST_CONCURRENCY = 32
+# Calls for chargers of one Daphne process travel together, this many per channel-layer message
+# (chargers.inbox): each message costs four Redis commands and one place in the process's inbox,
+# whatever it carries. ~100 profiles make a message of ~40 KB.
+CASTS_PER_MESSAGE = 100
+
+
+def _cast_message(cast: Cast) -> dict[str, Any]:
+    return {"type": "ocpp.call", "action": cast.action, "payload": cast.payload, "timeout": cast.timeout_s,
+            "outcome_hook": cast.outcome_hook, "context": cast.context}
 
 
 async def _cast_all(casts: list[Cast]) -> list[str | None]:
+    """Validate, group per receiving process where the layer allows it, send; errors per call."""
     layer = get_channel_layer()
-    slots = asyncio.Semaphore(CAST_CONCURRENCY)
-
-    async def cast_one(cast: Cast) -> str | None:
+    errors: list[str | None] = [None] * len(casts)
+    messages: list[tuple[str, dict[str, Any], list[int]]] = []
+    per_process: dict[str, list[int]] = defaultdict(list)  # batch channel → its calls, in the order given
+    for n, cast in enumerate(casts):
         if not cast.channel_name:
-            return "charger offline"
+            errors[n] = "charger offline"
+            continue
         try:
             validate_call(cast.action, cast.payload)
-            async with slots:
-                await layer.send(cast.channel_name, {
-                    "type": "ocpp.call", "action": cast.action, "payload": cast.payload, "timeout": cast.timeout_s,
-                    "outcome_hook": cast.outcome_hook, "context": cast.context,
-                })
         except InvalidCall as error:
-            return str(error)
-        except Exception as error:  # channel full, layer unreachable: the tick goes on for the others
-            return f"{type(error).__name__}: {error}"
-        return None
+            errors[n] = str(error)
+            continue
+        batch = inbox.batch_channel(layer, cast.channel_name)
+        if batch is None:  # a layer without the shared inbox: one message per call
+            messages.append((cast.channel_name, _cast_message(cast), [n]))
+        else:
+            per_process[batch].append(n)
+    for batch, numbers in per_process.items():
+        for start in range(0, len(numbers), CASTS_PER_MESSAGE):
+            part = numbers[start:start + CASTS_PER_MESSAGE]
+            items = [[casts[n].channel_name, _cast_message(casts[n])] for n in part]
+            messages.append((batch, {"type": inbox.BATCH_TYPE, "items": items}, part))
+    slots = asyncio.Semaphore(CAST_CONCURRENCY)
 
-    return list(await asyncio.gather(*(cast_one(cast) for cast in casts)))
+    async def send_one(channel: str, message: dict[str, Any], numbers: list[int]) -> None:
+        try:
+            async with slots:
+                await layer.send(channel, message)
+        except Exception as error:  # channel full, layer unreachable: the tick goes on for the others
+            for n in numbers:
+                errors[n] = f"{type(error).__name__}: {error}"
+
+    await asyncio.gather(*(send_one(*message) for message in messages))
+    return errors
 
 
 def send_call(

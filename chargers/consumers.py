@@ -42,7 +42,14 @@ from chargers.frames import (
     parse_frame,
     respell_error_code,
 )
-from chargers.hooks import BOOT_ACCEPTED_STEPS, CALL_OUTCOME_HOOKS, RELAY_OPENERS, URGENT_BOOT_STEPS, ChargerRelay
+from chargers.hooks import (
+    BOOT_ACCEPTED_STEPS,
+    CALL_OUTCOME_HOOKS,
+    INLINE_OUTCOME_HOOKS,
+    RELAY_OPENERS,
+    URGENT_BOOT_STEPS,
+    ChargerRelay,
+)
 from chargers.identity import BadIdentity, identity_from_path, printable
 from chargers.inbox import process_inbox
 from chargers.loops import PerLoop
@@ -454,11 +461,15 @@ class OcppConsumer(AsyncWebsocketConsumer):
                 await self.channel_layer.send(event["reply_to"], {"type": "ocpp.reply", **reply})
             except Exception:  # the caller gave up or the layer is down: nothing more to do
                 logger.warning("%s: could not deliver the outcome of %s", self.charge_point_id, event.get("action"))
-        hook = CALL_OUTCOME_HOOKS.get(str(event.get("outcome_hook") or ""))
+        name = str(event.get("outcome_hook") or "")
+        hook = CALL_OUTCOME_HOOKS.get(name)
         if hook is not None and self.charger_pk is not None:
             try:
-                await database_sync_to_async(hook, thread_sensitive=False)(
-                    self.charger_pk, dict(event.get("context") or {}), reply)
+                if name in INLINE_OUTCOME_HOOKS:  # returns at once: no thread hop (chargers.hooks)
+                    hook(self.charger_pk, dict(event.get("context") or {}), reply)
+                else:
+                    await database_sync_to_async(hook, thread_sensitive=False)(
+                        self.charger_pk, dict(event.get("context") or {}), reply)
             except Exception:  # a hook's failure must never reach the charger's link
                 logger.exception("%s: outcome hook %s failed", self.charge_point_id, event.get("outcome_hook"))
 

@@ -43,16 +43,24 @@ def add_session_change_listener(listener: SessionChangeListener) -> None:
         SESSION_CHANGE_LISTENERS.append(listener)
 
 
-# Called (synchronously, in a worker thread) where a charger's websocket is, when a call sent
-# with `outcome_hook=<name>` gets its outcome: (charger pk, the call's context, the reply message
+# Called (synchronously) where a charger's websocket is, when a call sent with
+# `outcome_hook=<name>` gets its outcome: (charger pk, the call's context, the reply message
 # {"status": "ok"|"error"|"timeout"|"closed"|"failed", ...}). The control loop records answers to
-# its charging profiles this way instead of waiting for them. Returns whatever it likes.
+# its charging profiles this way instead of waiting for them. Returns whatever it likes. A hook
+# runs in a worker thread, unless added with `blocking=False`: it promises to return at once
+# (queue and go, no database, no network) and runs on the event loop, saving a thread hop per
+# answer (10,000 answers after a limit cut on 5,000 chargers).
 CallOutcomeHook = Callable[[int, dict[str, Any], dict[str, Any]], object]
 CALL_OUTCOME_HOOKS: dict[str, CallOutcomeHook] = {}
+INLINE_OUTCOME_HOOKS: set[str] = set()
 
 
-def add_call_outcome_hook(name: str, hook: CallOutcomeHook) -> None:
+def add_call_outcome_hook(name: str, hook: CallOutcomeHook, *, blocking: bool = True) -> None:
     CALL_OUTCOME_HOOKS[name] = hook
+    if blocking:
+        INLINE_OUTCOME_HOOKS.discard(name)
+    else:
+        INLINE_OUTCOME_HOOKS.add(name)
 
 
 # Relays of a charger's traffic to other systems (the upstream CPO proxy). An opener is called

@@ -17,7 +17,7 @@ class LoadmgmtConfig(AppConfig):
         add_session_change_listener(rebalance_soon)
         # Answers to charging profiles are recorded where they arrive; a lower limit coming into
         # force frees room, so the increases that waited for it go out at once.
-        add_call_outcome_hook(OUTCOME_HOOK, limit_outcome_then_rebalance)
+        add_call_outcome_hook(OUTCOME_HOOK, limit_outcome_then_rebalance, blocking=False)  # it only queues
         self._show_limits_on_charger_page()
 
     @staticmethod

@@ -6,7 +6,8 @@ import asyncio
 import itertools
 from typing import Any
 
-from chargers.inbox import PENDING_MAX, ProcessInbox
+from chargers.inbox import BATCH_NAME, BATCH_TYPE, PENDING_MAX, ProcessInbox, batch_channel
+from loadmgmt import profiles
 
 
 class FakeCoreLayer:
@@ -121,5 +122,84 @@ def test_the_pump_stops_when_the_last_consumer_closed():
         await asyncio.sleep(0.05)
         assert inbox._pump is not None and inbox._pump.done()
         assert inbox.consumers == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_message_is_handed_out_as_if_each_call_had_come_alone():
+    async def scenario() -> None:
+        layer = FakeCoreLayer()
+        inbox = ProcessInbox(layer)
+        channels = [await inbox.new_channel() for _ in range(3)]
+        gone = channels.pop()
+        inbox.close(gone)
+        waiting = asyncio.ensure_future(inbox.receive(channels[0]))
+        await asyncio.sleep(0)
+        batch = "specific.abc!" + BATCH_NAME
+        layer.queue.put_nowait((batch, {"type": BATCH_TYPE, "items": [
+            [channels[0], {"type": "ocpp.call", "n": 0}], [gone, {"type": "ocpp.call", "n": 9}],
+            [channels[1], {"type": "ocpp.call", "n": 1}], [channels[1], {"type": "ocpp.call", "n": 2}],
+        ]}))
+        layer.queue.put_nowait((batch, {"type": BATCH_TYPE, "items": "not a list"}))  # dropped, pump goes on
+        layer.queue.put_nowait((batch, {"type": BATCH_TYPE, "items": [["x"], [channels[0], {"type": "late"}]]}))
+        assert (await asyncio.wait_for(waiting, 5))["n"] == 0
+        assert [(await inbox.receive(channels[1]))["n"] for _ in range(2)] == [1, 2]  # in order
+        assert (await asyncio.wait_for(inbox.receive(channels[0]), 5))["type"] == "late"  # the bad item skipped
+        assert gone not in inbox._pending
+        for channel in channels:
+            inbox.close(channel)
+
+    asyncio.run(scenario())
+
+
+def test_batch_channels_exist_only_on_the_core_redis_layer():
+    from channels.layers import InMemoryChannelLayer, channel_layers
+
+    core = channel_layers.make_backend("default")
+    assert batch_channel(core, "specific.abc!def") == "specific.abc!" + BATCH_NAME
+    assert batch_channel(core, "general-channel") is None
+    assert batch_channel(InMemoryChannelLayer(), "specific.abc!def") is None
+
+
+def test_a_cut_on_a_thousand_chargers_reaches_two_processes_in_a_few_messages_through_real_redis():
+    """1,000 calls for consumers of two processes over the real layer (capacity 500 messages per
+    process): handed over in 10 messages, none refused, every consumer gets its own, in order."""
+    from channels.layers import channel_layers
+
+    from chargers import commands
+
+    async def scenario() -> None:
+        inboxes = [ProcessInbox(channel_layers.make_backend("default")) for _ in range(2)]
+        channels = [await inboxes[n % 2].new_channel() for n in range(500)]
+        casts = [commands.Cast(channel_name=channel, action="SetChargingProfile",
+                               payload=profiles.tx_payload(1, n, 6.0 + round, 3), timeout_s=30,
+                               outcome_hook="test", context={"n": n, "round": round})
+                 for round in range(2) for n, channel in enumerate(channels)]
+        casts.append(commands.Cast(channel_name=channels[0], action="SetChargingProfile", payload={"bad": 1},
+                                   timeout_s=30, outcome_hook="test", context={}))
+        sent: list[str] = []
+        layer = commands.get_channel_layer()
+        real_send = layer.send
+
+        async def counting_send(channel: str, message: dict[str, Any]) -> None:
+            sent.append(channel)
+            await real_send(channel, message)
+
+        layer.send = counting_send
+        try:
+            errors = await commands._cast_all(casts)
+        finally:
+            del layer.send
+        assert errors[:-1] == [None] * 1000
+        assert errors[-1] is not None and "rejected" in errors[-1]  # validated before anything went out
+        assert len(sent) == 10 and all(channel.endswith("!" + BATCH_NAME) for channel in sent)
+        for n, channel in enumerate(channels):
+            inbox = inboxes[n % 2]
+            got = [await asyncio.wait_for(inbox.receive(channel), 10) for _ in range(2)]
+            assert [(m["context"]["n"], m["context"]["round"]) for m in got] == [(n, 0), (n, 1)]
+            assert got[1]["payload"]["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"][0][
+                "limit"] == 7.0
+        for n, channel in enumerate(channels):
+            inboxes[n % 2].close(channel)
 
     asyncio.run(scenario())

@@ -55,8 +55,12 @@ from urllib.parse import urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+
 import bench_ocpp  # noqa: E402 - helpers beside this script
 import ocpp_load  # noqa: E402
+
+from evce.launcher import shared_listen_socket  # noqa: E402 - the project's own, as bin/run shares it
 
 BENCH_DIR = Path(__file__).resolve().parent
 BASE_DIR = BENCH_DIR.parent
@@ -129,12 +133,13 @@ class Backend:
 
 @dataclass
 class Server:
-    """A Daphne process that can be restarted on the same port."""
+    """The Daphne process(es) of one server, restartable on the same port."""
 
     kind: str  # "project" or "bare"
     backend: Backend | None  # the project's database and Redis (none for the bare baseline)
     port: int = field(default_factory=bench_ocpp._free_port)
-    process: subprocess.Popen[bytes] | None = None
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    web_processes: int = 1  # several share one listening socket, as `WEB_PROCESSES` makes bin/run do
 
     @property
     def url(self) -> str:
@@ -144,30 +149,44 @@ class Server:
         # As `bin/run` starts Daphne (evce/launcher.py): a 4,096 backlog, and a websocket the
         # application has not accepted yet is dropped after WEBSOCKET_CONNECT_TIMEOUT_S (60 s),
         # not Daphne's 5 s default. Both servers get the same options.
-        daphne = [sys.executable, "-m", "daphne", "-v", "0", "-e",
-                  f"tcp:port={self.port}:interface=127.0.0.1:backlog=4096",
+        listener = None
+        endpoint = f"tcp:port={self.port}:interface=127.0.0.1:backlog=4096"
+        if self.web_processes > 1:
+            listener = shared_listen_socket("127.0.0.1", self.port, 4096)
+            endpoint = f"fd:fileno={listener.fileno()}"
+        daphne = [sys.executable, "-m", "daphne", "-v", "0", "-e", endpoint,
                   "--websocket_connect_timeout", os.environ.get("WEBSOCKET_CONNECT_TIMEOUT_S", "60")]
-        if self.kind == "project":
-            assert self.backend is not None  # noqa: S101
-            self.process = subprocess.Popen([*daphne, "evce.asgi:application"], cwd=BASE_DIR,  # noqa: S603
-                                            env=self.backend.env())
-        else:
-            self.process = subprocess.Popen([*daphne, "bare_server:application"], cwd=BENCH_DIR)  # noqa: S603
+        fds = (listener.fileno(),) if listener is not None else ()
+        for _ in range(self.web_processes):
+            if self.kind == "project":
+                assert self.backend is not None  # noqa: S101
+                self.processes.append(subprocess.Popen([*daphne, "evce.asgi:application"], cwd=BASE_DIR,  # noqa: S603
+                                                       env=self.backend.env(), pass_fds=fds))
+            else:
+                self.processes.append(subprocess.Popen([*daphne, "bare_server:application"], cwd=BENCH_DIR,  # noqa: S603
+                                                       pass_fds=fds))
+        if listener is not None:
+            listener.close()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
             try:
-                self.process.wait(30)
+                process.wait(30)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self.process = None
+                process.kill()
+                process.wait(10)
+        self.processes = []
 
     @property
     def pid(self) -> int:
-        assert self.process is not None  # noqa: S101
-        return self.process.pid
+        """The first process's (py-spy profiles it)."""
+        return self.processes[0].pid
+
+    def rss_kb(self) -> int:
+        return sum(bench_ocpp._rss_kb(process.pid) for process in self.processes)
 
 
 async def _listening(port: int, timeout_s: float = 120.0) -> float:
@@ -282,11 +301,11 @@ async def one_size(server: Server, size: int, args: argparse.Namespace) -> dict[
     server.start()
     await _listening(server.port)
     await asyncio.sleep(1.0 if server.kind == "bare" else 3.0)  # settle (imports, first connections)
-    idle_kb = bench_ocpp._rss_kb(server.pid)
+    idle_kb = server.rss_kb()
     fleet = [ocpp_load.Charger(server.url, f"BENCH-{n:05d}") for n in range(size)]
     result: dict[str, Any] = await ocpp_load.bring_up(fleet, 60.0)
     await asyncio.sleep(2.0)
-    result["server_kb_per_charger"] = round((bench_ocpp._rss_kb(server.pid) - idle_kb) / size, 1)
+    result["server_kb_per_charger"] = round((server.rss_kb() - idle_kb) / size, 1)
     rate = args.rate or min(size / args.period, args.max_rate)
     result.update(await ocpp_load.drive([c for c in fleet if c.ws is not None], rate, args.seconds, args.warmup))
     if server.backend is not None:
@@ -486,7 +505,8 @@ async def run(args: argparse.Namespace, backend: Backend) -> dict[str, Any]:
                 backend.prepare()
                 await _project_step(backend, "setup", "--chargers", str(size))
             started = time.monotonic()
-            pair[kind] = await one_size(Server(kind, backend if kind == "project" else None), size, args)
+            server = Server(kind, backend if kind == "project" else None, web_processes=args.web_processes)
+            pair[kind] = await one_size(server, size, args)
             pair[kind]["run_s"] = round(time.monotonic() - started, 1)
             pair[kind]["load_average"] = load_average()
             print(f"{size} {kind}: {json.dumps({k: v for k, v in pair[kind].items() if k != 'output'})}",
@@ -531,6 +551,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-baseline", dest="baseline", action="store_false")
     parser.add_argument("--only", nargs="+", choices=("project", "bare"),
                         help="run only these servers (e.g. a size too slow for both within one time box)")
+    parser.add_argument("--web-processes", type=int, default=1,
+                        help="Daphne processes per server sharing one socket (bin/run's WEB_PROCESSES), both servers")
     parser.add_argument("--json", help="write all results here")
     return parser.parse_args(argv)
 

@@ -108,6 +108,51 @@ def daphne_endpoint(bind: str, port: int, backlog: int) -> str:
     return f"tcp:port={port}:interface={interface}:backlog={backlog}"
 
 
+def shared_listen_socket(bind: str, port: int, backlog: int) -> socket.socket:
+    """One listening socket for several Daphne processes (`WEB_PROCESSES`), inherited by each.
+
+    Every process accepts from the same queue, so the least busy one takes the next charger: a
+    reconnect storm or a MeterValues burst spreads over the cores with no balancer in front (one
+    Daphne process is one core; the handshakes of a storm kept it at 100 %). IPv4 only: Twisted
+    adopts an inherited socket as AF_INET.
+    """
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((bind, port))
+    listener.listen(backlog)
+    listener.set_inheritable(True)
+    return listener
+
+
+def daphne_command(endpoint: str, *extra: str) -> list[str]:
+    """Daphne as the run command starts it; `endpoint` is a Twisted endpoint string."""
+    return [PYTHON, "-m", "daphne", "-e", endpoint,
+            # Daphne drops a websocket not accepted within this (5 s by default): in a reconnect
+            # storm that turns a slow accept into a failed handshake and a retry.
+            "--websocket_connect_timeout", str(env_int("WEBSOCKET_CONNECT_TIMEOUT_S", 60, minimum=5)),
+            *extra, "evce.asgi:application"]
+
+
+def web_commands(bind: str, port: int) -> tuple[dict[str, list[str]], socket.socket | None]:
+    """The Daphne command(s) to start, and the socket they share when there are several."""
+    backlog = env_int("LISTEN_BACKLOG", 4096, minimum=16)
+    processes = env_int("WEB_PROCESSES", 1, minimum=1, maximum=64)
+    # X-Forwarded-For is trusted only behind a proxy that sets it: otherwise anyone could
+    # spoof their address past the per-address login limits.
+    extra = ["--proxy-headers"] if env_bool("BEHIND_PROXY", False) else []
+    if processes == 1 or ":" in bind:
+        if processes > 1:
+            print("WEB_PROCESSES > 1 needs an IPv4 BIND_ADDRESS: starting one Daphne process", flush=True)
+        return {"daphne": daphne_command(daphne_endpoint(bind, port, backlog), *extra)}, None
+    listener = shared_listen_socket(bind, port, backlog)
+    endpoint = f"fd:fileno={listener.fileno()}"
+    return {f"daphne-{n}": daphne_command(endpoint, *extra) for n in range(1, processes + 1)}, listener
+
+
+def _inherited(name: str, listener: socket.socket | None) -> tuple[int, ...]:
+    return (listener.fileno(),) if listener is not None and name.startswith("daphne") else ()
+
+
 def main() -> int:
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "evce.settings")
@@ -147,15 +192,8 @@ def main() -> int:
             if stopping:
                 break
             _manage(env, *step)
-        commands = {
-            # X-Forwarded-For is trusted only behind a proxy that sets it: otherwise anyone could
-            # spoof their address past the per-address login limits.
-            "daphne": [PYTHON, "-m", "daphne", "-e", daphne_endpoint(bind, port, env_int("LISTEN_BACKLOG", 4096,
-                                                                                       minimum=16)),
-                       # Daphne drops a websocket not accepted within this (5 s by default): in a
-                       # reconnect storm that turns a slow accept into a failed handshake and a retry.
-                       "--websocket_connect_timeout", str(env_int("WEBSOCKET_CONNECT_TIMEOUT_S", 60, minimum=5)),
-                       *(["--proxy-headers"] if env_bool("BEHIND_PROXY", False) else []), "evce.asgi:application"],
+        commands, listener = web_commands(bind, port)
+        commands |= {
             "worker": [PYTHON, "-m", "celery", "-A", "evce", "worker", "-l", "info", "--concurrency",
                        env_str("CELERY_CONCURRENCY", "2")],
             "beat": [PYTHON, "-m", "celery", "-A", "evce", "beat", "-l", "info", "-s",
@@ -168,7 +206,10 @@ def main() -> int:
             if stopping:
                 break
             children.append((name, subprocess.Popen(command, cwd=BASE_DIR, env=env, start_new_session=True,  # noqa: S603
-                                                    preexec_fn=_die_with_launcher)))
+                                                    preexec_fn=_die_with_launcher,
+                                                    pass_fds=_inherited(name, listener))))
+        if listener is not None:
+            listener.close()  # the Daphne processes hold it now
         instance.write_state(data_dir, instance.RunningInstance(
             pid=os.getpid(), started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), port=port,
             redis_url=env.get("REDIS_URL", ""), children={name: process.pid for name, process in children}))

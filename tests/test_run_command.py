@@ -160,3 +160,46 @@ def test_children_do_not_outlive_a_killed_launcher(tmp_path):
     finally:
         code, output = stop(restarted)
     assert code == 0, output
+
+
+def test_several_web_processes_share_the_port_and_every_one_serves_chargers(tmp_path):
+    """WEB_PROCESSES=2: two Daphne processes accept from one socket; chargers land on both, and a
+    server call from another shell reaches a charger whichever process holds it."""
+    import json
+    import time
+
+    port = free_port()
+    process = start_run_command(tmp_path, port, WEB_PROCESSES="2")
+    sims: list[ChargerSim] = []
+    try:
+        wait_for_port(port, process, timeout_s=90)  # the shared socket listens before the processes start
+        while not (tmp_path / "run.json").exists() and process.poll() is None:
+            time.sleep(0.1)
+        state = json.loads((tmp_path / "run.json").read_text())
+        assert set(state["children"]) == {"redis", "daphne-1", "daphne-2", "worker", "beat"}
+        daphnes = {state["children"]["daphne-1"], state["children"]["daphne-2"]}
+        served_by: set[int] = set()
+        deadline = time.monotonic() + 60
+        while served_by != daphnes and time.monotonic() < deadline:  # the kernel picks; a few connections do
+            sim = ChargerSim(f"ws://127.0.0.1:{port}", f"CP-WEB-{len(sims)}").connect()
+            sims.append(sim)
+            assert sim.boot().status == "Accepted"
+            served_by |= {pid for pid in daphnes if _holds_connection_from(pid, sim.ws.local_address[1])}
+        assert served_by == daphnes
+        for sim in sims[:2]:
+            answer = manage(tmp_path, "ocpp_call", sim.cp_id, "ClearCache")
+            assert answer.returncode == 0, answer.stderr
+            assert json.loads(answer.stdout) == {"status": "Accepted"}
+    finally:
+        for sim in sims:
+            sim.close()
+        code, output = stop(process)
+    assert code == 0, output
+    assert_port_free(port)
+
+
+def _holds_connection_from(pid: int, client_port: int) -> bool:
+    """Whether process `pid` has the server end of the TCP connection from 127.0.0.1:`client_port`."""
+    import psutil
+
+    return any(c.raddr and c.raddr.port == client_port for c in psutil.Process(pid).net_connections(kind="tcp"))

@@ -5,7 +5,8 @@ Recorded one by one, each took a worker thread, a transaction of its own (waitin
 database's write lock behind the others) and a re-balance request: the process spent more time
 on them than on delivering the profiles. Here the outcome hook only queues the answer; one
 thread records what has queued up in one transaction (`services.limit_answers_record`) and asks
-for one re-balance when a lower limit came into force.
+for one re-balance when a lower limit came into force, or when an answer asked for one (a booted
+charger's safe default: the loop raises it to its share once its answer is recorded).
 
 What a crash of the process loses: the answers queued and not yet committed (milliseconds). Their
 sends then pass their deadline unanswered, and the higher of the old and new limit stays counted
@@ -36,15 +37,18 @@ class AnswerRecorder:
     def __init__(self, on_lowered: Callable[[], object]) -> None:
         self._on_lowered = on_lowered
         self._queue: list[services.Answer] = []
+        self._rebalance = False  # an answer queued since the last batch was taken asks for a re-balance
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
         self._busy = False
         self._stopping = False
         self._thread: threading.Thread | None = None
 
-    def submit(self, answer: services.Answer) -> None:
+    def submit(self, answer: services.Answer, *, rebalance: bool = False) -> None:
+        """Queue `answer`; with `rebalance`, the loop is asked to run once it is recorded."""
         with self._lock:
             self._queue.append(answer)
+            self._rebalance = self._rebalance or rebalance
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="loop-answers", daemon=True)
                 self._thread.start()
@@ -76,14 +80,16 @@ class AnswerRecorder:
                     connections.close_all()
                     return
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                # Asked by an answer of this batch or of a later one: either way after this commit.
+                rebalance, self._rebalance = self._rebalance, False
                 self._busy = True
             try:
-                self._record(batch)
+                self._record(batch, rebalance)
             finally:
                 with self._lock:
                     self._busy = False
 
-    def _record(self, batch: list[services.Answer]) -> None:
+    def _record(self, batch: list[services.Answer], rebalance: bool) -> None:
         for attempt in range(1, ATTEMPTS + 1):
             close_old_connections()  # a connection the database closed meanwhile is replaced
             try:
@@ -95,8 +101,9 @@ class AnswerRecorder:
                                      "unanswered and stay counted", len(batch))
                     return
                 time.sleep(0.1 * attempt)
-        if lowered:
+        if lowered or rebalance:
             try:
                 self._on_lowered()
             except Exception:  # broker down: the periodic tick will serve it
-                logger.warning("could not queue a re-balance after a lower limit came into force")
+                logger.warning("could not queue a re-balance after %s", "a lower limit came into force" if lowered
+                               else "chargers booted")

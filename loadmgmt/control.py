@@ -10,12 +10,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from channels.db import database_sync_to_async
-
+from chargers.batcher import Batcher
 from chargers.commands import ChargerCallError, ChargerOffline
 from chargers.hooks import CallFn
+from chargers.loops import PerLoop
 from chargers.models import Charger
 from evce import clock
 from loadmgmt import apply, engine, inputs, profiles, services
@@ -83,13 +84,19 @@ def _log_over(over: list[str]) -> None:
 async def boot_step_safe_default(call: CallFn, charger_pk: int) -> None:
     """Boot step (chargers.hooks): give a booted charger a safe TxDefaultProfile first of all.
 
-    It must be cheap (a reconnect storm boots hundreds of chargers at once) and it may never raise
+    It must be cheap (a reconnect storm boots thousands of chargers at once) and it may never raise
     anyone: it sends the lower of the default the loop last wanted for this charger and the one
     in force, or 0 A when nothing is known (a new charger, a site just commissioned). Then the loop
     runs, plans every default together (others lowered before anyone is raised) and raises this
     one to its share within a second.
+
+    The default is recorded as pending before it is sent (from then on it counts as held until
+    an answer settles it), together with those of the chargers booting meanwhile: one transaction
+    for all of them (`boot_defaults`). The answer is queued to the loop's answer recorder, which
+    records it with the others arriving meanwhile and then asks for one re-balance. A failure or a
+    timeout stays counted (the safe side).
     """
-    planned = await database_sync_to_async(_record_boot_default)(charger_pk)
+    planned = await boot_defaults().submit(charger_pk)
     if planned is None:
         return
     ticket, payload = planned
@@ -102,14 +109,9 @@ async def boot_step_safe_default(call: CallFn, charger_pk: int) -> None:
         outcome, detail = AnswerStatus.OFFLINE, str(error)
     except Exception as error:  # timeout or worse: it may have been applied, so it stays counted
         outcome, detail = AnswerStatus.NO_ANSWER, f"{type(error).__name__}: {error}"
-    await database_sync_to_async(services.limit_answer_record)(ticket=ticket, outcome=outcome, detail=detail,
-                                                               now=clock.now())
-    from loadmgmt.tasks import rebalance_soon  # noqa: PLC0415 - tasks imports control
+    from loadmgmt.tasks import ANSWERS  # noqa: PLC0415 - tasks imports control
 
-    try:
-        await database_sync_to_async(rebalance_soon)(charger_pk)
-    except Exception:  # broker unreachable: the periodic tick raises it later
-        logger.warning("could not queue a re-balance after charger %s booted", charger_pk)
+    ANSWERS.submit(services.Answer(ticket, outcome, detail), rebalance=True)
 
 
 def boot_default_a(state: LimitState | None) -> float:
@@ -119,14 +121,26 @@ def boot_default_a(state: LimitState | None) -> float:
     return min(state.wanted_a, state.in_force_a)
 
 
-def _record_boot_default(charger_pk: int) -> tuple[services.SendTicket, dict[str, object]] | None:
-    charger = Charger.objects.filter(pk=charger_pk).first()
-    if charger is None:
-        return None
-    state = services.limit_state_for(charger_pk=charger_pk, connector_id=0, transaction_id=None)
-    limit = boot_default_a(state)
-    unit = inputs.charger_rate_units([charger_pk]).get(charger_pk, "A")
-    ticket = services.limit_send_record(state_pk=state.pk, limit_a=limit, paused=False, rate_unit=unit,
-                                        transaction_id=None, now=clock.now(),
-                                        timeout_s=SiteSettings.load().answer_timeout_s)
-    return ticket, profiles.tx_default_payload(limit, charger.phases, unit)
+Planned = tuple[services.SendTicket, dict[str, object]]
+
+
+def record_boot_defaults(charger_pks: Sequence[int]) -> dict[int, Planned | None]:
+    """The safe defaults of these booting chargers, recorded as pending in one transaction: charger
+    pk -> (its ticket, the SetChargingProfile payload to send), None for a charger that is gone."""
+    phases: dict[int, int] = {}
+    for chunk in services.chunks(list(charger_pks)):
+        phases.update(Charger.objects.filter(pk__in=chunk).values_list("pk", "phases"))
+    units: dict[int, str] = {}
+    for chunk in services.chunks(list(phases)):
+        units.update(inputs.charger_rate_units(chunk))
+    tickets = services.limit_boot_defaults_record({pk: units.get(pk, "A") for pk in phases}, boot_default_a,
+                                                  now=clock.now(), timeout_s=SiteSettings.load().answer_timeout_s)
+    planned: dict[int, Planned | None] = dict.fromkeys(charger_pks)
+    for pk, ticket in tickets.items():
+        planned[pk] = ticket, profiles.tx_default_payload(ticket.limit_a, phases[pk], units.get(pk, "A"))
+    return planned
+
+
+# The boot defaults of the running event loop's chargers, recorded in batches (one per process).
+boot_defaults = PerLoop(lambda: Batcher(record_boot_defaults, max_batch=services.BATCH_ROWS // 4,
+                                        name="recording boot defaults"))

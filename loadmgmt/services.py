@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -251,6 +251,47 @@ def limit_default_sends_record(sends: list[DefaultSend], *, now: dt.datetime, ti
         rows.update(_default_rows(missing))
     return _record_pending([(rows[send.charger_pk], send.limit_a, False, send.rate_unit, None) for send in sends],
                            now=now, timeout_s=timeout_s)
+
+
+def limit_boot_defaults_record(
+    rate_units: dict[int, str], limit_of: Callable[[LimitState], float], *, now: dt.datetime, timeout_s: float,
+) -> dict[int, SendTicket]:
+    """The safe defaults of many booting chargers (charger pk -> rate unit), recorded as pending
+    in one transaction before they are sent: `limit_send_record` for each, in a few statements.
+
+    Each charger's limit is `limit_of(its connector-0 row)`, read (and, where the database can,
+    locked) inside the transaction that records it, as `limit_send_record` reads it; a missing
+    row is created first (it knows nothing: `limit_of` makes that 0 A). The sequence numbers are
+    incremented by the database and read back (`_record_pending`), so a tick recording the same
+    charger's default meanwhile cannot lose either send.
+    """
+    if not rate_units:
+        return {}
+    pks = sorted(rate_units)
+    with transaction.atomic():
+        states = _default_states(pks)
+        missing = [pk for pk in pks if pk not in states]
+        if missing:
+            LimitState.objects.bulk_create([
+                LimitState(charger_id=pk, connector_id=0, purpose=LimitPurpose.TX_DEFAULT, transaction_id=None,
+                           state_since=0.0) for pk in missing
+            ], ignore_conflicts=True, batch_size=BATCH_ROWS)
+            states.update(_default_states(missing))
+        items: list[tuple[int, float, bool, str, int | None]] = [
+            (states[pk].pk, limit_of(states[pk]), False, rate_units[pk], None) for pk in pks]
+        tickets = _record_pending(items, now=now, timeout_s=timeout_s)
+    return dict(zip(pks, tickets, strict=True))
+
+
+def _default_states(charger_pks: list[int]) -> dict[int, LimitState]:
+    """Charger pk -> its connector-0 row, locked in primary-key order where the database can."""
+    found: dict[int, LimitState] = {}
+    for chunk in chunks(charger_pks):
+        rows = LimitState.objects.filter(charger_id__in=chunk, connector_id=0).order_by("pk")
+        if connection.features.has_select_for_update:
+            rows = rows.select_for_update()
+        found.update((row.charger_id, row) for row in rows)
+    return found
 
 
 def _default_rows(charger_pks: list[int]) -> dict[int, int]:

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 from django.conf import settings
 from django.db import connection
 from django.db import transaction as db_transaction
-from django.db.models import Avg, Count, Max, Min
+from django.db.models import Avg, Count, F, Field, Max, Min
 from django.db.models.functions import TruncMinute
 from django.utils.dateparse import parse_datetime
 
@@ -450,6 +450,100 @@ def transactions_close_after_reboot(*, charger_pk: int) -> list[int]:
     ).values_list("pk", flat=True)
     return [pk for pk in list(open_before)
             if transaction_close_by_system(transaction_pk=pk, reason=REASON_REBOOTED, at=booted_at)]
+
+
+def transactions_close_after_reboot_many(*, charger_pks: Iterable[int]) -> dict[int, list[int]]:
+    """`transactions_close_after_reboot` for many chargers booting together (a reconnect storm):
+    charger pk -> the sessions closed, in a few statements whatever the number of chargers.
+
+    One SELECT finds the open sessions recorded before their charger's last boot (none: that is
+    all). They are then locked (where the database can) and closed in one transaction, each only
+    if still open when locked, so a StopTransaction recorded meanwhile wins, as with
+    `transaction_close_by_system`; one that arrives later replaces the system's values.
+    """
+    pks = list(dict.fromkeys(charger_pks))
+    closed: dict[int, list[int]] = {pk: [] for pk in pks}
+    found: list[tuple[int, int, dt.datetime | None]] = []
+    for start in range(0, len(pks), _BATCH_ROWS):
+        found.extend(Transaction.objects.filter(
+            charger_id__in=pks[start:start + _BATCH_ROWS], state=TransactionState.ACTIVE,
+            created_at__lt=F("charger__last_boot_at"),
+        ).values_list("pk", "charger_id", "charger__last_boot_at"))
+    if not found:
+        return closed
+    ends = {pk: booted_at for pk, _charger, booted_at in found if booted_at is not None}
+    for pk, charger_id in _close_by_system_many(ends, reason=REASON_REBOOTED):
+        closed[charger_id].append(pk)
+    return closed
+
+
+# Rows per statement of the batched closes (SQLite binds at most 32,766 parameters).
+_BATCH_ROWS = 2000
+
+
+def _close_by_system_many(ends: dict[int, dt.datetime], *, reason: str) -> list[tuple[int, int]]:
+    """`transaction_close_by_system` for many sessions (pk -> `at`) in one transaction; returns
+    (session pk, charger pk) of those closed (the others were closed meanwhile).
+
+    The figures are the ones `transaction_close_by_system` writes: the stop from the row's last
+    reading (else `at`, never before the start), then energy, latest register and peak power
+    recomputed from all the session's samples (`transaction_refresh_energy`), read in one query.
+    """
+    pks = sorted(ends)
+    with db_transaction.atomic():
+        records: list[Transaction] = []
+        for start in range(0, len(pks), _BATCH_ROWS):
+            rows = Transaction.objects.filter(pk__in=pks[start:start + _BATCH_ROWS], state=TransactionState.ACTIVE)
+            if connection.features.has_select_for_update:
+                rows = rows.select_for_update().order_by("pk")
+            records.extend(rows.only("pk", "charger_id", "start_time", "last_sample_at", "last_meter_wh",
+                                     "meter_start_wh"))
+        if not records:
+            return []
+        readings: dict[int, list[Reading]] = {record.pk: [] for record in records}
+        closing = list(readings)
+        for start in range(0, len(closing), _BATCH_ROWS):
+            for transaction_id, timestamp, measurand, value, unit, phase in MeterSample.objects.filter(
+                    transaction_id__in=closing[start:start + _BATCH_ROWS]).values_list(
+                    "transaction_id", "timestamp", "measurand", "value", "unit", "phase"):
+                readings[transaction_id].append(Reading(timestamp, measurand, value, unit, phase))
+        now = dt.datetime.now(dt.UTC)
+        figures: dict[int, dict[str, object]] = {}
+        for record in records:
+            stop_time = record.last_sample_at or ends[record.pk]
+            if record.start_time is not None and stop_time < record.start_time:
+                stop_time = record.start_time
+            energy = session_energy(meter_start_wh=record.meter_start_wh, meter_stop_wh=record.last_meter_wh,
+                                    readings=readings[record.pk])
+            figures[record.pk] = {
+                "stop_time": stop_time, "meter_stop_wh": record.last_meter_wh, "stop_reason": reason,
+                "closed_by": ClosedBy.SYSTEM.value, "state": TransactionState.COMPLETED.value,
+                "energy_wh": energy.energy_wh, "last_meter_wh": energy.last_register_wh,
+                "last_sample_at": energy.last_reading_at, "peak_power_w": energy.peak_power_w, "updated_at": now,
+            }
+        _write_closes(figures)
+    for record in records:
+        logger.info("closed transaction %s of %s: %s", record.pk, record.charger_id, reason)
+    return [(record.pk, record.charger_id) for record in records]
+
+
+def _write_closes(figures: dict[int, dict[str, object]]) -> None:
+    """One UPDATE statement (executemany) for the closes, each only of a session still open."""
+    if not figures:
+        return
+    names = sorted(next(iter(figures.values())))
+    table = connection.ops.quote_name(Transaction._meta.db_table)
+    assignments = ", ".join(f"{_column(name)} = %s" for name in names)
+    params: list[list[Any]] = [[_db_value(fields[name]) for name in names] + [pk, TransactionState.ACTIVE.value]
+                               for pk, fields in figures.items()]
+    with connection.cursor() as cursor:
+        cursor.executemany(f"UPDATE {table} SET {assignments} WHERE id = %s AND {_column('state')} = %s", params)  # noqa: S608
+
+
+def _column(name: str) -> str:
+    field = Transaction._meta.get_field(name)
+    assert isinstance(field, Field) and field.column  # noqa: S101 - a concrete field of the model
+    return connection.ops.quote_name(field.column)
 
 
 def transactions_close_stale(*, now: dt.datetime) -> list[int]:

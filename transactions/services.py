@@ -37,7 +37,7 @@ from django.utils.dateparse import parse_datetime
 from badges.services import AuthorizationStatus, IdTagInfo, badge_authorize, badge_find
 from chargers.bulkinsert import insert_rows
 from chargers.models import Charger, Connector
-from transactions.energy import Reading, register_wh, session_energy
+from transactions.energy import ENERGY, POWER, Reading, register_wh, session_energy
 from transactions.models import ClosedBy, MeterSample, MeterSampleMinute, Transaction, TransactionState
 
 logger = logging.getLogger(__name__)
@@ -487,7 +487,9 @@ def _close_by_system_many(ends: dict[int, dt.datetime], *, reason: str) -> list[
 
     The figures are the ones `transaction_close_by_system` writes: the stop from the row's last
     reading (else `at`, never before the start), then energy, latest register and peak power
-    recomputed from all the session's samples (`transaction_refresh_energy`), read in one query.
+    recomputed from all the session's samples (`transaction_refresh_energy`): its energy and power
+    samples read in one query (the others change none of them), the time of its latest sample of
+    any kind in another.
     """
     pks = sorted(ends)
     with db_transaction.atomic():
@@ -501,12 +503,17 @@ def _close_by_system_many(ends: dict[int, dt.datetime], *, reason: str) -> list[
         if not records:
             return []
         readings: dict[int, list[Reading]] = {record.pk: [] for record in records}
+        latest: dict[int, dt.datetime] = {}
         closing = list(readings)
         for start in range(0, len(closing), _BATCH_ROWS):
-            for transaction_id, timestamp, measurand, value, unit, phase in MeterSample.objects.filter(
-                    transaction_id__in=closing[start:start + _BATCH_ROWS]).values_list(
+            samples = MeterSample.objects.filter(transaction_id__in=closing[start:start + _BATCH_ROWS])
+            # Energy and power come from these two measurands only; the latest reading of any kind.
+            for transaction_id, timestamp, measurand, value, unit, phase in samples.filter(
+                    measurand__in=(ENERGY, POWER)).values_list(
                     "transaction_id", "timestamp", "measurand", "value", "unit", "phase"):
                 readings[transaction_id].append(Reading(timestamp, measurand, value, unit, phase))
+            latest.update(samples.order_by().values("transaction_id").annotate(at=Max("timestamp"))
+                          .values_list("transaction_id", "at"))
         now = dt.datetime.now(dt.UTC)
         figures: dict[int, dict[str, object]] = {}
         for record in records:
@@ -519,7 +526,7 @@ def _close_by_system_many(ends: dict[int, dt.datetime], *, reason: str) -> list[
                 "stop_time": stop_time, "meter_stop_wh": record.last_meter_wh, "stop_reason": reason,
                 "closed_by": ClosedBy.SYSTEM.value, "state": TransactionState.COMPLETED.value,
                 "energy_wh": energy.energy_wh, "last_meter_wh": energy.last_register_wh,
-                "last_sample_at": energy.last_reading_at, "peak_power_w": energy.peak_power_w, "updated_at": now,
+                "last_sample_at": latest.get(record.pk), "peak_power_w": energy.peak_power_w, "updated_at": now,
             }
         _write_closes(figures)
     for record in records:

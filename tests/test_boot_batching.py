@@ -1,0 +1,252 @@
+"""A reconnect storm's per-charger boot work, batched: safe defaults and reboot closes.
+
+Chargers booting together get their safe defaults recorded as pending in one transaction (before
+any is sent), their answers recorded through the answer recorder (one re-balance), and their
+forgotten sessions closed in one transaction, with the figures a close one by one writes and a
+StopTransaction recorded meanwhile winning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from chargers.batcher import Batcher
+from chargers.commands import ChargerCallError
+from chargers.models import Charger
+from loadmgmt import control
+from loadmgmt.answers import AnswerRecorder
+from loadmgmt.models import AnswerStatus, LimitState
+from tests.conftest import wait_until
+from transactions import services as tx_services
+from transactions.models import ClosedBy, MeterSample, Transaction, TransactionState
+
+# The boot: just after the sessions are created (their creation time is the real clock's).
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(minutes=1)
+
+
+# --- the batcher ------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db  # the database thread's hop closes obsolete connections
+def test_keys_submitted_together_run_in_one_call_and_each_gets_its_result():
+    calls: list[list[int]] = []
+
+    def run(keys: Sequence[int]) -> dict[int, int]:
+        calls.append(list(keys))
+        return {key: key * 2 for key in keys}
+
+    async def storm() -> list[int]:
+        batcher = Batcher(run)
+        return await asyncio.gather(*(batcher.submit(key) for key in [*range(10), 3]))
+
+    assert asyncio.run(storm()) == [*(key * 2 for key in range(10)), 6]
+    assert calls == [list(range(10))]  # one call, each key once
+
+
+@pytest.mark.django_db
+def test_a_batch_is_bounded_and_a_failing_key_fails_alone():
+    calls: list[list[int]] = []
+
+    def run(keys: Sequence[int]) -> dict[int, str]:
+        calls.append(list(keys))
+        if 7 in keys:
+            raise ValueError("bad key 7")
+        return {key: f"ok {key}" for key in keys}
+
+    async def storm() -> list[Any]:
+        batcher = Batcher(run, max_batch=4)
+        return await asyncio.gather(*(batcher.submit(key) for key in range(10)), return_exceptions=True)
+
+    results = asyncio.run(storm())
+    assert [r for r in results if isinstance(r, Exception)] == [results[7]]
+    assert str(results[7]) == "bad key 7"
+    assert results[8] == "ok 8"
+    assert calls[:2] == [[0, 1, 2, 3], [4, 5, 6, 7]]  # the second batch failed: then one by one
+    assert [4] in calls and [7] in calls and calls[-1] == [8, 9]
+
+
+# --- safe defaults at boot ----------------------------------------------------------------------
+
+
+def _chargers(count: int, prefix: str = "CP-B") -> list[Charger]:
+    Charger.objects.bulk_create([Charger(charge_point_id=f"{prefix}{n:03d}", registration_status="accepted", phases=3)
+                                 for n in range(count)])
+    return list(Charger.objects.filter(charge_point_id__startswith=prefix).order_by("pk"))
+
+
+@pytest.mark.django_db
+def test_the_defaults_of_chargers_booting_together_are_recorded_pending_in_a_few_statements():
+    chargers = _chargers(6)
+    LimitState.objects.create(charger=chargers[0], connector_id=0, purpose="TxDefaultProfile", wanted_a=16.0,
+                              in_force_a=10.0, sent_seq=4)
+    LimitState.objects.create(charger=chargers[1], connector_id=0, purpose="TxDefaultProfile", wanted_a=8.0,
+                              in_force_a=10.0)
+    pks = [charger.pk for charger in chargers]
+    gone = max(pks) + 100
+    with CaptureQueriesContext(connection) as queries:
+        planned = control.record_boot_defaults([*pks, gone])
+    assert planned[gone] is None
+    limits = {pk: planned[pk][0].limit_a for pk in pks}  # type: ignore[index]
+    assert limits == {pks[0]: 10.0, pks[1]: 8.0, **dict.fromkeys(pks[2:], 0.0)}  # never raised; unknown: 0 A
+    ticket, payload = planned[pks[0]]  # type: ignore[misc]
+    profile: Any = payload["csChargingProfiles"]
+    assert ticket.seq == 5 and payload["connectorId"] == 0
+    assert profile["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] == 10.0
+    rows = {row.charger_id: row for row in LimitState.objects.filter(connector_id=0)}
+    assert set(rows) == set(pks)  # the missing rows were created
+    for pk in pks:  # pending before anything is sent: counted as held until answered
+        assert rows[pk].pending_a == limits[pk] and rows[pk].pending_deadline is not None
+        assert rows[pk].sent_seq == planned[pk][0].seq  # type: ignore[index]
+    # A fixed number of statements, whatever the number of chargers (the first also created the settings).
+    assert len(queries) <= 20
+    many = [charger.pk for charger in _chargers(60, prefix="CP-M")]
+    with CaptureQueriesContext(connection) as more:
+        control.record_boot_defaults(many)
+    assert len(more) <= len(queries)
+
+
+@pytest.fixture
+def answers(monkeypatch: pytest.MonkeyPatch):
+    """The loop's answer recorder, with re-balance requests counted instead of queued."""
+    import loadmgmt.tasks
+
+    asked: list[int] = []
+    recorder = AnswerRecorder(on_lowered=lambda: asked.append(1))
+    monkeypatch.setattr(loadmgmt.tasks, "ANSWERS", recorder)
+    yield recorder, asked
+    recorder.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_booting_chargers_default_is_pending_when_sent_and_its_answer_is_recorded(answers):
+    recorder, asked = answers
+    chargers = _chargers(4)
+    for charger in chargers:
+        LimitState.objects.create(charger=charger, connector_id=0, purpose="TxDefaultProfile", wanted_a=16.0,
+                                  in_force_a=12.0)
+    seen_when_sent: dict[int, Any] = {}
+    replies: dict[int, Any] = {chargers[0].pk: {"status": "Accepted"}, chargers[1].pk: {"status": "Rejected"},
+                               chargers[2].pk: TimeoutError("no answer"),
+                               chargers[3].pk: ChargerCallError("NotImplemented", "no profiles")}
+
+    def caller(pk: int):
+        async def call(action: str, payload: dict[str, Any]) -> dict[str, Any]:
+            assert action == "SetChargingProfile"
+            seen_when_sent[pk] = await database_sync_to_async(
+                lambda: LimitState.objects.values("pending_a", "pending_max_a").get(charger_id=pk, connector_id=0))()
+            reply = replies[pk]
+            if isinstance(reply, Exception):
+                raise reply
+            return reply
+        return call
+
+    async def boot_together() -> None:
+        batches_before = control.boot_defaults().batches
+        await asyncio.gather(*(control.boot_step_safe_default(caller(c.pk), c.pk) for c in chargers))
+        assert control.boot_defaults().batches - batches_before == 1  # one transaction for the four
+
+    asyncio.run(boot_together())
+    assert all(seen == {"pending_a": 12.0, "pending_max_a": 12.0} for seen in seen_when_sent.values())
+    wait_until(recorder.idle)
+    rows = {row.charger_id: row for row in LimitState.objects.filter(connector_id=0)}
+    accepted, rejected, timed_out, refused = (rows[c.pk] for c in chargers)
+    assert (accepted.in_force_a, accepted.pending_a, accepted.last_status) == (12.0, None, AnswerStatus.ACCEPTED)
+    assert (rejected.in_force_a, rejected.last_status) == (12.0, AnswerStatus.REJECTED)
+    assert refused.last_status == AnswerStatus.CALL_ERROR
+    # No answer: it may have been applied, so it stays counted (the safe side).
+    assert (timed_out.last_status, timed_out.pending_max_a) == (AnswerStatus.NO_ANSWER, 12.0)
+    assert timed_out.held_a == 12.0
+    assert 1 <= len(asked) <= 2  # one re-balance per batch of answers, not one per charger
+
+
+# --- sessions closed after a reboot ------------------------------------------------------------
+
+
+def _session(charger: Charger, *, samples: int = 3, created_before_boot: bool = True) -> Transaction:
+    tx = Transaction.objects.create(charger=charger, connector_id=1, id_tag="T", meter_start_wh=1000,
+                                    start_time=NOW - dt.timedelta(minutes=30))
+    MeterSample.objects.bulk_create([
+        MeterSample(charger=charger, connector_id=1, transaction=tx, timestamp=NOW - dt.timedelta(minutes=20 - n),
+                    measurand=measurand, unit=unit, value=value, raw_value=str(value))
+        for n in range(samples)
+        for measurand, unit, value in (("Energy.Active.Import.Register", "Wh", 1000 + 300 * (n + 1)),
+                                       ("Power.Active.Import", "W", 5000 + 100 * n))
+    ])
+    if samples:  # the running figures, as the meter values kept them
+        Transaction.objects.filter(pk=tx.pk).update(last_meter_wh=1000 + 300 * samples,
+                                                    last_sample_at=NOW - dt.timedelta(minutes=21 - samples))
+    if not created_before_boot:
+        Transaction.objects.filter(pk=tx.pk).update(created_at=NOW + dt.timedelta(minutes=1))
+    return tx
+
+
+FIGURES = ("state", "closed_by", "stop_reason", "stop_time", "meter_stop_wh", "energy_wh", "last_meter_wh",
+           "last_sample_at", "peak_power_w")
+
+
+@pytest.mark.django_db
+def test_chargers_rebooting_together_have_their_sessions_closed_as_one_by_one():
+    chargers = _chargers(5)
+    Charger.objects.filter(pk__in=[c.pk for c in chargers[:4]]).update(last_boot_at=NOW)
+    alone = _session(chargers[0])
+    together = [_session(chargers[1]), _session(chargers[2], samples=0)]
+    after_boot = _session(chargers[3], created_before_boot=False)  # a start replayed after the boot: kept open
+    never_booted = _session(chargers[4])
+    assert tx_services.transactions_close_after_reboot(charger_pk=chargers[0].pk) == [alone.pk]
+    twin = _session(chargers[0])  # the same session again, closed by the batch
+    with CaptureQueriesContext(connection) as queries:
+        closed = tx_services.transactions_close_after_reboot_many(charger_pks=[c.pk for c in chargers])
+    assert closed == {chargers[0].pk: [twin.pk], chargers[1].pk: [together[0].pk], chargers[2].pk: [together[1].pk],
+                      chargers[3].pk: [], chargers[4].pk: []}
+    # find; savepoint, read, energy/power samples, latest samples, one UPDATE for all, release
+    assert len(queries) <= 7
+    one, batched = (Transaction.objects.values(*FIGURES).get(pk=pk) for pk in (alone.pk, twin.pk))
+    assert batched == one
+    assert (one["closed_by"], one["stop_reason"], one["energy_wh"], one["peak_power_w"]) == (
+        ClosedBy.SYSTEM, tx_services.REASON_REBOOTED, 900, 5200.0)
+    empty = Transaction.objects.get(pk=together[1].pk)
+    assert (empty.stop_time, empty.state) == (NOW, TransactionState.COMPLETED)  # no reading: the boot's time
+    assert Transaction.objects.get(pk=after_boot.pk).state == TransactionState.ACTIVE
+    assert Transaction.objects.get(pk=never_booted.pk).state == TransactionState.ACTIVE
+
+
+@pytest.mark.django_db
+def test_nothing_to_close_costs_one_query_for_the_whole_batch():
+    chargers = _chargers(50)
+    Charger.objects.update(last_boot_at=NOW)
+    with CaptureQueriesContext(connection) as queries:
+        closed = tx_services.transactions_close_after_reboot_many(charger_pks=[c.pk for c in chargers])
+    assert closed == {c.pk: [] for c in chargers}
+    assert len(queries) == 1
+
+
+@pytest.mark.django_db
+def test_a_stop_transaction_recorded_while_the_reboot_close_runs_wins(monkeypatch: pytest.MonkeyPatch):
+    chargers = _chargers(2)
+    Charger.objects.update(last_boot_at=NOW)
+    raced, other = _session(chargers[0]), _session(chargers[1])
+    stop_time = NOW - dt.timedelta(minutes=2)
+    energy = tx_services.session_energy
+
+    def stop_arrives_meanwhile(**kwargs: Any) -> Any:
+        # The charger's StopTransaction lands after the sessions were read, before they are written.
+        Transaction.objects.filter(pk=raced.pk).update(state=TransactionState.COMPLETED, closed_by=ClosedBy.CHARGER,
+                                                       stop_reason="Local", stop_time=stop_time, meter_stop_wh=2500)
+        return energy(**kwargs)
+
+    monkeypatch.setattr(tx_services, "session_energy", stop_arrives_meanwhile)
+    tx_services.transactions_close_after_reboot_many(charger_pks=[c.pk for c in chargers])
+    record = Transaction.objects.get(pk=raced.pk)
+    assert (record.closed_by, record.stop_reason, record.stop_time, record.meter_stop_wh) == (
+        ClosedBy.CHARGER, "Local", stop_time, 2500)
+    assert Transaction.objects.get(pk=other.pk).closed_by == ClosedBy.SYSTEM
+    # A stop already recorded before the close: the session is not even read as open.
+    assert tx_services.transactions_close_after_reboot_many(charger_pks=[chargers[0].pk]) == {chargers[0].pk: []}

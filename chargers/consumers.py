@@ -25,9 +25,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.utils import await_many_dispatch
 from django.conf import settings
-from ocpp.charge_point import camel_to_snake_case, remove_nones, serialize_as_dict, snake_to_camel_case
 from ocpp.exceptions import OCPPError
-from ocpp.v16 import call as ocpp_call
 
 from chargers import services
 from chargers.commands import ChargerCallError, ChargerOffline, ChargerTimeout, reply_to_result
@@ -54,9 +52,9 @@ from chargers.identity import BadIdentity, identity_from_path, printable
 from chargers.inbox import process_inbox
 from chargers.loops import PerLoop
 from chargers.models import Charger, Direction, RegistrationStatus
-from chargers.protocol import CentralSystemChargePoint
+from chargers.protocol import CentralSystemChargePoint, call_error_exception
 from chargers.ratelimit import RateLimiter, ThrottledLog
-from chargers.schemas import compile_all
+from chargers.schemas import compile_all, schema_problem
 from chargers.writebuffer import LogRow, write_buffer
 from evce import clock
 
@@ -484,24 +482,36 @@ class OcppConsumer(AsyncWebsocketConsumer):
     async def call_action_reply(
         self, action: str, payload: dict[str, Any], *, timeout_s: float | None = None
     ) -> dict[str, Any]:
-        """Send one CALL over this websocket and describe the outcome as a reply message."""
+        """Send one CALL over this websocket and describe the outcome as a reply message.
+
+        The camelCase payload goes out as it is and the answer comes back as it came, both
+        schema-checked (`request`), without the library's dataclass round trip (~90 µs a call:
+        a limit cut on 5,000 chargers makes 10,000 calls in one process).
+        """
         if self.cp is None:
             return {"status": "closed"}
         try:
-            request = getattr(ocpp_call, action)(**camel_to_snake_case(payload))
-            result = await asyncio.wait_for(
-                self.cp.call(request, suppress=False), timeout_s or settings.OCPP_CALL_TIMEOUT
-            )
-        except OCPPError as error:
+            problem = schema_problem(CALL, action, payload)
+        except FileNotFoundError:
+            return {"status": "failed", "description": f"{action} is not an OCPP 1.6 action"}
+        if problem is not None:
+            return {"status": "failed", "description": f"bad {action} payload: {problem.description}"}
+        try:
+            message = await asyncio.wait_for(self.cp.request(action, payload),
+                                             timeout_s or settings.OCPP_CALL_TIMEOUT)
+        except OCPPError as error:  # the answer broke its schema
             return {"status": "error", "code": respell_error_code(error.code),
                     "description": error.description, "details": _jsonable(error.details)}
         except TimeoutError:
             return {"status": "timeout"}
-        except (TypeError, AttributeError) as error:
-            return {"status": "failed", "description": f"bad {action} payload: {error}"}
         except TransactionEnded as ended:
             return {"status": "failed", "description": str(ended)}
-        return {"status": "ok", "payload": snake_to_camel_case(remove_nones(serialize_as_dict(result)))}
+        if message[0] == CALLERROR:
+            refused = call_error_exception(message)
+            return {"status": "error", "code": respell_error_code(refused.code),
+                    "description": refused.description, "details": _jsonable(refused.details)}
+        answer = message[2] if len(message) > 2 else None
+        return {"status": "ok", "payload": dict(answer) if isinstance(answer, dict) else {}}
 
     async def call_action(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Same-process call, raising like `send_call` does (used by boot steps)."""

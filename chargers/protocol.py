@@ -181,7 +181,7 @@ def _call_error(unique_id: str, error: Exception) -> str:
     return json.dumps([CALLERROR, unique_id, code, description, details], separators=(",", ":"), default=str)
 
 
-def _call_error_exception(message: list[Any]) -> OCPPError:
+def call_error_exception(message: list[Any]) -> OCPPError:
     """The OCPPError a charger's CALLERROR `[4, id, code, description, details]` stands for."""
     code, description, details = (list(message[2:5]) + ["", "", {}])[:3]
     for error in OCPPError.__subclasses__():
@@ -329,7 +329,7 @@ class CentralSystemChargePoint:
         action = type(payload).__name__
         message = await self.request(action, _wire(payload), unique_id=unique_id)
         if message[0] == CALLERROR:
-            error = _call_error_exception(message)
+            error = call_error_exception(message)
             if suppress:
                 self.logger.warning("Received a CALLError")
                 return None

@@ -7,13 +7,15 @@ enough: the keys to set are data (AutoConfigurationKey), edited in the admin.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from channels.db import database_sync_to_async
 
 from chargers import services
+from chargers.batcher import Batcher
 from chargers.commands import CallFailed
+from chargers.loops import PerLoop
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ async def boot_step_auto_configuration(call: CallFn, charger_pk: int) -> dict[st
     nothing is changed or written (one call instead of one per key plus a full read and
     its writes, which is what a reconnect storm of thousands of chargers repeats).
     """
-    wanted, stored = await database_sync_to_async(_wanted_and_stored)(charger_pk)
+    wanted, stored = await wanted_and_stored().submit(charger_pk)
     if wanted and all(stored.get(key) == value for key, value in wanted.items()):
         try:
             answer = await call("GetConfiguration", {"key": sorted(wanted)})
@@ -64,6 +66,13 @@ async def boot_step_auto_configuration(call: CallFn, charger_pk: int) -> dict[st
     return await apply_auto_configuration(call, charger_pk=charger_pk)
 
 
-def _wanted_and_stored(charger_pk: int) -> tuple[dict[str, str], dict[str, str]]:
+def _wanted_and_stored(charger_pks: Sequence[int]) -> dict[int, tuple[dict[str, str], dict[str, str]]]:
+    """Per charger: (the keys to set and their values, what it stores of them), for the chargers
+    booting together in two queries."""
     wanted = dict(services.auto_configuration_keys())
-    return wanted, services.configuration_values(charger_pk=charger_pk, keys=list(wanted))
+    stored = services.configuration_values_many(charger_pks=charger_pks, keys=list(wanted))
+    return {pk: (wanted, stored.get(pk, {})) for pk in charger_pks}
+
+
+# The configuration reads of the running event loop's booting chargers, in batches (chargers.batcher).
+wanted_and_stored = PerLoop(lambda: Batcher(_wanted_and_stored, max_batch=500, name="reading configurations"))

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -341,6 +342,19 @@ def configuration_store_read(*, charger_pk: int, keys: list[dict[str, object]]) 
 def configuration_values(*, charger_pk: int, keys: list[str]) -> dict[str, str]:
     """The stored values of `keys` for a charger (as last read back from it)."""
     return dict(ConfigurationKey.objects.filter(charger_id=charger_pk, key__in=keys).values_list("key", "value"))
+
+
+def configuration_values_many(*, charger_pks: Sequence[int], keys: list[str]) -> dict[int, dict[str, str]]:
+    """`configuration_values` of many chargers: charger pk -> its stored values of `keys`."""
+    found: dict[int, dict[str, str]] = {}
+    if not keys:
+        return found
+    pks = list(charger_pks)
+    for start in range(0, len(pks), 2000):  # SQLite binds at most 32,766 parameters
+        for charger_id, key, value in ConfigurationKey.objects.filter(
+                charger_id__in=pks[start:start + 2000], key__in=keys).values_list("charger_id", "key", "value"):
+            found.setdefault(charger_id, {})[key] = value
+    return found
 
 
 def auto_configuration_keys() -> list[tuple[str, str]]:

@@ -250,3 +250,26 @@ def test_a_stop_transaction_recorded_while_the_reboot_close_runs_wins(monkeypatc
     assert Transaction.objects.get(pk=other.pk).closed_by == ClosedBy.SYSTEM
     # A stop already recorded before the close: the session is not even read as open.
     assert tx_services.transactions_close_after_reboot_many(charger_pks=[chargers[0].pk]) == {chargers[0].pk: []}
+
+
+# --- the automatic configuration's reads --------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_configuration_reads_of_chargers_booting_together_are_two_queries():
+    from chargers.configuration import _wanted_and_stored
+    from chargers.models import AutoConfigurationKey, ConfigurationKey
+
+    chargers = _chargers(3)
+    AutoConfigurationKey.objects.all().delete()
+    AutoConfigurationKey.objects.create(key="MeterValueSampleInterval", value="10", enabled=True)
+    AutoConfigurationKey.objects.create(key="ClockAlignedDataInterval", value="900", enabled=False)
+    ConfigurationKey.objects.create(charger=chargers[0], key="MeterValueSampleInterval", value="10")
+    ConfigurationKey.objects.create(charger=chargers[0], key="HeartbeatInterval", value="300")
+    ConfigurationKey.objects.create(charger=chargers[1], key="MeterValueSampleInterval", value="60")
+    with CaptureQueriesContext(connection) as queries:
+        read = _wanted_and_stored([c.pk for c in chargers])
+    assert len(queries) == 2
+    wanted = {"MeterValueSampleInterval": "10"}
+    assert read == {chargers[0].pk: (wanted, {"MeterValueSampleInterval": "10"}),
+                    chargers[1].pk: (wanted, {"MeterValueSampleInterval": "60"}), chargers[2].pk: (wanted, {})}

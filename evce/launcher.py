@@ -133,10 +133,16 @@ def daphne_command(endpoint: str, *extra: str) -> list[str]:
             *extra, "evce.asgi:application"]
 
 
+def default_web_processes() -> int:
+    """One Daphne process per core, up to four: a process is one core's worth of websockets (a
+    storm of 5,000 reconnecting chargers kept one at 100 %), and the Celery worker needs some too."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 def web_commands(bind: str, port: int) -> tuple[dict[str, list[str]], socket.socket | None]:
     """The Daphne command(s) to start, and the socket they share when there are several."""
     backlog = env_int("LISTEN_BACKLOG", 4096, minimum=16)
-    processes = env_int("WEB_PROCESSES", 1, minimum=1, maximum=64)
+    processes = env_int("WEB_PROCESSES", default_web_processes(), minimum=1, maximum=64)
     # X-Forwarded-For is trusted only behind a proxy that sets it: otherwise anyone could
     # spoof their address past the per-address login limits.
     extra = ["--proxy-headers"] if env_bool("BEHIND_PROXY", False) else []

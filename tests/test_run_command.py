@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +29,15 @@ def start_run_command(data_dir: Path, port: int, **extra: str) -> subprocess.Pop
     )
     return subprocess.Popen([str(BASE_DIR / "bin" / "run")], cwd=BASE_DIR, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def read_state(data_dir: Path, process: subprocess.Popen[bytes], timeout_s: float = 30) -> dict[str, Any]:
+    """The launcher's run.json, written once every child started (the shared socket of several
+    Daphne processes listens a moment before)."""
+    deadline = time.monotonic() + timeout_s
+    while not (data_dir / "run.json").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return dict(json.loads((data_dir / "run.json").read_text()))
 
 
 def stop(process: subprocess.Popen[bytes]) -> tuple[int, str]:
@@ -102,15 +114,15 @@ def pid_alive(pid: int) -> bool:
 
 
 def test_one_instance_per_data_dir_found_by_other_shells_and_ended_by_sighup(tmp_path):
-    import json
 
     port = free_port()
     process = start_run_command(tmp_path, port)
     sim = None
     try:
         wait_for_port(port, process, timeout_s=90)
-        state = json.loads((tmp_path / "run.json").read_text())
-        assert set(state["children"]) == {"redis", "daphne", "worker", "beat"}
+        state = read_state(tmp_path, process)
+        web = {name for name in state["children"] if name.startswith("daphne")}  # one per core (WEB_PROCESSES)
+        assert set(state["children"]) - web == {"redis", "worker", "beat"} and web
         # A second start on the same data directory says so and leaves the first alone.
         second = start_run_command(tmp_path, free_port())
         output, _ = second.communicate(timeout=60)
@@ -140,7 +152,6 @@ def test_one_instance_per_data_dir_found_by_other_shells_and_ended_by_sighup(tmp
 
 
 def test_children_do_not_outlive_a_killed_launcher(tmp_path):
-    import json
 
     from tests.conftest import wait_until
 
@@ -148,7 +159,7 @@ def test_children_do_not_outlive_a_killed_launcher(tmp_path):
     process = start_run_command(tmp_path, port)
     try:
         wait_for_port(port, process, timeout_s=90)
-        children = json.loads((tmp_path / "run.json").read_text())["children"]
+        children = read_state(tmp_path, process)["children"]
     finally:
         os.kill(process.pid, signal.SIGKILL)  # no handler runs: the parent-death signal must do it
         process.communicate(timeout=10)
@@ -165,17 +176,13 @@ def test_children_do_not_outlive_a_killed_launcher(tmp_path):
 def test_several_web_processes_share_the_port_and_every_one_serves_chargers(tmp_path):
     """WEB_PROCESSES=2: two Daphne processes accept from one socket; chargers land on both, and a
     server call from another shell reaches a charger whichever process holds it."""
-    import json
-    import time
 
     port = free_port()
     process = start_run_command(tmp_path, port, WEB_PROCESSES="2")
     sims: list[ChargerSim] = []
     try:
-        wait_for_port(port, process, timeout_s=90)  # the shared socket listens before the processes start
-        while not (tmp_path / "run.json").exists() and process.poll() is None:
-            time.sleep(0.1)
-        state = json.loads((tmp_path / "run.json").read_text())
+        wait_for_port(port, process, timeout_s=90)
+        state = read_state(tmp_path, process)
         assert set(state["children"]) == {"redis", "daphne-1", "daphne-2", "worker", "beat"}
         daphnes = {state["children"]["daphne-1"], state["children"]["daphne-2"]}
         served_by: set[int] = set()

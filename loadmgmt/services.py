@@ -259,7 +259,8 @@ def limit_boot_defaults_record(
     """The safe defaults of many booting chargers (charger pk -> rate unit), recorded as pending
     in one transaction before they are sent: `limit_send_record` for each, in a few statements.
 
-    Each charger's limit is `limit_of(its connector-0 row)`, read (and, where the database can,
+    Each charger's limit is `limit_of(its connector-0 row)` (loaded with `wanted_a` and `in_force_a`
+    only: another field would cost a query per row), read (and, where the database can,
     locked) inside the transaction that records it, as `limit_send_record` reads it; a missing
     row is created first (it knows nothing: `limit_of` makes that 0 A). The sequence numbers are
     incremented by the database and read back (`_record_pending`), so a tick recording the same
@@ -287,7 +288,8 @@ def _default_states(charger_pks: list[int]) -> dict[int, LimitState]:
     """Charger pk -> its connector-0 row, locked in primary-key order where the database can."""
     found: dict[int, LimitState] = {}
     for chunk in chunks(charger_pks):
-        rows = LimitState.objects.filter(charger_id__in=chunk, connector_id=0).order_by("pk")
+        rows = LimitState.objects.filter(charger_id__in=chunk, connector_id=0).order_by("pk").only(
+            "pk", "charger_id", "connector_id", "wanted_a", "in_force_a")
         if connection.features.has_select_for_update:
             rows = rows.select_for_update()
         found.update((row.charger_id, row) for row in rows)

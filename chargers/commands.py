@@ -180,17 +180,23 @@ async def _cast_all(casts: list[Cast]) -> list[str | None]:
             part = numbers[start:start + CASTS_PER_MESSAGE]
             items = [[casts[n].channel_name, _cast_message(casts[n])] for n in part]
             messages.append((batch, {"type": inbox.BATCH_TYPE, "items": items}, part))
+    # Messages for one channel go one after the other: the layer orders a channel's messages by
+    # the time each send reached Redis, so two sends in flight at once could swap a charger's calls.
+    per_channel: dict[str, list[tuple[dict[str, Any], list[int]]]] = defaultdict(list)
+    for channel, message, numbers in messages:
+        per_channel[channel].append((message, numbers))
     slots = asyncio.Semaphore(CAST_CONCURRENCY)
 
-    async def send_one(channel: str, message: dict[str, Any], numbers: list[int]) -> None:
-        try:
-            async with slots:
-                await layer.send(channel, message)
-        except Exception as error:  # channel full, layer unreachable: the tick goes on for the others
-            for n in numbers:
-                errors[n] = f"{type(error).__name__}: {error}"
+    async def send_in_order(channel: str, queued: list[tuple[dict[str, Any], list[int]]]) -> None:
+        for message, numbers in queued:
+            try:
+                async with slots:
+                    await layer.send(channel, message)
+            except Exception as error:  # channel full, layer unreachable: the tick goes on for the others
+                for n in numbers:
+                    errors[n] = f"{type(error).__name__}: {error}"
 
-    await asyncio.gather(*(send_one(*message) for message in messages))
+    await asyncio.gather(*(send_in_order(channel, queued) for channel, queued in per_channel.items()))
     return errors
 
 

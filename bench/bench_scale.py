@@ -188,6 +188,45 @@ class Server:
     def rss_kb(self) -> int:
         return sum(bench_ocpp._rss_kb(process.pid) for process in self.processes)
 
+    def cpu_s(self) -> float:
+        """CPU time (user + system) used so far by the server's processes."""
+        return sum(process_cpu_s(process.pid) for process in self.processes)
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process (/proc/PID/stat fields 14 and 15)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def cpu_in_window(server: Server, warmup_s: float, seconds: float) -> dict[str, Any]:
+    """CPU used by the server and by this driver during the measured window of `drive`, and a
+    py-spy profile of the server's first process over it when BENCH_PYSPY_DIR is set."""
+    await asyncio.sleep(warmup_s)
+    spy = None
+    if os.environ.get("BENCH_PYSPY_DIR"):
+        out = Path(os.environ["BENCH_PYSPY_DIR"]) / f"meter-values-{server.kind}-{len(server.processes)}.txt"
+        spy = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(server.pid), "-o", str(out), "-f", "raw",
+            "-d", str(int(seconds)), "--nonblocking", "-t",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    per_process_from = [process_cpu_s(process.pid) for process in server.processes]
+    driver_from = time.process_time()
+    await asyncio.sleep(seconds)
+    per_process = [round(process_cpu_s(process.pid) - start, 2)
+                   for process, start in zip(server.processes, per_process_from, strict=True)]
+    used: dict[str, Any] = {"server_cpu_s": round(sum(per_process), 2),
+                            "driver_cpu_s": round(time.process_time() - driver_from, 2)}
+    if len(per_process) > 1:
+        used["server_cpu_s_per_process"] = per_process
+        used["descriptors_per_process"] = [len(os.listdir(f"/proc/{process.pid}/fd")) for process in server.processes]
+    if spy is not None:
+        await spy.wait()
+    return used
+
 
 async def _listening(port: int, timeout_s: float = 120.0) -> float:
     """Wait until `port` accepts a TCP connection; returns that moment (monotonic)."""
@@ -307,7 +346,11 @@ async def one_size(server: Server, size: int, args: argparse.Namespace) -> dict[
     await asyncio.sleep(2.0)
     result["server_kb_per_charger"] = round((server.rss_kb() - idle_kb) / size, 1)
     rate = args.rate or min(size / args.period, args.max_rate)
+    cpu = asyncio.create_task(cpu_in_window(server, args.warmup, args.seconds))
     result.update(await ocpp_load.drive([c for c in fleet if c.ws is not None], rate, args.seconds, args.warmup))
+    result.update(await cpu)
+    done = result["completed_per_s"] * args.seconds
+    result["server_cpu_ms_per_meter_values"] = round(1000 * result["server_cpu_s"] / done, 3) if done else None
     if server.backend is not None:
         await asyncio.sleep(1.0)  # the write buffer's last batch
         stored = (await _project_step(server.backend, "count"))["samples"]
@@ -456,6 +499,12 @@ def table(results: dict[str, Any]) -> str:
         for key in ("p50_ms", "p95_ms", "p99_ms"):
             rows.append((size, f"MeterValues {key.replace('_', ' ')}", _fmt(p.get(key)), _fmt(b.get(key)),
                          _ratio(p.get(key), b.get(key)), "", ""))
+        rows.append((size, "server CPU ms per MeterValues", _fmt(p.get("server_cpu_ms_per_meter_values")),
+                     _fmt(b.get("server_cpu_ms_per_meter_values")),
+                     _ratio(p.get("server_cpu_ms_per_meter_values"), b.get("server_cpu_ms_per_meter_values")), "",
+                     ""))
+        rows.append((size, "driver CPU s in the window", _fmt(p.get("driver_cpu_s")), _fmt(b.get("driver_cpu_s")),
+                     "", "", ""))
         rows.append((size, "errors / samples stored", f"{p.get('errors')} / {p.get('samples_stored')} of "
                      f"{p.get('samples_expected')}", f"{b.get('errors')} / -", "", "0 errors, all stored",
                      _status(p.get("errors") == 0 and p.get("samples_ok")) if p else "-"))

@@ -112,6 +112,9 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
     # sees the same data as the test process; WAL lets the web server, worker and beat
     # read while another one writes.
     _database["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+    # Write transactions queue on a file lock across processes instead of SQLite's sleeping
+    # retries (evce/sqlite/base.py).
+    _database["ENGINE"] = "evce.sqlite"
     _database["OPTIONS"] = {
         "timeout": 20,
         "transaction_mode": "IMMEDIATE",

@@ -41,7 +41,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def database_url_of(settings_dict: dict[str, Any]) -> str:
     """The DATABASE_URL that points another process at the test database."""
-    if settings_dict["ENGINE"].endswith("sqlite3"):
+    if settings_dict["ENGINE"] in {"evce.sqlite", "django.db.backends.sqlite3"}:
         return f"sqlite:///{settings_dict['NAME']}"
     user = quote(settings_dict.get("USER") or "")
     password = quote(settings_dict.get("PASSWORD") or "")

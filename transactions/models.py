@@ -147,8 +147,10 @@ class Transaction(models.Model):
 class MeterSample(models.Model):
     """One sampledValue of a MeterValues (or StopTransaction transactionData) message."""
 
+    # No index of its own: the (charger, connector, timestamp) index below serves every lookup by
+    # charger; one index fewer to update for each of the ~5,000 rows a second at 1,000 chargers.
     charger = models.ForeignKey(
-        Charger, on_delete=models.CASCADE, related_name="meter_samples",
+        Charger, on_delete=models.CASCADE, related_name="meter_samples", db_index=False,
         help_text="The charger that reported the value.",
     )
     connector_id = models.PositiveIntegerField(

@@ -394,6 +394,14 @@ def message_log(
     }])
 
 
+def chargers_accepted_many(charger_pks: Sequence[int]) -> dict[int, bool]:
+    """Which of `charger_pks` are accepted now: the connections' periodic re-check, one query for
+    every charger of a process due at once (chargers.consumers)."""
+    accepted = set(Charger.objects.filter(pk__in=list(charger_pks), registration_status=RegistrationStatus.ACCEPTED)
+                   .values_list("pk", flat=True))
+    return {pk: pk in accepted for pk in charger_pks}
+
+
 def message_log_many(*, rows: list[dict[str, Any]]) -> None:
     """`message_log` for many rows (the keyword arguments of each): one INSERT, one UPDATE.
 

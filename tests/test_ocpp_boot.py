@@ -40,6 +40,29 @@ def test_it_answers_security_error_before_acceptance(ocpp_url, charger_factory):
     assert error.value.code == "SecurityError"
 
 
+def test_a_pending_charger_accepted_while_connected_is_served_at_its_next_frame(ocpp_url, charger_factory):
+    """Until accepted, every frame re-reads the registration (chargers' re-checks go in one query
+    per process: services.chargers_accepted_many)."""
+    sim = charger_factory(ocpp_url, "CP-LATER").connect()
+    sim.boot()
+    with pytest.raises(Exception) as error:
+        sim.call(call.Heartbeat())
+    assert error.value.code == "SecurityError"
+    Charger.objects.filter(charge_point_id="CP-LATER").update(registration_status=RegistrationStatus.ACCEPTED)
+    assert sim.call(call.Heartbeat()).current_time
+
+
+def test_the_acceptance_of_many_chargers_is_read_in_one_query(db, django_assert_num_queries):
+    from chargers.services import chargers_accepted_many
+
+    accepted = Charger.objects.create(charge_point_id="CP-A", registration_status=RegistrationStatus.ACCEPTED)
+    pending = Charger.objects.create(charge_point_id="CP-P", registration_status=RegistrationStatus.PENDING)
+    rejected = Charger.objects.create(charge_point_id="CP-R", registration_status=RegistrationStatus.REJECTED)
+    with django_assert_num_queries(1):
+        seen = chargers_accepted_many([accepted.pk, pending.pk, rejected.pk, 999_999])
+    assert seen == {accepted.pk: True, pending.pk: False, rejected.pk: False, 999_999: False}
+
+
 def test_it_accepts_a_charger_accepted_by_the_admin(ocpp_url, charger_factory):
     Charger.objects.create(charge_point_id="CP-OK", registration_status=RegistrationStatus.ACCEPTED,
                            heartbeat_interval_s=120)

@@ -569,9 +569,10 @@ class OcppConsumer(AsyncWebsocketConsumer):
         # Rows of a charger's CALL and of our answer to it are not waited for: the answer
         # waits only for what it reports (e.g. the samples stored), and these rows are
         # written with the next batch (see chargers.writebuffer for what a crash loses).
-        # Answers to our own calls are logged before the caller learns the outcome.
-        unwaited = (direction, frame[0]) in {(Direction.IN, CALL), (Direction.OUT, CALLRESULT)}
-        await write_buffer().submit(row, wait=not unwaited)
+        # Nor are a charger's answers to our calls here: the caller waits for their rows
+        # (CentralSystemChargePoint.request), not the charger's next frames.
+        waited = direction == Direction.OUT and frame[0] != CALLRESULT
+        await write_buffer().submit(row, wait=waited)
 
     async def log_event(self, what: str, *, error: str = "", payload: object = None) -> None:
         await write_buffer().submit(LogRow(

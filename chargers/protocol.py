@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.utils.dateparse import parse_datetime
 from ocpp.charge_point import camel_to_snake_case, snake_to_camel_case
 from ocpp.exceptions import (
@@ -358,6 +359,9 @@ class CentralSystemChargePoint:
             finally:
                 self._outstanding_id = None
                 self._waiter = None
+        # The answer's log row, queued by the receive path without waiting (so the charger's
+        # next frames are not held up by a commit), is written before the caller learns it.
+        await write_buffer().flush()
         if message_type == CALLRESULT:
             answer = message[2] if len(message) > 2 else None
             problem = schema_problem(CALLRESULT, action, answer)
@@ -502,13 +506,14 @@ class CentralSystemChargePoint:
     async def on_meter_values(
         self, connector_id: int, meter_value: list[dict[str, Any]], transaction_id: int | None = None
     ):
-        # Group-committed with other chargers' writes (chargers.writebuffer); answered once stored.
+        # Group-committed with other chargers' writes (chargers.writebuffer); answered once stored,
+        # or once queued with OCPP_METER_VALUES_ANSWER=received (a write that fails is logged).
         await write_buffer().submit(MeterValuesWrite(
             charger_pk=self.charger_pk,
             connector_id=connector_id,
             transaction_id=transaction_id,
             meter_values=meter_value,  # camelCase, as sent
-        ))
+        ), wait=settings.OCPP_METER_VALUES_ANSWER == "committed")
         return call_result.MeterValues()
 
     @on(Action.data_transfer)

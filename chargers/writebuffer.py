@@ -156,6 +156,8 @@ class WriteBuffer:
                 outcomes = iter(results)
                 for item, future in batch:
                     outcome = None if item is None else next(outcomes)
+                    if future is None and isinstance(outcome, Exception):
+                        logger.error("a write nobody waits for failed (%s): %s", type(item).__name__, outcome)
                     if future is None or future.done():
                         continue
                     if isinstance(outcome, Exception):

@@ -242,6 +242,11 @@ OCPP_PENDING_RETRY_INTERVAL = env_int("OCPP_PENDING_RETRY_INTERVAL", 60, minimum
 OCPP_CALL_TIMEOUT = env_int("OCPP_CALL_TIMEOUT", 30, minimum=1, maximum=600)
 OCPP_LOG_RETENTION_DAYS = env_int("OCPP_LOG_RETENTION_DAYS", 30, minimum=1)
 OCPP_LOG_MAX_ROWS = env_int("OCPP_LOG_MAX_ROWS", 200_000, minimum=1000)
+# When a MeterValues is answered: `committed` (its samples are in the database: a crash loses
+# nothing a charger was answered for) or `received` (validated and queued for the next write
+# batch: the latency of a bare server, but a crash of the web process loses the samples of the
+# open batch, a fraction of a second, which the chargers will not send again).
+OCPP_METER_VALUES_ANSWER = env_choice("OCPP_METER_VALUES_ANSWER", "committed", ("committed", "received"))
 # Boot storms: the configuration steps after a BootNotification (automatic configuration,
 # local list) start after a random delay that grows with the chargers booting at the same
 # time (20 ms each), at most this many seconds; the safe default profile goes at once.

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
+import sqlite3
 
 import pytest
 from ocpp.v16 import call
@@ -152,3 +155,49 @@ def test_offline_queue_replayed_in_order_keeps_original_timestamps(ocpp_url, cha
     assert record.stop_time == T0 - dt.timedelta(hours=2)
     values = list(MeterSample.objects.filter(transaction=record).order_by("id").values_list("value", flat=True))
     assert values == [1000.0, 2000.0, 3000.0]
+
+
+@contextlib.contextmanager
+def meter_samples_locked():
+    """Hold a lock that stops every write of MeterSample rows, from a connection of our own."""
+    from django.db import connection
+
+    settings_dict = connection.settings_dict
+    if connection.vendor == "sqlite":
+        other = sqlite3.connect(settings_dict["NAME"], isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # the database's one write lock
+    else:
+        import psycopg
+
+        other = psycopg.connect(host=settings_dict["HOST"] or "127.0.0.1", port=settings_dict["PORT"] or 5432,
+                                user=settings_dict["USER"], dbname=settings_dict["NAME"])
+        other.execute("LOCK TABLE transactions_metersample IN EXCLUSIVE MODE")  # reads only
+    try:
+        yield
+    finally:
+        other.rollback()
+        other.close()
+
+
+def test_meter_values_answered_on_receipt_are_stored_right_after(servers, transactional_db, charger_factory):
+    """OCPP_METER_VALUES_ANSWER=received: answered once validated and queued, even while the
+    database cannot take the samples yet (the boot's own calls to the charger and their answers
+    are under way meanwhile); written as soon as it can. A frame that fails validation is still
+    refused with a CALLERROR."""
+    from tests.conftest import wait_until
+
+    url = servers.daphne(OCPP_METER_VALUES_ANSWER="received")
+    Charger.objects.create(charge_point_id="CP-RCV", registration_status=RegistrationStatus.ACCEPTED)
+    sim = charger_factory(url, "CP-RCV").connect()
+    sim.boot()
+    with meter_samples_locked():
+        for n in range(20):
+            sim.call(call.MeterValues(connector_id=1,
+                                      meter_value=[meter_value(T0 + dt.timedelta(seconds=n), 1000 + n)]))
+        assert not MeterSample.objects.filter(charger__charge_point_id="CP-RCV").exists()
+    wait_until(lambda: MeterSample.objects.filter(charger__charge_point_id="CP-RCV").count() == 20)
+    sim.send_raw(json.dumps([2, "bad-1", "MeterValues", {"connectorId": 1, "meterValue": [
+        {"timestamp": utc_iso(T0), "sampledValue": [{"value": 5}]}]}]))  # value must be a string
+    refused = sim.recv_raw_response()
+    assert (refused.unique_id, refused.error_code) == ("bad-1", "TypeConstraintViolation")
+    assert sorted(MeterSample.objects.values_list("value", flat=True)) == [1000.0 + n for n in range(20)]

@@ -75,3 +75,21 @@ def test_it_answers_each_waiter_once_its_item_is_committed(chargers) -> None:
     assert asyncio.run(scenario()) == [2, 2, 2]
     assert MeterSample.objects.count() == 6
     assert OcppMessage.objects.filter(action="Heartbeat").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_write_nobody_waits_for_is_logged_and_the_others_are_written(chargers, caplog) -> None:
+    """What OCPP_METER_VALUES_ANSWER=received queues without waiting: a failure cannot reach the
+    charger (already answered), so it is logged."""
+    async def scenario() -> None:
+        buffer = WriteBuffer()
+        await buffer.submit(MeterValuesWrite(chargers[0].pk, 1, None, _meter_values(NOW, 10, 6)), wait=False)
+        await buffer.submit(MeterValuesWrite(chargers[1].pk, 1, None, [{"timestamp": NOW.isoformat(),
+                                                                         "sampledValue": 7}]), wait=False)
+        await buffer.submit(MeterValuesWrite(chargers[2].pk, 1, None, _meter_values(NOW, 10, 6)), wait=False)
+        await buffer.flush()
+
+    asyncio.run(scenario())
+    assert MeterSample.objects.count() == 4
+    assert any("a write nobody waits for failed (MeterValuesWrite)" in record.getMessage()
+               for record in caplog.records)

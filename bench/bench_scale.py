@@ -96,6 +96,7 @@ class Backend:
     redis_url: str
     work: Path
     redis: subprocess.Popen[bytes] | None = None
+    settings: dict[str, str] = field(default_factory=dict)  # the project's extra environment (--set)
 
     def prepare(self) -> None:
         """A fresh, migrated database and an empty Redis database."""
@@ -123,7 +124,7 @@ class Backend:
                     DJANGO_SETTINGS_MODULE="evce.settings", EVCE_DATA_DIR=str(self.work),
                     OCPP_UNKNOWN_CHARGERS="accept", OCPP_REGISTRATIONS_PER_ADDRESS="1000000",
                     OCPP_LOGIN_FAILURES_PER_ADDRESS="1000000", BADGES_ALLOW_CONCURRENT_TX="true",
-                    LOG_LEVEL="warning", HTTPS="false", **extra)
+                    LOG_LEVEL="warning", HTTPS="false", **{**self.settings, **extra})
 
     def close(self) -> None:
         if self.redis is not None:
@@ -545,7 +546,8 @@ def table(results: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------- main
 async def run(args: argparse.Namespace, backend: Backend) -> dict[str, Any]:
-    results: dict[str, Any] = {"backend": backend.name, "load_average_start": load_average(),
+    results: dict[str, Any] = {"backend": backend.name, "settings": backend.settings,
+                               "load_average_start": load_average(),
                                "fd_limit": raise_fd_limit(2 * max(args.sizes, default=0) + 200), "sizes": {}}
     for size in args.sizes:
         pair: dict[str, Any] = {}
@@ -602,6 +604,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="run only these servers (e.g. a size too slow for both within one time box)")
     parser.add_argument("--web-processes", type=int, default=1,
                         help="Daphne processes per server sharing one socket (bin/run's WEB_PROCESSES), both servers")
+    parser.add_argument("--set", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="a setting of the project's processes, e.g. --set OCPP_METER_VALUES_ANSWER received")
     parser.add_argument("--json", help="write all results here")
     return parser.parse_args(argv)
 
@@ -610,9 +614,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="evce-scale-"))
     if args.backend == "postgres":
-        backend = Backend("postgres", args.database_url, args.redis_url, work)
+        backend = Backend("postgres", args.database_url, args.redis_url, work, settings=dict(args.set))
     else:
-        backend = Backend("embedded", f"sqlite:///{work}/bench.sqlite3", "redis://127.0.0.1:0/0", work)
+        backend = Backend("embedded", f"sqlite:///{work}/bench.sqlite3", "redis://127.0.0.1:0/0", work,
+                          settings=dict(args.set))
     try:
         results = asyncio.run(run(args, backend))
     finally:

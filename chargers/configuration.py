@@ -22,27 +22,32 @@ logger = logging.getLogger(__name__)
 CallFn = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
-async def apply_auto_configuration(call: CallFn, *, charger_pk: int) -> dict[str, str]:
-    """Set every enabled key, record each outcome, then read back the full configuration."""
+async def apply_auto_configuration(call: CallFn, *, charger_pk: int,
+                                   keys: Sequence[tuple[str, str]] | None = None) -> dict[str, str]:
+    """Set every enabled key (`keys`, or read them), read back the full configuration, then
+    record it all in one transaction (services.configuration_outcomes_record). A charger that
+    goes away in the middle records nothing: its next boot configures it again."""
+    if keys is None:
+        keys = await database_sync_to_async(services.auto_configuration_keys)()
     outcomes: dict[str, str] = {}
-    for key, value in await database_sync_to_async(services.auto_configuration_keys)():
+    for key, value in keys:
         try:
             result = await call("ChangeConfiguration", {"key": key, "value": value})
             status = str(result.get("status", "?"))
         except CallFailed as error:
             status = f"Failed: {error}"[:30]
         outcomes[key] = status
-        await database_sync_to_async(services.configuration_record)(
-            charger_pk=charger_pk, key=key, value=value, status=status
-        )
+    read = None
     try:
         answer = await call("GetConfiguration", {})
     except CallFailed as error:
         logger.warning("GetConfiguration failed for charger %s: %s", charger_pk, error)
     else:
-        await database_sync_to_async(services.configuration_store_read)(
-            charger_pk=charger_pk, keys=list(answer.get("configurationKey", []))
-        )
+        read = tuple((str(item["key"]), str(item.get("value") or ""), bool(item.get("readonly", False)))
+                     for item in answer.get("configurationKey", []))
+    changes = tuple((key, value, outcomes[key]) for key, value in keys)
+    await database_sync_to_async(services.configuration_outcomes_record)(
+        outcomes=[services.ConfigurationOutcome(charger_pk, changes, read)])
     return outcomes
 
 
@@ -63,7 +68,7 @@ async def boot_step_auto_configuration(call: CallFn, charger_pk: int) -> dict[st
         held = {str(item.get("key")): str(item.get("value") or "") for item in answer.get("configurationKey", [])}
         if all(held.get(key) == value for key, value in wanted.items()):
             return {key: "Unchanged" for key in wanted}
-    return await apply_auto_configuration(call, charger_pk=charger_pk)
+    return await apply_auto_configuration(call, charger_pk=charger_pk, keys=list(wanted.items()))
 
 
 def _wanted_and_stored(charger_pks: Sequence[int]) -> dict[int, tuple[dict[str, str], dict[str, str]]]:

@@ -46,7 +46,7 @@ from chargers.hooks import SESSION_CHANGE_LISTENERS
 from chargers.models import Charger
 from chargers.ratelimit import ThrottledLog
 from chargers.schemas import SchemaProblem, schema_problem
-from chargers.writebuffer import MeterValuesWrite, write_buffer
+from chargers.writebuffer import MeterValuesWrite, StatusWrite, write_buffer
 from evce import clock
 from transactions import services as tx_services
 
@@ -422,16 +422,17 @@ class CentralSystemChargePoint:
     @on(Action.status_notification)
     async def on_status_notification(self, connector_id: int, error_code: str, status: str, **extra: str):
         timestamp = parse_ocpp_time(extra["timestamp"], "timestamp") if "timestamp" in extra else clock.now()
-        await database_sync_to_async(services.connector_status_update)(
+        # Group-committed with other chargers' writes (chargers.writebuffer); answered once stored.
+        await write_buffer().submit(StatusWrite(
             charger_pk=self.charger_pk,
             connector_id=connector_id,
             status=status,
             error_code=error_code,
+            timestamp=timestamp,
             info=extra.get("info", ""),
             vendor_id=extra.get("vendor_id", ""),
             vendor_error_code=extra.get("vendor_error_code", ""),
-            timestamp=timestamp,
-        )
+        ))
         return call_result.StatusNotification()
 
     @on(Action.authorize)

@@ -339,6 +339,59 @@ def configuration_store_read(*, charger_pk: int, keys: list[dict[str, object]]) 
         ])
 
 
+@dataclass(frozen=True)
+class ConfigurationOutcome:
+    """What one automatic configuration of a charger found: each ChangeConfiguration's
+    (key, value sent, status) and the keys GetConfiguration read back (key, value, read-only),
+    None when that read failed."""
+
+    charger_pk: int
+    changes: tuple[tuple[str, str, str], ...]
+    read: tuple[tuple[str, str, bool], ...] | None
+
+
+def configuration_outcomes_record(*, outcomes: Sequence[ConfigurationOutcome]) -> None:
+    """Record automatic configurations in one transaction: one SELECT of the stored keys, one
+    UPDATE statement per set of changed columns, one INSERT for new keys. Per charger the read
+    back comes after the changes, as it did on the wire. A first boot wrote each outcome and
+    the read in transactions of their own: five per charger, a third of a storm of new chargers'
+    database time."""
+    final: dict[tuple[int, str], dict[str, object]] = {}  # (charger, key) -> columns to set
+    for outcome in outcomes:
+        for key, value, status in outcome.changes:
+            fields = final.setdefault((outcome.charger_pk, key[:50]), {})
+            fields["last_change_status"] = status[:30]
+            if status in {"Accepted", "RebootRequired"}:
+                fields["value"] = value[:500]
+        for key, value, readonly in outcome.read or ():
+            fields = final.setdefault((outcome.charger_pk, key[:50]), {})
+            fields["value"], fields["readonly"] = value[:500], readonly
+    if not final:
+        return
+    now = timezone.now()
+    with transaction.atomic():
+        stored = {(charger_pk, key): pk for pk, charger_pk, key in ConfigurationKey.objects.filter(
+            charger_id__in={charger_pk for charger_pk, _ in final}, key__in={key for _, key in final},
+        ).values_list("pk", "charger_id", "key")}
+        stamp = connection.ops.adapt_datetimefield_value(now)
+        updates: dict[tuple[str, ...], list[list[Any]]] = {}
+        for where, fields in final.items():
+            if where in stored:
+                names = tuple(sorted(fields))
+                updates.setdefault(names, []).append([fields[name] for name in names] + [stamp, stored[where]])
+        table = connection.ops.quote_name(ConfigurationKey._meta.db_table)
+        for names, rows in updates.items():
+            assignments = ", ".join(f"{connection.ops.quote_name(name)} = %s" for name in (*names, "updated_at"))
+            with connection.cursor() as cursor:
+                cursor.executemany(f"UPDATE {table} SET {assignments} WHERE id = %s", rows)  # noqa: S608
+        ConfigurationKey.objects.bulk_create([
+            ConfigurationKey(charger_id=charger_pk, key=key, value=str(fields.get("value", "")),
+                             readonly=bool(fields.get("readonly", False)),
+                             last_change_status=str(fields.get("last_change_status", "")))
+            for (charger_pk, key), fields in final.items() if (charger_pk, key) not in stored
+        ])
+
+
 def configuration_values(*, charger_pk: int, keys: list[str]) -> dict[str, str]:
     """The stored values of `keys` for a charger (as last read back from it)."""
     return dict(ConfigurationKey.objects.filter(charger_id=charger_pk, key__in=keys).values_list("key", "value"))

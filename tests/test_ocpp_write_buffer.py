@@ -93,3 +93,22 @@ def test_a_failed_write_nobody_waits_for_is_logged_and_the_others_are_written(ch
     assert MeterSample.objects.count() == 4
     assert any("a write nobody waits for failed (MeterValuesWrite)" in record.getMessage()
                for record in caplog.records)
+
+
+def test_status_notifications_share_the_batch_and_an_older_one_never_overwrites_a_newer(chargers) -> None:
+    from chargers.models import Connector
+    from chargers.writebuffer import StatusWrite
+
+    later, earlier = NOW + dt.timedelta(seconds=5), NOW
+    results = write_batch([
+        StatusWrite(chargers[0].pk, 1, "Charging", "NoError", later),
+        StatusWrite(chargers[0].pk, 1, "Preparing", "NoError", earlier),  # a replay, older
+        StatusWrite(chargers[1].pk, 2, "Faulted", "GroundFailure", NOW, info="RCD", vendor_id="Acme"),
+        MeterValuesWrite(chargers[1].pk, 2, None, _meter_values(NOW, 10, 6)),
+    ])
+    assert results == [None, None, None, 2]
+    first = Connector.objects.get(charger=chargers[0], connector_id=1)
+    assert (first.status, first.status_at) == ("Charging", later)
+    second = Connector.objects.get(charger=chargers[1], connector_id=2)
+    assert (second.status, second.error_code, second.info, second.vendor_id) == (
+        "Faulted", "GroundFailure", "RCD", "Acme")

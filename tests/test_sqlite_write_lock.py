@@ -128,3 +128,34 @@ def test_the_project_uses_it_for_sqlite():
     if connection.vendor != "sqlite":
         pytest.skip("PostgreSQL run")
     assert isinstance(connections["default"], DatabaseWrapper)
+
+
+def test_a_write_statement_outside_a_transaction_queues_too_and_lets_go_after_it(database):
+    first = _wrapper(database)
+    _begin(first)
+    _insert(first, 1)
+    events: list[tuple[str, float]] = []
+
+    def autocommit_write() -> None:
+        other = _wrapper(database)
+        try:
+            _insert(other, 2)  # autocommit: takes the file lock for this statement only
+            events.append(("written", time.monotonic()))
+            assert not other._write_lock_held
+            with other.cursor() as cursor:  # a read takes no lock
+                cursor.execute("SELECT COUNT(*) FROM t")
+                events.append((f"read {cursor.fetchone()[0]}", time.monotonic()))
+        finally:
+            other.close()
+
+    thread = threading.Thread(target=autocommit_write)
+    thread.start()
+    time.sleep(0.3)
+    assert events == []
+    released_at = time.monotonic()
+    first.commit()
+    first.set_autocommit(True)
+    thread.join(10)
+    assert [name for name, _ in events] == ["written", "read 2"]
+    assert events[0][1] >= released_at
+    first.close()

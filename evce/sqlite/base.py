@@ -9,8 +9,9 @@ two Daphne processes that polling, not the work, set the MeterValues latency.
 Here every `BEGIN IMMEDIATE` (Django's `transaction.atomic()` with the project's
 `transaction_mode`) first takes an exclusive `flock` on `<database>-writelock`, polled every
 0.5 ms at first and at most every 5 ms, so the next writer is in within a few milliseconds of
-the commit. The lock is released at COMMIT, ROLLBACK or close. Single statements outside a transaction do not take it;
-SQLite's own timeout still covers them. A waiter gives up the file lock after the database's
+the commit. The lock is released at COMMIT, ROLLBACK or close. A write statement outside a
+transaction (an autocommit INSERT/UPDATE/DELETE: the OCPP connect and boot updates) holds it
+for that statement. A waiter gives up the file lock after the database's
 `timeout` and goes on to SQLite's own wait, so a stuck holder fails a writer as before (with
 "database is locked") instead of hanging it.
 """
@@ -33,7 +34,44 @@ def _lock_path(name: object) -> str | None:
     return text + "-writelock"
 
 
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLAC")
+
+
+class LockingCursorWrapper(base.SQLiteCursorWrapper):
+    """Takes the write lock around a write statement run in autocommit mode."""
+
+    database: DatabaseWrapper
+
+    def execute(self, query: str, params: Any = None) -> Any:
+        if not self._autocommit_write(query):
+            return super().execute(query, params)
+        self.database._take_write_lock()
+        try:
+            return super().execute(query, params)
+        finally:
+            self.database._release_write_lock()
+
+    def executemany(self, query: str, param_list: Any) -> Any:
+        if not self._autocommit_write(query):
+            return super().executemany(query, param_list)
+        self.database._take_write_lock()
+        try:
+            return super().executemany(query, param_list)
+        finally:
+            self.database._release_write_lock()
+
+    def _autocommit_write(self, query: str) -> bool:
+        database = self.database
+        return (database.autocommit and not database._write_lock_held and not database.in_atomic_block
+                and query.lstrip()[:6].upper() in _WRITES)
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
+    def create_cursor(self, name: Any = None) -> Any:
+        cursor = self.connection.cursor(factory=LockingCursorWrapper)
+        cursor.database = self
+        return cursor
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._write_lock_fd: int | None = None  # the lock file, open while this connection lives

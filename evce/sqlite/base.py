@@ -18,9 +18,11 @@ for that statement. A waiter gives up the file lock after the database's
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from django.db.backends.sqlite3 import base
@@ -43,20 +45,21 @@ class LockingCursorWrapper(base.SQLiteCursorWrapper):
     database: DatabaseWrapper
 
     def execute(self, query: str, params: Any = None) -> Any:
-        if not self._autocommit_write(query):
+        with self._write_locked(query):
             return super().execute(query, params)
-        self.database._take_write_lock()
-        try:
-            return super().execute(query, params)
-        finally:
-            self.database._release_write_lock()
 
     def executemany(self, query: str, param_list: Any) -> Any:
-        if not self._autocommit_write(query):
+        with self._write_locked(query):
             return super().executemany(query, param_list)
+
+    @contextlib.contextmanager
+    def _write_locked(self, query: str) -> Iterator[None]:
+        if not self._autocommit_write(query):
+            yield
+            return
         self.database._take_write_lock()
         try:
-            return super().executemany(query, param_list)
+            yield
         finally:
             self.database._release_write_lock()
 

@@ -189,12 +189,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
         # Read moments ago by charger_identify: the acceptance check starts from it.
         self._registration_seen(who.registration_status == RegistrationStatus.ACCEPTED)
         if grant.replaced_channel and grant.replaced_channel != self.channel_name:
-            try:
-                async with _replaced_sends():
-                    await self.channel_layer.send(grant.replaced_channel, {"type": "ocpp.replaced"})
-            except Exception as error:  # noqa: BLE001 - Redis down: the old socket times out on its own
-                logger.warning("%s: could not tell the replaced connection to close: %s",
-                               self.charge_point_id, type(error).__name__ if not str(error) else error)
+            await self._close_replaced(grant.replaced_channel)
         self.cp = CentralSystemChargePoint(
             self.charge_point_id,
             _Wire(self),
@@ -207,6 +202,23 @@ class OcppConsumer(AsyncWebsocketConsumer):
         await self.accept(subprotocol=SUBPROTOCOL)
         await self.log_event("connected" + (" (replaced an older connection)" if grant.replaced_channel else ""))
         await self._open_relays()
+
+    async def _close_replaced(self, channel: str) -> None:
+        """Tell the connection this one replaces to close: here directly when it is one of this
+        process's, else through the channel layer. A process whose inbox is full (a restarted
+        process's old channels after a reconnect storm: nobody reads them) is said once a
+        minute, not once per charger; the old socket then closes when it times out."""
+        inbox = process_inbox()
+        if inbox is not None and inbox.owns(channel):
+            inbox.deliver(channel, {"type": "ocpp.replaced"})
+            return
+        try:
+            async with _replaced_sends():
+                await self.channel_layer.send(channel, {"type": "ocpp.replaced"})
+        except Exception as error:  # noqa: BLE001 - Redis down: the old socket times out on its own
+            _throttled.warning(("replaced", channel.partition("!")[0]),
+                               "%s: could not tell the replaced connection %s to close: %s", self.charge_point_id,
+                               channel, type(error).__name__ if not str(error) else error)
 
     async def _refuse(self, reason: str, *, address: str, record: bool = True) -> None:
         # Throttled per address: a script cycling through invented ids gets a few lines a minute.

@@ -105,6 +105,11 @@ class ProcessInbox:
         if future is not None and not future.done():
             future.cancel()
 
+    def owns(self, channel: str) -> bool:
+        """Whether `channel` is one of this process's (live or closed): a message for it can be
+        delivered here without a round trip through Redis."""
+        return channel.startswith(self._key)
+
     def deliver(self, channel: str, message: dict[str, Any]) -> None:
         future = self._waiting.pop(channel, None)
         if future is not None and not future.done():

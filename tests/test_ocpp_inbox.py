@@ -203,3 +203,39 @@ def test_a_cut_on_a_thousand_chargers_reaches_two_processes_in_a_few_messages_th
             inboxes[n % 2].close(channel)
 
     asyncio.run(scenario())
+
+
+def test_a_replaced_connection_of_this_process_is_told_here_and_a_dead_process_is_said_once(caplog):
+    """A reconnect replaces the old connection: one of this process's gets the notice without
+    Redis; a process that reads nothing (restarted: its inbox full) is warned about once, not
+    once per charger of a storm."""
+    from channels.exceptions import ChannelFull
+
+    from chargers import consumers
+
+    sends: list[str] = []
+
+    class FullLayer:
+        async def send(self, channel: str, message: dict[str, Any]) -> None:
+            sends.append(channel)
+            raise ChannelFull()
+
+    class Replacing:
+        charge_point_id = "CP-AGAIN"
+        channel_layer = FullLayer()
+
+    async def scenario() -> dict[str, Any]:
+        inbox = consumers.process_inbox()
+        assert inbox is not None
+        ours = await inbox.new_channel()
+        await consumers.OcppConsumer._close_replaced(Replacing(), ours)  # type: ignore[arg-type]
+        notice = await asyncio.wait_for(inbox.receive(ours), 5)
+        inbox.close(ours)
+        for n in range(20):
+            await consumers.OcppConsumer._close_replaced(Replacing(), f"specific.gone-process!{n}")  # type: ignore[arg-type]
+        return notice
+
+    assert asyncio.run(scenario()) == {"type": "ocpp.replaced"}
+    assert sends == [f"specific.gone-process!{n}" for n in range(20)]  # ours went without the layer
+    warned = [r for r in caplog.records if "could not tell the replaced connection" in r.getMessage()]
+    assert 1 <= len(warned) <= 5  # ThrottledLog: a few lines a minute per process, not 20

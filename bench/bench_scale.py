@@ -328,7 +328,16 @@ async def storm(server: Server, fleet: list[ocpp_load.Charger], timeout_s: float
     server.start()
     tasks = [asyncio.ensure_future(reconnect(charger)) for charger in fleet]
     listen_at = await _listening(server.port)
+    spy = None
+    if os.environ.get("BENCH_PYSPY_DIR") and server.kind == "project":
+        out = Path(os.environ["BENCH_PYSPY_DIR"]) / f"storm-{len(fleet)}-{len(server.processes)}.txt"
+        spy = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(server.pid), "-o", str(out), "-f", "raw",
+            "--nonblocking", "-t", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     await asyncio.gather(*tasks)
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+        await spy.wait()
     done = len(booted) == len(fleet)
     return {"reconnected": len(booted), "all_booted_s": round(max(booted) - restart_at, 2) if done else None,
             "after_listen_s": round(max(booted) - listen_at, 2) if done else None,

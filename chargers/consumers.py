@@ -581,9 +581,11 @@ class OcppConsumer(AsyncWebsocketConsumer):
         # Rows of a charger's CALL and of our answer to it are not waited for: the answer
         # waits only for what it reports (e.g. the samples stored), and these rows are
         # written with the next batch (see chargers.writebuffer for what a crash loses).
-        # Nor are a charger's answers to our calls here: the caller waits for their rows
-        # (CentralSystemChargePoint.request), not the charger's next frames.
-        waited = direction == Direction.OUT and frame[0] != CALLRESULT
+        # Nor are the rows of our calls and of the charger's answers to them: the caller waits
+        # for both once the answer is in (CentralSystemChargePoint.request), so a call goes on
+        # the wire without waiting for a commit and the charger's next frames are not held up.
+        # Only a CALLERROR we answer is written first (a refused frame is on record).
+        waited = direction == Direction.OUT and frame[0] == CALLERROR
         await write_buffer().submit(row, wait=waited)
 
     async def log_event(self, what: str, *, error: str = "", payload: object = None) -> None:

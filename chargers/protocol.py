@@ -356,11 +356,15 @@ class CentralSystemChargePoint:
                 request = [CALL, unique_id, action, payload]
                 await self._send(json.dumps(request, separators=(",", ":")), request)
                 message_type, message = await asyncio.wait_for(waiter, self._response_timeout)
+            except TimeoutError:
+                await write_buffer().flush()  # the unanswered call is on record first
+                raise
             finally:
                 self._outstanding_id = None
                 self._waiter = None
-        # The answer's log row, queued by the receive path without waiting (so the charger's
-        # next frames are not held up by a commit), is written before the caller learns it.
+        # The log rows of the call and of its answer, queued without waiting (the call goes out
+        # at once, the charger's next frames are not held up), are written before the caller
+        # learns the answer.
         await write_buffer().flush()
         if message_type == CALLRESULT:
             answer = message[2] if len(message) > 2 else None

@@ -43,8 +43,7 @@ async def apply_auto_configuration(call: CallFn, *, charger_pk: int,
     except CallFailed as error:
         logger.warning("GetConfiguration failed for charger %s: %s", charger_pk, error)
     else:
-        read = tuple((str(item["key"]), str(item.get("value") or ""), bool(item.get("readonly", False)))
-                     for item in answer.get("configurationKey", []))
+        read = services.configuration_read_back(answer.get("configurationKey", []))
     changes = tuple((key, value, outcomes[key]) for key, value in keys)
     await database_sync_to_async(services.configuration_outcomes_record)(
         outcomes=[services.ConfigurationOutcome(charger_pk, changes, read)])

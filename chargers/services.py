@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -305,40 +305,6 @@ def charger_set_field(*, charger_pk: int, **fields: str) -> None:
     Charger.objects.filter(pk=charger_pk).update(**fields)
 
 
-def configuration_record(*, charger_pk: int, key: str, value: str | None, status: str) -> None:
-    """Remember a ChangeConfiguration outcome (Accepted / RebootRequired / Rejected / …)."""
-    fields: dict[str, object] = {"last_change_status": status, "updated_at": timezone.now()}
-    if value is not None and status in {"Accepted", "RebootRequired"}:
-        fields["value"] = value
-    keys = ConfigurationKey.objects.filter(charger_id=charger_pk, key=key)
-    if not keys.update(**fields):
-        _, created = ConfigurationKey.objects.get_or_create(charger_id=charger_pk, key=key, defaults=fields)
-        if not created:
-            keys.update(**fields)
-
-
-def configuration_store_read(*, charger_pk: int, keys: list[dict[str, object]]) -> None:
-    """Store a GetConfiguration answer (camelCase `configurationKey` items): one SELECT, then
-    one UPDATE per changed key and one INSERT for the new ones."""
-    read = {str(item["key"]): (str(item.get("value") or ""), bool(item.get("readonly", False))) for item in keys}
-    if not read:
-        return
-    now = timezone.now()
-    with transaction.atomic():
-        stored = {config.key: config for config in ConfigurationKey.objects.filter(charger_id=charger_pk, key__in=read)}
-        for key, (value, readonly) in read.items():
-            config = stored.get(key)
-            if config is None:
-                continue
-            config.value, config.readonly, config.updated_at = value, readonly, now
-        if stored:
-            ConfigurationKey.objects.bulk_update(stored.values(), ["value", "readonly", "updated_at"])
-        ConfigurationKey.objects.bulk_create([
-            ConfigurationKey(charger_id=charger_pk, key=key, value=value, readonly=readonly)
-            for key, (value, readonly) in read.items() if key not in stored
-        ])
-
-
 @dataclass(frozen=True)
 class ConfigurationOutcome:
     """What one automatic configuration of a charger found: each ChangeConfiguration's
@@ -350,10 +316,17 @@ class ConfigurationOutcome:
     read: tuple[tuple[str, str, bool], ...] | None
 
 
+def configuration_read_back(items: Sequence[Mapping[str, object]]) -> tuple[tuple[str, str, bool], ...]:
+    """A GetConfiguration answer's `configurationKey` items as ConfigurationOutcome.read."""
+    return tuple((str(item["key"]), str(item.get("value") or ""), bool(item.get("readonly", False)))
+                 for item in items)
+
+
 def configuration_outcomes_record(*, outcomes: Sequence[ConfigurationOutcome]) -> None:
-    """Record automatic configurations in one transaction: one SELECT of the stored keys, one
-    UPDATE statement per set of changed columns, one INSERT for new keys. Per charger the read
-    back comes after the changes, as it did on the wire. A first boot wrote each outcome and
+    """Record ChangeConfiguration outcomes and GetConfiguration reads (the automatic configuration
+    of many chargers, or one operator command) in one transaction: one SELECT of the stored keys,
+    one UPDATE statement per set of changed columns, one INSERT for new keys. Per charger the
+    read back comes after the changes, as it did on the wire. A first boot wrote each outcome and
     the read in transactions of their own: five per charger, a third of a storm of new chargers'
     database time."""
     final: dict[tuple[int, str], dict[str, object]] = {}  # (charger, key) -> columns to set

@@ -121,10 +121,7 @@ def _write(items: Sequence[Item]) -> list[object]:
         services.message_log_many(rows=[row.__dict__ for row in rows])
     for item in items:
         if isinstance(item, StatusWrite):
-            services.connector_status_update(
-                charger_pk=item.charger_pk, connector_id=item.connector_id, status=item.status,
-                error_code=item.error_code, info=item.info, vendor_id=item.vendor_id,
-                vendor_error_code=item.vendor_error_code, timestamp=item.timestamp)
+            services.connector_status_update(**vars(item))
     meter_values = [item for item in items if isinstance(item, MeterValuesWrite)]
     counts = iter(tx_services.meter_values_record_many(requests=[
         tx_services.MeterValuesRequest(item.charger_pk, item.connector_id, item.transaction_id, item.meter_values)

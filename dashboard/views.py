@@ -96,7 +96,8 @@ def charger_read_configuration(request: HttpRequest, pk: int) -> HttpResponse:
         return _back_to(pk)
     result = outcome.result
     keys = result.get("configurationKey") or []
-    charger_services.configuration_store_read(charger_pk=pk, keys=keys)
+    charger_services.configuration_outcomes_record(outcomes=[charger_services.ConfigurationOutcome(
+        pk, changes=(), read=charger_services.configuration_read_back(keys))])
     unknown = result.get("unknownKey") or []
     messages.success(request, f"Read configuration: {len(keys)} keys" + (f", unknown: {unknown}" if unknown else ""))
     return _back_to(pk)
@@ -115,7 +116,8 @@ def charger_change_configuration(request: HttpRequest, pk: int) -> HttpResponse:
     outcome = commands.call(charge_point_id=record.charge_point_id, label=f"Change {key}",
                             action="ChangeConfiguration", payload={"key": key, "value": value})
     if outcome.status:
-        charger_services.configuration_record(charger_pk=pk, key=key, value=value, status=outcome.status)
+        charger_services.configuration_outcomes_record(outcomes=[charger_services.ConfigurationOutcome(
+            pk, changes=((key, value, outcome.status),), read=None)])
     logger.info("dashboard: %s changed %s=%r on %s: %s", request.user.get_username(), key, value,
                 record.charge_point_id, outcome.message)
     (messages.success if outcome.ok else messages.error)(request, outcome.message)

@@ -184,3 +184,24 @@ def test_an_admin_accepts_a_discovered_charger_into_a_zone(client):
     pending.refresh_from_db()
     assert (pending.registration_status, pending.zone) == (RegistrationStatus.ACCEPTED, zone)
     assert "CP-NEW accepted into zone Level -1" in response.content.decode()
+
+
+def test_configuration_read_and_change_from_the_dashboard_are_stored_on_the_keys(client, charger):
+    """What the charger answers is recorded (chargers.services.configuration_outcomes_record): a
+    read stores every key with its read-only flag; a change stores its status, and the value
+    only when the charger took it."""
+    from chargers.models import ConfigurationKey
+
+    admin = client_as(client, "admin")
+    base = f"/chargers/{charger.pk}/configuration"
+    read = {"configurationKey": [{"key": "HeartbeatInterval", "value": "300", "readonly": False},
+                                 {"key": "NumberOfConnectors", "value": "2", "readonly": True}]}
+    with mock.patch("dashboard.commands.ocpp.send_call", return_value=read):
+        admin.post(f"{base}/read/")
+    with mock.patch("dashboard.commands.ocpp.send_call", return_value={"status": "Accepted"}):
+        admin.post(f"{base}/change/", {"key": "HeartbeatInterval", "value": "60"})
+    with mock.patch("dashboard.commands.ocpp.send_call", return_value={"status": "Rejected"}):
+        admin.post(f"{base}/change/", {"key": "NumberOfConnectors", "value": "4"})
+    stored = {row.key: (row.value, row.readonly, row.last_change_status)
+              for row in ConfigurationKey.objects.filter(charger=charger)}
+    assert stored == {"HeartbeatInterval": ("60", False, "Accepted"), "NumberOfConnectors": ("2", True, "Rejected")}

@@ -239,3 +239,27 @@ def test_a_replaced_connection_of_this_process_is_told_here_and_a_dead_process_i
     assert sends == [f"specific.gone-process!{n}" for n in range(20)]  # ours went without the layer
     warned = [r for r in caplog.records if "could not tell the replaced connection" in r.getMessage()]
     assert 1 <= len(warned) <= 5  # ThrottledLog: a few lines a minute per process, not 20
+
+
+def test_calls_for_one_channel_arrive_in_the_order_given_even_when_sends_would_overtake(monkeypatch):
+    """Each send of this layer takes less time than the one before, so sends in flight together
+    would arrive in reverse: the calls of one channel must still arrive in the order given."""
+    from chargers import commands
+
+    arrived: list[tuple[str, int]] = []
+    pace = itertools.count()
+
+    class OvertakingLayer:
+        async def send(self, channel: str, message: dict[str, Any]) -> None:
+            await asyncio.sleep(max(0.0, 0.02 - 0.001 * next(pace)))
+            arrived.append((channel, message["context"]["n"]))
+
+    monkeypatch.setattr(commands, "get_channel_layer", lambda: OvertakingLayer())
+    channels = [f"specific.p!{name}" for name in ("a", "b", "c")]
+    casts = [commands.Cast(channel_name=channel, action="SetChargingProfile",
+                           payload=profiles.tx_payload(1, 7, 6.0 + n, 3), timeout_s=30, outcome_hook="test",
+                           context={"n": n})
+             for n in range(5) for channel in channels]
+    assert asyncio.run(commands._cast_all(casts)) == [None] * 15
+    for channel in channels:
+        assert [n for name, n in arrived if name == channel] == [0, 1, 2, 3, 4]

@@ -207,13 +207,7 @@ async def cpu_in_window(server: Server, warmup_s: float, seconds: float) -> dict
     """CPU used by the server and by this driver during the measured window of `drive`, and a
     py-spy profile of the server's first process over it when BENCH_PYSPY_DIR is set."""
     await asyncio.sleep(warmup_s)
-    spy = None
-    if os.environ.get("BENCH_PYSPY_DIR"):
-        out = Path(os.environ["BENCH_PYSPY_DIR"]) / f"meter-values-{server.kind}-{len(server.processes)}.txt"
-        spy = await asyncio.create_subprocess_exec(
-            str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(server.pid), "-o", str(out), "-f", "raw",
-            "-d", str(int(seconds)), "--nonblocking", "-t",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    spy = await start_py_spy(server, f"meter-values-{server.kind}-{len(server.processes)}.txt")
     per_process_from = [process_cpu_s(process.pid) for process in server.processes]
     driver_from = time.process_time()
     await asyncio.sleep(seconds)
@@ -224,9 +218,24 @@ async def cpu_in_window(server: Server, warmup_s: float, seconds: float) -> dict
     if len(per_process) > 1:
         used["server_cpu_s_per_process"] = per_process
         used["descriptors_per_process"] = [len(os.listdir(f"/proc/{process.pid}/fd")) for process in server.processes]
-    if spy is not None:
-        await spy.wait()
+    await stop_py_spy(spy)
     return used
+
+
+async def start_py_spy(server: Server, name: str) -> asyncio.subprocess.Process | None:
+    """With BENCH_PYSPY_DIR set: py-spy recording the server's first process into that folder."""
+    if not os.environ.get("BENCH_PYSPY_DIR"):
+        return None
+    out = Path(os.environ["BENCH_PYSPY_DIR"]) / name
+    return await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(server.pid), "-o", str(out), "-f", "raw",
+        "--nonblocking", "-t", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+
+
+async def stop_py_spy(spy: asyncio.subprocess.Process | None) -> None:
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+        await spy.wait()
 
 
 async def _listening(port: int, timeout_s: float = 120.0) -> float:
@@ -328,16 +337,9 @@ async def storm(server: Server, fleet: list[ocpp_load.Charger], timeout_s: float
     server.start()
     tasks = [asyncio.ensure_future(reconnect(charger)) for charger in fleet]
     listen_at = await _listening(server.port)
-    spy = None
-    if os.environ.get("BENCH_PYSPY_DIR") and server.kind == "project":
-        out = Path(os.environ["BENCH_PYSPY_DIR"]) / f"storm-{len(fleet)}-{len(server.processes)}.txt"
-        spy = await asyncio.create_subprocess_exec(
-            str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(server.pid), "-o", str(out), "-f", "raw",
-            "--nonblocking", "-t", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    spy = await start_py_spy(server, f"storm-{server.kind}-{len(fleet)}-{len(server.processes)}.txt")
     await asyncio.gather(*tasks)
-    if spy is not None:
-        spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
-        await spy.wait()
+    await stop_py_spy(spy)
     done = len(booted) == len(fleet)
     return {"reconnected": len(booted), "all_booted_s": round(max(booted) - restart_at, 2) if done else None,
             "after_listen_s": round(max(booted) - listen_at, 2) if done else None,

@@ -62,6 +62,8 @@ class BemsContext(ModbusServerContext):
         self.image: dict[int, int] = {}
         self.watchdog_value = 0
         self._lock = asyncio.Lock()
+        self._refreshes_started = 0
+        self._image_generation = 0
 
     def device_ids(self) -> list[int]:
         return [self.options.unit_id]
@@ -71,7 +73,17 @@ class BemsContext(ModbusServerContext):
             raise NoSuchIdException(f"unit id {device_id} is not served (this server is unit {self.options.unit_id})")
 
     async def refresh(self) -> None:
-        self.image = await _in_thread(modbus_map.build_image, clock.now(), self.watchdog_value)
+        """Rebuild the image; an older build finishing late never replaces a newer one.
+
+        The periodic refresh and a write's refresh run concurrently: a periodic build that read the
+        database before a write committed can finish after the write's own build, and would put the
+        pre-write registers back until the next period.
+        """
+        self._refreshes_started += 1
+        generation = self._refreshes_started
+        image = await _in_thread(modbus_map.build_image, clock.now(), self.watchdog_value)
+        if generation > self._image_generation:
+            self.image, self._image_generation = image, generation
 
     async def async_getValues(self, device_id: int, func_code: int, address: int,  # noqa: N802 - pymodbus API
                               count: int = 1) -> list[int] | ExcCodes:

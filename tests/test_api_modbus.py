@@ -203,3 +203,30 @@ def test_an_allowed_client_reads(site):
         assert read(client, 0, 1) == [m.MAP_VERSION]
     finally:
         running.close()
+
+
+@pytest.mark.asyncio
+async def test_a_late_periodic_refresh_never_puts_back_the_registers_of_before_a_write(monkeypatch):
+    """The periodic build that read the database before a write finishes last: it is dropped."""
+    from api import modbus_server
+
+    first_may_finish = threading.Event()
+    builds: list[int] = []
+
+    def build_image(now: Any, watchdog: int) -> dict[int, int]:
+        builds.append(watchdog)
+        if len(builds) == 1:  # the periodic build: read before the write, slow to finish
+            first_may_finish.wait(5)
+        return {m.REG_WATCHDOG: watchdog}
+
+    monkeypatch.setattr(modbus_server.modbus_map, "build_image", build_image)
+    context = modbus_server.BemsContext(ServerOptions(host="127.0.0.1", port=0, unit_id=UNIT))
+    periodic = asyncio.create_task(context.refresh())
+    while not builds:
+        await asyncio.sleep(0.001)
+    context.watchdog_value = 5  # what the write's own refresh sees
+    await context.refresh()
+    assert context.image == {m.REG_WATCHDOG: 5}
+    first_may_finish.set()
+    await periodic
+    assert context.image == {m.REG_WATCHDOG: 5}

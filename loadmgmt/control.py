@@ -51,8 +51,7 @@ def run_tick(now: dt.datetime) -> TickReport:
         logger.error("control loop: %s", problem)
     if allocation.last_rotation_at != gathered.policy.last_rotation_at:
         services.site_record_rotation(last_rotation_at=allocation.last_rotation_at)
-    tick = apply.make_plan(gathered, allocation, now)
-    apply.send(tick.outgoing, gathered, now)
+    tick = apply.plan_and_send(gathered, allocation, now)
     apply.record_decisions(gathered, allocation, tick, now)
     _log_over(tick.sessions.over)
     return TickReport(
@@ -129,7 +128,7 @@ def record_boot_defaults(charger_pks: Sequence[int]) -> dict[int, Planned | None
     pk -> (its ticket, the SetChargingProfile payload to send), None for a charger that is gone."""
     phases: dict[int, int] = {}
     for chunk in services.chunks(list(charger_pks)):
-        phases.update(Charger.objects.filter(pk__in=chunk).values_list("pk", "phases"))
+        phases.update(Charger.objects.filter(pk__among=chunk).values_list("pk", "phases"))
     units: dict[int, str] = {}
     for chunk in services.chunks(list(phases)):
         units.update(inputs.charger_rate_units(chunk))

@@ -186,7 +186,7 @@ def chunks(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
 def rows_update(pks: Sequence[int], **values: Any) -> None:
     """Set `values` on the LimitState rows `pks`: one UPDATE per BATCH_ROWS rows."""
     for chunk in chunks(pks):
-        LimitState.objects.filter(pk__in=chunk).update(**values)
+        LimitState.objects.filter(pk__among=chunk).update(**values)
 
 
 def limit_sends_record(sends: list[SessionSend], *, now: dt.datetime, timeout_s: float) -> list[SendTicket]:
@@ -223,7 +223,7 @@ def _session_rows(keys: set[tuple[int, int]]) -> dict[tuple[int, int], tuple[int
     chargers = sorted({key[0] for key in keys})
     connectors = {key[1] for key in keys}
     for chunk in chunks(chargers):
-        rows = LimitState.objects.filter(charger_id__in=chunk, connector_id__in=connectors)
+        rows = LimitState.objects.filter(charger_id__among=chunk, connector_id__among=connectors)
         for pk, charger_id, connector_id, transaction_id in rows.values_list(
                 "pk", "charger_id", "connector_id", "transaction_id"):
             if (charger_id, connector_id) in keys:
@@ -288,7 +288,7 @@ def _default_states(charger_pks: list[int]) -> dict[int, LimitState]:
     """Charger pk -> its connector-0 row, locked in primary-key order where the database can."""
     found: dict[int, LimitState] = {}
     for chunk in chunks(charger_pks):
-        rows = LimitState.objects.filter(charger_id__in=chunk, connector_id=0).order_by("pk").only(
+        rows = LimitState.objects.filter(charger_id__among=chunk, connector_id=0).order_by("pk").only(
             "pk", "charger_id", "connector_id", "wanted_a", "in_force_a")
         if connection.features.has_select_for_update:
             rows = rows.select_for_update()
@@ -300,7 +300,7 @@ def _default_rows(charger_pks: list[int]) -> dict[int, int]:
     """Charger pk -> pk of its connector-0 (safe default) row."""
     found: dict[int, int] = {}
     for chunk in chunks(charger_pks):
-        found.update(LimitState.objects.filter(charger_id__in=chunk, connector_id=0).values_list("charger_id", "pk"))
+        found.update(LimitState.objects.filter(charger_id__among=chunk, connector_id=0).values_list("charger_id", "pk"))
     return found
 
 
@@ -310,7 +310,7 @@ def lock_rows(pks: list[int]) -> None:
     them never wait on each other in a cycle."""
     if connection.features.has_select_for_update:
         for chunk in chunks(sorted(set(pks))):
-            locked = LimitState.objects.select_for_update().filter(pk__in=chunk).order_by("pk")
+            locked = LimitState.objects.select_for_update().filter(pk__among=chunk).order_by("pk")
             list(locked.values_list("pk", flat=True))
 
 
@@ -337,7 +337,7 @@ def _record_pending(
         all_pks = [item[0] for item in items]
         seqs: dict[int, int] = {}
         for chunk in chunks(all_pks):
-            seqs.update(LimitState.objects.filter(pk__in=chunk).values_list("pk", "sent_seq"))
+            seqs.update(LimitState.objects.filter(pk__among=chunk).values_list("pk", "sent_seq"))
     return [SendTicket(pk, seqs[pk], limit_a, paused, tx) for pk, limit_a, paused, _unit, tx in items]
 
 
@@ -381,7 +381,7 @@ def limit_answers_record(answers: list[Answer], *, now: dt.datetime) -> bool:
     with transaction.atomic():
         states: dict[int, LimitState] = {}
         for chunk in chunks(pks):
-            states.update((row.pk, row) for row in LimitState.objects.select_for_update().filter(pk__in=chunk)
+            states.update((row.pk, row) for row in LimitState.objects.select_for_update().filter(pk__among=chunk)
                           .order_by("pk"))
         for answer in answers:
             state = states.get(answer.ticket.state_pk)

@@ -305,10 +305,10 @@ def test_profiles_that_find_the_process_inbox_full_are_handed_over_again_in_the_
 
     monkeypatch.setattr(apply, "cast_calls", full_inbox)
     monkeypatch.setattr(apply.time, "sleep", lambda seconds: None)
-    monkeypatch.setattr(apply, "HANDOVER_RETRY_CHUNK", 8)
+    monkeypatch.setattr(apply, "HANDOVER_RETRY_CHUNK", 4)
     report = run_tick(NOW)
     assert report.sent == 24 and len(inbox) == 24  # 12 first profiles, 12 defaults, all in this tick
-    assert rounds == [24, 8, 8, 8, 4]  # retried a chunk at a time
+    assert rounds == [12, 4, 3, 12, 4, 3]  # the sessions' then the defaults', retried a chunk at a time
     purposes = [cast.payload["csChargingProfiles"]["chargingProfilePurpose"] for cast in inbox]
     assert purposes == ["TxProfile"] * 12 + ["TxDefaultProfile"] * 12  # the order is kept
     assert not LimitState.objects.filter(last_status=AnswerStatus.NOT_SENT).exists()
@@ -320,3 +320,22 @@ def test_profiles_that_find_the_process_inbox_full_are_handed_over_again_in_the_
     Zone.objects.filter(parent__isnull=True).update(max_current_a=12 * 10.0)
     assert run_tick(NOW).sent > 0
     assert LimitState.objects.filter(last_status=AnswerStatus.NOT_SENT).exists()
+
+
+@pytest.mark.django_db
+def test_the_sessions_profiles_are_on_their_way_before_the_defaults_are_recorded(monkeypatch):
+    """A cut's session decreases are handed over first; the defaults, planned and recorded after
+    them, are each recorded as pending before their own hand-over."""
+    build_site(6)
+    seen: list[tuple[list[str], int, int]] = []
+
+    def hand_over(batch: list[Any]) -> list[str | None]:
+        purposes = [cast.payload["csChargingProfiles"]["chargingProfilePurpose"] for cast in batch]
+        pending = LimitState.objects.filter(pending_a__isnull=False)
+        seen.append((purposes, pending.filter(connector_id=1).count(), pending.filter(connector_id=0).count()))
+        return [None] * len(batch)
+
+    monkeypatch.setattr(apply, "cast_calls", hand_over)
+    report = run_tick(NOW)
+    assert report.sent == 12
+    assert seen == [(["TxProfile"] * 6, 6, 0), (["TxDefaultProfile"] * 6, 6, 6)]

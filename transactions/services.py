@@ -466,7 +466,7 @@ def transactions_close_after_reboot_many(*, charger_pks: Iterable[int]) -> dict[
     found: list[tuple[int, int, dt.datetime | None]] = []
     for start in range(0, len(pks), _BATCH_ROWS):
         found.extend(Transaction.objects.filter(
-            charger_id__in=pks[start:start + _BATCH_ROWS], state=TransactionState.ACTIVE,
+            charger_id__among=pks[start:start + _BATCH_ROWS], state=TransactionState.ACTIVE,
             created_at__lt=F("charger__last_boot_at"),
         ).values_list("pk", "charger_id", "charger__last_boot_at"))
     if not found:
@@ -495,7 +495,7 @@ def _close_by_system_many(ends: dict[int, dt.datetime], *, reason: str) -> list[
     with db_transaction.atomic():
         records: list[Transaction] = []
         for start in range(0, len(pks), _BATCH_ROWS):
-            rows = Transaction.objects.filter(pk__in=pks[start:start + _BATCH_ROWS], state=TransactionState.ACTIVE)
+            rows = Transaction.objects.filter(pk__among=pks[start:start + _BATCH_ROWS], state=TransactionState.ACTIVE)
             if connection.features.has_select_for_update:
                 rows = rows.select_for_update().order_by("pk")
             records.extend(rows.only("pk", "charger_id", "start_time", "last_sample_at", "last_meter_wh",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 
 from django.core.asgi import get_asgi_application
 
@@ -16,8 +15,6 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import re_path  # noqa: E402
-
-sys.setswitchinterval(settings.WEB_GIL_SWITCH_INTERVAL_US / 1_000_000)
 
 from chargers.consumers import OcppConsumer, UnknownPathConsumer  # noqa: E402
 from dashboard.routing import websocket_urlpatterns as dashboard_websockets  # noqa: E402

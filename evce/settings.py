@@ -120,6 +120,8 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+elif _database["ENGINE"] == "django.db.backends.postgresql":
+    _database["ENGINE"] = "evce.postgresql"  # psycopg's C parser for date-times (evce/postgresql/base.py)
 # Persistent connections: Channels closes a thread's connection after each database call
 # unless it may live on, and opening one (a TCP + auth round trip on PostgreSQL, the WAL
 # pragmas on SQLite) cost more than the OCPP write it served. The health check reopens a
@@ -247,11 +249,6 @@ OCPP_LOG_MAX_ROWS = env_int("OCPP_LOG_MAX_ROWS", 200_000, minimum=1000)
 # batch: the latency of a bare server, but a crash of the web process loses the samples of the
 # open batch, a fraction of a second, which the chargers will not send again).
 OCPP_METER_VALUES_ANSWER = env_choice("OCPP_METER_VALUES_ANSWER", "committed", ("committed", "received"))
-# How long (µs) a thread may hold the GIL while another waits for it, in the web processes. The
-# event loop (every websocket) shares the GIL with the database threads (write batches, answers);
-# each time it gives the GIL up (any socket write or poll) it waits up to this long to get it back.
-# Python's default is 5,000 µs.
-WEB_GIL_SWITCH_INTERVAL_US = env_int("WEB_GIL_SWITCH_INTERVAL_US", 5000, minimum=100, maximum=100_000)
 # Boot storms: the configuration steps after a BootNotification (automatic configuration,
 # local list) start after a random delay that grows with the chargers booting at the same
 # time (20 ms each), at most this many seconds; the safe default profile goes at once.

@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from api.budgets import ZoneBudget, active_zone_budgets
 from chargers.models import Charger, ConfigurationKey, Connector, RegistrationStatus
+from evce import fastload
 from loadmgmt import profiles, tree
 from loadmgmt.capacity import TimeOfUse, ZoneCapacity, ZoneConfig, ZoneMeasurement, lower_limit, zone_capacity
 from loadmgmt.engine import Policy, Session
@@ -51,6 +52,8 @@ CHARGER_FIELDS = ("id", "charge_point_id", "registration_status", "connected", "
 TRANSACTION_FIELDS = ("id", "charger", "connector_id", "id_tag", "id_tag_status", "start_time", "created_at", "vip",
                       "energy_wh", "state")
 LIMIT_STATE_UNUSED = ("purpose", "in_force_since", "pending_sent_at", "last_detail", "updated_at")
+LIMIT_STATE_FIELDS = tuple(field.name for field in LimitState._meta.concrete_fields
+                           if field.name not in LIMIT_STATE_UNUSED)
 
 Phases3 = tuple[float, float, float]
 # (timestamp, per-phase amps on the supply phases) of one session, oldest first.
@@ -174,14 +177,14 @@ def gather(now: dt.datetime) -> LoopInputs:
     budgets = zone_budgets(zones, now)
     configs = [zone_config(zone, settings, budgets.get(zone.pk)) for zone in zones]
     managed = Charger.objects.filter(registration_status=RegistrationStatus.ACCEPTED)
-    chargers = list(managed.only(*CHARGER_FIELDS))
+    chargers = fastload.instances(managed, CHARGER_FIELDS)
     by_pk = {charger.pk: charger for charger in chargers}
     # The managed chargers as a subquery, not a list of thousands of parameters to prepare.
     managed_pks = managed.values("pk")
     active = Transaction.objects.filter(state=TransactionState.ACTIVE, charger_id__in=managed_pks)
-    transactions = [tx for tx in active.only(*TRANSACTION_FIELDS) if tx.charger_id in by_pk]
+    transactions = [tx for tx in fastload.instances(active, TRANSACTION_FIELDS) if tx.charger_id in by_pk]
     states = {(s.charger_id, s.connector_id): s
-              for s in LimitState.objects.filter(charger_id__in=managed_pks).defer(*LIMIT_STATE_UNUSED)
+              for s in fastload.instances(LimitState.objects.filter(charger_id__in=managed_pks), LIMIT_STATE_FIELDS)
               if s.charger_id in by_pk}
     charger_contexts = _charger_contexts(chargers, tree.root_ids(configs), states, charger_rate_units(managed_pks),
                                          connector_counts(managed_pks))

@@ -382,7 +382,7 @@ def limit_answers_record(answers: list[Answer], *, now: dt.datetime) -> bool:
         states: dict[int, LimitState] = {}
         for chunk in chunks(pks):
             states.update((row.pk, row) for row in LimitState.objects.select_for_update().filter(pk__among=chunk)
-                          .order_by("pk"))
+                          .order_by("pk").only(*_ANSWER_READS))
         for answer in answers:
             state = states.get(answer.ticket.state_pk)
             answered = _answer_fields(state, answer.ticket, answer.outcome, answer.detail, now)
@@ -399,6 +399,11 @@ def limit_answers_record(answers: list[Answer], *, now: dt.datetime) -> bool:
         for values, group in groups.items():
             rows_update(group, **dict(values))
     return lowered
+
+
+# The columns `_answer_fields` reads (any other would cost a query per row).
+_ANSWER_READS = ("id", "connector_id", "transaction_id", "sent_seq", "in_force_a", "pending_max_a", "unsettled_a",
+                 "failures")
 
 
 def _answer_fields(

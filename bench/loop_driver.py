@@ -84,8 +84,11 @@ def _profilers(seconds: float, server_pid: int | None) -> list[subprocess.Popen[
         return []
     spy = str(Path(sys.executable).with_name("py-spy"))
     targets = [("loop", str(os.getpid())), *([("daphne", str(server_pid))] if server_pid else [])]
+    # BENCH_PYSPY_GIL=1: only the thread holding the GIL is sampled (where the CPU goes, not the waits).
+    gil = ["--gil"] if os.environ.get("BENCH_PYSPY_GIL") else []
     spies = [subprocess.Popen([spy, "record", "-p", pid, "-d", str(int(seconds)), "-r", "200", "--format", "raw",  # noqa: S603
-                               "-o", f"{folder}/cut-{name}.txt"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               *gil, "-o", f"{folder}/cut-{name}.txt"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
              for name, pid in targets]
     time.sleep(1.0)  # attached before the cut
     return spies

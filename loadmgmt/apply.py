@@ -27,7 +27,7 @@ from loadmgmt import profiles, services
 from loadmgmt.engine import Allocation
 from loadmgmt.engine.planning import Holder, Plan, Send, plan
 from loadmgmt.inputs import LoopInputs
-from loadmgmt.models import AnswerStatus, LimitState, Setpoint
+from loadmgmt.models import AnswerStatus, LimitState
 from loadmgmt.safety import safe_default_targets
 
 logger = logging.getLogger(__name__)
@@ -225,7 +225,7 @@ def record_decisions(inputs: LoopInputs, allocation: Allocation, tick: TickPlan,
 
 def _record_decisions(inputs: LoopInputs, allocation: Allocation, tick: TickPlan, now: dt.datetime) -> None:
     sent = {(o.charger_pk, o.connector_id): o for o in tick.outgoing}
-    history: list[Setpoint] = []
+    history: list[services.SetpointRow] = []
     rows: list[tuple[int, dict[str, object]]] = []
     fresh = _rows_of_new_sessions(inputs)
     for session_id, decision in allocation.limits.items():
@@ -240,10 +240,11 @@ def _record_decisions(inputs: LoopInputs, allocation: Allocation, tick: TickPlan
         changed = (state.wanted_a, state.wanted_paused, state.binding) != (wanted, decision.paused,
                                                                           decision.binding[:120])
         if changed or outgoing is not None:
-            history.append(Setpoint(timestamp=now, charger_id=ctx.charger_pk, connector_id=ctx.connector_id,
-                                    transaction_id=ctx.transaction_id, limit_a=wanted, paused=decision.paused,
-                                    binding=decision.binding[:120], overdraw=decision.overdraw,
-                                    sent=outgoing is not None, status=(outgoing.status if outgoing else waiting)[:60]))
+            history.append(services.SetpointRow(
+                timestamp=now, charger_id=ctx.charger_pk, connector_id=ctx.connector_id,
+                transaction_id=ctx.transaction_id, limit_a=wanted, paused=decision.paused,
+                binding=decision.binding[:120], overdraw=decision.overdraw, sent=outgoing is not None,
+                status=(outgoing.status if outgoing else waiting)[:60]))
         fields = _decision_fields(state, wanted, decision.paused, decision.binding[:120], waiting[:160],
                                   decision.state_since, now)
         for name, value in fields.items():

@@ -13,11 +13,12 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from django.db import connection, transaction
 from django.db.models import Case, F, Value, When
 
+from chargers.bulkinsert import insert_rows
 from loadmgmt.models import AnswerStatus, LimitPurpose, LimitState, Setpoint, SiteSettings, Zone
 
 _T = TypeVar("_T")
@@ -458,8 +459,25 @@ def backoff_s(failures: int) -> float:
     return min(MAX_BACKOFF_S, 2.0 ** max(0, failures - 1))
 
 
-def setpoints_record(rows: list[Setpoint]) -> None:
-    Setpoint.objects.bulk_create(rows)
+class SetpointRow(NamedTuple):
+    """One decision for the history (the columns of `Setpoint`)."""
+
+    timestamp: dt.datetime
+    charger_id: int
+    connector_id: int
+    transaction_id: int | None
+    limit_a: float
+    paused: bool
+    binding: str
+    overdraw: bool
+    sent: bool
+    status: str
+
+
+def setpoints_record(rows: Sequence[SetpointRow]) -> None:
+    """Append decisions to the history as plain rows: a limit cut on 5,000 chargers appends
+    5,000, and building a model instance for each was a tenth of that tick's CPU."""
+    insert_rows(Setpoint, SetpointRow._fields, rows)
 
 
 def setpoints_prune(*, now: dt.datetime) -> int:

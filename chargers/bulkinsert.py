@@ -37,11 +37,14 @@ def insert_rows(model: type[models.Model], columns: Sequence[str], rows: Sequenc
     if not rows:
         return
     moments: dict[dt.datetime, Any] = {}
+    # Bound once: `connection` is a proxy that looks the thread's connection up in an asgiref
+    # Local at every attribute access (a tenth of a Daphne process's CPU when done per row).
+    adapt = connection.ops.adapt_datetimefield_value
 
     def prepared(value: Any) -> Any:
         if isinstance(value, dt.datetime):
             if value not in moments:
-                moments[value] = connection.ops.adapt_datetimefield_value(value)
+                moments[value] = adapt(value)
             return moments[value]
         return value
 

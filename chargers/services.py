@@ -20,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.hashers import check_password
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -443,7 +443,8 @@ def message_log_many(*, rows: list[dict[str, Any]]) -> None:
     # Plain column tuples, not model instances: building and adapting an instance per row
     # was half of a MeterValues batch's time on the database thread.
     payload_field = OcppMessage._meta.get_field("payload")
-    inline_json = connection.vendor == "sqlite"  # its JSONField stores exactly the JSON text
+    database = connections[DEFAULT_DB_ALIAS]  # not the `connection` proxy: a Local lookup per access
+    inline_json = database.vendor == "sqlite"  # its JSONField stores exactly the JSON text
     values = []
     for row in rows:
         payload, text = _log_payload_and_text(row.get("payload"))
@@ -451,7 +452,7 @@ def message_log_many(*, rows: list[dict[str, Any]]) -> None:
             row["now"], storable_text(row["charge_point_id"])[:48], row["charger_pk"], row["direction"],
             row.get("message_type", ""), storable_text(row.get("unique_id", ""))[:36],
             storable_text(row.get("action", ""))[:50],
-            None if payload is None else text if inline_json else payload_field.get_db_prep_save(payload, connection),
+            None if payload is None else text if inline_json else payload_field.get_db_prep_save(payload, database),
             storable_text(row.get("error", ""))[:2000],
         ))
     insert_rows(OcppMessage, _LOG_COLUMNS, values)

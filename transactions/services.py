@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 from django.conf import settings
 from django.db import connection
 from django.db import transaction as db_transaction
+from django.db.backends.base.operations import BaseDatabaseOperations
 from django.db.models import Avg, Count, F, Field, Max, Min
 from django.db.models.functions import TruncMinute
 from django.utils.dateparse import parse_datetime
@@ -252,17 +253,18 @@ def _write_running_figures(figures: dict[int, dict[str, object]]) -> None:
     for pk, fields in figures.items():
         if fields:
             groups.setdefault(tuple(sorted(fields)), []).append((pk, fields))
-    table = connection.ops.quote_name(Transaction._meta.db_table)
+    ops = connection.ops  # once: `connection` looks the thread's connection up at every access
+    table = ops.quote_name(Transaction._meta.db_table)
     for names, rows in groups.items():
         # The running figures' columns are named after their fields.
-        assignments = ", ".join(f"{connection.ops.quote_name(name)} = %s" for name in names)
-        params: list[list[Any]] = [[_db_value(fields[name]) for name in names] + [pk] for pk, fields in rows]
+        assignments = ", ".join(f"{ops.quote_name(name)} = %s" for name in names)
+        params: list[list[Any]] = [[_db_value(ops, fields[name]) for name in names] + [pk] for pk, fields in rows]
         with connection.cursor() as cursor:
             cursor.executemany(f"UPDATE {table} SET {assignments} WHERE id = %s", params)  # noqa: S608
 
 
-def _db_value(value: object) -> object:
-    return connection.ops.adapt_datetimefield_value(value) if isinstance(value, dt.datetime) else value
+def _db_value(ops: BaseDatabaseOperations, value: object) -> object:
+    return ops.adapt_datetimefield_value(value) if isinstance(value, dt.datetime) else value
 
 
 def _runs_after_reboot(transaction: Transaction, charger_pk: int, samples: list[_SampleRow]) -> bool:
@@ -541,7 +543,8 @@ def _write_closes(figures: dict[int, dict[str, object]]) -> None:
     names = sorted(next(iter(figures.values())))
     table = connection.ops.quote_name(Transaction._meta.db_table)
     assignments = ", ".join(f"{_column(name)} = %s" for name in names)
-    params: list[list[Any]] = [[_db_value(fields[name]) for name in names] + [pk, TransactionState.ACTIVE.value]
+    ops = connection.ops
+    params: list[list[Any]] = [[_db_value(ops, fields[name]) for name in names] + [pk, TransactionState.ACTIVE.value]
                                for pk, fields in figures.items()]
     with connection.cursor() as cursor:
         cursor.executemany(f"UPDATE {table} SET {assignments} WHERE id = %s AND {_column('state')} = %s", params)  # noqa: S608

@@ -30,7 +30,10 @@ import django  # noqa: E402
 
 django.setup()
 
+from django.conf import settings  # noqa: E402
+
 from badges.models import Badge  # noqa: E402
+from evce import gctune  # noqa: E402
 from loadmgmt import apply  # noqa: E402
 from loadmgmt.control import run_tick  # noqa: E402
 from loadmgmt.models import LimitState, SiteSettings, Zone  # noqa: E402
@@ -55,6 +58,7 @@ def _timed_cast_calls(casts: list) -> list[str | None]:  # type: ignore[type-arg
 
 
 apply.cast_calls = _timed_cast_calls  # type: ignore[assignment]
+gctune.tune(settings.GC_THRESHOLDS)  # as the Celery worker that runs the loop (evce/celery.py)
 
 
 def setup(chargers: int) -> dict[str, object]:

@@ -18,6 +18,7 @@ from django.urls import re_path  # noqa: E402
 
 from chargers.consumers import OcppConsumer, UnknownPathConsumer  # noqa: E402
 from dashboard.routing import websocket_urlpatterns as dashboard_websockets  # noqa: E402
+from evce import gctune  # noqa: E402
 
 websocket_urls = [
     # The charge point identity is the last path segment (OCPP-J 1.6 §3.1.1). Every
@@ -36,3 +37,6 @@ application = ProtocolTypeRouter(
         "websocket": URLRouter(websocket_urls),
     }
 )
+
+# Started: what exists now lives as long as the process (evce/gctune.py).
+gctune.tune(settings.GC_THRESHOLDS)

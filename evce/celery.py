@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evce.settings")
 
 app = Celery("evce")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.worker_process_init.connect
+@signals.beat_init.connect
+def _tune_gc(**_: object) -> None:
+    """A worker's pool process (the loop's ticks: tens of thousands of objects each) and beat,
+    once started: the collector tuned as in the web processes (evce/gctune.py)."""
+    from django.conf import settings  # noqa: PLC0415 - Django is set up by now
+
+    from evce import gctune  # noqa: PLC0415
+
+    gctune.tune(settings.GC_THRESHOLDS)
 
 app.conf.beat_schedule = {
     # Chargers whose websocket died without a close frame (power cut, crashed server

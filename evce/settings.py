@@ -10,6 +10,7 @@ import os
 import secrets
 from pathlib import Path
 
+from evce import gctune
 from evce.env import (
     ConfigError,
     check_redis_url,
@@ -249,6 +250,9 @@ OCPP_LOG_MAX_ROWS = env_int("OCPP_LOG_MAX_ROWS", 200_000, minimum=1000)
 # batch: the latency of a bare server, but a crash of the web process loses the samples of the
 # open batch, a fraction of a second, which the chargers will not send again).
 OCPP_METER_VALUES_ANSWER = env_choice("OCPP_METER_VALUES_ANSWER", "committed", ("committed", "received"))
+# Garbage-collector thresholds of the web, worker and beat processes (evce/gctune.py): three
+# positive integers, or "python" for Python's own (700,10,10).
+GC_THRESHOLDS = gctune.parse_thresholds(env_str("GC_THRESHOLDS", "50000,50,100"))
 # Boot storms: the configuration steps after a BootNotification (automatic configuration,
 # local list) start after a random delay that grows with the chargers booting at the same
 # time (20 ms each), at most this many seconds; the safe default profile goes at once.

@@ -178,7 +178,9 @@ def test_several_web_processes_share_the_port_and_every_one_serves_chargers(tmp_
     server call from another shell reaches a charger whichever process holds it."""
 
     port = free_port()
-    process = start_run_command(tmp_path, port, WEB_PROCESSES="2")
+    # Until the second process has started, the first accepts every connection: more than the
+    # per-address registration limit (10 a minute per process) may be needed to reach both.
+    process = start_run_command(tmp_path, port, WEB_PROCESSES="2", OCPP_REGISTRATIONS_PER_ADDRESS="1000")
     sims: list[ChargerSim] = []
     try:
         wait_for_port(port, process, timeout_s=90)

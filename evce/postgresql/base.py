@@ -59,7 +59,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def close_if_health_check_failed(self) -> None:
         due = (self.connection is not None and getattr(self, "health_check_enabled", False)
-               and not getattr(self, "health_check_done", False))
+               and not self.health_check_done)
         if due and time.monotonic() - self._health_checked_at < HEALTH_CHECK_INTERVAL_S:
             self.health_check_done = True
             return

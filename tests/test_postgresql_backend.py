@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 
 from chargers.models import Charger
 
@@ -39,47 +39,3 @@ def test_a_session_in_another_time_zone_still_reads_utc():
         finally:
             cursor.execute("SET TIME ZONE 'UTC'")
     assert value == dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)
-
-
-@pytest.mark.django_db(transaction=True)
-def test_the_health_check_runs_at_most_once_a_second(monkeypatch):
-    from evce.postgresql import base
-
-    connection.ensure_connection()
-    checks: list[int] = []
-    real = connection.is_usable
-
-    def counted() -> bool:
-        checks.append(1)
-        return bool(real())
-
-    monkeypatch.setattr(connection, "is_usable", counted)
-    monkeypatch.setattr(connections["default"], "health_check_enabled", True, raising=False)
-    clock = [1000.0]
-    monkeypatch.setattr(base.time, "monotonic", lambda: clock[0])
-    connection._health_checked_at = clock[0]
-    for _ in range(3):  # what Channels does around every database call
-        connection.health_check_done = False
-        connection.close_if_health_check_failed()
-    assert checks == [] and connection.health_check_done
-    clock[0] += base.HEALTH_CHECK_INTERVAL_S
-    connection.health_check_done = False
-    connection.close_if_health_check_failed()
-    assert checks == [1] and connection.connection is not None
-    connection.health_check_done = False
-    connection.close_if_health_check_failed()
-    assert checks == [1]  # checked just now
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_connection_that_fails_its_check_is_replaced(monkeypatch):
-    from evce.postgresql import base
-
-    connection.ensure_connection()
-    monkeypatch.setattr(connection, "is_usable", lambda: False)
-    monkeypatch.setattr(connections["default"], "health_check_enabled", True, raising=False)
-    connection._health_checked_at = base.time.monotonic() - base.HEALTH_CHECK_INTERVAL_S
-    connection.health_check_done = False
-    connection.close_if_health_check_failed()
-    assert connection.connection is None
-    assert Charger.objects.count() == 0  # reconnects

@@ -1,5 +1,4 @@
-"""Django's PostgreSQL backend, with psycopg's C parser for `timestamptz` values and a health
-check at most once a second per connection (`DatabaseWrapper`).
+"""Django's PostgreSQL backend, with psycopg's C parser for `timestamptz` values.
 
 Django loads every `timestamptz` through a Python subclass of psycopg's pure-Python loader
 (to set the connection's time zone on the result), whatever psycopg implementation is
@@ -13,7 +12,6 @@ it is registered here, behind the class attribute Django checks when it opens a 
 from __future__ import annotations
 
 import datetime as dt
-import time
 from typing import Any
 
 from django.db.backends.postgresql import base
@@ -35,34 +33,9 @@ class UtcTimestamptzLoader(BaseTzLoader):
         self.load = CTimestamptzLoader(oid, context).load
 
 
-# A connection checked this recently is taken as usable without another `SELECT 1`.
-HEALTH_CHECK_INTERVAL_S = 1.0
-
-
 class DatabaseWrapper(base.DatabaseWrapper):
-    """Also: the health check (`CONN_HEALTH_CHECKS`) at most once a second per connection.
-
-    Channels wraps every database call of a consumer in `close_old_connections()`, so Django
-    checked the connection with a `SELECT 1` round trip before each one: a sixth of a Daphne
-    process's reconnect storm. A server gone within the last second fails the next query
-    instead, which the next call then reconnects from, as with any failure mid-request.
-    """
-
-    _health_checked_at = 0.0
-
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         connection = super().get_new_connection(conn_params)
         if CTimestamptzLoader is not None and self.timezone is dt.UTC:
             connection.adapters.register_loader("timestamptz", UtcTimestamptzLoader)
-        self._health_checked_at = time.monotonic()  # just opened
         return connection
-
-    def close_if_health_check_failed(self) -> None:
-        due = (self.connection is not None and getattr(self, "health_check_enabled", False)
-               and not self.health_check_done)
-        if due and time.monotonic() - self._health_checked_at < HEALTH_CHECK_INTERVAL_S:
-            self.health_check_done = True
-            return
-        super().close_if_health_check_failed()
-        if due:
-            self._health_checked_at = time.monotonic()

@@ -41,10 +41,8 @@ from ocpp.v16.enums import Action
 
 from badges.services import AuthorizationStatus, IdTagInfo, badge_authorize
 from chargers import services
-from chargers.batcher import Batcher
 from chargers.frames import CALL, CALLERROR, CALLRESULT, FrameProblem, parse_frame
 from chargers.hooks import SESSION_CHANGE_LISTENERS
-from chargers.loops import PerLoop
 from chargers.models import Charger
 from chargers.ratelimit import ThrottledLog
 from chargers.schemas import SchemaProblem, schema_problem
@@ -405,8 +403,9 @@ class CentralSystemChargePoint:
             iccid=extra.get("iccid", ""),
             imsi=extra.get("imsi", ""),
         )
-        answer = await boots_recorded().submit(services.BootRecord(
-            charger_pk=self.charger_pk, info=info, now=clock.now(), seen=self._registration))
+        answer = await database_sync_to_async(services.charger_boot)(
+            charger_pk=self.charger_pk, info=info, now=clock.now(), seen=self._registration
+        )
         self._registration = answer.seen
         self._boot_status = answer.status
         if self._on_registration is not None:
@@ -544,7 +543,3 @@ class CentralSystemChargePoint:
 
 
 CentralSystemChargePoint._routes = _route_table(CentralSystemChargePoint)
-
-
-# The BootNotifications of the chargers booting at the same time, recorded in one transaction.
-boots_recorded = PerLoop(lambda: Batcher(services.charger_boot_many, max_batch=500, name="recording boots"))

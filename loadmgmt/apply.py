@@ -109,17 +109,8 @@ def _in_flight(state: LimitState | None, now: dt.datetime) -> float | None:
     return state.pending_a
 
 
-def make_plan(inputs: LoopInputs, allocation: Allocation, now: dt.datetime) -> TickPlan:
-    """Both plans (sessions on live capacity, defaults on static capacity) and what to send."""
-    sessions = plan_sessions(inputs, allocation)
-    targets, defaults = plan_defaults(inputs, now)
-    outgoing = [session_outgoing_for(inputs, send) for send in sessions.sends]
-    outgoing += [default_outgoing_for(inputs, send) for send in defaults.sends]
-    return TickPlan(sessions, defaults, outgoing, targets)
-
-
 def plan_and_send(inputs: LoopInputs, allocation: Allocation, now: dt.datetime) -> TickPlan:
-    """`make_plan` then `send`, the sessions' profiles on their way before the defaults are planned.
+    """Plan and send: the sessions' profiles on their way before the defaults are planned.
 
     A limit cut's decreases for running sessions are what must reach the chargers at once; the
     safe defaults (what a connector without a session may draw, on static capacity) do not

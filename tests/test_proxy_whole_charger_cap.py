@@ -11,7 +11,7 @@ import pytest
 from chargers.models import Charger, ConfigurationKey, RegistrationStatus
 from evce import clock
 from loadmgmt import engine
-from loadmgmt.apply import make_plan
+from loadmgmt.apply import plan_defaults
 from loadmgmt.inputs import gather
 from loadmgmt.models import LimitState, SiteSettings, Zone
 from proxy.models import Role, UpstreamBackend, UpstreamLink, UpstreamProfile
@@ -55,7 +55,7 @@ def allocated(now: dt.datetime) -> tuple[list[float], dict[int, float], list[str
     allocation = engine.allocate(zones, inputs.sessions, inputs.policy, now.timestamp())
     problems = engine.check_allocation(zones, inputs.sessions, allocation)
     limits = sorted(limit.limit_a for limit in allocation.limits.values())
-    return limits, make_plan(inputs, allocation, now).default_targets, problems
+    return limits, plan_defaults(inputs, now)[0], problems
 
 
 def test_it_keeps_the_sum_of_the_chargers_sessions_within_its_charge_point_max(twin):

@@ -138,6 +138,7 @@ class WriteBuffer:
         self._items: list[tuple[Item | None, asyncio.Future[object] | None]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._writing = False  # a batch taken from `_items` is being written
 
     async def submit(self, item: Item | None, *, wait: bool = True) -> object:
         """Queue `item`; with `wait`, return once it is committed (or raise its error)."""
@@ -151,8 +152,9 @@ class WriteBuffer:
         return await future
 
     async def flush(self) -> None:
-        """Return once everything submitted so far is written."""
-        if self._items:
+        """Return once everything submitted so far is written, the batch being written included
+        (its items have left `_items` already: the mark goes after it)."""
+        if self._items or self._writing:
             await self.submit(None, wait=True)
 
     async def _run(self) -> None:
@@ -162,6 +164,7 @@ class WriteBuffer:
             while self._items:
                 batch, self._items = self._items[:WRITE_BATCH_MAX], self._items[WRITE_BATCH_MAX:]
                 items = [item for item, _ in batch if item is not None]
+                self._writing = True
                 try:
                     results = await database_sync_to_async(write_batch)(items) if items else []
                 except BaseException as error:  # the loop is closing, or the thread failed: tell every waiter
@@ -171,6 +174,8 @@ class WriteBuffer:
                             future.set_exception(error if isinstance(error, Exception) else RuntimeError("closed"))
                     self._items = []
                     raise
+                finally:
+                    self._writing = False
                 outcomes = iter(results)
                 for item, future in batch:
                     outcome = None if item is None else next(outcomes)

@@ -112,3 +112,37 @@ def test_status_notifications_share_the_batch_and_an_older_one_never_overwrites_
     second = Connector.objects.get(charger=chargers[1], connector_id=2)
     assert (second.status, second.error_code, second.info, second.vendor_id) == (
         "Faulted", "GroundFailure", "RCD", "Acme")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_flush_waits_for_the_batch_being_written(chargers, monkeypatch) -> None:
+    """A row queued without waiting may already be in the batch the writer is writing: a flush
+    (what a caller does before it learns a charger's answer, whose row is in that batch) returns
+    only once that batch is committed, never while it is still being written."""
+    import threading
+
+    from chargers import writebuffer
+
+    may_commit = threading.Event()
+    committed: list[int] = []
+
+    def slow_write(items: list[object]) -> list[object]:
+        may_commit.wait(5)
+        committed.append(len(items))
+        return [None] * len(items)
+
+    monkeypatch.setattr(writebuffer, "write_batch", slow_write)
+    row = LogRow("CP-W0", chargers[0].pk, "in", NOW, "CALLERROR", "u1", "Reset", {}, "FormatViolation: x")
+
+    async def scenario() -> list[int]:
+        buffer = WriteBuffer()
+        await buffer.submit(row, wait=False)
+        await asyncio.sleep(0.05)  # the writer has taken the row: it is being written
+        flushed = asyncio.ensure_future(buffer.flush())
+        await asyncio.sleep(0.05)
+        assert not flushed.done()  # the row is not committed yet
+        may_commit.set()
+        await asyncio.wait_for(flushed, 5)
+        return list(committed)
+
+    assert asyncio.run(scenario()) == [1]

@@ -182,9 +182,8 @@ class OcppConsumer(AsyncWebsocketConsumer):
             await self._refuse(f"bad or missing HTTP Basic credentials from {address}", address=address)
             return
         _login_failures_by_id.reset(claimed.casefold())
-        grant = await database_sync_to_async(services.charger_connected)(
-            charger_pk=who.charger_pk, channel_name=self.channel_name, now=clock.now(), seen=who
-        )
+        grant = await connections_recorded().submit(services.ConnectionRecord(
+            charger_pk=who.charger_pk, channel_name=self.channel_name, now=clock.now(), seen=who))
         self.charger_pk = grant.charger_pk
         # Read moments ago by charger_identify: the acceptance check starts from it.
         self._registration_seen(who.registration_status == RegistrationStatus.ACCEPTED)
@@ -608,6 +607,9 @@ _replaced_sends = PerLoop(lambda: asyncio.Semaphore(_REPLACED_SENDS_IN_FLIGHT))
 # process that was 50 hops to the database thread a second, each between two write batches.
 acceptance_checks = PerLoop(lambda: Batcher(services.chargers_accepted_many, max_batch=1000,
                                             name="acceptance re-checks"))
+# The websockets accepted at the same time take over their chargers in one transaction.
+connections_recorded = PerLoop(lambda: Batcher(services.chargers_connected_many, max_batch=500,
+                                               name="recording connections"))
 
 # Seconds of boot-step work to spread per charger booting at the same time: a lone boot
 # waits at most this long, a storm of 1,000 up to 20 s (capped by OCPP_BOOT_JITTER_MAX_S).

@@ -41,8 +41,10 @@ from ocpp.v16.enums import Action
 
 from badges.services import AuthorizationStatus, IdTagInfo, badge_authorize
 from chargers import services
+from chargers.batcher import Batcher
 from chargers.frames import CALL, CALLERROR, CALLRESULT, FrameProblem, parse_frame
 from chargers.hooks import SESSION_CHANGE_LISTENERS
+from chargers.loops import PerLoop
 from chargers.models import Charger
 from chargers.ratelimit import ThrottledLog
 from chargers.schemas import SchemaProblem, schema_problem
@@ -403,9 +405,8 @@ class CentralSystemChargePoint:
             iccid=extra.get("iccid", ""),
             imsi=extra.get("imsi", ""),
         )
-        answer = await database_sync_to_async(services.charger_boot)(
-            charger_pk=self.charger_pk, info=info, now=clock.now(), seen=self._registration
-        )
+        answer = await boots_recorded().submit(services.BootRecord(
+            charger_pk=self.charger_pk, info=info, now=clock.now(), seen=self._registration))
         self._registration = answer.seen
         self._boot_status = answer.status
         if self._on_registration is not None:
@@ -543,3 +544,7 @@ class CentralSystemChargePoint:
 
 
 CentralSystemChargePoint._routes = _route_table(CentralSystemChargePoint)
+
+
+# The BootNotifications of the chargers booting at the same time, recorded in one transaction.
+boots_recorded = PerLoop(lambda: Batcher(services.charger_boot_many, max_batch=500, name="recording boots"))

@@ -179,6 +179,25 @@ def charger_connected(
     return ConnectionGrant(charger_pk=charger.pk, replaced_channel=replaced)
 
 
+@dataclass(frozen=True)
+class ConnectionRecord:
+    """One websocket taking over its charger (the arguments of `charger_connected`)."""
+
+    charger_pk: int
+    channel_name: str
+    now: dt.datetime
+    seen: ChargerIdentity | None = None
+
+
+def chargers_connected_many(records: Sequence[ConnectionRecord]) -> dict[ConnectionRecord, ConnectionGrant]:
+    """`charger_connected` for the websockets accepted at the same time, in one transaction
+    (one commit for a storm's batch, not one per charger), rows in primary-key order."""
+    with transaction.atomic():
+        return {record: charger_connected(charger_pk=record.charger_pk, channel_name=record.channel_name,
+                                          now=record.now, seen=record.seen)
+                for record in sorted(records, key=lambda record: record.charger_pk)}
+
+
 def _register_unknown(charge_point_id: str) -> Charger:
     policy = settings.OCPP_UNKNOWN_CHARGERS
     if policy == "reject":
@@ -269,6 +288,29 @@ def charger_boot(
         return BootAnswer("Accepted", interval_s, seen)
     answer = "Pending" if status == RegistrationStatus.PENDING else "Rejected"
     return BootAnswer(answer, settings.OCPP_PENDING_RETRY_INTERVAL, seen)
+
+
+@dataclass(frozen=True)
+class BootRecord:
+    """One BootNotification to record (the arguments of `charger_boot`), for `charger_boot_many`."""
+
+    charger_pk: int
+    info: BootInfo
+    now: dt.datetime
+    seen: tuple[str, int] | None = None
+
+
+def charger_boot_many(records: Sequence[BootRecord]) -> dict[BootRecord, BootAnswer]:
+    """`charger_boot` for the chargers booting at the same time, in one transaction.
+
+    A reconnect storm boots thousands of chargers: one commit each (a WAL flush on PostgreSQL)
+    was most of a web process's database thread. Rows are written in primary-key order, as
+    every batched writer of charger rows does, so two batches never wait on each other in a cycle.
+    """
+    with transaction.atomic():
+        return {record: charger_boot(charger_pk=record.charger_pk, info=record.info, now=record.now,
+                                     seen=record.seen)
+                for record in sorted(records, key=lambda record: record.charger_pk)}
 
 
 def chargers_set_registration(*, charger_pks: list[int], status: str) -> int:

@@ -284,3 +284,68 @@ def test_the_configuration_reads_of_chargers_booting_together_are_two_queries():
     wanted = {"MeterValueSampleInterval": "10"}
     assert read == {chargers[0].pk: (wanted, {"MeterValueSampleInterval": "10"}),
                     chargers[1].pk: (wanted, {"MeterValueSampleInterval": "60"}), chargers[2].pk: (wanted, {})}
+
+
+# --- connections and BootNotifications recorded together ---------------------------------------
+
+
+@pytest.mark.django_db
+def test_boots_recorded_together_answer_as_one_by_one_in_one_transaction():
+    from chargers import services as charger_services
+    from chargers.models import RegistrationStatus
+
+    accepted = Charger.objects.create(charge_point_id="CP-A", registration_status=RegistrationStatus.ACCEPTED,
+                                      heartbeat_interval_s=300)
+    pending = Charger.objects.create(charge_point_id="CP-P", registration_status=RegistrationStatus.PENDING)
+    changed = Charger.objects.create(charge_point_id="CP-C", registration_status=RegistrationStatus.ACCEPTED,
+                                     heartbeat_interval_s=60)
+    info = charger_services.BootInfo(vendor="ACME", model="Wallbox", firmware_version="1.2")
+    records = [
+        charger_services.BootRecord(changed.pk, info, NOW, seen=(RegistrationStatus.PENDING, 60)),  # stale
+        charger_services.BootRecord(accepted.pk, info, NOW, seen=(RegistrationStatus.ACCEPTED, 300)),
+        charger_services.BootRecord(pending.pk, info, NOW),
+    ]
+    answers = charger_services.charger_boot_many(records)
+    assert [(answers[r].status, answers[r].interval_s) for r in records] == [
+        ("Accepted", 60), ("Accepted", 300), ("Pending", charger_services.settings.OCPP_PENDING_RETRY_INTERVAL)]
+    assert answers[records[0]].seen == (RegistrationStatus.ACCEPTED, 60)
+    assert set(Charger.objects.values_list("firmware_version", "last_boot_at")) == {("1.2", NOW)}
+
+
+@pytest.mark.django_db
+def test_connections_recorded_together_report_the_connection_each_replaced():
+    from chargers import services as charger_services
+
+    fresh = Charger.objects.create(charge_point_id="CP-F")
+    held = Charger.objects.create(charge_point_id="CP-H", connected=True, channel_name="old-channel")
+    raced = Charger.objects.create(charge_point_id="CP-R", connected=True, channel_name="other-channel")
+    seen = {c.pk: charger_services.charger_identify(charge_point_id=c.charge_point_id) for c in (fresh, held)}
+    records = [
+        charger_services.ConnectionRecord(fresh.pk, "ch-1", NOW, seen[fresh.pk]),
+        charger_services.ConnectionRecord(held.pk, "ch-2", NOW, seen[held.pk]),
+        charger_services.ConnectionRecord(raced.pk, "ch-3", NOW, None),  # nothing seen: locked and read
+    ]
+    grants = charger_services.chargers_connected_many(records)
+    assert [grants[r].replaced_channel for r in records] == ["", "old-channel", "other-channel"]
+    assert sorted(Charger.objects.values_list("channel_name", "connected")) == [
+        ("ch-1", True), ("ch-2", True), ("ch-3", True)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_storm_of_boots_goes_in_few_batches():
+    from chargers import protocol
+    from chargers import services as charger_services
+
+    chargers = [Charger.objects.create(charge_point_id=f"CP-{n}", registration_status="accepted")
+                for n in range(40)]
+    info = charger_services.BootInfo(vendor="ACME", model="Wallbox")
+
+    async def storm() -> list[str]:
+        batcher = protocol.boots_recorded()
+        answers = await asyncio.gather(*(batcher.submit(charger_services.BootRecord(c.pk, info, NOW))
+                                         for c in chargers))
+        assert 1 <= batcher.batches < len(chargers)
+        return [answer.status for answer in answers]
+
+    assert asyncio.run(storm()) == ["Accepted"] * 40
+    assert Charger.objects.filter(last_boot_at=NOW).count() == 40

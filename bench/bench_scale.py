@@ -354,7 +354,9 @@ async def one_size(server: Server, size: int, args: argparse.Namespace) -> dict[
     await asyncio.sleep(1.0 if server.kind == "bare" else 3.0)  # settle (imports, first connections)
     idle_kb = server.rss_kb()
     fleet = [ocpp_load.Charger(server.url, f"BENCH-{n:05d}") for n in range(size)]
+    spy = await start_py_spy(server, f"connect-{server.kind}-{size}-{len(server.processes)}.txt")
     result: dict[str, Any] = await ocpp_load.bring_up(fleet, 60.0)
+    await stop_py_spy(spy)
     await asyncio.sleep(2.0)
     result["server_kb_per_charger"] = round((server.rss_kb() - idle_kb) / size, 1)
     rate = args.rate or min(size / args.period, args.max_rate)

@@ -217,8 +217,11 @@ def test_a_charger_holding_its_list_at_boot_gets_one_question_and_nothing_is_com
     with CaptureQueriesContext(connection) as queries:
         assert async_to_sync(boot_step_local_list)(keeper, pk) == "in sync at v1"
     assert keeper.calls == ["GetLocalListVersion"]
-    # The claim (its row, the conditional update, the revision) and the release: no badge read, no plan.
-    assert len(queries) <= 4, [query["sql"] for query in queries]
+    # The claim (its row, the conditional update, the revision) and the release: no badge read, no plan
+    # (not counting the batches' transaction statements).
+    statements = [query["sql"] for query in queries
+                  if not query["sql"].startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE SAVEPOINT"))]
+    assert len(statements) <= 4, statements
     assert not any('"badges_badge"' in query["sql"] for query in queries)
     state = LocalListState.objects.get(charger_id=pk)
     assert (state.status, state.list_version, state.syncing_until) == (LocalListStatus.IN_SYNC, 1, None)
@@ -241,3 +244,38 @@ def test_a_charger_holding_its_list_at_boot_gets_one_question_and_nothing_is_com
     with CaptureQueriesContext(connection) as queries:
         assert async_to_sync(boot_step_local_list)(keeper, pk) == "in sync at v3"
     assert any('"badges_badge"' in query["sql"] for query in queries)
+
+
+def test_syncs_starting_together_are_claimed_and_planned_in_one_batch(badges):
+    """A storm of new chargers: their claims and plans are one batch reading the badges once,
+    their outcomes and releases another; each charger still gets its own list (zone rights)."""
+    import asyncio
+
+    from asgiref.sync import async_to_sync
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from badges import local_list
+    from loadmgmt.models import Zone
+
+    site = Zone.objects.create(name="Site", max_current_a=100)
+    garage = Zone.objects.create(name="Garage", parent=site, max_current_a=63)
+    Badge.objects.get(id_tag="ALICE").zones.add(site)  # ALICE: the site and every zone below it
+    inside = [Charger.objects.create(charge_point_id=f"CP-IN-{n}", zone=garage,
+                                     registration_status=RegistrationStatus.ACCEPTED).pk for n in range(4)]
+    outside = Charger.objects.create(charge_point_id="CP-OUT", registration_status=RegistrationStatus.ACCEPTED).pk
+    keepers = {pk: _ListKeeper() for pk in [*inside, outside]}
+
+    async def boot_all() -> tuple[list[str], int, int]:
+        results = await asyncio.gather(*(local_list.boot_step_local_list(keeper, pk) for pk, keeper in keepers.items()))
+        return list(results), local_list._starts().batches, local_list._ends().batches
+
+    with CaptureQueriesContext(connection) as queries:
+        results, starts, ends = async_to_sync(boot_all)()
+    assert all(result == "Full list accepted at v1 (4 entries)" for result in results), results
+    assert (starts, ends) == (1, 1)
+    assert sum('FROM "badges_badge"' in query["sql"] for query in queries) == 1
+    for pk in keepers:
+        state = LocalListState.objects.get(charger_id=pk)
+        assert (state.status, state.list_version, state.syncing_until) == (LocalListStatus.IN_SYNC, 1, None)
+        assert state.entries["alice"]["idTagInfo"]["status"] == ("Accepted" if pk in inside else "Invalid")

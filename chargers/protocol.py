@@ -16,7 +16,7 @@ import json
 import logging
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple
 
 from channels.db import database_sync_to_async
@@ -457,7 +457,7 @@ class CentralSystemChargePoint:
         if not charger.is_accepted:
             # Rejected (or set back to pending) while connected: no session may start.
             raise SecurityError(description="Charge point is not accepted")
-        answer = await database_sync_to_async(tx_services.transaction_start)(
+        answer = await starts_recorded().submit(tx_services.StartRequest(
             charger=charger,
             connector_id=connector_id,
             id_tag=id_tag,
@@ -465,7 +465,7 @@ class CentralSystemChargePoint:
             timestamp=parse_ocpp_time(timestamp, "timestamp"),
             reservation_id=reservation_id,
             now=clock.now(),
-        )
+        ))
         return call_result.StartTransaction(
             transaction_id=answer.transaction_id, id_tag_info=answer.id_tag_info.as_ocpp()
         )
@@ -479,11 +479,8 @@ class CentralSystemChargePoint:
         await self._notify_session_change()
 
     async def _notify_session_change(self) -> None:
-        for listener in SESSION_CHANGE_LISTENERS:
-            try:
-                await database_sync_to_async(listener)(self.charger_pk)
-            except Exception:  # a listener's failure must never reach the charger's link
-                logger.exception("session change listener %s failed", listener)
+        if SESSION_CHANGE_LISTENERS and self.charger_pk is not None:
+            await session_changes_told().submit(self.charger_pk)
 
     @on(Action.stop_transaction)
     async def on_stop_transaction(
@@ -548,3 +545,23 @@ CentralSystemChargePoint._routes = _route_table(CentralSystemChargePoint)
 
 # The BootNotifications of the chargers booting at the same time, recorded in one transaction.
 boots_recorded = PerLoop(lambda: Batcher(services.charger_boot_many, max_batch=500, name="recording boots"))
+# The StartTransactions of chargers starting sessions at the same time, recorded in one transaction.
+starts_recorded = PerLoop(lambda: Batcher(tx_services.transactions_start_many, max_batch=200,
+                                          name="recording transaction starts"))
+
+
+def _tell_session_changes(charger_pks: Sequence[int]) -> dict[int, None]:
+    """Every session-change listener, for each charger whose session started or stopped (told once
+    per batch: a start and a stop arriving together are one "look again"); a listener's failure is
+    logged and never reaches a charger's link."""
+    for charger_pk in charger_pks:
+        for listener in SESSION_CHANGE_LISTENERS:
+            try:
+                listener(charger_pk)
+            except Exception:
+                logger.exception("session change listener %s failed", listener)
+    return dict.fromkeys(charger_pks)
+
+
+# Session changes told to the listeners in batches: one database-thread step for a burst of starts.
+session_changes_told = PerLoop(lambda: Batcher(_tell_session_changes, max_batch=500, name="telling session changes"))

@@ -349,3 +349,56 @@ def test_a_storm_of_boots_goes_in_few_batches():
 
     assert asyncio.run(storm()) == ["Accepted"] * 40
     assert Charger.objects.filter(last_boot_at=NOW).count() == 40
+
+
+@pytest.mark.django_db(transaction=True)
+def test_starts_recorded_together_answer_as_one_by_one_in_one_batch():
+    """A fleet starting sessions at once: one transaction, in order (a replay gets the id already
+    issued, a later start on the same connector closes the earlier one), each its own answer."""
+    from chargers import protocol
+
+    chargers = _chargers(5, prefix="CP-S")
+    at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+    def start(charger: Charger, minutes: int, meter_wh: int = 0) -> tx_services.StartRequest:
+        return tx_services.StartRequest(charger, 1, "T", meter_wh, at + dt.timedelta(minutes=minutes), None,
+                                        at + dt.timedelta(minutes=minutes))
+
+    first, again, later = start(chargers[0], 0), start(chargers[0], 0), start(chargers[0], 1, 500)
+    others = [start(charger, 0) for charger in chargers[1:]]
+
+    async def together() -> dict[tx_services.StartRequest, tx_services.StartAnswer]:
+        batcher = protocol.starts_recorded()
+        requests = [first, again, *others, later]
+        answers = await asyncio.gather(*(batcher.submit(request) for request in requests))
+        assert batcher.batches == 1
+        return dict(zip(requests, answers, strict=True))
+
+    answers = asyncio.run(together())
+    ids = {request: answer.transaction_id for request, answer in answers.items()}
+    assert ids[again] == ids[first] and ids[later] != ids[first]
+    assert len({ids[request] for request in others}) == len(others)
+    assert Transaction.objects.get(pk=ids[first]).state != TransactionState.ACTIVE  # superseded by `later`
+    assert Transaction.objects.filter(state=TransactionState.ACTIVE).count() == 1 + len(others)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_session_changes_arriving_together_are_told_in_one_step_and_a_failing_listener_stays_alone(
+        monkeypatch: pytest.MonkeyPatch):
+    from chargers import hooks, protocol
+
+    told: list[int] = []
+
+    def failing(charger_pk: int) -> None:
+        raise RuntimeError("listener down")
+
+    monkeypatch.setattr(hooks, "SESSION_CHANGE_LISTENERS", [failing, told.append])
+    monkeypatch.setattr(protocol, "SESSION_CHANGE_LISTENERS", hooks.SESSION_CHANGE_LISTENERS)
+
+    async def burst() -> int:
+        batcher = protocol.session_changes_told()
+        await asyncio.gather(*(batcher.submit(pk) for pk in [1, 2, 3, 2]))
+        return batcher.batches
+
+    assert asyncio.run(burst()) == 1
+    assert told == [1, 2, 3]  # each charger once per batch, the failing listener notwithstanding

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -76,33 +76,61 @@ def transaction_start(
     at the start time (`auth_status_at_start`) for review; it is never refused as
     ConcurrentTx, since it already happened.
     """
-    offline = now - timestamp > OFFLINE_REPLAY_AGE
+    request = StartRequest(charger, connector_id, id_tag, meter_start_wh, timestamp, reservation_id, now)
     with db_transaction.atomic():
-        existing = Transaction.objects.filter(
-            charger=charger, connector_id=connector_id, id_tag=id_tag,
-            start_time=timestamp, meter_start_wh=meter_start_wh,
-        ).first()
-        if existing is not None:
-            # The same StartTransaction replayed: answer with the id already issued.
-            info = _authorize_for(charger, id_tag, now, starting=True, offline=existing.offline,
-                                  exclude_transaction_pk=existing.pk)
-            return StartAnswer(existing.pk, info)
-        _close_superseded(charger, connector_id, timestamp)
-        info = _authorize_for(charger, id_tag, now, starting=True, offline=offline)
-        at_start = _authorize_for(charger, id_tag, timestamp, check_concurrency=False) if offline else info
-        record = Transaction.objects.create(
-            charger=charger,
-            connector_id=connector_id,
-            id_tag=id_tag,
-            badge=badge_find(id_tag),
-            id_tag_status=info.status,
-            offline=offline,
-            auth_status_at_start=at_start.status,
-            meter_start_wh=meter_start_wh,
-            start_time=timestamp,
-            reservation_id=reservation_id,
-            state=TransactionState.ACTIVE,
-        )
+        return _start(request)
+
+
+@dataclass(frozen=True, eq=False)
+class StartRequest:
+    """One StartTransaction to record (keyed by identity: two alike are two starts, the second a replay)."""
+
+    charger: Charger
+    connector_id: int
+    id_tag: str
+    meter_start_wh: int
+    timestamp: dt.datetime
+    reservation_id: int | None
+    now: dt.datetime
+
+
+def transactions_start_many(requests: Sequence[StartRequest]) -> dict[StartRequest, StartAnswer]:
+    """`transaction_start` for the StartTransactions arriving together, in order, in one database
+    transaction: a fleet of chargers starting sessions at once otherwise commits one each (on
+    SQLite every commit also waits for the other web processes' write lock)."""
+    with db_transaction.atomic():
+        return {request: _start(request) for request in requests}
+
+
+def _start(request: StartRequest) -> StartAnswer:
+    charger, connector_id, id_tag = request.charger, request.connector_id, request.id_tag
+    timestamp, now = request.timestamp, request.now
+    offline = now - timestamp > OFFLINE_REPLAY_AGE
+    existing = Transaction.objects.filter(
+        charger=charger, connector_id=connector_id, id_tag=id_tag,
+        start_time=timestamp, meter_start_wh=request.meter_start_wh,
+    ).first()
+    if existing is not None:
+        # The same StartTransaction replayed: answer with the id already issued.
+        info = _authorize_for(charger, id_tag, now, starting=True, offline=existing.offline,
+                              exclude_transaction_pk=existing.pk)
+        return StartAnswer(existing.pk, info)
+    _close_superseded(charger, connector_id, timestamp)
+    info = _authorize_for(charger, id_tag, now, starting=True, offline=offline)
+    at_start = _authorize_for(charger, id_tag, timestamp, check_concurrency=False) if offline else info
+    record = Transaction.objects.create(
+        charger=charger,
+        connector_id=connector_id,
+        id_tag=id_tag,
+        badge=badge_find(id_tag),
+        id_tag_status=info.status,
+        offline=offline,
+        auth_status_at_start=at_start.status,
+        meter_start_wh=request.meter_start_wh,
+        start_time=timestamp,
+        reservation_id=request.reservation_id,
+        state=TransactionState.ACTIVE,
+    )
     return StartAnswer(record.pk, info)
 
 

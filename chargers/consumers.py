@@ -159,11 +159,10 @@ class OcppConsumer(AsyncWebsocketConsumer):
                                printable(claimed), address)
             await self.close(code=CLOSE_NO_SUBPROTOCOL)
             return
-        try:
-            who = await database_sync_to_async(services.charger_identify)(
-                charge_point_id=claimed, may_register=_registrations_by_address.allowed(address))
-        except services.ConnectionRefused as refusal:
-            await self._refuse(f"{refusal.reason} ({address})", address=address)
+        who = await identities_found().submit(services.IdentifyRequest(
+            claimed, may_register=_registrations_by_address.allowed(address)))
+        if isinstance(who, services.ConnectionRefused):
+            await self._refuse(f"{who.reason} ({address})", address=address)
             return
         if who.registered:
             _registrations_by_address.hit(address)
@@ -607,6 +606,9 @@ _replaced_sends = PerLoop(lambda: asyncio.Semaphore(_REPLACED_SENDS_IN_FLIGHT))
 # process that was 50 hops to the database thread a second, each between two write batches.
 acceptance_checks = PerLoop(lambda: Batcher(services.chargers_accepted_many, max_batch=1000,
                                             name="acceptance re-checks"))
+# The handshakes arriving at the same time find (or register) their chargers in one step.
+identities_found = PerLoop(lambda: Batcher(services.chargers_identify_many, max_batch=500,
+                                           name="identifying chargers"))
 # The websockets accepted at the same time take over their chargers in one transaction.
 connections_recorded = PerLoop(lambda: Batcher(services.chargers_connected_many, max_batch=500,
                                                name="recording connections"))

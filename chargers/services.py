@@ -100,15 +100,49 @@ def charger_identify(*, charge_point_id: str, may_register: bool = True) -> Char
     row = (Charger.objects.filter(charge_point_id=charge_point_id).values_list(*_IDENTITY_FIELDS)[:1]
            or Charger.objects.filter(charge_point_id__iexact=charge_point_id).values_list(*_IDENTITY_FIELDS)[:1])
     if row:
-        pk, stored_id, password_hash, status, interval_s, connected, channel_name = row[0]
-        return ChargerIdentity(pk, stored_id, password_hash, registration_status=status,
-                               heartbeat_interval_s=interval_s, connected=connected, channel_name=channel_name)
+        return _identity(row[0])
     if not may_register and settings.OCPP_UNKNOWN_CHARGERS != "reject":
         raise ConnectionRefused("too many new charge point ids from this address; retry in a minute")
     charger = _register_unknown(charge_point_id)
     return ChargerIdentity(charger.pk, charger.charge_point_id, charger.password_hash, True,
                            charger.registration_status, charger.heartbeat_interval_s, charger.connected,
                            charger.channel_name)
+
+
+def _identity(row: Sequence[Any]) -> ChargerIdentity:
+    pk, stored_id, password_hash, status, interval_s, connected, channel_name = row
+    return ChargerIdentity(pk, stored_id, password_hash, registration_status=status,
+                           heartbeat_interval_s=interval_s, connected=connected, channel_name=channel_name)
+
+
+@dataclass(frozen=True, eq=False)
+class IdentifyRequest:
+    """One handshake's `charger_identify` (keyed by identity: two handshakes are two requests)."""
+
+    charge_point_id: str
+    may_register: bool = True
+
+
+def chargers_identify_many(
+    requests: Sequence[IdentifyRequest],
+) -> dict[IdentifyRequest, ChargerIdentity | ConnectionRefused]:
+    """`charger_identify` for the handshakes arriving together: the ids stored as spelled in one
+    SELECT (a reconnect storm), the others one by one and the new ones registered in one
+    transaction (a new fleet). A refusal is that request's result, not an exception."""
+    found = {row[1]: _identity(row) for row in Charger.objects.filter(
+        charge_point_id__among={request.charge_point_id for request in requests}).values_list(*_IDENTITY_FIELDS)}
+    identified: dict[IdentifyRequest, ChargerIdentity | ConnectionRefused] = {
+        request: found[request.charge_point_id] for request in requests if request.charge_point_id in found}
+    others = [request for request in requests if request not in identified]
+    if others:
+        with transaction.atomic():
+            for request in others:
+                try:
+                    identified[request] = charger_identify(charge_point_id=request.charge_point_id,
+                                                           may_register=request.may_register)
+                except ConnectionRefused as refusal:
+                    identified[request] = refusal
+    return identified
 
 
 # Successful verifications, so that a reconnecting charger does not cost another

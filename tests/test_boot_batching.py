@@ -402,3 +402,29 @@ def test_session_changes_arriving_together_are_told_in_one_step_and_a_failing_li
 
     assert asyncio.run(burst()) == 1
     assert told == [1, 2, 3]  # each charger once per batch, the failing listener notwithstanding
+
+
+@pytest.mark.django_db
+def test_handshakes_identified_together_answer_as_one_by_one(settings):
+    from chargers import services as charger_services
+
+    settings.OCPP_UNKNOWN_CHARGERS = "accept"
+    known = Charger.objects.create(charge_point_id="CP-Known")
+    request = charger_services.IdentifyRequest
+    exact, other_case, new, new_again, refused = (
+        request("CP-Known"), request("cp-known"), request("CP-NEW"), request("CP-NEW"),
+        request("CP-SCRIPTED", may_register=False))
+    found = charger_services.chargers_identify_many([exact, other_case, new, new_again, refused])
+    assert found[exact] == charger_services.charger_identify(charge_point_id="CP-Known")
+    assert found[other_case] == found[exact] and found[exact].charger_pk == known.pk  # type: ignore[union-attr]
+    registered = found[new]
+    assert isinstance(registered, charger_services.ChargerIdentity) and registered.registered
+    assert found[new_again] == charger_services.charger_identify(charge_point_id="CP-NEW")  # found, not twice
+    assert isinstance(found[refused], charger_services.ConnectionRefused)
+    assert Charger.objects.filter(charge_point_id__iexact="CP-NEW").count() == 1
+    assert not Charger.objects.filter(charge_point_id="CP-SCRIPTED").exists()
+    # A reconnect storm (every id as stored): one SELECT for the batch, however large.
+    storm = [request(cp_id) for cp_id in ["CP-Known", "CP-NEW"] * 50]
+    with CaptureQueriesContext(connection) as queries:
+        again = charger_services.chargers_identify_many(storm)
+    assert len(queries) == 1 and {again[r].charger_pk for r in storm} == {known.pk, registered.charger_pk}  # type: ignore[union-attr]

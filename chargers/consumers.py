@@ -21,7 +21,7 @@ from urllib.parse import quote
 from asgiref.sync import sync_to_async
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
-from channels.exceptions import StopConsumer
+from channels.exceptions import ChannelFull, StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.utils import await_many_dispatch
 from django.conf import settings
@@ -205,16 +205,24 @@ class OcppConsumer(AsyncWebsocketConsumer):
         """Tell the connection this one replaces to close: here directly when it is one of this
         process's, else through the channel layer. A process whose inbox is full (a restarted
         process's old channels after a reconnect storm: nobody reads them) is said once a
-        minute, not once per charger; the old socket then closes when it times out."""
+        minute, not once per charger, and not sent to again for FULL_INBOX_PAUSE_S: every
+        charger of a storm replaces a connection of the dead process, and each send was a Redis
+        round trip answered ChannelFull (6 % of a storm's event loop). The old socket then
+        closes when it times out, as it would after a failed send."""
         inbox = process_inbox()
         if inbox is not None and inbox.owns(channel):
             inbox.deliver(channel, {"type": "ocpp.replaced"})
+            return
+        process_key = channel.partition("!")[0]
+        if _full_inboxes.get(process_key, 0.0) > time.monotonic():
             return
         try:
             async with _replaced_sends():
                 await self.channel_layer.send(channel, {"type": "ocpp.replaced"})
         except Exception as error:  # noqa: BLE001 - Redis down: the old socket times out on its own
-            _throttled.warning(("replaced", channel.partition("!")[0]),
+            if isinstance(error, ChannelFull):
+                _pause_sends_to(process_key)
+            _throttled.warning(("replaced", process_key),
                                "%s: could not tell the replaced connection %s to close: %s", self.charge_point_id,
                                channel, type(error).__name__ if not str(error) else error)
 
@@ -595,6 +603,19 @@ class OcppConsumer(AsyncWebsocketConsumer):
 
 # Chargers of this process running their boot steps now.
 _booting = 0
+
+# Process keys (`specific.<prefix>`) whose inbox was found full, and until when none is sent there.
+FULL_INBOX_PAUSE_S = 10.0
+_full_inboxes: dict[str, float] = {}
+
+
+
+def _pause_sends_to(process_key: str) -> None:
+    now = time.monotonic()
+    for key in [key for key, until in _full_inboxes.items() if until <= now]:
+        del _full_inboxes[key]  # processes restarted long ago
+    _full_inboxes[process_key] = now + FULL_INBOX_PAUSE_S
+
 
 # "Close, you are replaced" messages in flight, per event loop. After a restart of a process
 # whose chargers were not marked offline (several Daphne processes share the database) every

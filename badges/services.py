@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Literal
 
 from django.conf import settings
 from django.db import transaction
@@ -90,14 +91,17 @@ def badge_authorize(
     offline: bool = False,
     exclude_transaction_pk: int | None = None,
     check_concurrency: bool = True,
+    badge: Badge | None | Literal["find"] = "find",
 ) -> IdTagInfo:
     """Decide whether `id_tag` may charge now (on `charger`, when given). Unknown tags are Invalid.
 
     `starting` is True for a StartTransaction (other sessions on the same charger count as
     concurrent), `offline` for a start replayed after an outage (concurrency is not checked),
-    `check_concurrency` False for the idTagInfo of a StopTransaction.
+    `check_concurrency` False for the idTagInfo of a StopTransaction. `badge`: the tag's badge
+    (or None) when the caller found it already.
     """
-    badge = badge_find(id_tag)
+    if isinstance(badge, str):
+        badge = badge_find(id_tag)
     if badge is None:
         return IdTagInfo(AuthorizationStatus.INVALID)
     parent = badge.parent_id_tag or None

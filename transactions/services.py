@@ -31,7 +31,7 @@ from django.conf import settings
 from django.db import connection
 from django.db import transaction as db_transaction
 from django.db.backends.base.operations import BaseDatabaseOperations
-from django.db.models import Avg, Count, F, Field, Max, Min
+from django.db.models import Avg, Count, F, Field, Max, Min, Q
 from django.db.models.functions import TruncMinute
 from django.utils.dateparse import parse_datetime
 
@@ -106,23 +106,34 @@ def _start(request: StartRequest) -> StartAnswer:
     charger, connector_id, id_tag = request.charger, request.connector_id, request.id_tag
     timestamp, now = request.timestamp, request.now
     offline = now - timestamp > OFFLINE_REPLAY_AGE
-    existing = Transaction.objects.filter(
-        charger=charger, connector_id=connector_id, id_tag=id_tag,
-        start_time=timestamp, meter_start_wh=request.meter_start_wh,
-    ).first()
-    if existing is not None:
+    # One read for both: this very start recorded already (a replay), and older open sessions
+    # on the connector (superseded by this one).
+    replayed, superseded = None, []
+    for pk, state, row_tag, start_time, meter_start_wh, was_offline in Transaction.objects.filter(
+        Q(id_tag=id_tag, start_time=timestamp, meter_start_wh=request.meter_start_wh)
+        | Q(state=TransactionState.ACTIVE, start_time__lt=timestamp),
+        charger=charger, connector_id=connector_id,
+    ).order_by("pk").values_list("pk", "state", "id_tag", "start_time", "meter_start_wh", "offline"):
+        if (row_tag, start_time, meter_start_wh) == (id_tag, timestamp, request.meter_start_wh):
+            replayed = replayed or (pk, was_offline)
+        elif state == TransactionState.ACTIVE:
+            superseded.append(pk)
+    badge = badge_find(id_tag)
+    if replayed is not None:
         # The same StartTransaction replayed: answer with the id already issued.
-        info = _authorize_for(charger, id_tag, now, starting=True, offline=existing.offline,
-                              exclude_transaction_pk=existing.pk)
-        return StartAnswer(existing.pk, info)
-    _close_superseded(charger, connector_id, timestamp)
-    info = _authorize_for(charger, id_tag, now, starting=True, offline=offline)
-    at_start = _authorize_for(charger, id_tag, timestamp, check_concurrency=False) if offline else info
+        info = _authorize_for(charger, id_tag, now, starting=True, offline=replayed[1],
+                              exclude_transaction_pk=replayed[0], badge=badge)
+        return StartAnswer(replayed[0], info)
+    for pk in superseded:  # a new session on a connector: the charger is done with the older open one
+        transaction_close_by_system(transaction_pk=pk, reason=REASON_SUPERSEDED, at=timestamp)
+    info = _authorize_for(charger, id_tag, now, starting=True, offline=offline, badge=badge)
+    at_start = (_authorize_for(charger, id_tag, timestamp, check_concurrency=False, badge=badge)
+                if offline else info)
     record = Transaction.objects.create(
         charger=charger,
         connector_id=connector_id,
         id_tag=id_tag,
-        badge=badge_find(id_tag),
+        badge=badge,
         id_tag_status=info.status,
         offline=offline,
         auth_status_at_start=at_start.status,
@@ -138,15 +149,6 @@ def _authorize_for(charger: Charger, id_tag: str, now: dt.datetime, **options: o
     if not charger.is_accepted:
         return IdTagInfo(AuthorizationStatus.INVALID)
     return badge_authorize(id_tag=id_tag, now=now, charger=charger, **options)  # type: ignore[arg-type]
-
-
-def _close_superseded(charger: Charger, connector_id: int, timestamp: dt.datetime) -> None:
-    """A new session on a connector means the charger is done with the older open one."""
-    older = Transaction.objects.filter(
-        charger=charger, connector_id=connector_id, state=TransactionState.ACTIVE, start_time__lt=timestamp
-    ).values_list("pk", flat=True)
-    for pk in list(older):
-        transaction_close_by_system(transaction_pk=pk, reason=REASON_SUPERSEDED, at=timestamp)
 
 
 def transaction_stop(

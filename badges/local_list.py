@@ -38,7 +38,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from badges.models import Badge, BadgeListRevision, LocalListState, LocalListStatus
-from badges.services import badges_changed, may_use
+from badges.services import badges_changed, lineage_in, may_use, zone_parents
 from chargers.batcher import Batcher
 from chargers.commands import CallFailed, ChargerCallError
 from chargers.loops import PerLoop
@@ -78,22 +78,14 @@ class BadgeSnapshot:
             badges=list(Badge.objects.only("pk", "id_tag", "status", "valid_from", "expires_at", "parent_id_tag")),
             rights_chargers=_rights(Badge.chargers.through, "charger_id"),
             rights_zones=_rights(Badge.zones.through, "zone_id"),
-            zone_parents=dict(_zone_model().objects.values_list("pk", "parent_id")),
+            zone_parents=zone_parents(),
         )
-
-    def lineage(self, zone_pk: int | None) -> set[int]:
-        """The zone and all its ancestors (see badges.services.zone_lineage)."""
-        lineage: set[int] = set()
-        while zone_pk is not None and zone_pk not in lineage:
-            lineage.add(zone_pk)
-            zone_pk = self.zone_parents.get(zone_pk)
-        return lineage
 
 
 def desired_entries(charger: Charger, now: dt.datetime, snapshot: BadgeSnapshot | None = None) -> dict[str, Entry]:
     """The list `charger` should hold now, keyed by lowercased id tag (tags ignore case)."""
     snapshot = snapshot or BadgeSnapshot.read()
-    lineage = snapshot.lineage(charger.zone_id)
+    lineage = lineage_in(snapshot.zone_parents, charger.zone_id)
     entries: dict[str, Entry] = {}
     for badge in snapshot.badges:
         status = badge.validity_status(now)
@@ -164,10 +156,6 @@ class Plan:
     max_send: int | None
     supported_by_config: bool = True
     notes: list[str] = field(default_factory=list)
-
-
-def _zone_model() -> Any:
-    return Charger._meta.get_field("zone").related_model
 
 
 def _positive_int(value: str | None) -> int | None:

@@ -17,8 +17,9 @@ The answer to Authorize and StartTransaction (OCPP 1.6 §4.1, §4.8, §7.2), in 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from django.conf import settings
 from django.db import transaction
@@ -53,14 +54,24 @@ class IdTagInfo:
         return info
 
 
+def zone_parents() -> dict[int, int | None]:
+    """Every zone's parent (the zone tree is small: one query instead of one per level)."""
+    zone_model: Any = Charger._meta.get_field("zone").related_model  # loadmgmt.Zone, without importing loadmgmt
+    return dict(zone_model.objects.values_list("pk", "parent_id"))
+
+
+def lineage_in(parents: Mapping[int, int | None], zone_pk: int | None) -> set[int]:
+    """The zone `zone_pk` and all its ancestors in the tree `parents` (see `zone_parents`)."""
+    lineage: set[int] = set()
+    while zone_pk is not None and zone_pk not in lineage:
+        lineage.add(zone_pk)
+        zone_pk = parents.get(zone_pk)
+    return lineage
+
+
 def zone_lineage(charger: Charger) -> set[int]:
     """The charger's zone and all its ancestors (a badge allowed in a zone may use what is below)."""
-    lineage: set[int] = set()
-    zone = charger.zone
-    while zone is not None and zone.pk not in lineage:
-        lineage.add(zone.pk)
-        zone = zone.parent
-    return lineage
+    return lineage_in(zone_parents(), charger.zone_id) if charger.zone_id is not None else set()
 
 
 def may_use(*, charger_ids: set[int], zone_ids: set[int], charger_pk: int, lineage: set[int]) -> bool:

@@ -609,7 +609,6 @@ FULL_INBOX_PAUSE_S = 10.0
 _full_inboxes: dict[str, float] = {}
 
 
-
 def _pause_sends_to(process_key: str) -> None:
     now = time.monotonic()
     for key in [key for key, until in _full_inboxes.items() if until <= now]:

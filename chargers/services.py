@@ -97,8 +97,15 @@ def charger_identify(*, charge_point_id: str, may_register: bool = True) -> Char
     identity is a CiString, and `cp-1` must not become a second charger next to `CP-1`.
     One SELECT of the columns the connection needs for a known charger.
     """
-    row = (Charger.objects.filter(charge_point_id=charge_point_id).values_list(*_IDENTITY_FIELDS)[:1]
-           or Charger.objects.filter(charge_point_id__iexact=charge_point_id).values_list(*_IDENTITY_FIELDS)[:1])
+    row = Charger.objects.filter(charge_point_id=charge_point_id).values_list(*_IDENTITY_FIELDS)[:1]
+    if row:
+        return _identity(row[0])
+    return _identify_as_spelled_otherwise(charge_point_id, may_register)
+
+
+def _identify_as_spelled_otherwise(charge_point_id: str, may_register: bool) -> ChargerIdentity:
+    """`charger_identify` once no charger is stored as spelled: another case, or a new one."""
+    row = Charger.objects.filter(charge_point_id__iexact=charge_point_id).values_list(*_IDENTITY_FIELDS)[:1]
     if row:
         return _identity(row[0])
     if not may_register and settings.OCPP_UNKNOWN_CHARGERS != "reject":
@@ -138,8 +145,10 @@ def chargers_identify_many(
         with transaction.atomic():
             for request in others:
                 try:
-                    identified[request] = charger_identify(charge_point_id=request.charge_point_id,
-                                                           may_register=request.may_register)
+                    # Not stored as spelled (the SELECT above); case-insensitive it finds one
+                    # registered moments ago by an earlier request of this batch too.
+                    identified[request] = _identify_as_spelled_otherwise(request.charge_point_id,
+                                                                         request.may_register)
                 except ConnectionRefused as refusal:
                     identified[request] = refusal
     return identified

@@ -18,7 +18,7 @@ from django.urls import re_path  # noqa: E402
 
 from chargers.consumers import OcppConsumer, UnknownPathConsumer  # noqa: E402
 from dashboard.routing import websocket_urlpatterns as dashboard_websockets  # noqa: E402
-from evce import gctune  # noqa: E402
+from evce import gctune, warmup  # noqa: E402
 
 websocket_urls = [
     # The charge point identity is the last path segment (OCPP-J 1.6 §3.1.1). Every
@@ -38,5 +38,8 @@ application = ProtocolTypeRouter(
     }
 )
 
-# Started: what exists now lives as long as the process (evce/gctune.py).
+# Started: what the first chargers would load is loaded now (evce/warmup.py), and what
+# exists then lives as long as the process (evce/gctune.py).
+warmup.limit_malloc_arenas(settings.MALLOC_ARENAS)
+warmup.warm_up()
 gctune.tune(settings.GC_THRESHOLDS)

@@ -253,6 +253,9 @@ OCPP_METER_VALUES_ANSWER = env_choice("OCPP_METER_VALUES_ANSWER", "committed", (
 # Garbage-collector thresholds of the web, worker and beat processes (evce/gctune.py): three
 # positive integers, or "python" for Python's own (700,10,10).
 GC_THRESHOLDS = gctune.parse_thresholds(env_str("GC_THRESHOLDS", "50000,50,100"))
+# glibc malloc arenas of a web process (evce/warmup.py): each thread otherwise gets one of its
+# own; 0 leaves glibc's default (8 per core). A MALLOC_ARENA_MAX in the environment wins.
+MALLOC_ARENAS = env_int("MALLOC_ARENAS", 2, minimum=0, maximum=64)
 # Boot storms: the configuration steps after a BootNotification (automatic configuration,
 # local list) start after a random delay that grows with the chargers booting at the same
 # time (20 ms each), at most this many seconds; the safe default profile goes at once.

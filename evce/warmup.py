@@ -1,0 +1,82 @@
+"""What a web process would otherwise load on its first charger's frames, loaded as it starts.
+
+Several libraries import most of themselves on first use: Celery builds its task machinery
+(canvas, result backends, kombu's Redis transport) on the first `apply_async` — the re-balance
+a first StartTransaction asks for —, the process inbox imports channels-redis on the first
+websocket, and redis-py the IDNA codec on its first connection. Measured on one Daphne process
+(bench probe, tracemalloc): ~2.8 MB of Python objects and ~4 MB of RSS arrived with the
+first charger, the first charger's boot waited on those imports, and a fleet of 250 was charged
+16 KB each for memory every process needs anyway. Loaded here, before `gctune.tune` freezes
+what exists at start, they are also kept out of the collector's full passes.
+
+Nothing here connects anywhere: a web process must start while Redis is still coming up.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+logger = logging.getLogger(__name__)
+
+# Modules first used on a charger's frames (found with tracemalloc on a started process).
+FIRST_USE_MODULES = (
+    "encodings.idna",  # redis-py encodes the host name of its first connection
+    "channels_redis.core",
+    "channels_redis.serializers",
+    "celery.canvas",
+    "celery.result",
+    "celery.backends.base",
+    "celery.contrib.django.task",
+    "celery.events",
+    "celery.events.receiver",
+    "kombu.transport.redis",
+    "kombu.transport.virtual",
+    "transactions.services",
+    "badges.local_list",
+    "chargers.configuration",
+    "loadmgmt.tasks",
+)
+
+
+def warm_up() -> None:
+    """Import the first-use modules and finalize the Celery app (its tasks bound, its AMQP
+    helper built, the broker's transport class resolved) without opening a connection."""
+    for name in FIRST_USE_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # an optional backend not installed: loaded on first use, as before
+            logger.debug("warm-up: %s not importable", name)
+    from kombu.transport import resolve_transport
+
+    from evce.celery import app
+
+    app.finalize(auto=True)
+    app.amqp  # noqa: B018 - built on first access: the producer machinery a task send needs
+    resolve_transport(app.conf.broker_url.split("://", 1)[0] if app.conf.broker_url else "redis")
+
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
+
+
+def limit_malloc_arenas(arenas: int) -> bool:
+    """Cap glibc's malloc arenas (what MALLOC_ARENA_MAX does), before the process starts threads.
+
+    glibc gives each new thread an arena of its own: a Daphne process's database thread and
+    executor threads each kept 0.4–0.8 MB of mostly idle heap (smaps of a started process
+    after its first charger). The threads hold the GIL while they allocate Python objects,
+    so sharing few arenas costs them nothing measurable. Not glibc (musl, macOS): nothing done.
+    A MALLOC_ARENA_MAX in the environment wins: glibc read it at start.
+    """
+    import ctypes
+    import ctypes.util
+    import os
+
+    if arenas < 1 or "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_ARENA_MAX, arenas))

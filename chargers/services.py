@@ -385,6 +385,57 @@ def connector_status_update(
         connectors.filter(Q(status_at__isnull=True) | Q(status_at__lte=timestamp)).update(**fields)
 
 
+def connector_statuses_update(*, statuses: Sequence[Mapping[str, Any]]) -> None:
+    """`connector_status_update` for the StatusNotifications of a write batch, in their order.
+
+    The same rule (an older status never overwrites a newer one), with the statements of a
+    batch instead of up to five per status: per connector only the status that would be
+    left after applying them one by one (the newest; of equal times the last) is written, one
+    SELECT finds the connectors that exist, a conditional UPDATE each writes those, one INSERT
+    the new ones (a boot storm's first StatusNotifications), and a connector another process
+    inserted meanwhile gets the conditional UPDATE after all.
+    """
+    final: dict[tuple[int, int], dict[str, Any]] = {}
+    for status in statuses:
+        key = (int(status["charger_pk"]), int(status["connector_id"]))
+        kept = final.get(key)
+        if kept is None or kept["timestamp"] <= status["timestamp"]:
+            final[key] = dict(status)
+    if not final:
+        return
+    stored = {
+        (charger_pk, connector_id): status_at
+        for charger_pk, connector_id, status_at in Connector.objects.filter(
+            charger_id__in={charger_pk for charger_pk, _ in final}
+        ).values_list("charger_id", "connector_id", "status_at")
+    }
+    new: dict[tuple[int, int], dict[str, Any]] = {}
+    for key, status in final.items():
+        if key not in stored:
+            new[key] = status
+        elif stored[key] is None or stored[key] <= status["timestamp"]:
+            connector_status_update(**status)
+    if not new:
+        return
+    Connector.objects.bulk_create(
+        [Connector(charger_id=charger_pk, connector_id=connector_id, **_status_fields(status))
+         for (charger_pk, connector_id), status in new.items()],
+        ignore_conflicts=True,
+    )
+    for charger_pk, connector_id, status_at, state in Connector.objects.filter(
+        charger_id__in={charger_pk for charger_pk, _ in new}
+    ).values_list("charger_id", "connector_id", "status_at", "status"):
+        ours = new.get((charger_pk, connector_id))
+        if ours is not None and (status_at, state) != (ours["timestamp"], ours["status"]):
+            connector_status_update(**ours)  # inserted by another process first: the rule decides
+
+
+def _status_fields(status: Mapping[str, Any]) -> dict[str, Any]:
+    return {"status": status["status"], "error_code": status["error_code"], "info": status.get("info", ""),
+            "vendor_id": status.get("vendor_id", ""), "vendor_error_code": status.get("vendor_error_code", ""),
+            "status_at": status["timestamp"]}
+
+
 def charger_set_field(*, charger_pk: int, **fields: str) -> None:
     """Update simple status fields (diagnostics/firmware status) reported by the charger."""
     Charger.objects.filter(pk=charger_pk).update(**fields)

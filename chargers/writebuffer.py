@@ -119,9 +119,9 @@ def _write(items: Sequence[Item]) -> list[object]:
     rows = [item for item in items if isinstance(item, LogRow)]
     if rows:
         services.message_log_many(rows=[row.__dict__ for row in rows])
-    for item in items:
-        if isinstance(item, StatusWrite):
-            services.connector_status_update(**vars(item))
+    statuses = [vars(item) for item in items if isinstance(item, StatusWrite)]
+    if statuses:
+        services.connector_statuses_update(statuses=statuses)
     meter_values = [item for item in items if isinstance(item, MeterValuesWrite)]
     counts = iter(tx_services.meter_values_record_many(requests=[
         tx_services.MeterValuesRequest(item.charger_pk, item.connector_id, item.transaction_id, item.meter_values)

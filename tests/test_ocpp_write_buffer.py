@@ -7,8 +7,8 @@ import datetime as dt
 
 import pytest
 
-from chargers.models import Charger, OcppMessage, RegistrationStatus
-from chargers.writebuffer import LogRow, MeterValuesWrite, WriteBuffer, write_batch
+from chargers.models import Charger, Connector, OcppMessage, RegistrationStatus
+from chargers.writebuffer import LogRow, MeterValuesWrite, StatusWrite, WriteBuffer, write_batch
 from transactions import services
 from transactions.models import MeterSample, Transaction
 
@@ -146,3 +146,54 @@ def test_a_flush_waits_for_the_batch_being_written(chargers, monkeypatch) -> Non
         return list(committed)
 
     assert asyncio.run(scenario()) == [1]
+
+
+def _status(charger: Charger, connector: int, status: str, minute: int) -> StatusWrite:
+    return StatusWrite(charger.pk, connector, status, "NoError", NOW + dt.timedelta(minutes=minute))
+
+
+def _statuses() -> dict[tuple[str, int], tuple[str, dt.datetime | None]]:
+    return {(row.charger.charge_point_id, row.connector_id): (row.status, row.status_at)
+            for row in Connector.objects.select_related("charger")}
+
+
+def test_a_batch_of_statuses_leaves_what_applying_them_one_by_one_would(chargers, django_assert_max_num_queries):
+    first, second, third = chargers
+    Connector.objects.create(charger=second, connector_id=1, status="Charging", status_at=NOW + dt.timedelta(minutes=5))
+    Connector.objects.create(charger=third, connector_id=1, status="Preparing", status_at=NOW)
+    items = [
+        _status(first, 1, "Preparing", 2), _status(first, 1, "Available", 1),  # older after newer: ignored
+        _status(first, 2, "Available", 1), _status(first, 2, "Faulted", 1),  # same time: the last wins
+        _status(second, 1, "Available", 3),  # older than what is stored: ignored
+        _status(third, 1, "Charging", 4), _status(third, 0, "Available", 0),
+    ]
+    with django_assert_max_num_queries(8):  # not five per status
+        assert write_batch(items) == [None] * len(items)
+    assert _statuses() == {
+        ("CP-W0", 1): ("Preparing", NOW + dt.timedelta(minutes=2)),
+        ("CP-W0", 2): ("Faulted", NOW + dt.timedelta(minutes=1)),
+        ("CP-W1", 1): ("Charging", NOW + dt.timedelta(minutes=5)),
+        ("CP-W2", 1): ("Charging", NOW + dt.timedelta(minutes=4)),
+        ("CP-W2", 0): ("Available", NOW),
+    }
+
+
+def test_a_connector_another_process_inserted_meanwhile_keeps_the_rule(chargers, monkeypatch):
+    from django.db.models.query import QuerySet
+
+    first = chargers[0]
+    real_bulk_create = QuerySet.bulk_create
+
+    def another_process_first(self, objs, *args, **kwargs):  # its newer status lands between SELECT and INSERT
+        Connector.objects.create(charger=first, connector_id=1, status="Charging",
+                                 status_at=NOW + dt.timedelta(minutes=9))
+        Connector.objects.create(charger=first, connector_id=2, status="Faulted", status_at=NOW)
+        return real_bulk_create(self, objs, *args, **kwargs)
+
+    monkeypatch.setattr(QuerySet, "bulk_create", another_process_first)
+    write_batch([_status(first, connector, "Available", 1) for connector in (1, 2, 3)])
+    assert _statuses() == {
+        ("CP-W0", 1): ("Charging", NOW + dt.timedelta(minutes=9)),  # newer than ours: kept
+        ("CP-W0", 2): ("Available", NOW + dt.timedelta(minutes=1)),  # older than ours: overwritten
+        ("CP-W0", 3): ("Available", NOW + dt.timedelta(minutes=1)),
+    }

@@ -428,3 +428,43 @@ def test_handshakes_identified_together_answer_as_one_by_one(settings):
     with CaptureQueriesContext(connection) as queries:
         again = charger_services.chargers_identify_many(storm)
     assert len(queries) == 1 and {again[r].charger_pk for r in storm} == {known.pk, registered.charger_pk}  # type: ignore[union-attr]
+
+
+@pytest.mark.django_db
+def test_a_batch_of_starts_reads_badges_and_prior_sessions_once_and_answers_as_one_by_one(settings):
+    from badges.models import Badge
+    from loadmgmt.models import Zone
+
+    settings.BADGES_ALLOW_CONCURRENT_TX = True  # the concurrency check stays a query per start
+    root = Zone.objects.create(name="Root", max_current_a=100)
+    garage = Zone.objects.create(name="Garage", parent=root, max_current_a=63)
+    elsewhere = Zone.objects.create(name="Elsewhere", parent=root, max_current_a=63)
+    chargers = _chargers(8, prefix="CP-R")
+    Charger.objects.filter(pk__in=[c.pk for c in chargers[:4]]).update(zone=garage)
+    Charger.objects.filter(pk__in=[c.pk for c in chargers[4:]]).update(zone=elsewhere)
+    chargers = list(Charger.objects.filter(pk__in=[c.pk for c in chargers]).order_by("pk"))
+    Badge.objects.create(id_tag="FLEET", holder="Fleet card")
+    Badge.objects.create(id_tag="GARAGE", holder="Garage only").zones.add(garage)
+    at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    stored = tx_services.transaction_start(charger=chargers[0], connector_id=1, id_tag="FLEET", meter_start_wh=10,
+                                           timestamp=at - dt.timedelta(minutes=1), reservation_id=None, now=at)
+    open_before = tx_services.transaction_start(charger=chargers[1], connector_id=1, id_tag="FLEET",
+                                                meter_start_wh=0, timestamp=at - dt.timedelta(minutes=2),
+                                                reservation_id=None, now=at)
+
+    def start(charger: Charger, tag: str, minutes: int = 0, meter_wh: int = 0) -> tx_services.StartRequest:
+        return tx_services.StartRequest(charger, 1, tag, meter_wh, at + dt.timedelta(minutes=minutes), None, at)
+
+    replay = tx_services.StartRequest(chargers[0], 1, "FLEET", 10, at - dt.timedelta(minutes=1), None, at)
+    requests = [replay, start(chargers[1], "fleet"), start(chargers[2], "GARAGE"), start(chargers[3], "NOBODY"),
+                start(chargers[4], "GARAGE"), *(start(charger, "FLEET") for charger in chargers[5:])]
+    with CaptureQueriesContext(connection) as queries:
+        answers = tx_services.transactions_start_many(requests)
+    # An INSERT per new start (7), closing the superseded session (7), the batch's reads: the prior
+    # sessions, each badge and its rights once, the zone tree (9), its savepoint (2). Not five per start.
+    assert len(queries) <= 7 + 7 + 9 + 2
+    statuses = [answers[request].id_tag_info.status for request in requests]
+    assert statuses == ["Accepted", "Accepted", "Accepted", "Invalid", "Invalid", "Accepted", "Accepted", "Accepted"]
+    assert answers[replay].transaction_id == stored.transaction_id  # a replay: the id already issued
+    assert Transaction.objects.get(pk=open_before.transaction_id).state != TransactionState.ACTIVE  # superseded
+    assert Transaction.objects.filter(state=TransactionState.ACTIVE).count() == len(requests)

@@ -35,7 +35,7 @@ from django.db.models import Avg, Count, F, Field, Max, Min, Q
 from django.db.models.functions import TruncMinute
 from django.utils.dateparse import parse_datetime
 
-from badges.services import AuthorizationStatus, IdTagInfo, badge_authorize, badge_find
+from badges.services import AuthorizationStatus, BadgeReads, IdTagInfo, badge_authorize, badge_find
 from chargers.bulkinsert import insert_rows
 from chargers.models import Charger, Connector
 from transactions.energy import ENERGY, POWER, Reading, register_wh, session_energy
@@ -97,37 +97,85 @@ class StartRequest:
 def transactions_start_many(requests: Sequence[StartRequest]) -> dict[StartRequest, StartAnswer]:
     """`transaction_start` for the StartTransactions arriving together, in order, in one database
     transaction: a fleet of chargers starting sessions at once otherwise commits one each (on
-    SQLite every commit also waits for the other web processes' write lock)."""
+    SQLite every commit also waits for the other web processes' write lock). What the starts
+    read is read for the whole batch (`_BatchReads`): a start is its INSERT, plus its own
+    reads only where an earlier start of the batch changed what they would find."""
     with db_transaction.atomic():
-        return {request: _start(request) for request in requests}
+        reads = _BatchReads(requests)
+        return {request: _start(request, reads) for request in requests}
 
 
-def _start(request: StartRequest) -> StartAnswer:
+# pk, state, id tag, start time, meter start, offline
+_PriorRow = tuple[int, str, str, dt.datetime | None, int | None, bool]
+
+
+class _BatchReads:
+    """The reads of a batch of starts, done once: the badges, and the sessions on the batch's
+    connectors that a start could replay or supersede (open ones, and any that started within
+    the batch's span of start times). A connector a start of the batch wrote to is read again
+    by the next start on it, so each start sees what the ones before it did."""
+
+    def __init__(self, requests: Sequence[StartRequest]) -> None:
+        self.badges = BadgeReads()
+        self._written: set[tuple[int, int]] = set()
+        self._prior: dict[tuple[int, int], list[_PriorRow]] = {}
+        if not requests:
+            return
+        earliest = min(request.timestamp for request in requests)
+        latest = max(request.timestamp for request in requests)
+        for pk, charger_pk, connector_id, state, tag, started, meter_start, offline in Transaction.objects.filter(
+            Q(state=TransactionState.ACTIVE) | Q(start_time__gte=earliest, start_time__lte=latest),
+            charger_id__in={request.charger.pk for request in requests},
+        ).order_by("pk").values_list("pk", "charger_id", "connector_id", "state", "id_tag", "start_time",
+                                      "meter_start_wh", "offline"):
+            self._prior.setdefault((charger_pk, connector_id), []).append(
+                (pk, state, tag, started, meter_start, offline))
+
+    def prior(self, request: StartRequest) -> list[_PriorRow]:
+        """This start's replay candidates and open sessions on its connector, in pk order."""
+        key = (request.charger.pk, request.connector_id)
+        if key in self._written:
+            return _prior_of(request)
+        self._written.add(key)
+        return [row for row in self._prior.get(key, [])
+                if (row[2], row[3], row[4]) == (request.id_tag, request.timestamp, request.meter_start_wh)
+                or (row[1] == TransactionState.ACTIVE and row[3] is not None
+                    and row[3] < request.timestamp)]
+
+
+def _prior_of(request: StartRequest) -> list[_PriorRow]:
+    return list(Transaction.objects.filter(
+        Q(id_tag=request.id_tag, start_time=request.timestamp, meter_start_wh=request.meter_start_wh)
+        | Q(state=TransactionState.ACTIVE, start_time__lt=request.timestamp),
+        charger=request.charger, connector_id=request.connector_id,
+    ).order_by("pk").values_list("pk", "state", "id_tag", "start_time", "meter_start_wh", "offline"))
+
+
+def _start(request: StartRequest, reads: _BatchReads | None = None) -> StartAnswer:
     charger, connector_id, id_tag = request.charger, request.connector_id, request.id_tag
     timestamp, now = request.timestamp, request.now
     offline = now - timestamp > OFFLINE_REPLAY_AGE
     # One read for both: this very start recorded already (a replay), and older open sessions
     # on the connector (superseded by this one).
     replayed, superseded = None, []
-    for pk, state, row_tag, start_time, meter_start_wh, was_offline in Transaction.objects.filter(
-        Q(id_tag=id_tag, start_time=timestamp, meter_start_wh=request.meter_start_wh)
-        | Q(state=TransactionState.ACTIVE, start_time__lt=timestamp),
-        charger=charger, connector_id=connector_id,
-    ).order_by("pk").values_list("pk", "state", "id_tag", "start_time", "meter_start_wh", "offline"):
+    for pk, state, row_tag, start_time, meter_start_wh, was_offline in (
+        reads.prior(request) if reads is not None else _prior_of(request)
+    ):
         if (row_tag, start_time, meter_start_wh) == (id_tag, timestamp, request.meter_start_wh):
             replayed = replayed or (pk, was_offline)
         elif state == TransactionState.ACTIVE:
             superseded.append(pk)
-    badge = badge_find(id_tag)
+    badge_reads = reads.badges if reads is not None else None
+    badge = badge_reads.find(id_tag) if badge_reads is not None else badge_find(id_tag)
     if replayed is not None:
         # The same StartTransaction replayed: answer with the id already issued.
         info = _authorize_for(charger, id_tag, now, starting=True, offline=replayed[1],
-                              exclude_transaction_pk=replayed[0], badge=badge)
+                              exclude_transaction_pk=replayed[0], badge=badge, reads=badge_reads)
         return StartAnswer(replayed[0], info)
     for pk in superseded:  # a new session on a connector: the charger is done with the older open one
         transaction_close_by_system(transaction_pk=pk, reason=REASON_SUPERSEDED, at=timestamp)
-    info = _authorize_for(charger, id_tag, now, starting=True, offline=offline, badge=badge)
-    at_start = (_authorize_for(charger, id_tag, timestamp, check_concurrency=False, badge=badge)
+    info = _authorize_for(charger, id_tag, now, starting=True, offline=offline, badge=badge, reads=badge_reads)
+    at_start = (_authorize_for(charger, id_tag, timestamp, check_concurrency=False, badge=badge, reads=badge_reads)
                 if offline else info)
     record = Transaction.objects.create(
         charger=charger,

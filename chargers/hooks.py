@@ -9,7 +9,7 @@ talks to this charger and its primary key.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 CallFn = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -31,10 +31,11 @@ def add_boot_step(step: BootStep, *, first: bool = False) -> None:
         BOOT_ACCEPTED_STEPS.append(step)
 
 
-# Called (synchronously, in a worker thread) after a session started or stopped on a charger,
-# with the charger's primary key: load management uses it to re-balance at once instead of
-# at its next period.
-SessionChangeListener = Callable[[int], object]
+# Called (synchronously, in a worker thread) after sessions started or stopped, once per batch
+# of chargers whose sessions changed together (their primary keys, each once): load management
+# uses it to re-balance at once instead of at its next period. Once per batch, not per charger:
+# a fleet starting together asks for one re-balance, not a Redis round trip per car.
+SessionChangeListener = Callable[[Sequence[int]], object]
 SESSION_CHANGE_LISTENERS: list[SessionChangeListener] = []
 
 

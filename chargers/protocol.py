@@ -551,16 +551,16 @@ starts_recorded = PerLoop(lambda: Batcher(tx_services.transactions_start_many, m
 
 
 def _tell_session_changes(charger_pks: Sequence[int]) -> dict[int, None]:
-    """Every session-change listener, for each charger whose session started or stopped (told once
-    per batch: a start and a stop arriving together are one "look again"); a listener's failure is
-    logged and never reaches a charger's link."""
-    for charger_pk in charger_pks:
-        for listener in SESSION_CHANGE_LISTENERS:
-            try:
-                listener(charger_pk)
-            except Exception:
-                logger.exception("session change listener %s failed", listener)
-    return dict.fromkeys(charger_pks)
+    """Every session-change listener, once for the chargers whose session started or stopped
+    (each charger once per batch: a start and a stop arriving together are one "look again");
+    a listener's failure is logged and never reaches a charger's link."""
+    changed = list(dict.fromkeys(charger_pks))
+    for listener in SESSION_CHANGE_LISTENERS:
+        try:
+            listener(changed)
+        except Exception:
+            logger.exception("session change listener %s failed", listener)
+    return dict.fromkeys(changed)
 
 
 # Session changes told to the listeners in batches: one database-thread step for a burst of starts.

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -142,6 +143,13 @@ def rebalance_soon(charger_pk: int | None = None) -> None:
     except Exception:
         client.delete(QUEUED_KEY)
         raise
+
+
+def rebalance_for_sessions(charger_pks: Sequence[int]) -> None:
+    """Session-change listener (chargers.hooks): sessions started or stopped on these chargers,
+    one re-balance request for all of them."""
+    if charger_pks:
+        rebalance_soon()
 
 
 def limit_outcome_then_rebalance(charger_pk: int, context: dict[str, Any], reply: dict[str, Any]) -> bool:

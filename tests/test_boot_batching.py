@@ -387,9 +387,9 @@ def test_session_changes_arriving_together_are_told_in_one_step_and_a_failing_li
         monkeypatch: pytest.MonkeyPatch):
     from chargers import hooks, protocol
 
-    told: list[int] = []
+    told: list[Sequence[int]] = []
 
-    def failing(charger_pk: int) -> None:
+    def failing(charger_pks: Sequence[int]) -> None:
         raise RuntimeError("listener down")
 
     monkeypatch.setattr(hooks, "SESSION_CHANGE_LISTENERS", [failing, told.append])
@@ -401,7 +401,7 @@ def test_session_changes_arriving_together_are_told_in_one_step_and_a_failing_li
         return batcher.batches
 
     assert asyncio.run(burst()) == 1
-    assert told == [1, 2, 3]  # each charger once per batch, the failing listener notwithstanding
+    assert told == [[1, 2, 3]]  # once per batch, each charger once, the failing listener notwithstanding
 
 
 @pytest.mark.django_db

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -22,6 +23,7 @@ from django.conf import settings
 from django.contrib.auth.hashers import check_password
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models import Q
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from chargers.bulkinsert import insert_rows
@@ -105,9 +107,14 @@ def charger_identify(*, charge_point_id: str, may_register: bool = True) -> Char
 
 def _identify_as_spelled_otherwise(charge_point_id: str, may_register: bool) -> ChargerIdentity:
     """`charger_identify` once no charger is stored as spelled: another case, or a new one."""
-    row = Charger.objects.filter(charge_point_id__iexact=charge_point_id).values_list(*_IDENTITY_FIELDS)[:1]
+    row = Charger.objects.alias(id_lower=Lower("charge_point_id")).filter(
+        id_lower=charge_point_id.lower()).order_by().values_list(*_IDENTITY_FIELDS)[:1]
     if row:
         return _identity(row[0])
+    return _register(charge_point_id, may_register)
+
+
+def _register(charge_point_id: str, may_register: bool) -> ChargerIdentity:
     if not may_register and settings.OCPP_UNKNOWN_CHARGERS != "reject":
         raise ConnectionRefused("too many new charge point ids from this address; retry in a minute")
     charger = _register_unknown(charge_point_id)
@@ -143,14 +150,24 @@ def chargers_identify_many(
     others = [request for request in requests if request not in identified]
     if others:
         with transaction.atomic():
+            # Not stored as spelled (the SELECT above): in another letter case (one indexed
+            # SELECT for all), registered by an earlier request of this batch, or new.
+            otherwise = {row[1].lower(): _identity(row) for row in Charger.objects.alias(
+                id_lower=Lower("charge_point_id")).filter(
+                id_lower__in={request.charge_point_id.lower() for request in others}).order_by().values_list(
+                *_IDENTITY_FIELDS)}
             for request in others:
+                key = request.charge_point_id.lower()
+                if key in otherwise:
+                    identified[request] = otherwise[key]
+                    continue
                 try:
-                    # Not stored as spelled (the SELECT above); case-insensitive it finds one
-                    # registered moments ago by an earlier request of this batch too.
-                    identified[request] = _identify_as_spelled_otherwise(request.charge_point_id,
-                                                                         request.may_register)
+                    registered = _register(request.charge_point_id, request.may_register)
                 except ConnectionRefused as refusal:
                     identified[request] = refusal
+                    continue
+                identified[request] = registered
+                otherwise[key] = dataclasses.replace(registered, registered=False)  # what the next one finds
     return identified
 
 

@@ -428,6 +428,12 @@ def test_handshakes_identified_together_answer_as_one_by_one(settings):
     with CaptureQueriesContext(connection) as queries:
         again = charger_services.chargers_identify_many(storm)
     assert len(queries) == 1 and {again[r].charger_pk for r in storm} == {known.pk, registered.charger_pk}  # type: ignore[union-attr]
+    # A new fleet: its ids looked up once as spelled and once in any case (indexed), then an INSERT each.
+    fleet = [request(f"CP-FLEET-{n:02d}") for n in range(30)]
+    with CaptureQueriesContext(connection) as queries:
+        joined = charger_services.chargers_identify_many(fleet)
+    assert all(joined[r].registered for r in fleet)  # type: ignore[union-attr]
+    assert len(queries) <= len(fleet) + 4  # + the two SELECTs and the transaction's savepoint
 
 
 @pytest.mark.django_db

@@ -334,3 +334,44 @@ async def test_the_next_calls_answer_survives_the_previous_calls_clean_up(monkey
     await point.route_message(json.dumps([3, wire.sent[1][1], {"status": "Rejected"}]))
     assert (await call_a).status == "Accepted"
     assert (await call_b).status == "Rejected"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_processes_cutting_the_message_log_back_together_never_wait_on_each_other(settings):
+    """PostgreSQL: each web process cuts the log back in its own write batch; the rows the other
+    one is deleting are skipped, not waited for (waiting on each other row by row deadlocked)."""
+    import threading
+
+    from django.db import connection, connections, transaction
+
+    from chargers.services import _message_log_cap
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has one writer at a time: nothing to cross")
+    settings.OCPP_LOG_MAX_ROWS = 1000
+    now = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
+    OcppMessage.objects.bulk_create([OcppMessage(charge_point_id="CP", direction="in", timestamp=now)
+                                     for _ in range(1200)])
+    last = OcppMessage.objects.order_by("-id").values_list("id", flat=True).first()
+    first = last - 1199
+    holding, other_done = threading.Event(), threading.Event()
+
+    def first_process() -> None:
+        try:
+            with transaction.atomic():
+                _message_log_cap(first_id=first, last_id=last)  # locks the oldest rows and holds them
+                holding.set()
+                other_done.wait(10)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=first_process)
+    holder.start()
+    assert holding.wait(10)
+    with transaction.atomic():
+        _message_log_cap(first_id=first, last_id=last)  # would wait for the holder without SKIP LOCKED
+    finished_while_held = holder.is_alive()
+    other_done.set()
+    holder.join(10)
+    assert finished_while_held
+    assert OcppMessage.objects.count() <= 1000

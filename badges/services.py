@@ -69,24 +69,11 @@ def lineage_in(parents: Mapping[int, int | None], zone_pk: int | None) -> set[in
     return lineage
 
 
-def zone_lineage(charger: Charger) -> set[int]:
-    """The charger's zone and all its ancestors (a badge allowed in a zone may use what is below)."""
-    return lineage_in(zone_parents(), charger.zone_id) if charger.zone_id is not None else set()
-
-
 def may_use(*, charger_ids: set[int], zone_ids: set[int], charger_pk: int, lineage: set[int]) -> bool:
     """Rights rule: no charger and no zone = every charger; else the charger or one of its zones."""
     if not charger_ids and not zone_ids:
         return True
     return charger_pk in charger_ids or bool(zone_ids & lineage)
-
-
-def badge_may_use(badge: Badge, charger: Charger) -> bool:
-    charger_ids = set(badge.chargers.values_list("pk", flat=True))
-    zone_ids = set(badge.zones.values_list("pk", flat=True))
-    if not charger_ids and not zone_ids:
-        return True
-    return may_use(charger_ids=charger_ids, zone_ids=zone_ids, charger_pk=charger.pk, lineage=zone_lineage(charger))
 
 
 def badge_find(id_tag: str) -> Badge | None:
@@ -114,7 +101,8 @@ class BadgeReads:
         return self._badges[key]
 
     def may_use(self, badge: Badge, charger: Charger) -> bool:
-        """`badge_may_use`, from what this batch read already."""
+        """Whether `badge`'s rights allow `charger` (`may_use`); the badge's rights and the zone
+        tree read once for the batch, the tree only when a right names a zone or charger."""
         rights = self._rights.get(badge.pk)
         if rights is None:
             rights = self._rights[badge.pk] = (set(badge.chargers.values_list("pk", flat=True)),
@@ -122,10 +110,13 @@ class BadgeReads:
         charger_ids, zone_ids = rights
         if not charger_ids and not zone_ids:
             return True
-        if self._parents is None:
-            self._parents = zone_parents()
-        lineage = lineage_in(self._parents, charger.zone_id) if charger.zone_id is not None else set()
+        lineage: set[int] = set()
+        if charger.zone_id is not None:
+            if self._parents is None:
+                self._parents = zone_parents()
+            lineage = lineage_in(self._parents, charger.zone_id)
         return may_use(charger_ids=charger_ids, zone_ids=zone_ids, charger_pk=charger.pk, lineage=lineage)
+
 
 
 def badge_authorize(
@@ -147,8 +138,9 @@ def badge_authorize(
     `check_concurrency` False for the idTagInfo of a StopTransaction. `badge`: the tag's badge
     (or None) when the caller found it already; `reads`: a batch's badge reads to use.
     """
+    reads = reads or BadgeReads()
     if isinstance(badge, str):
-        badge = reads.find(id_tag) if reads is not None else badge_find(id_tag)
+        badge = reads.find(id_tag)
     if badge is None:
         return IdTagInfo(AuthorizationStatus.INVALID)
     parent = badge.parent_id_tag or None
@@ -157,8 +149,7 @@ def badge_authorize(
         return IdTagInfo(status, expiry_date=badge.expires_at, parent_id_tag=parent)
     if status != AuthorizationStatus.ACCEPTED:
         return IdTagInfo(status, parent_id_tag=parent)
-    if charger is not None and not (reads.may_use(badge, charger) if reads is not None
-                                    else badge_may_use(badge, charger)):
+    if charger is not None and not reads.may_use(badge, charger):
         return IdTagInfo(AuthorizationStatus.INVALID, parent_id_tag=parent)
     if check_concurrency and not offline and not settings.BADGES_ALLOW_CONCURRENT_TX:
         if _has_running_session(badge, charger, starting=starting, exclude_pk=exclude_transaction_pk):

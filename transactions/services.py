@@ -35,7 +35,7 @@ from django.db.models import Avg, Count, F, Field, Max, Min, Q
 from django.db.models.functions import TruncMinute
 from django.utils.dateparse import parse_datetime
 
-from badges.services import AuthorizationStatus, BadgeReads, IdTagInfo, badge_authorize, badge_find
+from badges.services import AuthorizationStatus, BadgeReads, IdTagInfo, badge_authorize
 from chargers.bulkinsert import insert_rows
 from chargers.models import Charger, Connector
 from transactions.energy import ENERGY, POWER, Reading, register_wh, session_energy
@@ -165,8 +165,8 @@ def _start(request: StartRequest, reads: _BatchReads | None = None) -> StartAnsw
             replayed = replayed or (pk, was_offline)
         elif state == TransactionState.ACTIVE:
             superseded.append(pk)
-    badge_reads = reads.badges if reads is not None else None
-    badge = badge_reads.find(id_tag) if badge_reads is not None else badge_find(id_tag)
+    badge_reads = reads.badges if reads is not None else BadgeReads()
+    badge = badge_reads.find(id_tag)
     if replayed is not None:
         # The same StartTransaction replayed: answer with the id already issued.
         info = _authorize_for(charger, id_tag, now, starting=True, offline=replayed[1],

@@ -182,7 +182,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
             return
         _login_failures_by_id.reset(claimed.casefold())
         grant = await connections_recorded().submit(services.ConnectionRecord(
-            charger_pk=who.charger_pk, channel_name=self.channel_name, now=clock.now(), seen=who))
+            charger_pk=who.charger_pk, channel_name=self.channel_name, now=clock.now()))
         self.charger_pk = grant.charger_pk
         # Read moments ago by charger_identify: the acceptance check starts from it.
         self._registration_seen(who.registration_status == RegistrationStatus.ACCEPTED)
@@ -194,7 +194,6 @@ class OcppConsumer(AsyncWebsocketConsumer):
             charger_pk=grant.charger_pk,
             response_timeout=settings.OCPP_CALL_TIMEOUT,
             on_boot_accepted=self._after_boot_accepted,
-            registration=(who.registration_status, who.heartbeat_interval_s),
             on_registration=self._registration_seen,
         )
         await self.accept(subprotocol=SUBPROTOCOL)

@@ -223,7 +223,7 @@ class CentralSystemChargePoint:
     """
 
     __slots__ = ("id", "charger_pk", "logger", "_connection", "_response_timeout", "_on_boot_accepted",
-                 "_on_registration", "_registration", "_charger_row", "_boot_status", "_outstanding_id",
+                 "_on_registration", "_charger_row", "_boot_status", "_outstanding_id",
                  "_waiter", "_call_lock", "_send_frame")
     _routes: dict[str, _Route]
 
@@ -235,7 +235,6 @@ class CentralSystemChargePoint:
         charger_pk: int,
         response_timeout: int,
         on_boot_accepted: Callable[[], Awaitable[None]],
-        registration: tuple[str, int] | None = None,
         on_registration: Callable[[bool], None] | None = None,
     ) -> None:
         self.id = charge_point_id
@@ -249,9 +248,7 @@ class CentralSystemChargePoint:
         self._response_timeout = response_timeout
         self._on_boot_accepted = on_boot_accepted
         self._boot_status = ""
-        # The charger's (registration status, heartbeat interval) as last read, and who hears
-        # whether it is accepted each time the boot reads it again.
-        self._registration = registration
+        # Who hears whether the charger is accepted each time a boot reads it again.
         self._on_registration = on_registration
         # The charger's row, read by the consumer for the frame being handled (see _charger).
         self._charger_row: Charger | None = None
@@ -406,8 +403,7 @@ class CentralSystemChargePoint:
             imsi=extra.get("imsi", ""),
         )
         answer = await boots_recorded().submit(services.BootRecord(
-            charger_pk=self.charger_pk, info=info, now=clock.now(), seen=self._registration))
-        self._registration = answer.seen
+            charger_pk=self.charger_pk, info=info, now=clock.now()))
         self._boot_status = answer.status
         if self._on_registration is not None:
             self._on_registration(answer.status == "Accepted")

@@ -21,12 +21,12 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.hashers import check_password
-from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models, transaction
 from django.db.models import Q
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from chargers.bulkinsert import insert_rows
+from chargers.bulkinsert import insert_rows, update_rows
 from chargers.models import (
     AutoConfigurationKey,
     Charger,
@@ -72,21 +72,17 @@ def parse_basic_auth(header_value: bytes | None) -> tuple[str, str] | None:
 
 @dataclass(frozen=True)
 class ChargerIdentity:
-    """Who a handshake claims to be, as stored: what the password check needs, and the state
-    the connection starts from (its consumer keeps it; see `charger_connected`, `charger_boot`)."""
+    """Who a handshake claims to be, as stored: what the password check needs, and the
+    registration the connection's acceptance checks start from."""
 
     charger_pk: int
     charge_point_id: str  # the stored spelling (identities are case-insensitive)
     password_hash: str
     registered: bool = False  # created by this handshake (OCPP_UNKNOWN_CHARGERS accept/pending)
     registration_status: str = ""
-    heartbeat_interval_s: int = 0
-    connected: bool = False
-    channel_name: str = ""
 
 
-_IDENTITY_FIELDS = ("pk", "charge_point_id", "password_hash", "registration_status", "heartbeat_interval_s",
-                    "connected", "channel_name")
+_IDENTITY_FIELDS = ("pk", "charge_point_id", "password_hash", "registration_status")
 
 
 def charger_identify(*, charge_point_id: str, may_register: bool = True) -> ChargerIdentity:
@@ -119,14 +115,12 @@ def _register(charge_point_id: str, may_register: bool) -> ChargerIdentity:
         raise ConnectionRefused("too many new charge point ids from this address; retry in a minute")
     charger = _register_unknown(charge_point_id)
     return ChargerIdentity(charger.pk, charger.charge_point_id, charger.password_hash, True,
-                           charger.registration_status, charger.heartbeat_interval_s, charger.connected,
-                           charger.channel_name)
+                           charger.registration_status)
 
 
 def _identity(row: Sequence[Any]) -> ChargerIdentity:
-    pk, stored_id, password_hash, status, interval_s, connected, channel_name = row
-    return ChargerIdentity(pk, stored_id, password_hash, registration_status=status,
-                           heartbeat_interval_s=interval_s, connected=connected, channel_name=channel_name)
+    pk, stored_id, password_hash, status = row
+    return ChargerIdentity(pk, stored_id, password_hash, registration_status=status)
 
 
 @dataclass(frozen=True, eq=False)
@@ -216,46 +210,37 @@ def _verified_key(identity: ChargerIdentity, password: str) -> tuple[int, str, b
     return identity.charger_pk, identity.password_hash, hashlib.sha256(password.encode()).digest()
 
 
-def charger_connected(
-    *, charger_pk: int, channel_name: str, now: dt.datetime, seen: ChargerIdentity | None = None
-) -> ConnectionGrant:
-    """Record that this websocket now serves the charger; it replaces any older one.
-
-    With `seen` (what `charger_identify` read moments ago) one conditional UPDATE does it
-    when the row still holds the connection seen then; otherwise (another connection came or
-    went in between, or nothing was seen) the row is locked and read first.
-    """
-    fields = {"connected": True, "channel_name": channel_name, "connected_at": now, "last_seen": now}
-    if seen is not None and Charger.objects.filter(
-        pk=charger_pk, connected=seen.connected, channel_name=seen.channel_name
-    ).update(**fields) == 1:
-        return ConnectionGrant(charger_pk=charger_pk, replaced_channel=seen.channel_name if seen.connected else "")
-    with transaction.atomic():
-        charger = Charger.objects.select_for_update().get(pk=charger_pk)
-        replaced = charger.channel_name if charger.connected else ""
-        for field, value in fields.items():
-            setattr(charger, field, value)
-        charger.save(update_fields=list(fields))
-    return ConnectionGrant(charger_pk=charger.pk, replaced_channel=replaced)
-
-
 @dataclass(frozen=True)
 class ConnectionRecord:
-    """One websocket taking over its charger (the arguments of `charger_connected`)."""
+    """One websocket taking over its charger (for `chargers_connected_many`)."""
 
     charger_pk: int
     channel_name: str
     now: dt.datetime
-    seen: ChargerIdentity | None = None
 
 
 def chargers_connected_many(records: Sequence[ConnectionRecord]) -> dict[ConnectionRecord, ConnectionGrant]:
-    """`charger_connected` for the websockets accepted at the same time, in one transaction
-    (one commit for a storm's batch, not one per charger), rows in primary-key order."""
+    """Record that these websockets, accepted at the same time, now serve their chargers; each
+    replaces any older connection (its channel is in the grant, to be told to close). In one transaction:
+    the rows locked and read in one SELECT (primary-key order, as every batched writer of
+    charger rows locks them, so two batches never wait on each other in a cycle), written by
+    one statement run per row (`update_rows`). A charger with two records in the batch is
+    taken over by each in turn (the second replaces the first). A record whose charger is gone
+    fails the batch (the batcher then runs each record alone: that one fails, as alone)."""
+    ordered = sorted(records, key=lambda record: record.charger_pk)
     with transaction.atomic():
-        return {record: charger_connected(charger_pk=record.charger_pk, channel_name=record.channel_name,
-                                          now=record.now, seen=record.seen)
-                for record in sorted(records, key=lambda record: record.charger_pk)}
+        held = {pk: channel if connected else "" for pk, connected, channel in Charger.objects.select_for_update()
+                .filter(pk__in={record.charger_pk for record in ordered}).order_by("pk")
+                .values_list("pk", "connected", "channel_name")}
+        grants: dict[ConnectionRecord, ConnectionGrant] = {}
+        for record in ordered:
+            if record.charger_pk not in held:
+                raise Charger.DoesNotExist(f"charger {record.charger_pk} is gone")
+            grants[record] = ConnectionGrant(charger_pk=record.charger_pk, replaced_channel=held[record.charger_pk])
+            held[record.charger_pk] = record.channel_name
+        update_rows(Charger, ("connected", "channel_name", "connected_at", "last_seen"),
+                    [(record.charger_pk, True, record.channel_name, record.now, record.now) for record in ordered])
+    return grants
 
 
 def _register_unknown(charge_point_id: str) -> Charger:
@@ -321,56 +306,62 @@ class BootInfo:
 class BootAnswer:
     status: str  # OCPP RegistrationStatus: Accepted / Pending / Rejected
     interval_s: int
-    # The charger's (registration status, heartbeat interval) the answer was given from.
-    seen: tuple[str, int] | None = None
 
 
-def charger_boot(
-    *, charger_pk: int, info: BootInfo, now: dt.datetime, seen: tuple[str, int] | None = None
-) -> BootAnswer:
-    """Record what the charger says about itself and answer with its registration status.
-
-    `seen` is the (registration status, heartbeat interval) the connection last read: one
-    UPDATE conditional on both still being so answers from them; when either changed (an
-    operator accepted the charger meanwhile), the row is read again.
-    """
-    fields = {**info.__dict__, "last_boot_at": now, "last_seen": now}
-    if seen is not None and Charger.objects.filter(
-        pk=charger_pk, registration_status=seen[0], heartbeat_interval_s=seen[1]
-    ).update(**fields) == 1:
-        status, interval_s = seen
-    else:
-        Charger.objects.filter(pk=charger_pk).update(**fields)
-        status, interval_s = Charger.objects.filter(pk=charger_pk).values_list(
-            "registration_status", "heartbeat_interval_s").get()
-    seen = (status, interval_s)
+def _boot_answer(status: str, interval_s: int) -> BootAnswer:
+    """The BootNotification answer of a charger registered as `status`."""
     if status == RegistrationStatus.ACCEPTED:
-        return BootAnswer("Accepted", interval_s, seen)
+        return BootAnswer("Accepted", interval_s)
     answer = "Pending" if status == RegistrationStatus.PENDING else "Rejected"
-    return BootAnswer(answer, settings.OCPP_PENDING_RETRY_INTERVAL, seen)
+    return BootAnswer(answer, settings.OCPP_PENDING_RETRY_INTERVAL)
 
 
 @dataclass(frozen=True)
 class BootRecord:
-    """One BootNotification to record (the arguments of `charger_boot`), for `charger_boot_many`."""
+    """One BootNotification to record, for `charger_boot_many`."""
 
     charger_pk: int
     info: BootInfo
     now: dt.datetime
-    seen: tuple[str, int] | None = None
 
 
 def charger_boot_many(records: Sequence[BootRecord]) -> dict[BootRecord, BootAnswer]:
-    """`charger_boot` for the chargers booting at the same time, in one transaction.
+    """Record what booting chargers say about themselves and answer each with its registration
+    status, for the chargers booting at the same time, in one transaction.
 
     A reconnect storm boots thousands of chargers: one commit each (a WAL flush on PostgreSQL)
-    was most of a web process's database thread. Rows are written in primary-key order, as
-    every batched writer of charger rows does, so two batches never wait on each other in a cycle.
+    was most of a web process's database thread, and then one ORM UPDATE compiled per boot.
+    Now the rows are written by one statement run per row (`update_rows`, primary-key order,
+    as every batched writer of charger rows does, so two batches never wait on each other in
+    a cycle) and their registration read back in one SELECT: the answers are those of the rows
+    as written, under the transaction's locks. A charger that is gone fails the batch (the
+    batcher then runs each record alone: that one fails, as alone).
     """
+    ordered = sorted(records, key=lambda record: record.charger_pk)
+    columns = [*_BOOT_INFO_COLUMNS, "last_boot_at", "last_seen"]
     with transaction.atomic():
-        return {record: charger_boot(charger_pk=record.charger_pk, info=record.info, now=record.now,
-                                     seen=record.seen)
-                for record in sorted(records, key=lambda record: record.charger_pk)}
+        update_rows(Charger, columns, [(record.charger_pk, *record.info.__dict__.values(), record.now, record.now)
+                                       for record in ordered])
+        registrations = {pk: (status, interval_s) for pk, status, interval_s in Charger.objects.filter(
+            pk__in={record.charger_pk for record in ordered}).values_list(
+            "pk", "registration_status", "heartbeat_interval_s")}
+    answers: dict[BootRecord, BootAnswer] = {}
+    for record in ordered:
+        if record.charger_pk not in registrations:
+            raise Charger.DoesNotExist(f"charger {record.charger_pk} is gone")
+        answers[record] = _boot_answer(*registrations[record.charger_pk])
+    return answers
+
+
+def _charger_column(name: str) -> str:
+    field = Charger._meta.get_field(name)
+    if not isinstance(field, models.Field) or field.column is None:
+        raise TypeError(f"Charger.{name} is not a column")
+    return field.column
+
+
+# BootInfo's fields in order, as the Charger columns they are stored in.
+_BOOT_INFO_COLUMNS = [_charger_column(field.name) for field in dataclasses.fields(BootInfo)]
 
 
 def chargers_set_registration(*, charger_pks: list[int], status: str) -> int:

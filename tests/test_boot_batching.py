@@ -301,14 +301,13 @@ def test_boots_recorded_together_answer_as_one_by_one_in_one_transaction():
                                      heartbeat_interval_s=60)
     info = charger_services.BootInfo(vendor="ACME", model="Wallbox", firmware_version="1.2")
     records = [
-        charger_services.BootRecord(changed.pk, info, NOW, seen=(RegistrationStatus.PENDING, 60)),  # stale
-        charger_services.BootRecord(accepted.pk, info, NOW, seen=(RegistrationStatus.ACCEPTED, 300)),
+        charger_services.BootRecord(changed.pk, info, NOW),
+        charger_services.BootRecord(accepted.pk, info, NOW),
         charger_services.BootRecord(pending.pk, info, NOW),
     ]
     answers = charger_services.charger_boot_many(records)
     assert [(answers[r].status, answers[r].interval_s) for r in records] == [
         ("Accepted", 60), ("Accepted", 300), ("Pending", charger_services.settings.OCPP_PENDING_RETRY_INTERVAL)]
-    assert answers[records[0]].seen == (RegistrationStatus.ACCEPTED, 60)
     assert set(Charger.objects.values_list("firmware_version", "last_boot_at")) == {("1.2", NOW)}
 
 
@@ -319,11 +318,10 @@ def test_connections_recorded_together_report_the_connection_each_replaced():
     fresh = Charger.objects.create(charge_point_id="CP-F")
     held = Charger.objects.create(charge_point_id="CP-H", connected=True, channel_name="old-channel")
     raced = Charger.objects.create(charge_point_id="CP-R", connected=True, channel_name="other-channel")
-    seen = {c.pk: charger_services.charger_identify(charge_point_id=c.charge_point_id) for c in (fresh, held)}
     records = [
-        charger_services.ConnectionRecord(fresh.pk, "ch-1", NOW, seen[fresh.pk]),
-        charger_services.ConnectionRecord(held.pk, "ch-2", NOW, seen[held.pk]),
-        charger_services.ConnectionRecord(raced.pk, "ch-3", NOW, None),  # nothing seen: locked and read
+        charger_services.ConnectionRecord(fresh.pk, "ch-1", NOW),
+        charger_services.ConnectionRecord(held.pk, "ch-2", NOW),
+        charger_services.ConnectionRecord(raced.pk, "ch-3", NOW),
     ]
     grants = charger_services.chargers_connected_many(records)
     assert [grants[r].replaced_channel for r in records] == ["", "old-channel", "other-channel"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from chargers import services
 from chargers.models import Charger, Connector, OcppMessage, RegistrationStatus
@@ -19,37 +21,76 @@ def known(db):
                                   heartbeat_interval_s=120)
 
 
-def test_a_known_charger_connects_with_one_select_and_one_update(known, django_assert_num_queries):
+def _connect(*records: services.ConnectionRecord) -> dict[services.ConnectionRecord, services.ConnectionGrant]:
+    return services.chargers_connected_many(records)
+
+
+def test_a_known_charger_is_identified_by_one_select(known, django_assert_num_queries):
     with django_assert_num_queries(1):
         who = services.charger_identify(charge_point_id="CP-Q")
     assert (who.charger_pk, who.charge_point_id, who.registration_status) == (known.pk, "CP-Q", "accepted")
     assert services.charger_identify(charge_point_id="cp-q").charger_pk == known.pk  # identities ignore case
-    with django_assert_num_queries(1):
-        grant = services.charger_connected(charger_pk=known.pk, channel_name="c1", now=NOW, seen=who)
-    assert grant.replaced_channel == ""
+
+
+def test_connections_cost_the_same_statements_however_many(known):
+    """One SELECT of the rows (locked) and one UPDATE run per row, for one charger as for thirty."""
+    many = [Charger.objects.create(charge_point_id=f"CP-M{n}") for n in range(30)]
+    with CaptureQueriesContext(connection) as one:
+        grant = _connect(services.ConnectionRecord(known.pk, "c1", NOW))
+    records = [services.ConnectionRecord(charger.pk, f"m{n}", NOW) for n, charger in enumerate(many)]
+    with CaptureQueriesContext(connection) as thirty:
+        _connect(*records)
+    assert len(thirty) == len(one) <= 4  # SELECT + UPDATE (+ the savepoint inside the test's transaction)
+    assert grant[next(iter(grant))].replaced_channel == ""
     known.refresh_from_db()
-    assert (known.connected, known.channel_name, known.last_seen) == (True, "c1", NOW)
+    assert (known.connected, known.channel_name, known.connected_at, known.last_seen) == (True, "c1", NOW, NOW)
+    assert sorted(Charger.objects.filter(pk__in=[c.pk for c in many]).values_list("channel_name", flat=True)) == \
+        sorted(f"m{n}" for n in range(30))
 
 
-def test_a_connection_taken_meanwhile_is_still_replaced(known):
-    who = services.charger_identify(charge_point_id="CP-Q")  # seen: not connected
-    services.charger_connected(charger_pk=known.pk, channel_name="c1", now=NOW)  # another one got in between
-    grant = services.charger_connected(charger_pk=known.pk, channel_name="c2", now=NOW, seen=who)
-    assert grant.replaced_channel == "c1"  # told to close, as without the shortcut
+def test_a_connection_replaces_the_one_stored_even_within_a_batch(known):
+    _connect(services.ConnectionRecord(known.pk, "c1", NOW))  # held by an earlier connection
+    first, second = services.ConnectionRecord(known.pk, "c2", NOW), services.ConnectionRecord(known.pk, "c3", NOW)
+    grants = _connect(first, second)  # two handshakes of one charger accepted together
+    assert (grants[first].replaced_channel, grants[second].replaced_channel) == ("c1", "c2")
+    assert Charger.objects.get(pk=known.pk).channel_name == "c3"  # the last one serves it
 
 
-def test_a_boot_is_one_update_while_the_registration_is_as_seen(known, django_assert_num_queries):
-    with django_assert_num_queries(1):
-        answer = services.charger_boot(charger_pk=known.pk, info=INFO, now=NOW, seen=("accepted", 120))
-    assert (answer.status, answer.interval_s) == ("Accepted", 120)
+def test_a_disconnected_charger_replaces_nothing(known):
+    _connect(services.ConnectionRecord(known.pk, "c1", NOW))
+    assert services.charger_disconnect(charger_pk=known.pk, channel_name="c1", now=NOW)
+    record = services.ConnectionRecord(known.pk, "c2", NOW)
+    assert _connect(record)[record].replaced_channel == ""
+
+
+def test_a_connection_of_a_deleted_charger_fails_and_writes_nothing(known):
+    gone = Charger.objects.create(charge_point_id="CP-GONE")
+    gone_pk = gone.pk
+    gone.delete()
+    with pytest.raises(Charger.DoesNotExist):
+        _connect(services.ConnectionRecord(known.pk, "c1", NOW), services.ConnectionRecord(gone_pk, "c2", NOW))
+    assert Charger.objects.get(pk=known.pk).channel_name == ""  # the batch's transaction rolled back
+
+
+def test_boots_cost_the_same_statements_however_many_and_answer_from_the_rows(known):
+    others = [Charger.objects.create(charge_point_id=f"CP-B{n}", registration_status=RegistrationStatus.PENDING)
+              for n in range(30)]
+    with CaptureQueriesContext(connection) as one:
+        answers = services.charger_boot_many([services.BootRecord(known.pk, INFO, NOW)])
+    assert [(a.status, a.interval_s) for a in answers.values()] == [("Accepted", 120)]
+    with CaptureQueriesContext(connection) as thirty:
+        answers = services.charger_boot_many([services.BootRecord(c.pk, INFO, NOW) for c in others])
+    assert len(thirty) == len(one) <= 4  # UPDATE + SELECT (+ the savepoint inside the test's transaction)
+    assert {a.status for a in answers.values()} == {"Pending"}
     known.refresh_from_db()
-    assert (known.firmware_version, known.last_boot_at) == ("1.2", NOW)
+    assert (known.vendor, known.model, known.firmware_version, known.last_boot_at, known.last_seen) == \
+        ("V", "M", "1.2", NOW, NOW)
 
 
 def test_a_boot_after_the_operator_changed_the_charger_answers_from_the_row(known):
     Charger.objects.filter(pk=known.pk).update(registration_status=RegistrationStatus.REJECTED)
-    answer = services.charger_boot(charger_pk=known.pk, info=INFO, now=NOW, seen=("accepted", 120))
-    assert answer.status == "Rejected" and answer.seen == ("rejected", 120)
+    record = services.BootRecord(known.pk, INFO, NOW)
+    assert services.charger_boot_many([record])[record].status == "Rejected"
     assert Charger.objects.get(pk=known.pk).firmware_version == "1.2"
 
 

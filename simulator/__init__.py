@@ -47,12 +47,42 @@ uses :class:`AsyncSite` with the same methods, awaited. :mod:`simulator.central`
 in-process central system for testing the simulator itself without Django.
 """
 
-from simulator.car import Car, CarSpec
-from simulator.charger import ChargerEvent, ChargerSpec, ProfileEvent, SimulatedCharger
-from simulator.checker import Breach, CheckerReport, Holding, InvariantChecker, Zone
-from simulator.composite import ChargingProfile, CompositeLimit, ProfileLimits, ProfileStore
-from simulator.meter import BuildingLoad, MeterServer, SimMeter
-from simulator.site import AsyncSite, Site
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from simulator.car import Car, CarSpec
+    from simulator.charger import ChargerEvent, ChargerSpec, ProfileEvent, SimulatedCharger
+    from simulator.checker import Breach, CheckerReport, Holding, InvariantChecker, Zone
+    from simulator.composite import ChargingProfile, CompositeLimit, ProfileLimits, ProfileStore
+    from simulator.meter import BuildingLoad, MeterServer, SimMeter
+    from simulator.site import AsyncSite, Site
+
+# The names above, each from its module, imported on first use (PEP 562): the app is installed
+# for its management command, and Django imports every installed app's package in each web
+# process at start, where the simulator (its websocket client, pymodbus' server) was ~0.1 s of
+# a start-up that a reconnect storm waits for, and memory no web process uses.
+_HOME = {
+    "Car": "car", "CarSpec": "car",
+    "ChargerEvent": "charger", "ChargerSpec": "charger", "ProfileEvent": "charger", "SimulatedCharger": "charger",
+    "Breach": "checker", "CheckerReport": "checker", "Holding": "checker", "InvariantChecker": "checker",
+    "Zone": "checker",
+    "ChargingProfile": "composite", "CompositeLimit": "composite", "ProfileLimits": "composite",
+    "ProfileStore": "composite",
+    "BuildingLoad": "meter", "MeterServer": "meter", "SimMeter": "meter",
+    "AsyncSite": "site", "Site": "site",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'simulator' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"simulator.{_HOME[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AsyncSite",

@@ -111,11 +111,40 @@ def _identify_as_spelled_otherwise(charge_point_id: str, may_register: bool) -> 
 
 
 def _register(charge_point_id: str, may_register: bool) -> ChargerIdentity:
-    if not may_register and settings.OCPP_UNKNOWN_CHARGERS != "reject":
-        raise ConnectionRefused("too many new charge point ids from this address; retry in a minute")
-    charger = _register_unknown(charge_point_id)
+    refusal = _registration_refusal(charge_point_id, may_register)
+    if refusal is not None:
+        raise refusal
+    charger, = _register_many([charge_point_id])
     return ChargerIdentity(charger.pk, charger.charge_point_id, charger.password_hash, True,
                            charger.registration_status)
+
+
+def _registration_refusal(charge_point_id: str, may_register: bool) -> ConnectionRefused | None:
+    """Why an unknown charger may not be registered (OCPP_UNKNOWN_CHARGERS, the address's rate), or None."""
+    if settings.OCPP_UNKNOWN_CHARGERS == "reject":
+        return ConnectionRefused(f"unknown charge point {charge_point_id!r}", 404)
+    if not may_register:
+        return ConnectionRefused("too many new charge point ids from this address; retry in a minute")
+    return None
+
+
+def _register_many(charge_point_ids: Sequence[str]) -> list[Charger]:
+    """Register unknown chargers (not refused, none stored yet), as accepted or pending by
+    OCPP_UNKNOWN_CHARGERS: one INSERT for a new fleet's batch (its rows come back with their
+    primary keys), not one per charger. Another process registering one of them meanwhile
+    fails it on the unique id: the batcher then runs each request alone, and that one finds
+    the stored row when its handshake is retried."""
+    if not charge_point_ids:
+        return []
+    status = (RegistrationStatus.ACCEPTED if settings.OCPP_UNKNOWN_CHARGERS == "accept"
+              else RegistrationStatus.PENDING)
+    for charge_point_id in charge_point_ids:
+        logger.info("registering unknown charge point %s as %s", charge_point_id, status)
+    return Charger.objects.bulk_create([
+        Charger(charge_point_id=charge_point_id, registration_status=status,
+                heartbeat_interval_s=settings.OCPP_HEARTBEAT_INTERVAL)
+        for charge_point_id in charge_point_ids
+    ])
 
 
 def _identity(row: Sequence[Any]) -> ChargerIdentity:
@@ -150,18 +179,25 @@ def chargers_identify_many(
                 id_lower=Lower("charge_point_id")).filter(
                 id_lower__in={request.charge_point_id.lower() for request in others}).order_by().values_list(
                 *_IDENTITY_FIELDS)}
+            new: dict[str, list[IdentifyRequest]] = {}  # lower-case id -> its requests, first registers it
             for request in others:
                 key = request.charge_point_id.lower()
                 if key in otherwise:
                     identified[request] = otherwise[key]
-                    continue
-                try:
-                    registered = _register(request.charge_point_id, request.may_register)
-                except ConnectionRefused as refusal:
-                    identified[request] = refusal
-                    continue
-                identified[request] = registered
-                otherwise[key] = dataclasses.replace(registered, registered=False)  # what the next one finds
+                elif key in new:
+                    new[key].append(request)
+                else:
+                    refusal = _registration_refusal(request.charge_point_id, request.may_register)
+                    if refusal is not None:
+                        identified[request] = refusal
+                    else:
+                        new[key] = [request]
+            registered_now = _register_many([requests[0].charge_point_id for requests in new.values()])
+            for charger, (first, *later) in zip(registered_now, new.values(), strict=True):
+                identified[first] = registered = ChargerIdentity(
+                    charger.pk, charger.charge_point_id, charger.password_hash, True, charger.registration_status)
+                for request in later:  # a second handshake of the same new id finds it registered
+                    identified[request] = dataclasses.replace(registered, registered=False)
     return identified
 
 
@@ -241,19 +277,6 @@ def chargers_connected_many(records: Sequence[ConnectionRecord]) -> dict[Connect
         update_rows(Charger, ("connected", "channel_name", "connected_at", "last_seen"),
                     [(record.charger_pk, True, record.channel_name, record.now, record.now) for record in ordered])
     return grants
-
-
-def _register_unknown(charge_point_id: str) -> Charger:
-    policy = settings.OCPP_UNKNOWN_CHARGERS
-    if policy == "reject":
-        raise ConnectionRefused(f"unknown charge point {charge_point_id!r}", 404)
-    status = RegistrationStatus.ACCEPTED if policy == "accept" else RegistrationStatus.PENDING
-    logger.info("registering unknown charge point %s as %s", charge_point_id, status)
-    return Charger.objects.create(
-        charge_point_id=charge_point_id,
-        registration_status=status,
-        heartbeat_interval_s=settings.OCPP_HEARTBEAT_INTERVAL,
-    )
 
 
 def charger_disconnect(*, charger_pk: int, channel_name: str, now: dt.datetime) -> bool:

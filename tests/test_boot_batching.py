@@ -426,12 +426,32 @@ def test_handshakes_identified_together_answer_as_one_by_one(settings):
     with CaptureQueriesContext(connection) as queries:
         again = charger_services.chargers_identify_many(storm)
     assert len(queries) == 1 and {again[r].charger_pk for r in storm} == {known.pk, registered.charger_pk}  # type: ignore[union-attr]
-    # A new fleet: its ids looked up once as spelled and once in any case (indexed), then an INSERT each.
+    # A new fleet: its ids looked up once as spelled and once in any case (indexed), then one INSERT.
     fleet = [request(f"CP-FLEET-{n:02d}") for n in range(30)]
     with CaptureQueriesContext(connection) as queries:
         joined = charger_services.chargers_identify_many(fleet)
     assert all(joined[r].registered for r in fleet)  # type: ignore[union-attr]
-    assert len(queries) <= len(fleet) + 4  # + the two SELECTs and the transaction's savepoint
+    assert len(queries) <= 5  # the two SELECTs, the INSERT and the transaction's savepoint
+    stored = dict(Charger.objects.filter(charge_point_id__startswith="CP-FLEET-").values_list("charge_point_id", "pk"))
+    assert {r.charge_point_id: joined[r].charger_pk for r in fleet} == stored  # type: ignore[union-attr]
+    assert set(Charger.objects.filter(pk__in=stored.values()).values_list(
+        "registration_status", "heartbeat_interval_s")) == {("accepted", settings.OCPP_HEARTBEAT_INTERVAL)}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("policy", ["pending", "reject"])
+def test_a_new_fleet_is_registered_or_refused_by_the_unknown_chargers_policy(settings, policy):
+    from chargers import services as charger_services
+
+    settings.OCPP_UNKNOWN_CHARGERS = policy
+    fleet = [charger_services.IdentifyRequest(f"CP-P{n}") for n in range(5)]
+    found = charger_services.chargers_identify_many(fleet)
+    if policy == "pending":
+        assert all(isinstance(found[r], charger_services.ChargerIdentity) for r in fleet)
+        assert set(Charger.objects.values_list("registration_status", flat=True)) == {"pending"}
+    else:
+        assert {found[r].http_status for r in fleet} == {404}  # type: ignore[union-attr]
+        assert not Charger.objects.exists()
 
 
 @pytest.mark.django_db

@@ -35,7 +35,8 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import DateTimeField, Q, Value
+from django.db.models.functions import Coalesce
 
 from badges.models import Badge, BadgeListRevision, LocalListState, LocalListStatus
 from badges.services import badges_changed, lineage_in, may_use, zone_parents
@@ -330,11 +331,12 @@ def _record_accepted(charger_pk: int, version: int, entries: dict[str, Entry], n
 
 
 def _record_in_sync(charger_pk: int, revision: int, result: str, now: dt.datetime) -> None:
-    with transaction.atomic():
-        LocalListState.objects.filter(charger_id=charger_pk).update(
-            status=LocalListStatus.IN_SYNC, synced_revision=revision, last_result=result[:200]
-        )
-        LocalListState.objects.filter(charger_id=charger_pk, last_success_at__isnull=True).update(last_success_at=now)
+    """In sync at `revision`; the first success's time kept (one UPDATE: a new fleet's syncs end
+    by the hundred in one batch, where a savepoint and two UPDATEs each were three statements)."""
+    LocalListState.objects.filter(charger_id=charger_pk).update(
+        status=LocalListStatus.IN_SYNC, synced_revision=revision, last_result=result[:200],
+        last_success_at=Coalesce("last_success_at", Value(now, output_field=DateTimeField())),
+    )
 
 
 async def local_list_sync(call: CallFn, *, charger_pk: int, force_full: bool = False, at_boot: bool = False) -> str:

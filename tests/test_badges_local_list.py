@@ -285,3 +285,17 @@ def test_syncs_starting_together_are_claimed_and_planned_in_one_batch(badges):
         state = LocalListState.objects.get(charger_id=pk)
         assert (state.status, state.list_version, state.syncing_until) == (LocalListStatus.IN_SYNC, 1, None)
         assert state.entries["alice"]["idTagInfo"]["status"] == ("Accepted" if pk in inside else "Invalid")
+
+
+@pytest.mark.django_db
+def test_an_in_sync_mark_keeps_the_time_of_the_first_success():
+    from badges.local_list import _record_in_sync
+
+    charger = Charger.objects.create(charge_point_id="CP-SYNCED")
+    LocalListState.objects.create(charger=charger, status=LocalListStatus.FAILED)
+    first, later = dt.datetime(2026, 12, 1, 8, tzinfo=dt.UTC), dt.datetime(2026, 12, 2, 9, tzinfo=dt.UTC)
+    _record_in_sync(charger.pk, 7, "full list of 3 sent", first)
+    _record_in_sync(charger.pk, 8, "1 change sent", later)
+    state = LocalListState.objects.get(charger=charger)
+    assert (state.status, state.synced_revision, state.last_result, state.last_success_at) == (
+        LocalListStatus.IN_SYNC, 8, "1 change sent", first)

@@ -118,7 +118,6 @@ class BadgeReads:
         return may_use(charger_ids=charger_ids, zone_ids=zone_ids, charger_pk=charger.pk, lineage=lineage)
 
 
-
 def badge_authorize(
     *,
     id_tag: str,

@@ -184,7 +184,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
         grant = await connections_recorded().submit(services.ConnectionRecord(
             charger_pk=who.charger_pk, channel_name=self.channel_name, now=clock.now()))
         self.charger_pk = grant.charger_pk
-        # Read moments ago by charger_identify: the acceptance check starts from it.
+        # Read moments ago by the handshake's identification: the acceptance check starts from it.
         self._registration_seen(who.registration_status == RegistrationStatus.ACCEPTED)
         if grant.replaced_channel and grant.replaced_channel != self.channel_name:
             await self._close_replaced(grant.replaced_channel)

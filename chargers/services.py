@@ -85,40 +85,6 @@ class ChargerIdentity:
 _IDENTITY_FIELDS = ("pk", "charge_point_id", "password_hash", "registration_status")
 
 
-def charger_identify(*, charge_point_id: str, may_register: bool = True) -> ChargerIdentity:
-    """Find the charger for a handshake, or register it, or raise ConnectionRefused.
-
-    Unknown ids follow OCPP_UNKNOWN_CHARGERS: `reject` refuses (OCPP-J §3.2 says 404;
-    Daphne can only answer 403), `accept`/`pending` register the charger unless
-    `may_register` is false (the caller's address registered too many already: a
-    script inventing ids must not fill the charger table). The lookup ignores case: the
-    identity is a CiString, and `cp-1` must not become a second charger next to `CP-1`.
-    One SELECT of the columns the connection needs for a known charger.
-    """
-    row = Charger.objects.filter(charge_point_id=charge_point_id).values_list(*_IDENTITY_FIELDS)[:1]
-    if row:
-        return _identity(row[0])
-    return _identify_as_spelled_otherwise(charge_point_id, may_register)
-
-
-def _identify_as_spelled_otherwise(charge_point_id: str, may_register: bool) -> ChargerIdentity:
-    """`charger_identify` once no charger is stored as spelled: another case, or a new one."""
-    row = Charger.objects.alias(id_lower=Lower("charge_point_id")).filter(
-        id_lower=charge_point_id.lower()).order_by().values_list(*_IDENTITY_FIELDS)[:1]
-    if row:
-        return _identity(row[0])
-    return _register(charge_point_id, may_register)
-
-
-def _register(charge_point_id: str, may_register: bool) -> ChargerIdentity:
-    refusal = _registration_refusal(charge_point_id, may_register)
-    if refusal is not None:
-        raise refusal
-    charger, = _register_many([charge_point_id])
-    return ChargerIdentity(charger.pk, charger.charge_point_id, charger.password_hash, True,
-                           charger.registration_status)
-
-
 def _registration_refusal(charge_point_id: str, may_register: bool) -> ConnectionRefused | None:
     """Why an unknown charger may not be registered (OCPP_UNKNOWN_CHARGERS, the address's rate), or None."""
     if settings.OCPP_UNKNOWN_CHARGERS == "reject":
@@ -154,7 +120,7 @@ def _identity(row: Sequence[Any]) -> ChargerIdentity:
 
 @dataclass(frozen=True, eq=False)
 class IdentifyRequest:
-    """One handshake's `charger_identify` (keyed by identity: two handshakes are two requests)."""
+    """One handshake to identify (keyed by identity: two handshakes are two requests)."""
 
     charge_point_id: str
     may_register: bool = True
@@ -163,9 +129,16 @@ class IdentifyRequest:
 def chargers_identify_many(
     requests: Sequence[IdentifyRequest],
 ) -> dict[IdentifyRequest, ChargerIdentity | ConnectionRefused]:
-    """`charger_identify` for the handshakes arriving together: the ids stored as spelled in one
-    SELECT (a reconnect storm), the others one by one and the new ones registered in one
-    transaction (a new fleet). A refusal is that request's result, not an exception."""
+    """Find the chargers of the handshakes arriving together, or register them: each request's
+    identity, or the ConnectionRefused that refuses it (a result, not an exception).
+
+    Unknown ids follow OCPP_UNKNOWN_CHARGERS: `reject` refuses (OCPP-J §3.2 says 404;
+    Daphne can only answer 403), `accept`/`pending` register the charger unless the request
+    `may_register` is false (its address registered too many already: a script inventing ids
+    must not fill the charger table). The lookup ignores case: the identity is a CiString, and
+    `cp-1` must not become a second charger next to `CP-1`. The ids stored as spelled are read in
+    one SELECT (a reconnect storm), the others in one more by their lower case (indexed), and the
+    new ones registered in one INSERT (a new fleet), in one transaction."""
     found = {row[1]: _identity(row) for row in Charger.objects.filter(
         charge_point_id__among={request.charge_point_id for request in requests}).values_list(*_IDENTITY_FIELDS)}
     identified: dict[IdentifyRequest, ChargerIdentity | ConnectionRefused] = {
@@ -368,12 +341,10 @@ def charger_boot_many(records: Sequence[BootRecord]) -> dict[BootRecord, BootAns
         registrations = {pk: (status, interval_s) for pk, status, interval_s in Charger.objects.filter(
             pk__in={record.charger_pk for record in ordered}).values_list(
             "pk", "registration_status", "heartbeat_interval_s")}
-    answers: dict[BootRecord, BootAnswer] = {}
-    for record in ordered:
-        if record.charger_pk not in registrations:
-            raise Charger.DoesNotExist(f"charger {record.charger_pk} is gone")
-        answers[record] = _boot_answer(*registrations[record.charger_pk])
-    return answers
+        gone = [record.charger_pk for record in ordered if record.charger_pk not in registrations]
+        if gone:  # inside the transaction: the others' rows are written once, when run alone
+            raise Charger.DoesNotExist(f"charger {gone[0]} is gone")
+    return {record: _boot_answer(*registrations[record.charger_pk]) for record in ordered}
 
 
 def _charger_column(name: str) -> str:

@@ -9,6 +9,7 @@ StopTransaction recorded meanwhile winning.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from typing import Any
@@ -413,11 +414,11 @@ def test_handshakes_identified_together_answer_as_one_by_one(settings):
         request("CP-Known"), request("cp-known"), request("CP-NEW"), request("CP-NEW"),
         request("CP-SCRIPTED", may_register=False))
     found = charger_services.chargers_identify_many([exact, other_case, new, new_again, refused])
-    assert found[exact] == charger_services.charger_identify(charge_point_id="CP-Known")
-    assert found[other_case] == found[exact] and found[exact].charger_pk == known.pk  # type: ignore[union-attr]
+    assert found[exact] == charger_services.ChargerIdentity(known.pk, "CP-Known", "", registration_status="pending")
+    assert found[other_case] == found[exact]
     registered = found[new]
     assert isinstance(registered, charger_services.ChargerIdentity) and registered.registered
-    assert found[new_again] == charger_services.charger_identify(charge_point_id="CP-NEW")  # found, not twice
+    assert found[new_again] == dataclasses.replace(registered, registered=False)  # found, not registered twice
     assert isinstance(found[refused], charger_services.ConnectionRefused)
     assert Charger.objects.filter(charge_point_id__iexact="CP-NEW").count() == 1
     assert not Charger.objects.filter(charge_point_id="CP-SCRIPTED").exists()
@@ -492,3 +493,43 @@ def test_a_batch_of_starts_reads_badges_and_prior_sessions_once_and_answers_as_o
     assert answers[replay].transaction_id == stored.transaction_id  # a replay: the id already issued
     assert Transaction.objects.get(pk=open_before.transaction_id).state != TransactionState.ACTIVE  # superseded
     assert Transaction.objects.filter(state=TransactionState.ACTIVE).count() == len(requests)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_new_charger_another_process_registers_meanwhile_is_found_not_refused(settings, monkeypatch):
+    """Two web processes registering the same new id: the batch whose INSERT loses on the unique id
+    fails, its requests are run alone, and the lost one finds the other process's row."""
+    import threading
+
+    from django.db import connections
+
+    from chargers import services as charger_services
+    from chargers.batcher import Batcher
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has one writer at a time: nobody can register in between")
+    settings.OCPP_UNKNOWN_CHARGERS = "accept"
+    refusal_of = charger_services._registration_refusal
+    theirs: list[int] = []
+
+    def other_process_registers_first(charge_point_id: str, may_register: bool):  # between SELECT and INSERT
+        if charge_point_id == "CP-RACE" and not theirs:
+            def register() -> None:
+                theirs.append(Charger.objects.create(charge_point_id="CP-RACE", registration_status="accepted").pk)
+                connections.close_all()
+            thread = threading.Thread(target=register)
+            thread.start()
+            thread.join(10)
+        return refusal_of(charge_point_id, may_register)
+
+    monkeypatch.setattr(charger_services, "_registration_refusal", other_process_registers_first)
+    raced, other = charger_services.IdentifyRequest("CP-RACE"), charger_services.IdentifyRequest("CP-OTHER")
+
+    async def handshakes() -> list[Any]:
+        batcher = Batcher(charger_services.chargers_identify_many, name="identify")
+        return list(await asyncio.gather(batcher.submit(raced), batcher.submit(other)))
+
+    found_raced, found_other = asyncio.run(handshakes())
+    assert theirs and found_raced.charger_pk == theirs[0] and not found_raced.registered
+    assert found_other.registered
+    assert Charger.objects.filter(charge_point_id__in=["CP-RACE", "CP-OTHER"]).count() == 2

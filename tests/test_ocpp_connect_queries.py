@@ -25,11 +25,18 @@ def _connect(*records: services.ConnectionRecord) -> dict[services.ConnectionRec
     return services.chargers_connected_many(records)
 
 
+def _identify(charge_point_id: str) -> services.ChargerIdentity | services.ConnectionRefused:
+    request = services.IdentifyRequest(charge_point_id)
+    return services.chargers_identify_many([request])[request]
+
+
 def test_a_known_charger_is_identified_by_one_select(known, django_assert_num_queries):
     with django_assert_num_queries(1):
-        who = services.charger_identify(charge_point_id="CP-Q")
+        who = _identify("CP-Q")
+    assert isinstance(who, services.ChargerIdentity)
     assert (who.charger_pk, who.charge_point_id, who.registration_status) == (known.pk, "CP-Q", "accepted")
-    assert services.charger_identify(charge_point_id="cp-q").charger_pk == known.pk  # identities ignore case
+    other_case = _identify("cp-q")  # identities ignore case
+    assert isinstance(other_case, services.ChargerIdentity) and other_case.charger_pk == known.pk
 
 
 def test_connections_cost_the_same_statements_however_many(known):
@@ -85,6 +92,15 @@ def test_boots_cost_the_same_statements_however_many_and_answer_from_the_rows(kn
     known.refresh_from_db()
     assert (known.vendor, known.model, known.firmware_version, known.last_boot_at, known.last_seen) == \
         ("V", "M", "1.2", NOW, NOW)
+
+
+def test_a_boot_of_a_deleted_charger_fails_and_writes_nothing(known):
+    gone = Charger.objects.create(charge_point_id="CP-GONE")
+    gone_pk = gone.pk
+    gone.delete()
+    with pytest.raises(Charger.DoesNotExist):
+        services.charger_boot_many([services.BootRecord(known.pk, INFO, NOW), services.BootRecord(gone_pk, INFO, NOW)])
+    assert Charger.objects.get(pk=known.pk).last_boot_at is None  # the batch's transaction rolled back
 
 
 def test_a_boot_after_the_operator_changed_the_charger_answers_from_the_row(known):

@@ -242,3 +242,15 @@ def test_it_reads_the_snake_case_payload_the_ocpp_library_hands_over():
                                      "charging_schedule_period": [{"start_period": 0, "limit": 12.5}]}}
     parsed = ChargingProfile.from_ocpp(payload)
     assert (parsed.profile_id, parsed.stack_level, parsed.periods[0].limit) == (9, 1, 12.5)
+
+
+def test_the_simulator_package_names_load_on_first_use_and_each_is_exported():
+    """The package's names are imported lazily (a web process must not load the simulator): every
+    exported name has a home module and resolves to that module's object."""
+    import importlib
+
+    import simulator
+
+    assert set(simulator.__all__) == set(simulator._HOME)
+    for name, home in simulator._HOME.items():
+        assert getattr(simulator, name) is getattr(importlib.import_module(f"simulator.{home}"), name)

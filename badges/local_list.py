@@ -249,10 +249,10 @@ def _start_many(starts: Sequence[_SyncStart]) -> dict[_SyncStart, tuple[Claim | 
         if planned:
             snapshot = BadgeSnapshot.read()
             pks = {start.charger_pk for start in planned}
-            chargers = Charger.objects.only("pk", "zone_id").in_bulk(pks)
+            chargers = {charger.pk: charger for charger in Charger.objects.only("pk", "zone_id").filter(pk__among=pks)}
             configs: dict[int, dict[str, str]] = {pk: {} for pk in pks}
             for charger_pk, key, value in ConfigurationKey.objects.filter(
-                    charger_id__in=pks, key__in=_PLAN_KEYS).values_list("charger_id", "key", "value"):
+                    charger_id__among=pks, key__in=_PLAN_KEYS).values_list("charger_id", "key", "value"):
                 configs[charger_pk][key] = value
             for start in planned:
                 plans[start] = _plan(start.charger_pk, start.now, state=states[start.charger_pk], snapshot=snapshot,
@@ -264,11 +264,11 @@ def _start_many(starts: Sequence[_SyncStart]) -> dict[_SyncStart, tuple[Claim | 
 def _states_of(charger_pks: Sequence[int]) -> dict[int, LocalListState]:
     """The chargers' list states; those missing (new chargers) created in one INSERT."""
     wanted = set(charger_pks)
-    states = {state.charger_id: state for state in LocalListState.objects.filter(charger_id__in=wanted)}
+    states = {state.charger_id: state for state in LocalListState.objects.filter(charger_id__among=wanted)}
     missing = wanted - states.keys()
     if missing:
         LocalListState.objects.bulk_create([LocalListState(charger_id=pk) for pk in missing], ignore_conflicts=True)
-        states.update({state.charger_id: state for state in LocalListState.objects.filter(charger_id__in=missing)})
+        states.update({state.charger_id: state for state in LocalListState.objects.filter(charger_id__among=missing)})
     return states
 
 

@@ -4,7 +4,7 @@
 OCPP write batches (thousands of rows a second, each a dozen plain columns) that
 compiling was most of the database thread's time. Here only the columns that need an
 adapter (date-times, JSON) go through their field; every other value is passed as is:
-in multi-row INSERTs on SQLite, through COPY on PostgreSQL.
+one prepared statement run for every row on SQLite, through COPY on PostgreSQL.
 No ids are set on the instances (callers that need them read the table's maximum id).
 """
 
@@ -49,15 +49,13 @@ def insert_rows(model: type[models.Model], columns: Sequence[str], rows: Sequenc
                 copy.write_row(row)
         return
     placeholders = ", ".join(["%s"] * len(columns))
-    # Many rows per statement (within the backend's parameter limit) rather than one
-    # statement per row: a batch is a handful of statements whatever its size.
-    per_statement = max(1, min(1_000, (connection.features.max_query_params or 32_000) // len(columns)))
+    # One single-row statement run for every row (executemany: a C loop over one prepared
+    # statement), not multi-row VALUES lists: those were a new statement text for every batch
+    # size, each parsed again and kept in the connection's statement cache (128 of them, up
+    # to a thousand rows' worth of bytecode each: 3 MB of a process's memory at 125 chargers),
+    # and they were slower per row (7.8 µs against 3.3–5.0 µs in a plain sqlite3 loop).
     with connection.cursor() as cursor:
-        for start in range(0, len(rows), per_statement):
-            chunk = rows[start : start + per_statement]
-            values = ", ".join([f"({placeholders})"] * len(chunk))
-            cursor.execute(f"INSERT INTO {table} ({column_list}) VALUES {values}",  # noqa: S608
-                           [value for row in chunk for value in row])
+        cursor.executemany(f"INSERT INTO {table} ({column_list}) VALUES ({placeholders})", rows)  # noqa: S608
 
 
 def update_rows(model: type[models.Model], columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

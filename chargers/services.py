@@ -239,7 +239,7 @@ def chargers_connected_many(records: Sequence[ConnectionRecord]) -> dict[Connect
     ordered = sorted(records, key=lambda record: record.charger_pk)
     with transaction.atomic():
         held = {pk: channel if connected else "" for pk, connected, channel in Charger.objects.select_for_update()
-                .filter(pk__in={record.charger_pk for record in ordered}).order_by("pk")
+                .filter(pk__among={record.charger_pk for record in ordered}).order_by("pk")
                 .values_list("pk", "connected", "channel_name")}
         grants: dict[ConnectionRecord, ConnectionGrant] = {}
         for record in ordered:
@@ -339,7 +339,7 @@ def charger_boot_many(records: Sequence[BootRecord]) -> dict[BootRecord, BootAns
         update_rows(Charger, columns, [(record.charger_pk, *record.info.__dict__.values(), record.now, record.now)
                                        for record in ordered])
         registrations = {pk: (status, interval_s) for pk, status, interval_s in Charger.objects.filter(
-            pk__in={record.charger_pk for record in ordered}).values_list(
+            pk__among={record.charger_pk for record in ordered}).values_list(
             "pk", "registration_status", "heartbeat_interval_s")}
         gone = [record.charger_pk for record in ordered if record.charger_pk not in registrations]
         if gone:  # inside the transaction: the others' rows are written once, when run alone
@@ -408,7 +408,7 @@ def connector_statuses_update(*, statuses: Sequence[Mapping[str, Any]]) -> None:
     stored = {
         (charger_pk, connector_id): status_at
         for charger_pk, connector_id, status_at in Connector.objects.filter(
-            charger_id__in={charger_pk for charger_pk, _ in final}
+            charger_id__among={charger_pk for charger_pk, _ in final}
         ).values_list("charger_id", "connector_id", "status_at")
     }
     new: dict[tuple[int, int], dict[str, Any]] = {}
@@ -425,7 +425,7 @@ def connector_statuses_update(*, statuses: Sequence[Mapping[str, Any]]) -> None:
         ignore_conflicts=True,
     )
     for charger_pk, connector_id, status_at, state in Connector.objects.filter(
-        charger_id__in={charger_pk for charger_pk, _ in new}
+        charger_id__among={charger_pk for charger_pk, _ in new}
     ).values_list("charger_id", "connector_id", "status_at", "status"):
         ours = new.get((charger_pk, connector_id))
         if ours is not None and (status_at, state) != (ours["timestamp"], ours["status"]):
@@ -482,7 +482,7 @@ def configuration_outcomes_record(*, outcomes: Sequence[ConfigurationOutcome]) -
     now = timezone.now()
     with transaction.atomic():
         stored = {(charger_pk, key): pk for pk, charger_pk, key in ConfigurationKey.objects.filter(
-            charger_id__in={charger_pk for charger_pk, _ in final}, key__in={key for _, key in final},
+            charger_id__among={charger_pk for charger_pk, _ in final}, key__among={key for _, key in final},
         ).values_list("pk", "charger_id", "key")}
         stamp = connection.ops.adapt_datetimefield_value(now)
         updates: dict[tuple[str, ...], list[list[Any]]] = {}
@@ -516,7 +516,7 @@ def configuration_values_many(*, charger_pks: Sequence[int], keys: list[str]) ->
     pks = list(charger_pks)
     for start in range(0, len(pks), 2000):  # SQLite binds at most 32,766 parameters
         for charger_id, key, value in ConfigurationKey.objects.filter(
-                charger_id__among=pks[start:start + 2000], key__in=keys).values_list("charger_id", "key", "value"):
+                charger_id__among=pks[start:start + 2000], key__among=keys).values_list("charger_id", "key", "value"):
             found.setdefault(charger_id, {})[key] = value
     return found
 

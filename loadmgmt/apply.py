@@ -285,7 +285,7 @@ def _rows_of_new_sessions(inputs: LoopInputs) -> dict[tuple[int, int], LimitStat
     new = [ctx for ctx in inputs.contexts.values() if ctx.state is None]
     if not new:
         return {}
-    rows = LimitState.objects.filter(charger_id__in={c.charger_pk for c in new}, connector_id__gt=0)
+    rows = LimitState.objects.filter(charger_id__among={c.charger_pk for c in new}, connector_id__gt=0)
     return {(row.charger_id, row.connector_id): row for row in rows}
 
 

@@ -212,7 +212,7 @@ def upstream_limits_a(now: dt.datetime) -> UpstreamCaps:
             transaction_id=row["transaction_id"], profile=row["profile"]))
     sessions: dict[int, list[tuple[int, int, dt.datetime | None]]] = defaultdict(list)
     for pk, charger_pk, connector_id, start in Transaction.objects.filter(
-            state=TransactionState.ACTIVE, charger_id__in=list(phases)).values_list(
+            state=TransactionState.ACTIVE, charger_id__among=list(phases)).values_list(
             "pk", "charger_id", "connector_id", "start_time"):
         sessions[charger_pk].append((connector_id, pk, start))
     caps = UpstreamCaps()

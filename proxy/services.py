@@ -61,7 +61,7 @@ def link_configs(*, charger_pk: int) -> list[LinkConfig]:
 
 def link_configs_of(*, charger_pks: list[int]) -> dict[int, list[LinkConfig]]:
     """The enabled links of these chargers, per charger."""
-    return _link_configs(UpstreamLink.objects.filter(charger_id__in=charger_pks))
+    return _link_configs(UpstreamLink.objects.filter(charger_id__among=charger_pks))
 
 
 def link_configs_all() -> dict[int, list[LinkConfig]]:

@@ -43,15 +43,42 @@ def test_an_empty_collection_matches_nothing(chargers):
     assert Charger.objects.exclude(pk__among=[]).count() == 5
 
 
-def test_it_is_one_parameter_on_postgresql(chargers):
+def test_it_is_one_parameter_whatever_the_count(chargers):
+    """One statement text for 1 or 5 keys: on PostgreSQL an array, on SQLite a JSON array read by
+    json_each (a new `IN (%s, …)` text per count filled SQLite's statement cache)."""
     pks = [c.pk for c in chargers]
+    texts = set()
+    for count in (1, 5):
+        with CaptureQueriesContext(connection) as queries:
+            assert Charger.objects.filter(pk__among=pks[:count]).count() == count
+        texts.add(queries.captured_queries[-1]["sql"].replace(str(pks[:count]), "").split(" WHERE ")[0])
+        sql = queries.captured_queries[-1]["sql"]
+        if connection.vendor == "postgresql":
+            assert "= ANY(" in sql and " IN (" not in sql
+        else:
+            assert "json_each(" in sql
+    assert len(texts) == 1
+
+
+def test_text_keys_match_as_in_does(chargers):
+    """A str column compared with str values through json_each; values JSON would change (a
+    quote, non-ASCII) still match exactly."""
+    odd = Charger.objects.create(charge_point_id='CP-"é"')
+    names = Charger.objects.filter(charge_point_id__among=['CP-"é"', "CP-2", "cp-3"]).values_list(
+        "charge_point_id", flat=True)
+    assert sorted(names) == ['CP-"é"', "CP-2"] and odd.pk
+
+
+def test_values_json_would_change_fall_back_to_a_plain_in_list_on_sqlite(chargers):
+    """Booleans (JSON's true is not SQLite's 1) are sent as `IN (…)`, so they match exactly what
+    `__in` matches."""
+    Charger.objects.filter(pk=chargers[0].pk).update(connected=True)
     with CaptureQueriesContext(connection) as queries:
-        assert Charger.objects.filter(pk__among=pks).count() == 5
-    sql = queries.captured_queries[-1]["sql"]
-    if connection.vendor == "postgresql":
-        assert "= ANY(" in sql and " IN (" not in sql
-    else:
-        assert " IN (" in sql
+        among = set(Charger.objects.filter(connected__among=[True, 0]).values_list("pk", flat=True))
+    assert among == set(Charger.objects.filter(connected__in=[True, 0]).values_list("pk", flat=True))
+    assert len(among) == 5
+    if connection.vendor == "sqlite":
+        assert "json_each(" not in queries.captured_queries[-1]["sql"]
 
 
 def test_a_single_value_is_refused():

@@ -125,7 +125,7 @@ class _BatchReads:
         latest = max(request.timestamp for request in requests)
         for pk, charger_pk, connector_id, state, tag, started, meter_start, offline in Transaction.objects.filter(
             Q(state=TransactionState.ACTIVE) | Q(start_time__gte=earliest, start_time__lte=latest),
-            charger_id__in={request.charger.pk for request in requests},
+            charger_id__among={request.charger.pk for request in requests},
         ).order_by("pk").values_list("pk", "charger_id", "connector_id", "state", "id_tag", "start_time",
                                       "meter_start_wh", "offline"):
             self._prior.setdefault((charger_pk, connector_id), []).append(
@@ -586,7 +586,7 @@ def _close_by_system_many(ends: dict[int, dt.datetime], *, reason: str) -> list[
         latest: dict[int, dt.datetime] = {}
         closing = list(readings)
         for start in range(0, len(closing), _BATCH_ROWS):
-            samples = MeterSample.objects.filter(transaction_id__in=closing[start:start + _BATCH_ROWS])
+            samples = MeterSample.objects.filter(transaction_id__among=closing[start:start + _BATCH_ROWS])
             # Energy and power come from these two measurands only; the latest reading of any kind.
             for transaction_id, timestamp, measurand, value, unit, phase in samples.filter(
                     measurand__in=(ENERGY, POWER)).values_list(

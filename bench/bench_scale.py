@@ -355,7 +355,11 @@ async def one_size(server: Server, size: int, args: argparse.Namespace) -> dict[
     idle_kb = server.rss_kb()
     fleet = [ocpp_load.Charger(server.url, f"BENCH-{n:05d}") for n in range(size)]
     spy = await start_py_spy(server, f"connect-{server.kind}-{size}-{len(server.processes)}.txt")
+    cpu_before = server.cpu_s()
     result: dict[str, Any] = await ocpp_load.bring_up(fleet, 60.0)
+    # What connecting and booting cost the server, per charger (the boot steps still running
+    # after the last StartTransaction was answered are not in it).
+    result["server_cpu_ms_per_connect"] = round(1000 * (server.cpu_s() - cpu_before) / size, 2)
     await stop_py_spy(spy)
     await asyncio.sleep(2.0)
     result["server_kb_per_charger"] = round((server.rss_kb() - idle_kb) / size, 1)
@@ -513,6 +517,9 @@ def table(results: dict[str, Any]) -> str:
         for key in ("p50_ms", "p95_ms", "p99_ms"):
             rows.append((size, f"MeterValues {key.replace('_', ' ')}", _fmt(p.get(key)), _fmt(b.get(key)),
                          _ratio(p.get(key), b.get(key)), "", ""))
+        rows.append((size, "server CPU ms per connect + boot", _fmt(p.get("server_cpu_ms_per_connect")),
+                     _fmt(b.get("server_cpu_ms_per_connect")),
+                     _ratio(p.get("server_cpu_ms_per_connect"), b.get("server_cpu_ms_per_connect")), "", ""))
         rows.append((size, "server CPU ms per MeterValues", _fmt(p.get("server_cpu_ms_per_meter_values")),
                      _fmt(b.get("server_cpu_ms_per_meter_values")),
                      _ratio(p.get("server_cpu_ms_per_meter_values"), b.get("server_cpu_ms_per_meter_values")), "",

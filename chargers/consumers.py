@@ -52,7 +52,7 @@ from chargers.hooks import (
 from chargers.identity import BadIdentity, identity_from_path, printable
 from chargers.inbox import process_inbox
 from chargers.loops import PerLoop
-from chargers.models import Charger, Direction, RegistrationStatus
+from chargers.models import Direction, RegistrationStatus
 from chargers.protocol import CentralSystemChargePoint, call_error_exception
 from chargers.ratelimit import RateLimiter, ThrottledLog
 from chargers.schemas import compile_all, schema_problem
@@ -311,8 +311,8 @@ class OcppConsumer(AsyncWebsocketConsumer):
         assert self.charger_pk is not None  # noqa: S101 - set in connect() before accept
         assert self.cp is not None  # noqa: S101
         if frame.action in {"StartTransaction", "Authorize"}:
-            # The handler needs the whole row: read it once, for both.
-            charger = await database_sync_to_async(Charger.objects.get)(pk=self.charger_pk)
+            # The handler needs the whole row: read it once, for both (with other chargers' rows).
+            charger = await charger_rows().submit(self.charger_pk)
             self.cp.use_charger_row(charger if charger.is_accepted else None)
             self._registration_seen(charger.is_accepted)
         else:
@@ -625,6 +625,8 @@ _replaced_sends = PerLoop(lambda: asyncio.Semaphore(_REPLACED_SENDS_IN_FLIGHT))
 # process that was 50 hops to the database thread a second, each between two write batches.
 acceptance_checks = PerLoop(lambda: Batcher(services.chargers_accepted_many, max_batch=1000,
                                             name="acceptance re-checks"))
+# The rows of the chargers whose StartTransaction or Authorize arrive at the same time.
+charger_rows = PerLoop(lambda: Batcher(services.chargers_rows_many, max_batch=500, name="reading chargers"))
 # The handshakes arriving at the same time find (or register) their chargers in one step.
 identities_found = PerLoop(lambda: Batcher(services.chargers_identify_many, max_batch=500,
                                            name="identifying chargers"))

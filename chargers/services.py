@@ -566,6 +566,18 @@ def chargers_accepted_many(charger_pks: Sequence[int]) -> dict[int, bool]:
     return {pk: pk in accepted for pk in charger_pks}
 
 
+def chargers_rows_many(charger_pks: Sequence[int]) -> dict[int, Charger]:
+    """The chargers' whole rows, one query for the StartTransactions and Authorizes arriving
+    together (their handlers need the charger's zone and acceptance): one hop to the database
+    thread per batch instead of one per frame. A charger deleted meanwhile fails the batch
+    (`Charger.DoesNotExist`; the batcher then runs the others alone)."""
+    rows = {charger.pk: charger for charger in Charger.objects.filter(pk__among=list(charger_pks))}
+    missing = [pk for pk in charger_pks if pk not in rows]
+    if missing:
+        raise Charger.DoesNotExist(f"no charger {missing[0]}")
+    return rows
+
+
 def message_log_many(*, rows: list[dict[str, Any]]) -> None:
     """`message_log` for many rows (the keyword arguments of each): one INSERT, one UPDATE.
 

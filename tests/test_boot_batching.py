@@ -533,3 +533,29 @@ def test_a_new_charger_another_process_registers_meanwhile_is_found_not_refused(
     assert theirs and found_raced.charger_pk == theirs[0] and not found_raced.registered
     assert found_other.registered
     assert Charger.objects.filter(charge_point_id__in=["CP-RACE", "CP-OTHER"]).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_rows_of_chargers_starting_together_are_read_in_one_query_and_a_deleted_one_fails_alone():
+    """StartTransaction and Authorize need their charger's whole row: the frames arriving together
+    read theirs in one query (one hop), and a charger deleted meanwhile fails alone."""
+    from chargers import consumers
+    from chargers import services as charger_services
+
+    chargers = _chargers(6, prefix="CP-R")
+    with CaptureQueriesContext(connection) as queries:
+        rows = charger_services.chargers_rows_many([c.pk for c in chargers])
+    assert len(queries) == 1
+    assert {pk: row.charge_point_id for pk, row in rows.items()} == {c.pk: c.charge_point_id for c in chargers}
+    gone = chargers[2].pk
+    Charger.objects.filter(pk=gone).delete()
+
+    async def together() -> tuple[list[Any], int]:
+        batcher = consumers.charger_rows()
+        found = await asyncio.gather(*(batcher.submit(c.pk) for c in chargers), return_exceptions=True)
+        return found, batcher.batches
+
+    found, batches = asyncio.run(together())
+    assert isinstance(found[2], Charger.DoesNotExist)
+    assert [row.pk for n, row in enumerate(found) if n != 2] == [c.pk for n, c in enumerate(chargers) if n != 2]
+    assert batches == 0  # the batch failed (the gone charger), so each ran alone

@@ -485,9 +485,10 @@ def test_a_batch_of_starts_reads_badges_and_prior_sessions_once_and_answers_as_o
                 start(chargers[4], "GARAGE"), *(start(charger, "FLEET") for charger in chargers[5:])]
     with CaptureQueriesContext(connection) as queries:
         answers = tx_services.transactions_start_many(requests)
-    # An INSERT per new start (7), closing the superseded session (7), the batch's reads: the prior
-    # sessions, each badge and its rights once, the zone tree (9), its savepoint (2). Not five per start.
-    assert len(queries) <= 7 + 7 + 9 + 2
+    # One INSERT for the new starts, closing the superseded session (7), the batch's reads: the
+    # prior sessions, each badge and its rights once, the zone tree (9), its savepoint (2).
+    assert len(queries) <= 1 + 7 + 9 + 2
+    assert sum(query["sql"].startswith('INSERT INTO "transactions_transaction"') for query in queries) == 1
     statuses = [answers[request].id_tag_info.status for request in requests]
     assert statuses == ["Accepted", "Accepted", "Accepted", "Invalid", "Invalid", "Accepted", "Accepted", "Accepted"]
     assert answers[replay].transaction_id == stored.transaction_id  # a replay: the id already issued
@@ -559,3 +560,28 @@ def test_the_rows_of_chargers_starting_together_are_read_in_one_query_and_a_dele
     assert isinstance(found[2], Charger.DoesNotExist)
     assert [row.pk for n, row in enumerate(found) if n != 2] == [c.pk for n, c in enumerate(chargers) if n != 2]
     assert batches == 0  # the batch failed (the gone charger), so each ran alone
+
+
+@pytest.mark.django_db
+def test_a_badge_starting_twice_in_one_batch_is_refused_the_second_time(settings):
+    """The batch's session rows are inserted together, but a badge's concurrency check still sees
+    the session the same badge started earlier in the batch (ConcurrentTx), and every answer's
+    transaction id is its own stored row."""
+    from badges.models import Badge
+
+    settings.BADGES_ALLOW_CONCURRENT_TX = False
+    chargers = _chargers(4, prefix="CP-C")
+    Badge.objects.create(id_tag="ONCE", holder="One car")
+    Badge.objects.create(id_tag="OTHER", holder="Another car")
+    at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    requests = [tx_services.StartRequest(charger, 1, tag, 0, at, None, at)
+                for charger, tag in zip(chargers, ["OTHER", "ONCE", "ONCE", "other"], strict=True)]
+    answers = tx_services.transactions_start_many(requests)
+    assert [answers[request].id_tag_info.status for request in requests] == [
+        "Accepted", "Accepted", "ConcurrentTx", "ConcurrentTx"]
+    rows = {row.pk: row for row in Transaction.objects.all()}
+    assert sorted(rows) == sorted(answers[request].transaction_id for request in requests)
+    for request in requests:
+        row = rows[answers[request].transaction_id]
+        assert (row.charger_id, row.id_tag, row.id_tag_status) == (
+            request.charger.pk, request.id_tag, answers[request].id_tag_info.status)

@@ -35,6 +35,7 @@ from django.db.models import Avg, Count, F, Field, Max, Min, Q
 from django.db.models.functions import TruncMinute
 from django.utils.dateparse import parse_datetime
 
+from badges.models import Badge
 from badges.services import AuthorizationStatus, BadgeReads, IdTagInfo, badge_authorize
 from chargers.bulkinsert import insert_rows
 from chargers.models import Charger, Connector
@@ -78,7 +79,9 @@ def transaction_start(
     """
     request = StartRequest(charger, connector_id, id_tag, meter_start_wh, timestamp, reservation_id, now)
     with db_transaction.atomic():
-        return _start(request)
+        answer = _start(request)
+    assert isinstance(answer, StartAnswer)  # noqa: S101 - alone, a start is inserted at once
+    return answer
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,7 +105,17 @@ def transactions_start_many(requests: Sequence[StartRequest]) -> dict[StartReque
     reads only where an earlier start of the batch changed what they would find."""
     with db_transaction.atomic():
         reads = _BatchReads(requests)
-        return {request: _start(request, reads) for request in requests}
+        outcomes = {request: _start(request, reads) for request in requests}
+        reads.flush()
+    return {request: outcome if isinstance(outcome, StartAnswer) else StartAnswer(outcome.record.pk, outcome.info)
+            for request, outcome in outcomes.items()}
+
+
+class _Started(NamedTuple):
+    """A start of a batch whose session row is inserted with the batch's others (`flush`)."""
+
+    record: Transaction
+    info: IdTagInfo
 
 
 # pk, state, id tag, start time, meter start, offline
@@ -113,10 +126,15 @@ class _BatchReads:
     """The reads of a batch of starts, done once: the badges, and the sessions on the batch's
     connectors that a start could replay or supersede (open ones, and any that started within
     the batch's span of start times). A connector a start of the batch wrote to is read again
-    by the next start on it, so each start sees what the ones before it did."""
+    by the next start on it, so each start sees what the ones before it did.
+
+    The batch's new session rows are inserted together (`flush`, one INSERT: one ORM insert per
+    start was 87 % of a start's time), before anything reads the table where they would count:
+    a second start on a connector of the batch, a concurrency check of the same badge."""
 
     def __init__(self, requests: Sequence[StartRequest]) -> None:
         self.badges = BadgeReads()
+        self._unsaved: list[Transaction] = []
         self._written: set[tuple[int, int]] = set()
         self._prior: dict[tuple[int, int], list[_PriorRow]] = {}
         if not requests:
@@ -135,12 +153,29 @@ class _BatchReads:
         """This start's replay candidates and open sessions on its connector, in pk order."""
         key = (request.charger.pk, request.connector_id)
         if key in self._written:
+            self.flush()
             return _prior_of(request)
         self._written.add(key)
         return [row for row in self._prior.get(key, [])
                 if (row[2], row[3], row[4]) == (request.id_tag, request.timestamp, request.meter_start_wh)
                 or (row[1] == TransactionState.ACTIVE and row[3] is not None
                     and row[3] < request.timestamp)]
+
+    def insert_later(self, record: Transaction) -> None:
+        self._unsaved.append(record)
+
+    def before_concurrency_check(self, badge: Badge | None, *, offline: bool) -> None:
+        """A badge's running sessions may be about to be counted: its new ones must be in the table."""
+        if badge is None or offline or settings.BADGES_ALLOW_CONCURRENT_TX:
+            return
+        if any(record.badge_id == badge.pk for record in self._unsaved):
+            self.flush()
+
+    def flush(self) -> None:
+        """Insert the new session rows (their primary keys are set on them)."""
+        if self._unsaved:
+            Transaction.objects.bulk_create(self._unsaved)
+            self._unsaved.clear()
 
 
 def _prior_of(request: StartRequest) -> list[_PriorRow]:
@@ -151,7 +186,7 @@ def _prior_of(request: StartRequest) -> list[_PriorRow]:
     ).order_by("pk").values_list("pk", "state", "id_tag", "start_time", "meter_start_wh", "offline"))
 
 
-def _start(request: StartRequest, reads: _BatchReads | None = None) -> StartAnswer:
+def _start(request: StartRequest, reads: _BatchReads | None = None) -> StartAnswer | _Started:
     charger, connector_id, id_tag = request.charger, request.connector_id, request.id_tag
     timestamp, now = request.timestamp, request.now
     offline = now - timestamp > OFFLINE_REPLAY_AGE
@@ -174,10 +209,12 @@ def _start(request: StartRequest, reads: _BatchReads | None = None) -> StartAnsw
         return StartAnswer(replayed[0], info)
     for pk in superseded:  # a new session on a connector: the charger is done with the older open one
         transaction_close_by_system(transaction_pk=pk, reason=REASON_SUPERSEDED, at=timestamp)
+    if reads is not None:
+        reads.before_concurrency_check(badge, offline=offline)
     info = _authorize_for(charger, id_tag, now, starting=True, offline=offline, badge=badge, reads=badge_reads)
     at_start = (_authorize_for(charger, id_tag, timestamp, check_concurrency=False, badge=badge, reads=badge_reads)
                 if offline else info)
-    record = Transaction.objects.create(
+    record = Transaction(
         charger=charger,
         connector_id=connector_id,
         id_tag=id_tag,
@@ -190,6 +227,10 @@ def _start(request: StartRequest, reads: _BatchReads | None = None) -> StartAnsw
         reservation_id=request.reservation_id,
         state=TransactionState.ACTIVE,
     )
+    if reads is not None:
+        reads.insert_later(record)
+        return _Started(record, info)
+    record.save(force_insert=True)
     return StartAnswer(record.pk, info)
 
 

@@ -35,12 +35,13 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
-from django.db.models import DateTimeField, Q, Value
+from django.db.models import DateTimeField, Value
 from django.db.models.functions import Coalesce
 
 from badges.models import Badge, BadgeListRevision, LocalListState, LocalListStatus
 from badges.services import badges_changed, lineage_in, may_use, zone_parents
 from chargers.batcher import Batcher
+from chargers.bulkinsert import update_rows
 from chargers.commands import CallFailed, ChargerCallError
 from chargers.loops import PerLoop
 from chargers.models import Charger, ConfigurationKey
@@ -238,12 +239,12 @@ def _start_many(starts: Sequence[_SyncStart]) -> dict[_SyncStart, tuple[Claim | 
     in one transaction: the list states, the badges, the revision and what the plans read of the
     chargers (zone, configuration) are read once for all of them, the missing states created in
     one INSERT (a storm of new chargers otherwise read them, and committed a claim, once per
-    charger: a third of its database thread's time). The claim stays a conditional UPDATE
-    each: two syncs of one charger in a batch, the second finds it claimed."""
+    charger: a third of its database thread's time). The claims are one UPDATE run for every
+    claimed charger, decided on the states read locked (`_claims`)."""
     with transaction.atomic():
         revision = BadgeListRevision.load().revision
         states = _states_of([start.charger_pk for start in starts])
-        claims = {start: _claim(start.charger_pk, start.now, states[start.charger_pk], revision) for start in starts}
+        claims = _claims(starts, states, revision)
         planned = [start for start in starts if (claim := claims[start]) is not None and start.needs_plan(claim)]
         plans: dict[_SyncStart, Plan] = {}
         if planned:
@@ -262,43 +263,73 @@ def _start_many(starts: Sequence[_SyncStart]) -> dict[_SyncStart, tuple[Claim | 
 
 
 def _states_of(charger_pks: Sequence[int]) -> dict[int, LocalListState]:
-    """The chargers' list states; those missing (new chargers) created in one INSERT."""
+    """The chargers' list states, locked until the transaction ends (PostgreSQL; a SQLite write
+    transaction holds the database); those missing (new chargers) created in one INSERT."""
     wanted = set(charger_pks)
-    states = {state.charger_id: state for state in LocalListState.objects.filter(charger_id__among=wanted)}
+    locked = LocalListState.objects.select_for_update().order_by("pk")
+    states = {state.charger_id: state for state in locked.filter(charger_id__among=wanted)}
     missing = wanted - states.keys()
     if missing:
         LocalListState.objects.bulk_create([LocalListState(charger_id=pk) for pk in missing], ignore_conflicts=True)
-        states.update({state.charger_id: state for state in LocalListState.objects.filter(charger_id__among=missing)})
+        states.update({state.charger_id: state for state in locked.filter(charger_id__among=missing)})
     return states
 
 
-def _claim(charger_pk: int, now: dt.datetime, state: LocalListState, revision: int) -> Claim | None:
-    """Claim the charger for one sync (a conditional update: two pushes never interleave)."""
-    claimed = LocalListState.objects.filter(
-        Q(syncing_until__isnull=True) | Q(syncing_until__lt=now), charger_id=charger_pk
-    ).update(syncing_until=now + CLAIM_FOR, last_attempt_at=now)
-    if claimed != 1:
-        return None  # another process is pushing to this charger right now
-    return Claim(state.status, state.list_version, state.synced_revision, state.last_attempt_at, revision)
+def _claims(starts: Sequence[_SyncStart], states: dict[int, LocalListState], revision: int,
+            ) -> dict[_SyncStart, Claim | None]:
+    """Claim each start's charger for its sync unless another sync holds it (two pushes never
+    interleave): decided on the locked states, in order (a second sync of a charger in the batch
+    finds it claimed), written in one UPDATE run for every claimed charger."""
+    claims: dict[_SyncStart, Claim | None] = {}
+    rows: list[tuple[int, dt.datetime, dt.datetime]] = []
+    claimed: set[int] = set()
+    for start in starts:
+        state = states[start.charger_pk]
+        if start.charger_pk in claimed or (state.syncing_until is not None and state.syncing_until >= start.now):
+            claims[start] = None  # another push to this charger is running
+            continue
+        claimed.add(start.charger_pk)
+        claims[start] = Claim(state.status, state.list_version, state.synced_revision, state.last_attempt_at, revision)
+        rows.append((state.pk, start.now + CLAIM_FOR, start.now))
+    update_rows(LocalListState, ["syncing_until", "last_attempt_at"], rows)
+    return claims
 
 
 class _SyncEnd:
     """What one sync leaves to write when it ends (its outcome, then the release of its claim),
-    written in one transaction with the other syncs ending at the same time. Keyed by identity."""
+    written in one transaction with the other syncs ending at the same time, as one UPDATE of
+    its charger's state (the outcomes' columns merged in order). Keyed by identity."""
 
     def __init__(self, charger_pk: int) -> None:
         self.charger_pk = charger_pk
-        self.writes: list[Callable[[], None]] = []
+        self.fields: dict[str, Any] = {}
         self.release = True
 
-    def then(self, write: Callable[..., None], *args: Any) -> None:
-        self.writes.append(lambda: write(self.charger_pk, *args))
+    def then(self, fields: dict[str, Any]) -> None:
+        """Columns to write, after those given before (a later value wins, as a later UPDATE
+        would; a `_KeepFirst` keeps a value given before)."""
+        for column, value in fields.items():
+            if isinstance(value, _KeepFirst) and self.fields.get(column) is not None:
+                continue
+            self.fields[column] = value
 
     def run(self) -> None:
-        for write in self.writes:
-            write()
+        fields = {column: value.expression(column) if isinstance(value, _KeepFirst) else value
+                  for column, value in self.fields.items()}
         if self.release:
-            LocalListState.objects.filter(charger_id=self.charger_pk).update(syncing_until=None)
+            fields["syncing_until"] = None
+        if fields:
+            LocalListState.objects.filter(charger_id=self.charger_pk).update(**fields)
+
+
+@dataclass(frozen=True)
+class _KeepFirst:
+    """A column's stored value, or this one when it has none (the first success's time)."""
+
+    value: dt.datetime
+
+    def expression(self, column: str) -> Coalesce:
+        return Coalesce(column, Value(self.value, output_field=DateTimeField()))
 
 
 def _end_many(ends: Sequence[_SyncEnd]) -> dict[_SyncEnd, None]:
@@ -313,30 +344,28 @@ _starts = PerLoop(lambda: Batcher(_start_many, max_batch=200, name="starting loc
 _ends = PerLoop(lambda: Batcher(_end_many, max_batch=200, name="ending local list syncs"))
 
 
-def _release_still_in_sync(charger_pk: int, claim: Claim, version: int) -> None:
+def _release_still_in_sync(claim: Claim, version: int) -> dict[str, Any]:
     """Release a charger found holding the list it was in sync with. The time of the last full
     check stays (`last_attempt_at`), so that the hourly recheck still comes however often it reboots."""
-    LocalListState.objects.filter(charger_id=charger_pk).update(
-        syncing_until=None, last_attempt_at=claim.last_attempt_at, last_result=f"in sync at v{version}")
+    return {"syncing_until": None, "last_attempt_at": claim.last_attempt_at, "last_result": f"in sync at v{version}"}
 
 
-def _mark(charger_pk: int, status: str, result: str) -> None:
-    LocalListState.objects.filter(charger_id=charger_pk).update(status=status, last_result=result[:200])
+def _mark(status: str, result: str) -> dict[str, Any]:
+    return {"status": status, "last_result": result[:200]}
+
+
+def _accepted(version: int, entries: dict[str, Entry], now: dt.datetime) -> dict[str, Any]:
+    return {"list_version": version, "entries": entries, "last_success_at": now}
 
 
 def _record_accepted(charger_pk: int, version: int, entries: dict[str, Entry], now: dt.datetime) -> None:
-    LocalListState.objects.filter(charger_id=charger_pk).update(
-        list_version=version, entries=entries, last_success_at=now
-    )
+    LocalListState.objects.filter(charger_id=charger_pk).update(**_accepted(version, entries, now))
 
 
-def _record_in_sync(charger_pk: int, revision: int, result: str, now: dt.datetime) -> None:
-    """In sync at `revision`; the first success's time kept (one UPDATE: a new fleet's syncs end
-    by the hundred in one batch, where a savepoint and two UPDATEs each were three statements)."""
-    LocalListState.objects.filter(charger_id=charger_pk).update(
-        status=LocalListStatus.IN_SYNC, synced_revision=revision, last_result=result[:200],
-        last_success_at=Coalesce("last_success_at", Value(now, output_field=DateTimeField())),
-    )
+def _in_sync(revision: int, result: str, now: dt.datetime) -> dict[str, Any]:
+    """In sync at `revision`; the first success's time kept."""
+    return {"status": LocalListStatus.IN_SYNC, "synced_revision": revision, "last_result": result[:200],
+            "last_success_at": _KeepFirst(now)}
 
 
 async def local_list_sync(call: CallFn, *, charger_pk: int, force_full: bool = False, at_boot: bool = False) -> str:
@@ -357,7 +386,7 @@ async def local_list_sync(call: CallFn, *, charger_pk: int, force_full: bool = F
         if plan is None:
             charger_version = await _charger_version(call)
             if charger_version == claim.list_version:
-                end.then(_release_still_in_sync, claim, charger_version)
+                end.then(_release_still_in_sync(claim, charger_version))
                 end.release = False
                 return f"in sync at v{charger_version}"
             plan = await database_sync_to_async(_plan)(charger_pk, clock.now())
@@ -365,7 +394,7 @@ async def local_list_sync(call: CallFn, *, charger_pk: int, force_full: bool = F
     except _NotSupported as why:
         return _not_supported(end, str(why))
     except CallFailed as error:
-        end.then(_mark, LocalListStatus.FAILED, f"failed: {error}")
+        end.then(_mark(LocalListStatus.FAILED, f"failed: {error}"))
         return f"failed: {error}"
     finally:
         await _ends().submit(end)
@@ -404,7 +433,7 @@ async def _sync(call: CallFn, end: _SyncEnd, plan: Plan, force_full: bool, charg
         changes = differential(plan.snapshot, plan.desired)
         if not changes:
             result = "; ".join([f"in sync at v{charger_version}", *plan.notes])
-            end.then(_record_in_sync, plan.revision, result, clock.now())
+            end.then(_in_sync(plan.revision, result, clock.now()))
             return result
         outcome = await _send(call, end, plan, changes, base, full=False)
         if outcome in {"Failed", "VersionMismatch"}:
@@ -438,7 +467,7 @@ async def _send(call: CallFn, end: _SyncEnd, plan: Plan, changes: list[tuple[str
         if index < len(messages) - 1:
             await database_sync_to_async(_record_accepted)(plan.charger_pk, version, snapshot, clock.now())
         else:
-            end.then(_record_accepted, version, snapshot, clock.now())
+            end.then(_accepted(version, snapshot, clock.now()))
     return "Accepted"
 
 
@@ -446,18 +475,18 @@ def _finish(end: _SyncEnd, plan: Plan, outcome: str, kind: str) -> str:
     if outcome == "Accepted":
         result = "; ".join([f"{kind} list accepted at v{plan.list_version} ({len(plan.snapshot)} entries)",
                             *plan.notes])
-        end.then(_record_in_sync, plan.revision, result, clock.now())
+        end.then(_in_sync(plan.revision, result, clock.now()))
         return result
     if outcome == "NotSupported":
         return _not_supported(end, f"SendLocalList answered {outcome}")
     status = LocalListStatus.VERSION_MISMATCH if outcome == "VersionMismatch" else LocalListStatus.FAILED
     result = "; ".join([f"{kind} list answered {outcome}", *plan.notes])
-    end.then(_mark, status, result)
+    end.then(_mark(status, result))
     return result
 
 
 def _not_supported(end: _SyncEnd, why: str) -> str:
-    end.then(_mark, LocalListStatus.NOT_SUPPORTED, f"not supported: {why}")
+    end.then(_mark(LocalListStatus.NOT_SUPPORTED, f"not supported: {why}"))
     return f"not supported: {why}"
 
 

@@ -289,13 +289,70 @@ def test_syncs_starting_together_are_claimed_and_planned_in_one_batch(badges):
 
 @pytest.mark.django_db
 def test_an_in_sync_mark_keeps_the_time_of_the_first_success():
-    from badges.local_list import _record_in_sync
+    from badges.local_list import _in_sync, _SyncEnd
 
     charger = Charger.objects.create(charge_point_id="CP-SYNCED")
     LocalListState.objects.create(charger=charger, status=LocalListStatus.FAILED)
     first, later = dt.datetime(2026, 12, 1, 8, tzinfo=dt.UTC), dt.datetime(2026, 12, 2, 9, tzinfo=dt.UTC)
-    _record_in_sync(charger.pk, 7, "full list of 3 sent", first)
-    _record_in_sync(charger.pk, 8, "1 change sent", later)
+    for revision, result, at in [(7, "full list of 3 sent", first), (8, "1 change sent", later)]:
+        end = _SyncEnd(charger.pk)
+        end.then(_in_sync(revision, result, at))
+        end.run()
     state = LocalListState.objects.get(charger=charger)
     assert (state.status, state.synced_revision, state.last_result, state.last_success_at) == (
         LocalListStatus.IN_SYNC, 8, "1 change sent", first)
+
+
+@pytest.mark.django_db
+def test_a_sync_end_is_one_update_written_as_its_outcomes_in_order_would_be():
+    """An accepted list then the in-sync mark, merged into one UPDATE with the claim's release:
+    the accepted list's time wins over the kept first success (as two UPDATEs in order would)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from badges.local_list import _accepted, _in_sync, _mark, _SyncEnd
+
+    charger = Charger.objects.create(charge_point_id="CP-ENDED")
+    long_ago, now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC), dt.datetime(2026, 12, 2, 9, tzinfo=dt.UTC)
+    LocalListState.objects.create(charger=charger, status=LocalListStatus.FAILED, last_success_at=long_ago,
+                                  syncing_until=now + dt.timedelta(minutes=5))
+    end = _SyncEnd(charger.pk)
+    end.then(_mark(LocalListStatus.FAILED, "first try failed"))
+    end.then(_accepted(4, {"alice": {"idTag": "ALICE"}}, now))
+    end.then(_in_sync(9, "full list accepted at v4", now + dt.timedelta(seconds=1)))
+    with CaptureQueriesContext(connection) as queries:
+        end.run()
+    assert len(queries) == 1
+    state = LocalListState.objects.get(charger=charger)
+    assert (state.status, state.list_version, state.synced_revision, state.last_result, state.last_success_at,
+            state.syncing_until, state.entries) == (
+        LocalListStatus.IN_SYNC, 4, 9, "full list accepted at v4", now, None, {"alice": {"idTag": "ALICE"}})
+
+
+@pytest.mark.django_db
+def test_a_charger_another_sync_holds_is_not_claimed_and_a_second_sync_in_a_batch_finds_it_claimed():
+    """Two pushes to one charger never interleave: a claim still running (syncing_until ahead)
+    refuses the sync, an expired one is taken over, and of two syncs of one charger in a batch
+    only the first claims it. The claims are written by one statement."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from badges.local_list import CLAIM_FOR, _start_many, _SyncStart
+
+    now = dt.datetime(2026, 12, 2, 9, tzinfo=dt.UTC)
+    held, expired, fresh = (Charger.objects.create(charge_point_id=f"CP-{name}") for name in ("HELD", "OLD", "NEW"))
+    LocalListState.objects.create(charger=held, syncing_until=now + dt.timedelta(seconds=30))
+    LocalListState.objects.create(charger=expired, syncing_until=now - dt.timedelta(seconds=1))
+    starts = [_SyncStart(held.pk, now, at_boot=True, force_full=False),
+              _SyncStart(expired.pk, now, at_boot=True, force_full=False),
+              _SyncStart(fresh.pk, now, at_boot=True, force_full=False),
+              _SyncStart(fresh.pk, now, at_boot=True, force_full=False)]
+    with CaptureQueriesContext(connection) as queries:
+        claimed = _start_many(starts)
+    assert [claimed[start][0] is not None for start in starts] == [False, True, True, False]
+    # (an executemany is logged once, as "<n> times: UPDATE …")
+    assert sum('UPDATE "badges_localliststate"' in query["sql"] for query in queries) == 1
+    states = {state.charger_id: state for state in LocalListState.objects.all()}
+    assert states[held.pk].syncing_until == now + dt.timedelta(seconds=30)  # untouched
+    for charger in (expired, fresh):
+        assert (states[charger.pk].syncing_until, states[charger.pk].last_attempt_at) == (now + CLAIM_FOR, now)

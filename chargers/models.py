@@ -274,8 +274,11 @@ class OcppMessage(models.Model):
         db_index=True,
         help_text="When the frame was received or sent, or the event happened.",
     )
+    # Not indexed: every frame writes a row (two per MeterValues) and each index is a random
+    # B-tree insertion (with it, a row cost 46–52 µs of SQLite CPU at 200,000 rows, 25–32 µs
+    # without). Its readers filter case-insensitively (no index serves that) or by time first.
     charge_point_id = models.CharField(
-        max_length=48, db_index=True,
+        max_length=48,
         verbose_name="charge point id", help_text="As the charger connected, even when unknown to the system.",
     )
     charger = models.ForeignKey(

@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 PAGE_SIZE = 100
 # A download is a maintenance aid: bounded, newest first.
 DOWNLOAD_MAX_ROWS = 50_000
+# How long before its answer a call may have been logged (OCPP_CALL_TIMEOUT is at most 600 s).
+ANSWER_WINDOW = dt.timedelta(minutes=15)
 LOG_FIELDS = ("timestamp", "charge_point_id", "direction", "message_type", "unique_id", "action", "payload", "error")
 
 
@@ -74,7 +76,11 @@ def _answered_actions(messages: list[OcppMessage]) -> dict[tuple[str, str], str]
     answers = [m for m in messages if m.message_type in ("CALLRESULT", "CALLERROR") and m.unique_id]
     if not answers:
         return {}
-    calls = OcppMessage.objects.filter(message_type="CALL", unique_id__in={m.unique_id for m in answers},
+    # A logged answer came within its call's timeout (OCPP_CALL_TIMEOUT, at most 600 s; later
+    # ones are dropped unlogged): the calls are looked for in that window, on the time index.
+    since = min(m.timestamp for m in answers) - ANSWER_WINDOW
+    calls = OcppMessage.objects.filter(timestamp__gte=since, timestamp__lte=max(m.timestamp for m in answers),
+                                       message_type="CALL", unique_id__in={m.unique_id for m in answers},
                                        charge_point_id__in={m.charge_point_id for m in answers})
     return {(cp, uid): action for cp, uid, action in calls.values_list("charge_point_id", "unique_id", "action")}
 

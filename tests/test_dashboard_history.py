@@ -112,6 +112,22 @@ def test_the_log_filters_and_downloads(viewer):
     assert [json.loads(line)["action"] for line in lines] == ["Heartbeat"]
 
 
+def test_an_answer_names_the_call_of_its_own_time_when_a_message_id_was_used_before(viewer):
+    """Chargers reuse message ids (counters restart at a reboot): an answer is matched with the
+    call of that id logged within the calls' timeout before it, not an older one."""
+    from dashboard.maintenance import ANSWER_WINDOW
+
+    now = clock.now()
+    # The older call stored last: read without the window, it would be the one found.
+    for at, action in ((now, "Reset"), (now - ANSWER_WINDOW - dt.timedelta(minutes=1), "Heartbeat")):
+        OcppMessage.objects.create(timestamp=at, charge_point_id="CP-R", direction="out", message_type="CALL",
+                                   unique_id="7", action=action, payload={})
+    OcppMessage.objects.create(timestamp=now, charge_point_id="CP-R", direction="in", message_type="CALLRESULT",
+                               unique_id="7", payload={"status": "Accepted"})
+    page = viewer.get("/log/?charger=CP-R").content.decode()
+    assert "↳ Reset" in page and "↳ Heartbeat" not in page
+
+
 def test_health_names_what_is_wrong():
     Charger.objects.create(charge_point_id="CP-GONE", registration_status=RegistrationStatus.ACCEPTED)
     checks = {check.name: check for check in maintenance.health_checks(clock.now())}

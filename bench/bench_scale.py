@@ -362,7 +362,8 @@ async def one_size(server: Server, size: int, args: argparse.Namespace) -> dict[
     result["server_cpu_ms_per_connect"] = round(1000 * (server.cpu_s() - cpu_before) / size, 2)
     await stop_py_spy(spy)
     await asyncio.sleep(2.0)
-    result["server_kb_per_charger"] = round((server.rss_kb() - idle_kb) / size, 1)
+    result["server_rss_kb"] = server.rss_kb()
+    result["server_kb_per_charger"] = round((result["server_rss_kb"] - idle_kb) / size, 1)
     rate = args.rate or min(size / args.period, args.max_rate)
     cpu = asyncio.create_task(cpu_in_window(server, args.warmup, args.seconds))
     result.update(await ocpp_load.drive([c for c in fleet if c.ws is not None], rate, args.seconds, args.warmup))
@@ -497,9 +498,19 @@ def _status(ok: bool | None) -> str:
     return "-" if ok is None else ("MET" if ok else "missed")
 
 
+def marginal_kb(smaller: dict[str, Any], larger: dict[str, Any]) -> float | None:
+    """Server KB per charger between two sizes of one run (each size starts the servers afresh:
+    the difference of their RSS after connecting leaves each process's fixed costs out)."""
+    if "server_rss_kb" not in smaller or "server_rss_kb" not in larger:
+        return None
+    added = larger.get("connected", 0) - smaller.get("connected", 0)
+    return round((larger["server_rss_kb"] - smaller["server_rss_kb"]) / added, 1) if added > 0 else None
+
+
 def table(results: dict[str, Any]) -> str:
     """One row per figure: project, bare baseline, ratio, target, met?"""
     rows = [("size", "figure", "project", "bare", "ratio", "target", "")]
+    previous: dict[str, Any] = {}
     for size, pair in results["sizes"].items():
         p, b = pair.get("project", {}), pair.get("bare", {})
         n = int(size)
@@ -533,6 +544,12 @@ def table(results: dict[str, Any]) -> str:
                      _fmt(b.get("server_kb_per_charger")),
                      _ratio(p.get("server_kb_per_charger"), b.get("server_kb_per_charger")), TARGETS["kb"],
                      _status(p.get("server_kb_per_charger", 1e9) <= 50) if p else "-"))
+        if previous:
+            # What each charger past the smaller size added, the processes' fixed costs left out.
+            p_kb, b_kb = (marginal_kb(previous.get(kind, {}), pair.get(kind, {})) for kind in ("project", "bare"))
+            rows.append((size, f"server KB per charger past {previous['size']}", _fmt(p_kb), _fmt(b_kb),
+                         _ratio(p_kb, b_kb), "", ""))
+        previous = {**pair, "size": size}
         ps, bs = p.get("storm") or {}, b.get("storm") or {}
         if ps or bs:
             storm_ok = None

@@ -45,6 +45,17 @@ def test_the_table_puts_each_figure_beside_its_target_and_says_whether_it_is_met
     assert rows["connected (connect+boot s)"].endswith("MET")
 
 
+def test_memory_per_charger_past_the_smaller_size_leaves_the_fixed_costs_out():
+    small = {"project": {"connected": 250, "server_rss_kb": 200_000, "server_kb_per_charger": 80.0},
+             "bare": {"connected": 250, "server_rss_kb": 100_000, "server_kb_per_charger": 40.0}}
+    large = {"project": {"connected": 1000, "server_rss_kb": 230_000, "server_kb_per_charger": 50.0},
+             "bare": {"connected": 1000, "server_rss_kb": 127_000, "server_kb_per_charger": 37.0}}
+    text = bench_scale.table({"sizes": {"250": small, "1000": large}})
+    row = next(line for line in text.splitlines() if "past 250" in line)
+    assert "40.0" in row and "36.0" in row and "1.1x" in row  # 30,000 KB / 750 and 27,000 KB / 750
+    assert bench_scale.marginal_kb({"connected": 5}, large["project"]) is None  # no RSS: no figure
+
+
 def test_the_file_descriptor_soft_limit_is_raised_to_the_hard_limit():
     limits = bench_scale.raise_fd_limit(needed=100)
     assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == limits["soft"] == limits["hard"]

@@ -56,6 +56,25 @@ def test_memory_per_charger_past_the_smaller_size_leaves_the_fixed_costs_out():
     assert bench_scale.marginal_kb({"connected": 5}, large["project"]) is None  # no RSS: no figure
 
 
+def test_the_sample_count_waits_for_the_write_buffer_and_says_how_long():
+    counts = iter([100, 400, 500])
+
+    async def step(*args: str) -> dict[str, Any]:
+        assert args == ("count",)
+        return {"samples": next(counts)}
+
+    result = asyncio.run(bench_scale.samples_stored(step, expected=500, timeout_s=30))
+    assert (result["samples_stored"], result["samples_ok"]) == (500, True)
+    assert result["samples_stored_after_s"] >= 0.9  # two half-second waits
+
+    stuck = asyncio.run(bench_scale.samples_stored(lambda *_: _count(7), expected=8, timeout_s=0.6))
+    assert (stuck["samples_stored"], stuck["samples_ok"]) == (7, False)
+
+
+async def _count(samples: int) -> dict[str, Any]:
+    return {"samples": samples}
+
+
 def test_the_file_descriptor_soft_limit_is_raised_to_the_hard_limit():
     limits = bench_scale.raise_fd_limit(needed=100)
     assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == limits["soft"] == limits["hard"]

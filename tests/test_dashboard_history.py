@@ -128,6 +128,18 @@ def test_an_answer_names_the_call_of_its_own_time_when_a_message_id_was_used_bef
     assert "↳ Reset" in page and "↳ Heartbeat" not in page
 
 
+def test_the_log_table_indexes_only_what_its_readers_use():
+    """Every frame writes a log row: the charge point id (read case-insensitively, or after the
+    time) has no index to maintain; the time and the charger keep theirs."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, OcppMessage._meta.db_table)
+    indexed = {tuple(c["columns"]) for c in constraints.values() if c["index"] and not c["primary_key"]}
+    assert ("charge_point_id",) not in indexed
+    assert {("timestamp",), ("charger_id",)} <= indexed
+
+
 def test_health_names_what_is_wrong():
     Charger.objects.create(charge_point_id="CP-GONE", registration_status=RegistrationStatus.ACCEPTED)
     checks = {check.name: check for check in maintenance.health_checks(clock.now())}

@@ -1,4 +1,4 @@
-"""Plain multi-row INSERTs and per-row UPDATEs for the hot path's log rows, samples and charger rows.
+"""Plain INSERTs and per-row UPDATEs for the hot path's log rows, samples and charger rows.
 
 `bulk_create` compiles every value of every row through the field machinery; for the
 OCPP write batches (thousands of rows a second, each a dozen plain columns) that

@@ -164,9 +164,9 @@ class _BatchReads:
     def insert_later(self, record: Transaction) -> None:
         self._unsaved.append(record)
 
-    def before_concurrency_check(self, badge: Badge | None, *, offline: bool) -> None:
+    def before_concurrency_check(self, badge: Badge | None) -> None:
         """A badge's running sessions may be about to be counted: its new ones must be in the table."""
-        if badge is None or offline or settings.BADGES_ALLOW_CONCURRENT_TX:
+        if badge is None or settings.BADGES_ALLOW_CONCURRENT_TX:
             return
         if any(record.badge_id == badge.pk for record in self._unsaved):
             self.flush()
@@ -202,6 +202,8 @@ def _start(request: StartRequest, reads: _BatchReads | None = None) -> StartAnsw
             superseded.append(pk)
     badge_reads = reads.badges if reads is not None else BadgeReads()
     badge = badge_reads.find(id_tag)
+    if reads is not None:  # the replay's authorization counts running sessions too
+        reads.before_concurrency_check(badge)
     if replayed is not None:
         # The same StartTransaction replayed: answer with the id already issued.
         info = _authorize_for(charger, id_tag, now, starting=True, offline=replayed[1],
@@ -209,8 +211,6 @@ def _start(request: StartRequest, reads: _BatchReads | None = None) -> StartAnsw
         return StartAnswer(replayed[0], info)
     for pk in superseded:  # a new session on a connector: the charger is done with the older open one
         transaction_close_by_system(transaction_pk=pk, reason=REASON_SUPERSEDED, at=timestamp)
-    if reads is not None:
-        reads.before_concurrency_check(badge, offline=offline)
     info = _authorize_for(charger, id_tag, now, starting=True, offline=offline, badge=badge, reads=badge_reads)
     at_start = (_authorize_for(charger, id_tag, timestamp, check_concurrency=False, badge=badge, reads=badge_reads)
                 if offline else info)

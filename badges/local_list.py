@@ -303,7 +303,6 @@ class _SyncEnd:
     def __init__(self, charger_pk: int) -> None:
         self.charger_pk = charger_pk
         self.fields: dict[str, Any] = {}
-        self.release = True
 
     def then(self, fields: dict[str, Any]) -> None:
         """Columns to write, after those given before (a later value wins, as a later UPDATE
@@ -316,10 +315,7 @@ class _SyncEnd:
     def run(self) -> None:
         fields = {column: value.expression(column) if isinstance(value, _KeepFirst) else value
                   for column, value in self.fields.items()}
-        if self.release:
-            fields["syncing_until"] = None
-        if fields:
-            LocalListState.objects.filter(charger_id=self.charger_pk).update(**fields)
+        LocalListState.objects.filter(charger_id=self.charger_pk).update(**fields, syncing_until=None)
 
 
 @dataclass(frozen=True)
@@ -347,7 +343,7 @@ _ends = PerLoop(lambda: Batcher(_end_many, max_batch=200, name="ending local lis
 def _release_still_in_sync(claim: Claim, version: int) -> dict[str, Any]:
     """Release a charger found holding the list it was in sync with. The time of the last full
     check stays (`last_attempt_at`), so that the hourly recheck still comes however often it reboots."""
-    return {"syncing_until": None, "last_attempt_at": claim.last_attempt_at, "last_result": f"in sync at v{version}"}
+    return {"last_attempt_at": claim.last_attempt_at, "last_result": f"in sync at v{version}"}
 
 
 def _mark(status: str, result: str) -> dict[str, Any]:
@@ -387,7 +383,6 @@ async def local_list_sync(call: CallFn, *, charger_pk: int, force_full: bool = F
             charger_version = await _charger_version(call)
             if charger_version == claim.list_version:
                 end.then(_release_still_in_sync(claim, charger_version))
-                end.release = False
                 return f"in sync at v{charger_version}"
             plan = await database_sync_to_async(_plan)(charger_pk, clock.now())
         return await _sync(call, end, plan, force_full, charger_version)

@@ -69,8 +69,9 @@ CLOSE_REPLACED = 4000
 CLOSE_NO_SUBPROTOCOL = 4001
 CLOSE_PROTOCOL_ERROR = 4002
 CLOSE_UNSUPPORTED_DATA = 4003
-# The consumer failed unexpectedly: closed after marking the charger offline.
-CLOSE_INTERNAL_ERROR = 1011
+# The consumer failed unexpectedly: closed after marking the charger offline. Not RFC 6455's
+# 1011, which autobahn refuses from an application (the close itself then failed).
+CLOSE_INTERNAL_ERROR = 4011
 _TYPE_NAMES = {2: "CALL", 3: "CALLRESULT", 4: "CALLERROR"}
 # A charger accepted at its boot is re-checked this often (and at every
 # StartTransaction), so that one rejected while connected stops being served.

@@ -224,7 +224,7 @@ async def test_a_consumer_crash_closes_and_marks_the_charger_offline(monkeypatch
     monkeypatch.setattr("chargers.consumers.parse_frame", explode)
     await communicator.send_to(text_data='[2,"c1","Heartbeat",{}]')
     closed = await communicator.receive_output(timeout=5)
-    assert closed == {"type": "websocket.close", "code": 1011}
+    assert closed == {"type": "websocket.close", "code": 4011}
     charger = await sync_to_async(Charger.objects.get)(charge_point_id="CP-CRASH")
     assert not charger.connected and charger.channel_name == ""
     await communicator.wait()

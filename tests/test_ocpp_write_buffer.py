@@ -62,6 +62,25 @@ def test_it_fails_only_the_item_that_fails(chargers) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_row_of_a_deleted_charger_fails_alone_at_commit(chargers) -> None:
+    """A row of a charger deleted meanwhile (an operator, or the tests' flush between tests)
+    breaks its foreign key only at COMMIT (deferred): it alone gets the error, each result
+    stays the one of its own item, and the others are written."""
+    gone = Charger.objects.create(charge_point_id="CP-GONE")
+    gone_pk = gone.pk
+    gone.delete()
+    items = [LogRow("CP-GONE", gone_pk, "in", NOW, "CALL", "u1", "Heartbeat", touch=True),
+             LogRow("CP-W0", chargers[0].pk, "event", NOW, "EVENT", action="connected"),
+             MeterValuesWrite(chargers[1].pk, 1, None, _meter_values(NOW, 10, 6))]
+
+    results = write_batch(items)
+
+    assert isinstance(results[0], Exception) and results[1:] == [None, 2]
+    assert list(OcppMessage.objects.values_list("action", flat=True)) == ["connected"]
+    assert MeterSample.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
 def test_it_answers_each_waiter_once_its_item_is_committed(chargers) -> None:
     async def scenario() -> list[object]:
         buffer = WriteBuffer()
@@ -137,7 +156,7 @@ def test_a_flush_waits_for_the_batch_being_written(chargers, monkeypatch) -> Non
     async def scenario() -> list[int]:
         buffer = WriteBuffer()
         await buffer.submit(row, wait=False)
-        await asyncio.sleep(0.05)  # the writer has taken the row: it is being written
+        await asyncio.sleep(writebuffer.WRITE_LINGER_S + 0.1)  # the writer has taken the row: it is being written
         flushed = asyncio.ensure_future(buffer.flush())
         await asyncio.sleep(0.05)
         assert not flushed.done()  # the row is not committed yet
@@ -146,6 +165,85 @@ def test_a_flush_waits_for_the_batch_being_written(chargers, monkeypatch) -> Non
         return list(committed)
 
     assert asyncio.run(scenario()) == [1]
+
+
+def _recording_batches(monkeypatch) -> list[int]:
+    from chargers import writebuffer
+
+    sizes: list[int] = []
+
+    def recorded(items: list[object]) -> list[object]:
+        sizes.append(len(items))
+        return [None] * len(items)
+
+    monkeypatch.setattr(writebuffer, "write_batch", recorded)
+    return sizes
+
+
+def _row(unique_id: str) -> LogRow:
+    return LogRow("CP-W0", None, "in", NOW, "CALL", unique_id, "Heartbeat")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_writes_nobody_awaits_are_gathered_into_one_batch(monkeypatch) -> None:
+    """Log rows and MeterValues answered on receipt: an idle writer waits for more before it
+    writes (one transaction for a site's many frames, not one per frame)."""
+    from chargers import writebuffer
+
+    sizes = _recording_batches(monkeypatch)
+    monkeypatch.setattr(writebuffer, "WRITE_LINGER_S", 0.5)
+
+    async def scenario() -> None:
+        buffer = WriteBuffer()
+        for number in range(5):
+            await buffer.submit(_row(f"u{number}"), wait=False)
+            await asyncio.sleep(0.01)
+        assert sizes == []  # still gathering
+        await asyncio.sleep(0.7)
+
+    asyncio.run(scenario())
+    assert sizes == [5]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_awaited_item_is_written_at_once_with_what_was_gathered(monkeypatch) -> None:
+    """A charger's answer waiting on a write (or a flush) never waits for the linger."""
+    from chargers import writebuffer
+
+    sizes = _recording_batches(monkeypatch)
+    monkeypatch.setattr(writebuffer, "WRITE_LINGER_S", 60)
+
+    async def scenario() -> None:
+        buffer = WriteBuffer()
+        await buffer.submit(_row("u1"), wait=False)
+        await asyncio.sleep(0.01)
+        await asyncio.wait_for(buffer.submit(_row("u2")), 5)
+        await buffer.submit(_row("u3"), wait=False)
+        await asyncio.wait_for(buffer.flush(), 5)
+
+    asyncio.run(scenario())
+    assert sizes == [2, 1]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_full_batch_is_written_without_lingering(monkeypatch) -> None:
+    from chargers import writebuffer
+
+    sizes = _recording_batches(monkeypatch)
+    monkeypatch.setattr(writebuffer, "WRITE_LINGER_S", 60)
+    monkeypatch.setattr(writebuffer, "WRITE_BATCH_MAX", 4)
+
+    async def scenario() -> None:
+        buffer = WriteBuffer()
+        for number in range(4):
+            await buffer.submit(_row(f"u{number}"), wait=False)
+        for _ in range(100):
+            if sizes:
+                return
+            await asyncio.sleep(0.01)
+
+    asyncio.run(scenario())
+    assert sizes == [4]
 
 
 def _status(charger: Charger, connector: int, status: str, minute: int) -> StatusWrite:

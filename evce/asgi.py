@@ -6,7 +6,12 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from evce import apps as evce_apps  # noqa: E402 - before Django setup
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evce.settings")
+# The admin's modules load with the URLs, on the first HTTP request (evce.apps.AdminConfig):
+# chargers reconnecting after a restart wait for the start, not for the admin.
+evce_apps.DISCOVER_ADMIN_AT_START = False
 django_http = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402 - after Django setup

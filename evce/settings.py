@@ -55,7 +55,7 @@ PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "evce.apps.AdminConfig",  # django.contrib.admin, discovered lazily in web processes
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -1,0 +1,38 @@
+"""What a web process loads as it starts, and what it leaves for its first HTTP request."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from django.contrib import admin
+
+ROOT = Path(__file__).resolve().parent.parent
+
+_PROBE = """
+import json, sys
+import evce.asgi
+from django.contrib import admin
+from django.urls import reverse
+at_start = sorted(m._meta.label for m in admin.site._registry)
+loaded_at_start = [name for name in ("transactions.admin", "badges.admin", "meters.admin") if name in sys.modules]
+reverse("admin:index")  # loads the URLconf, as the first HTTP request does
+print(json.dumps({"at_start": at_start, "loaded_at_start": loaded_at_start,
+                  "after_urls": sorted(m._meta.label for m in admin.site._registry)}))
+"""
+
+
+def test_a_web_process_loads_the_admin_with_its_urls_and_then_has_every_model(tmp_path) -> None:
+    env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")}
+    env["EVCE_DATA_DIR"] = str(tmp_path)
+    probe = subprocess.run([sys.executable, "-c", _PROBE], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=120, check=True)
+    seen = json.loads(probe.stdout.strip().splitlines()[-1])
+
+    assert seen["loaded_at_start"] == []
+    assert "transactions.Transaction" not in seen["at_start"]
+    # Once the URLs are loaded the registry is the one a management command (and these tests) has.
+    assert seen["after_urls"] == sorted(model._meta.label for model in admin.site._registry)

@@ -104,3 +104,69 @@ async def test_a_valid_answer_becomes_the_librarys_call_result():
     await point.route(3, wire.sent[0][1], "", [3, wire.sent[0][1], answer])
     result = await pending
     assert result.configuration_key == [{"key": "HeartbeatInterval", "readonly": False, "value": "300"}]
+
+
+@pytest.fixture
+def fresh_schemas(tmp_path, monkeypatch):
+    """chargers.schemas with no validator compiled yet and its cache in `tmp_path`."""
+    from chargers import schemas
+
+    monkeypatch.setattr(schemas, "CACHE_DIR", tmp_path)
+    monkeypatch.setattr(schemas, "_validators", {})
+    return schemas
+
+
+def _generated(schemas, monkeypatch) -> list[str]:
+    """The names of the schemas fastjsonschema is asked to generate code for from now on."""
+    import fastjsonschema
+
+    generated: list[str] = []
+    real = fastjsonschema.compile_to_code
+
+    def counting(definition, **options):
+        generated.append(definition.get("title", "?"))
+        return real(definition, **options)
+
+    monkeypatch.setattr(schemas.fastjsonschema, "compile_to_code", counting)
+    return generated
+
+
+def test_a_process_start_loads_the_validators_compiled_by_an_earlier_one(fresh_schemas, monkeypatch):
+    generated = _generated(fresh_schemas, monkeypatch)
+    fresh_schemas.compile_all(["MeterValues", "Reset"])
+    assert len(generated) == 4
+    assert len(list(fresh_schemas.CACHE_DIR.glob("ocpp16-validators.*.marshal"))) == 1
+
+    monkeypatch.setattr(fresh_schemas, "_validators", {})  # the next process
+    fresh_schemas.compile_all(["MeterValues", "Reset"])
+    assert len(generated) == 4  # nothing generated again
+    problem = fresh_schemas.schema_problem(CALL, "MeterValues", {"connectorId": "1", "meterValue": []})
+    assert problem is not None and problem.code == "TypeConstraintViolation"
+    assert fresh_schemas.schema_problem(CALLRESULT, "Reset", {"status": "Accepted"}) is None
+    assert fresh_schemas.schema_problem(CALLRESULT, "Reset", {"status": "Maybe"}).code == (
+        "PropertyConstraintViolation")
+
+    # Other schemas (another ocpp release) are another key: compiled, and the stale cache replaced.
+    fresh_schemas.compile_all(["Heartbeat"])
+    assert len(generated) == 6
+    assert len(list(fresh_schemas.CACHE_DIR.glob("ocpp16-validators.*.marshal"))) == 1
+
+
+def test_a_corrupt_or_unwritable_cache_only_costs_a_compile(fresh_schemas, monkeypatch, caplog):
+    generated = _generated(fresh_schemas, monkeypatch)
+    fresh_schemas.compile_all(["Heartbeat"])
+    [cache] = fresh_schemas.CACHE_DIR.glob("ocpp16-validators.*.marshal")
+    cache.write_bytes(b"\x00garbage")
+    monkeypatch.setattr(fresh_schemas, "_validators", {})
+
+    fresh_schemas.compile_all(["Heartbeat"])
+
+    assert len(generated) == 4
+    assert "unreadable" in caplog.text
+    assert fresh_schemas.schema_problem(CALL, "Heartbeat", {}) is None
+    assert fresh_schemas.schema_problem(CALL, "Heartbeat", {"x": 1}).code == "FormationViolation"
+
+    monkeypatch.setattr(fresh_schemas, "CACHE_DIR", cache / "not-a-directory")  # cannot be created
+    monkeypatch.setattr(fresh_schemas, "_validators", {})
+    fresh_schemas.compile_all(["Heartbeat"])
+    assert fresh_schemas.schema_problem(CALL, "Heartbeat", {}) is None

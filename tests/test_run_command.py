@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -37,11 +38,14 @@ def read_state(data_dir: Path, process: subprocess.Popen[bytes], timeout_s: floa
     deadline = time.monotonic() + timeout_s
     while not (data_dir / "run.json").exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
+    if process.poll() is not None:
+        raise AssertionError(f"the run command exited with {process.returncode}: {stop(process)[1]}")
     return dict(json.loads((data_dir / "run.json").read_text()))
 
 
 def stop(process: subprocess.Popen[bytes]) -> tuple[int, str]:
-    os.killpg(process.pid, signal.SIGINT)
+    with contextlib.suppress(ProcessLookupError):  # already exited: its output is still to be read
+        os.killpg(process.pid, signal.SIGINT)
     output, _ = process.communicate(timeout=40)
     return process.returncode, output.decode(errors="replace")
 

@@ -26,13 +26,16 @@ consumers hand their writes to one writer per process (per event loop) instead:
 4. if a batch fails, its items are written one by one, so one bad item fails alone (its
    awaiting handler gets the exception, as before batching).
 
+When the web process stops (Daphne on SIGTERM or SIGINT), what the writer holds is written
+before the process ends (`flush_at_shutdown`).
+
 What a crash loses: a charger is answered only after the writes its answer depends on
-are committed (its MeterValues samples, the log rows of the frame and of the answer), so
-nothing a charger was answered for is lost. A crash of the process loses the open batch:
-at most the items submitted in the last batch period, which are log rows of frames not
-yet answered (the charger repeats those frames) and `last_seen` touches (refreshed by the
-charger's next frame). A disconnect awaits its own log row, which flushes everything the
-connection submitted before it.
+are committed (its MeterValues samples by default, a refused frame's CALLERROR row), so
+nothing a charger was answered for is lost. A crash of the process loses the open batch
+and what lingers: at most the items submitted in the last linger and batch period, which
+are maintenance-log rows, `last_seen` touches (refreshed by the charger's next frame) and,
+with OCPP_METER_VALUES_ANSWER=received, samples. A disconnect awaits its own log row, which
+flushes everything the connection submitted before it.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.db import transaction
 
 from chargers import services
@@ -58,9 +62,10 @@ logger = logging.getLogger(__name__)
 WRITE_BATCH_MAX = 300
 
 # How long an idle writer gathers items nobody awaits before it writes them (see point 3
-# above): short beside the control loop's tick (1 s) and the 250 ms bound on a sample's
-# delay, long enough for a site of hundreds of chargers to fill a batch with many frames.
-WRITE_LINGER_S = 0.1
+# above; OCPP_WRITE_LINGER_MS, 100 ms by default): short beside the control loop's tick (1 s)
+# and the 250 ms bound on a sample's delay, long enough for a site of hundreds of chargers
+# to fill a batch with many frames.
+WRITE_LINGER_S = settings.OCPP_WRITE_LINGER_MS / 1000
 
 
 @dataclass(frozen=True)
@@ -220,3 +225,22 @@ class WriteBuffer:
 
 # The writer of the running event loop (one per process under Daphne).
 write_buffer = PerLoop(WriteBuffer)
+
+
+def flush_at_shutdown() -> bool:
+    """Under Daphne (Twisted's reactor on the asyncio loop), write what the buffer holds when the
+    server stops: the reactor waits for the flush before it shuts down. Without it the writes
+    gathered in the last linger (up to OCPP_WRITE_LINGER_MS) would be lost at every restart.
+    False when there is no reactor (an in-process ASGI test, another server)."""
+    import sys
+
+    reactor = sys.modules.get("twisted.internet.reactor")
+    if reactor is None:
+        return False
+    from twisted.internet.defer import Deferred
+
+    def flush() -> Deferred[None]:
+        return Deferred.fromFuture(asyncio.ensure_future(write_buffer().flush()))
+
+    reactor.addSystemEventTrigger("before", "shutdown", flush)
+    return True

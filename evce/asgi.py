@@ -22,6 +22,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from django.urls import re_path  # noqa: E402
 
 from chargers.consumers import OcppConsumer, UnknownPathConsumer  # noqa: E402
+from chargers.writebuffer import flush_at_shutdown  # noqa: E402
 from dashboard.routing import websocket_urlpatterns as dashboard_websockets  # noqa: E402
 from evce import gctune, warmup  # noqa: E402
 
@@ -45,6 +46,7 @@ application = ProtocolTypeRouter(
 
 # Started: what the first chargers would load is loaded now (evce/warmup.py), and what
 # exists then lives as long as the process (evce/gctune.py).
+flush_at_shutdown()
 warmup.limit_malloc_arenas(settings.MALLOC_ARENAS)
 warmup.warm_up()
 gctune.tune(settings.GC_THRESHOLDS)

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 
 import pytest
+from ocpp.v16 import call
 
 from chargers.models import Charger, Connector, OcppMessage, RegistrationStatus
 from chargers.writebuffer import LogRow, MeterValuesWrite, StatusWrite, WriteBuffer, write_batch
@@ -295,3 +296,40 @@ def test_a_connector_another_process_inserted_meanwhile_keeps_the_rule(chargers,
         ("CP-W0", 2): ("Available", NOW + dt.timedelta(minutes=1)),  # older than ours: overwritten
         ("CP-W0", 3): ("Available", NOW + dt.timedelta(minutes=1)),
     }
+
+
+def test_what_the_writer_gathered_is_written_when_daphne_stops(servers, transactional_db) -> None:
+    """SIGTERM right after frames whose log rows nobody waits for: Daphne writes them before it
+    ends, instead of losing the writes of the last linger at every restart."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import BASE_DIR, wait_for_port
+    from tests.embedded_services import free_port
+    from tests.ocpp_sim import ChargerSim
+
+    Charger.objects.create(charge_point_id="CP-STOP", registration_status=RegistrationStatus.ACCEPTED)
+    port = free_port()
+    daphne = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                               "evce.asgi:application"], cwd=BASE_DIR,
+                              env={**servers.env, "OCPP_WRITE_LINGER_MS": "250"})
+    sim = ChargerSim(f"ws://127.0.0.1:{port}", "CP-STOP")
+    try:
+        wait_for_port(port, daphne)
+        sim.connect()
+        sim.boot()
+        sim.call(call.Heartbeat())  # the boot's own steps are over once this is answered
+        for n in range(3):
+            sim.send_raw(json.dumps([2, f"last-{n}", "Heartbeat", {}]))
+            assert sim.recv_raw_response().unique_id == f"last-{n}"
+        daphne.send_signal(signal.SIGTERM)  # well within the 250 ms the writer lingers
+        assert daphne.wait(20) == 0
+    finally:
+        sim.close()
+        if daphne.poll() is None:
+            daphne.kill()
+    logged = OcppMessage.objects.filter(charge_point_id="CP-STOP", unique_id__startswith="last-")
+    assert sorted(logged.values_list("unique_id", "message_type")) == [
+        (f"last-{n}", kind) for n in range(3) for kind in ("CALL", "CALLRESULT")]

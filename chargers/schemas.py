@@ -15,7 +15,9 @@ before that is compiled on first use and kept. Generating and compiling the 56 v
 took ~0.1 s of every process start (a tenth of a web process's, which a reconnect storm's
 chargers wait for): their compiled code is kept in the package's `__pycache__`, where Python
 keeps its own, keyed by the schemas, fastjsonschema's version and the interpreter's bytecode
-magic, and loaded in ~1 ms. A cache that cannot be read or written is only slower.
+magic, and loaded in ~1 ms; written like Python's bytecode (not when PYTHONDONTWRITEBYTECODE
+is set: the install step writes it then, evce/precompile.py). A cache that cannot be read or
+written is only slower.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import json
 import logging
 import marshal
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -90,15 +93,19 @@ def validator(name: str) -> Validator:
     return compiled
 
 
-def compile_all(actions: Iterable[str]) -> None:
-    """Compile the request and answer schemas of `actions` now, or load them compiled."""
+def compile_all(actions: Iterable[str], *, keep: bool | None = None) -> None:
+    """Compile the request and answer schemas of `actions` now, or load them compiled. What is
+    compiled is kept for the next start unless `keep` is False; by default (None) unless Python
+    is told not to write bytecode (PYTHONDONTWRITEBYTECODE: the install step keeps it then,
+    evce/precompile.py)."""
     texts = {name: _schema_text(name)
              for action in actions for name in (schema_name(CALL, action), schema_name(CALLRESULT, action))}
     path = _cache_path(texts)
     codes = _cached_codes(path, set(texts))
     if codes is None:
         codes = {name: _code(name, text) for name, text in texts.items()}
-        _keep_codes(path, codes)
+        if keep if keep is not None else not sys.dont_write_bytecode:
+            _keep_codes(path, codes)
     for name, code in codes.items():
         if name not in _validators:
             _validators[name] = _function(code)

@@ -133,7 +133,7 @@ def _generated(schemas, monkeypatch) -> list[str]:
 
 def test_a_process_start_loads_the_validators_compiled_by_an_earlier_one(fresh_schemas, monkeypatch):
     generated = _generated(fresh_schemas, monkeypatch)
-    fresh_schemas.compile_all(["MeterValues", "Reset"])
+    fresh_schemas.compile_all(["MeterValues", "Reset"], keep=True)
     assert len(generated) == 4
     assert len(list(fresh_schemas.CACHE_DIR.glob("ocpp16-validators.*.marshal"))) == 1
 
@@ -147,19 +147,19 @@ def test_a_process_start_loads_the_validators_compiled_by_an_earlier_one(fresh_s
         "PropertyConstraintViolation")
 
     # Other schemas (another ocpp release) are another key: compiled, and the stale cache replaced.
-    fresh_schemas.compile_all(["Heartbeat"])
+    fresh_schemas.compile_all(["Heartbeat"], keep=True)
     assert len(generated) == 6
     assert len(list(fresh_schemas.CACHE_DIR.glob("ocpp16-validators.*.marshal"))) == 1
 
 
 def test_a_corrupt_or_unwritable_cache_only_costs_a_compile(fresh_schemas, monkeypatch, caplog):
     generated = _generated(fresh_schemas, monkeypatch)
-    fresh_schemas.compile_all(["Heartbeat"])
+    fresh_schemas.compile_all(["Heartbeat"], keep=True)
     [cache] = fresh_schemas.CACHE_DIR.glob("ocpp16-validators.*.marshal")
     cache.write_bytes(b"\x00garbage")
     monkeypatch.setattr(fresh_schemas, "_validators", {})
 
-    fresh_schemas.compile_all(["Heartbeat"])
+    fresh_schemas.compile_all(["Heartbeat"], keep=True)
 
     assert len(generated) == 4
     assert "unreadable" in caplog.text
@@ -168,5 +168,15 @@ def test_a_corrupt_or_unwritable_cache_only_costs_a_compile(fresh_schemas, monke
 
     monkeypatch.setattr(fresh_schemas, "CACHE_DIR", cache / "not-a-directory")  # cannot be created
     monkeypatch.setattr(fresh_schemas, "_validators", {})
-    fresh_schemas.compile_all(["Heartbeat"])
+    fresh_schemas.compile_all(["Heartbeat"], keep=True)
     assert fresh_schemas.schema_problem(CALL, "Heartbeat", {}) is None
+
+
+@pytest.mark.parametrize("dont_write_bytecode", [True, False])
+def test_a_start_keeps_the_validators_as_python_keeps_bytecode(fresh_schemas, monkeypatch, dont_write_bytecode):
+    """PYTHONDONTWRITEBYTECODE: nothing written into the installation at run time (the install
+    step, evce/precompile.py, keeps them with keep=True)."""
+    monkeypatch.setattr(fresh_schemas.sys, "dont_write_bytecode", dont_write_bytecode)
+    fresh_schemas.compile_all(["Heartbeat"])
+    kept = list(fresh_schemas.CACHE_DIR.glob("ocpp16-validators.*.marshal"))
+    assert len(kept) == (0 if dont_write_bytecode else 1)

@@ -36,3 +36,28 @@ def test_a_web_process_loads_the_admin_with_its_urls_and_then_has_every_model(tm
     assert "transactions.Transaction" not in seen["at_start"]
     # Once the URLs are loaded the registry is the one a management command (and these tests) has.
     assert seen["after_urls"] == sorted(model._meta.label for model in admin.site._registry)
+
+
+def test_the_install_step_compiles_every_project_module_and_the_ocpp_validators(tmp_path, monkeypatch) -> None:
+    """evce.precompile (bin/run, bin/test): a start finds bytecode for every module of the running
+    system, and the validators compiled, even where Python does not write bytecode itself."""
+    import importlib.util
+    import shutil
+
+    from chargers import schemas
+    from evce import precompile
+
+    copy = tmp_path / "project"
+    for package in precompile.project_packages():
+        shutil.copytree(package, copy / package.name, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(precompile, "BASE_DIR", copy)
+    monkeypatch.setattr(schemas, "CACHE_DIR", tmp_path / "validators")
+    monkeypatch.setattr(schemas, "_validators", {})
+
+    assert precompile.main() == 0
+
+    names = {package.name for package in precompile.project_packages()}
+    assert {"chargers", "evce", "loadmgmt", "dashboard"} <= names and "tests" not in names
+    sources = [path for path in copy.rglob("*.py")]
+    assert sources and all(Path(importlib.util.cache_from_source(str(path))).is_file() for path in sources)
+    assert len(list((tmp_path / "validators").glob("ocpp16-validators.*.marshal"))) == 1

@@ -87,9 +87,14 @@ def _manage(env: dict[str, str], *args: str) -> None:
 
 
 def _stop(children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+    """SIGTERM to each child itself, then SIGKILL to its whole group after the grace period.
+
+    Not SIGTERM to the group: a Celery worker's pool processes then died under the task they
+    were running (WorkerLostError at every stop) instead of the worker's warm shutdown, which
+    lets the running task finish and ends its pool itself."""
     for _, process in reversed(children):
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
+            process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_S
     for name, process in reversed(children):
         try:

@@ -68,6 +68,7 @@ def test_the_run_command_starts_everything_twice_and_stops_cleanly(tmp_path):
         finally:
             code, output = stop(process)
         assert code == 0, output
+        assert "Traceback" not in output and "WorkerLostError" not in output, output
         assert "OCPP endpoint:" in output
         assert ("admin account created" in output) == (attempt == 0), output
     assert (tmp_path / "evce.sqlite3").exists()
@@ -216,3 +217,48 @@ def _holds_connection_from(pid: int, client_port: int) -> bool:
     import psutil
 
     return any(c.raddr and c.raddr.port == client_port for c in psutil.Process(pid).net_connections(kind="tcp"))
+
+
+_PARENT_WITH_A_POOL = """
+import os, signal, subprocess, sys, time
+record = sys.argv[1]
+child = subprocess.Popen([sys.executable, "-c", '''
+import signal, sys, time
+record = sys.argv[1]
+def told(kind):
+    def handler(*_):
+        open(record, "a").write(kind + "\\\\n")
+        sys.exit(0)
+    return handler
+signal.signal(signal.SIGTERM, told("pool process: SIGTERM from outside"))
+signal.signal(signal.SIGUSR1, told("pool process: ended by its parent"))
+open(record, "a").write("ready\\\\n")
+while True:
+    time.sleep(0.05)
+''', record])
+def stop(*_):
+    child.send_signal(signal.SIGUSR1)  # a warm shutdown: the parent ends its own pool
+    child.wait()
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+while True:
+    time.sleep(0.05)
+"""
+
+
+def test_a_stop_lets_each_child_end_its_own_processes(tmp_path):
+    """The launcher signals each child, not the child's whole process group: a Celery worker
+    then ends its pool itself (warm shutdown) instead of its pool processes being killed under
+    their running task (WorkerLostError). Here a child with a pool process of its own."""
+    from evce import launcher
+
+    record = tmp_path / "record"
+    child = subprocess.Popen([sys.executable, "-c", _PARENT_WITH_A_POOL, str(record)], start_new_session=True)
+    deadline = time.monotonic() + 20
+    while not (record.exists() and "ready" in record.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    launcher._stop([("worker", child)])
+
+    assert child.returncode == 0
+    assert record.read_text().splitlines() == ["ready", "pool process: ended by its parent"]

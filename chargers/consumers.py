@@ -34,8 +34,7 @@ from chargers.frames import (
     CALL,
     CALLERROR,
     CALLRESULT,
-    CHARGER_INITIATED,
-    SYSTEM_INITIATED,
+    EVERY_ACTION,
     Frame,
     FrameProblem,
     parse_frame,
@@ -86,7 +85,7 @@ _registrations_by_address = RateLimiter(limit=settings.OCPP_REGISTRATIONS_PER_AD
 _throttled = ThrottledLog(logger)
 
 # Every OCPP 1.6 schema this endpoint checks, compiled now rather than on a charger's frame.
-compile_all(CHARGER_INITIATED | SYSTEM_INITIATED)
+compile_all(EVERY_ACTION)
 
 
 class TransactionEnded(Exception):

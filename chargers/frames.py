@@ -89,6 +89,9 @@ SYSTEM_INITIATED = frozenset(
         "UpdateFirmware",
     }
 )
+# Every action whose request and answer schemas the central system validates (their validators
+# are compiled at import by chargers.consumers and ahead of it by evce.precompile: one key).
+EVERY_ACTION = CHARGER_INITIATED | SYSTEM_INITIATED
 
 # Lowest connectorId per action, from the 1.6 field tables (edition 2 §6.46, §6.33, §6.31).
 _MIN_CONNECTOR_ID = {"StartTransaction": 1, "StatusNotification": 0, "MeterValues": 0}

@@ -44,6 +44,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -232,8 +233,6 @@ def flush_at_shutdown() -> bool:
     server stops: the reactor waits for the flush before it shuts down. Without it the writes
     gathered in the last linger (up to OCPP_WRITE_LINGER_MS) would be lost at every restart.
     False when there is no reactor (an in-process ASGI test, another server)."""
-    import sys
-
     reactor = sys.modules.get("twisted.internet.reactor")
     if reactor is None:
         return False

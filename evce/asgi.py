@@ -6,7 +6,7 @@ import os
 
 from django.core.asgi import get_asgi_application
 
-from evce import apps as evce_apps  # noqa: E402 - before Django setup
+from evce import apps as evce_apps
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evce.settings")
 # The admin's modules load with the URLs, on the first HTTP request (evce.apps.AdminConfig):

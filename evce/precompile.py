@@ -28,7 +28,7 @@ def main() -> int:
     compiled = all([compileall.compile_dir(path, quiet=1) for path in project_packages()])
     from chargers import frames, schemas
 
-    schemas.compile_all(frames.CHARGER_INITIATED | frames.SYSTEM_INITIATED, keep=True)
+    schemas.compile_all(frames.EVERY_ACTION, keep=True)
     return 0 if compiled else 1
 
 

@@ -58,6 +58,6 @@ def test_the_install_step_compiles_every_project_module_and_the_ocpp_validators(
 
     names = {package.name for package in precompile.project_packages()}
     assert {"chargers", "evce", "loadmgmt", "dashboard"} <= names and "tests" not in names
-    sources = [path for path in copy.rglob("*.py")]
+    sources = list(copy.rglob("*.py"))
     assert sources and all(Path(importlib.util.cache_from_source(str(path))).is_file() for path in sources)
     assert len(list((tmp_path / "validators").glob("ocpp16-validators.*.marshal"))) == 1

@@ -494,6 +494,16 @@ async def channel_layers(redis_url: str, channels: int = 200, messages: int = 20
 
 
 # ---------------------------------------------------------------- the table
+def _sustained(p: dict[str, Any]) -> float:
+    """MeterValues/s sustained: the rate sent within the measured window when every one of them
+    was answered, else the answers that arrived within it (a run saved before the sent count
+    existed has only those). Counting by arrival alone missed or gained one or two answers at
+    the window's edges, and called 999.9/s of a 1,000/s offer all answered a miss."""
+    if "sent_per_s" in p and p.get("answered_of_sent"):
+        return float(p["sent_per_s"])
+    return float(p.get("completed_per_s") or 0.0)
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"
@@ -534,10 +544,11 @@ def table(results: dict[str, Any]) -> str:
                      _status(p.get("connected") == n if n >= 5000 else None)))
         mv_ok = None
         if p.get("offered_per_s", 0) >= 1000:
-            mv_ok = bool(p.get("completed_per_s", 0) >= 1000 and (p.get("p95_ms") or 1e9) <= 50
+            mv_ok = bool(_sustained(p) >= 1000 and (p.get("p95_ms") or 1e9) <= 50
                          and (p.get("p99_ms") or 1e9) <= 250 and p.get("errors") == 0 and p.get("samples_ok"))
-        rows.append((size, f"MV/s done of {_fmt(p.get('offered_per_s'))} offered", _fmt(p.get("completed_per_s")),
-                     _fmt(b.get("completed_per_s")), _ratio(b.get("completed_per_s"), p.get("completed_per_s")),
+        p_rate, b_rate = (_sustained(p) if p else None), (_sustained(b) if b else None)
+        rows.append((size, f"MV/s done of {_fmt(p.get('offered_per_s'))} offered", _fmt(p_rate), _fmt(b_rate),
+                     _ratio(b_rate, p_rate),
                      TARGETS["mv_rate"], _status(mv_ok)))
         for key in ("p50_ms", "p95_ms", "p99_ms"):
             rows.append((size, f"MeterValues {key.replace('_', ' ')}", _fmt(p.get(key)), _fmt(b.get(key)),

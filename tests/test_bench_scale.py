@@ -45,6 +45,24 @@ def test_the_table_puts_each_figure_beside_its_target_and_says_whether_it_is_met
     assert rows["connected (connect+boot s)"].endswith("MET")
 
 
+def test_the_rate_is_met_by_what_was_sent_in_the_window_when_all_of_it_was_answered():
+    base = {"connected": 5000, "offered_per_s": 1000.0, "p95_ms": 30.0, "p99_ms": 60.0, "errors": 0,
+            "samples_ok": True}
+
+    def verdict(**figures: object) -> str:
+        text = bench_scale.table({"sizes": {"5000": {"project": {**base, **figures}}}})
+        return next(line for line in text.splitlines() if "MV/s done" in line)
+
+    # One answer of 15,000 arrived after the window closed: every MeterValues sent was answered.
+    assert verdict(completed_per_s=999.9, sent_per_s=1000.0, answered_of_sent=True).endswith("MET")
+    # Sent at the rate, but not all answered: what arrived is what was done.
+    assert verdict(completed_per_s=990.0, sent_per_s=1000.0, answered_of_sent=False).endswith("missed")
+    # The driver fell behind: fewer sent than offered.
+    assert verdict(completed_per_s=950.0, sent_per_s=950.0, answered_of_sent=True).endswith("missed")
+    # A run saved before the sent count existed: the answers in the window, as before.
+    assert verdict(completed_per_s=1000.0).endswith("MET")
+
+
 def test_memory_per_charger_past_the_smaller_size_leaves_the_fixed_costs_out():
     small = {"project": {"connected": 250, "server_rss_kb": 200_000, "server_kb_per_charger": 80.0},
              "bare": {"connected": 250, "server_rss_kb": 100_000, "server_kb_per_charger": 40.0}}

@@ -3,10 +3,17 @@
 A limit cut brings hundreds of answers within a second to the process holding the websockets.
 Recorded one by one, each took a worker thread, a transaction of its own (waiting for the
 database's write lock behind the others) and a re-balance request: the process spent more time
-on them than on delivering the profiles. Here the outcome hook only queues the answer; one
-thread records what has queued up in one transaction (`services.limit_answers_record`) and asks
-for one re-balance when a lower limit came into force, or when an answer asked for one (a booted
+on them than on delivering the profiles. Here the outcome hook only queues the answer; what has
+queued up is recorded in one transaction (`services.limit_answers_record`), followed by one
+re-balance request when a lower limit came into force, or when an answer asked for one (a booted
 charger's safe default: the loop raises it to its share once its answer is recorded).
+
+Where the recording runs: queued from an event loop (a web process: the outcome hooks and the
+boot step run on it), on the process's database thread, between the write buffer's batches, like
+every other write of the process. A thread of its own held a database connection and a thread
+of its own (~1 MB of a web process's memory on SQLite, measured), and on SQLite its
+transactions only queued for the write lock behind the database thread's anyway. Queued from a
+plain thread (no event loop), a thread of its own records them, as before.
 
 What a crash of the process loses: the answers queued and not yet committed (milliseconds). Their
 sends then pass their deadline unanswered, and the higher of the old and new limit stays counted
@@ -15,11 +22,13 @@ sends then pass their deadline unanswered, and the higher of the old and new lim
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections.abc import Callable
 
+from channels.db import database_sync_to_async
 from django.db import close_old_connections, connections
 
 from evce import clock
@@ -43,16 +52,59 @@ class AnswerRecorder:
         self._busy = False
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._drain: asyncio.Task[None] | None = None  # the event loop's hops to the database thread
 
     def submit(self, answer: services.Answer, *, rebalance: bool = False) -> None:
         """Queue `answer`; with `rebalance`, the loop is asked to run once it is recorded."""
+        loop = _running_loop()
         with self._lock:
             self._queue.append(answer)
             self._rebalance = self._rebalance or rebalance
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="loop-answers", daemon=True)
-                self._thread.start()
-            self._ready.notify()
+            if loop is not None:
+                drain = self._drain
+                if drain is None or drain.done() or drain.get_loop() is not loop:
+                    self._drain = loop.create_task(self._drain_on_database_thread())
+                return
+            self._wake_thread()
+
+    def _wake_thread(self) -> None:
+        """(Holding the lock.) The recording thread started if need be, and told to look."""
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="loop-answers", daemon=True)
+            self._thread.start()
+        self._ready.notify()
+
+    async def _drain_on_database_thread(self) -> None:
+        """Record until the queue is empty, one batch per hop to the database thread: what queues
+        while a hop waits for the thread goes with it. The queue is seen empty here, on the
+        loop's thread where `submit` runs, so an answer queued as a hop came back empty is not
+        left behind. Cancelled (the loop is closing), it leaves what is queued to the thread."""
+        try:
+            while True:
+                if not await database_sync_to_async(self._take_and_record)():
+                    with self._lock:
+                        if not self._queue:
+                            return
+        except BaseException:
+            with self._lock:
+                if self._queue:
+                    self._wake_thread()
+            raise
+
+    def _take_and_record(self) -> bool:
+        """Record what is queued now (on the calling thread); False when nothing was."""
+        with self._lock:
+            if not self._queue:
+                return False
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            rebalance, self._rebalance = self._rebalance, False
+            self._busy = True
+        try:
+            self._record(batch, rebalance)
+        finally:
+            with self._lock:
+                self._busy = False
+        return True
 
     def idle(self) -> bool:
         """Nothing queued and nothing being written (tests wait for this)."""
@@ -107,3 +159,10 @@ class AnswerRecorder:
             except Exception:  # broker down: the periodic tick will serve it
                 logger.warning("could not queue a re-balance after %s", "a lower limit came into force" if lowered
                                else "chargers booted")
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

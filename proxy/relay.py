@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
-from django.db import close_old_connections
 
 from chargers.hooks import ReplyCallFn
 from chargers.loops import PerLoop
@@ -39,24 +36,15 @@ DATA_TRANSFER_STATUSES = frozenset({"Accepted", "Rejected", "UnknownMessageId", 
 # Link and backend changes made in the admin reach the relays of this process this often.
 RECONCILE_S = 5.0
 _relays: dict[int, UpstreamRelay] = {}  # every connected charger of this process, proxied or not
-_T = TypeVar("_T")
 _reconciler: asyncio.Task[None] | None = None
-
-
-def _off_db_thread(read: Callable[[], _T]) -> _T:
-    """Run a read in a pool thread: the database thread serialises every charger's writes, and
-    should not carry one more statement per connect (or per reconcile) for the proxy."""
-    close_old_connections()
-    try:
-        return read()
-    finally:
-        close_old_connections()
 
 
 class _LinkReads:
     """Connect-time reads of chargers' links, coalesced: the chargers that connect while one read
     runs are read together by the next (a reconnect storm costs a few queries, not one per charger).
-    Each charger's links are still read after it connected."""
+    Each charger's links are still read after it connected. The reads run on the process's
+    database thread, one statement between its batches: a pool thread of their own held a
+    database connection (and a thread) of its own for the process's life."""
 
     def __init__(self) -> None:
         self._waiting: dict[int, list[asyncio.Future[list[services.LinkConfig]]]] = {}
@@ -74,8 +62,7 @@ class _LinkReads:
             batch, self._waiting = self._waiting, {}
             pks = list(batch)
             try:
-                configs = await sync_to_async(_off_db_thread, thread_sensitive=False)(
-                    lambda: services.link_configs_of(charger_pks=pks))  # noqa: B023 - awaited here
+                configs = await database_sync_to_async(services.link_configs_of)(charger_pks=pks)
             except Exception as error:  # noqa: BLE001 - every charger of the batch gets it
                 for futures in batch.values():
                     for future in futures:
@@ -109,7 +96,7 @@ async def _reconcile_forever() -> None:
     while _relays:
         await asyncio.sleep(RECONCILE_S)
         try:
-            configs = await sync_to_async(_off_db_thread, thread_sensitive=False)(services.link_configs_all)
+            configs = await database_sync_to_async(services.link_configs_all)()
             for charger_pk, relay in list(_relays.items()):
                 await relay.reconcile(configs.get(charger_pk, []))
         except Exception:  # the database is away for a moment: the links run on as they are

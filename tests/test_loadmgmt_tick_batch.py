@@ -291,6 +291,100 @@ def test_the_answer_recorder_commits_answers_from_many_threads_and_asks_for_a_re
     assert 1 <= len(asked) <= len(rows)  # one request per batch that lowered a limit
 
 
+def _answer_rows(count: int) -> list[LimitState]:
+    zone = Zone.objects.create(name="Root", max_current_a=1000)
+    Charger.objects.bulk_create([Charger(charge_point_id=f"CP-L{n}", registration_status="accepted", zone=zone)
+                                 for n in range(count)])
+    return [LimitState.objects.create(charger=charger, connector_id=0, purpose="TxDefaultProfile", in_force_a=16.0,
+                                      pending_a=8.0, pending_max_a=8.0, sent_seq=1)
+            for charger in Charger.objects.all()]
+
+
+def _accepted(row: LimitState) -> services.Answer:
+    return services.Answer(services.SendTicket(row.pk, 1, 8.0, False, None), AnswerStatus.ACCEPTED)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_answers_queued_on_an_event_loop_are_recorded_on_its_database_thread_together(monkeypatch):
+    """A web process: no thread (and database connection) of the recorder's own; the answers
+    arriving while a hop waits for the database thread are recorded in that hop."""
+    import asyncio
+    import threading
+
+    from channels.db import database_sync_to_async
+
+    from loadmgmt.answers import AnswerRecorder
+
+    rows = _answer_rows(30)
+    asked: list[int] = []
+    recorder = AnswerRecorder(on_lowered=lambda: asked.append(1))
+    recorded_on: list[tuple[str, int]] = []
+    record = services.limit_answers_record
+
+    def watched(batch: list[services.Answer], **kwargs: Any) -> bool:
+        recorded_on.append((threading.current_thread().name, len(batch)))
+        return record(batch, **kwargs)
+
+    monkeypatch.setattr(services, "limit_answers_record", watched)
+
+    async def answer_all() -> str:
+        database_thread = await database_sync_to_async(lambda: threading.current_thread().name)()
+        for row in rows[:10]:
+            recorder.submit(_accepted(row))
+        await asyncio.sleep(0)  # the first hop is on its way: the next twenty queue behind it
+        for row in rows[10:]:
+            recorder.submit(_accepted(row))
+        while not recorder.idle():
+            await asyncio.sleep(0.01)
+        return database_thread
+
+    database_thread = asyncio.run(answer_all())
+    assert {name for name, _size in recorded_on} == {database_thread}
+    assert sum(size for _name, size in recorded_on) == 30 and len(recorded_on) <= 2
+    assert not any(thread.name == "loop-answers" for thread in threading.enumerate())
+    assert set(LimitState.objects.values_list("in_force_a", "pending_a", "last_status")) == {
+        (8.0, None, AnswerStatus.ACCEPTED)}
+    assert 1 <= len(asked) <= 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_answers_left_queued_when_the_event_loop_closes_are_recorded_by_a_thread(monkeypatch):
+    """Cancelled with the loop (a process stopping), the hop hands what is still queued to a thread."""
+    import asyncio
+    import threading
+
+    from loadmgmt.answers import AnswerRecorder
+    from tests.conftest import wait_until
+
+    rows = _answer_rows(6)
+    recorder = AnswerRecorder(on_lowered=lambda: None)
+    first_hop = threading.Event()
+    release = threading.Event()
+    record = services.limit_answers_record
+
+    def slow_first(batch: list[services.Answer], **kwargs: Any) -> bool:
+        if not first_hop.is_set():
+            first_hop.set()
+            release.wait(10)
+        return record(batch, **kwargs)
+
+    monkeypatch.setattr(services, "limit_answers_record", slow_first)
+
+    async def answer_then_close() -> None:
+        recorder.submit(_accepted(rows[0]))
+        while not first_hop.is_set():
+            await asyncio.sleep(0.01)
+        for row in rows[1:]:  # queued behind the hop that is still writing
+            recorder.submit(_accepted(row))
+        # asyncio.run cancels the drain as it returns
+
+    asyncio.run(answer_then_close())
+    release.set()
+    wait_until(recorder.idle, timeout_s=10)
+    recorder.stop()
+    assert set(LimitState.objects.values_list("last_status", flat=True)) == {AnswerStatus.ACCEPTED}
+
+
 @pytest.mark.django_db
 def test_profiles_that_find_the_process_inbox_full_are_handed_over_again_in_the_same_tick(monkeypatch):
     build_site(12)

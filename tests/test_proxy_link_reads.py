@@ -18,7 +18,6 @@ def test_chargers_connecting_together_are_read_together(monkeypatch):
         return {pk: [f"link of {pk}"] for pk in charger_pks if pk % 2 == 0}  # type: ignore[misc]
 
     monkeypatch.setattr(services, "link_configs_of", link_configs_of)
-    monkeypatch.setattr(relay, "close_old_connections", lambda: None)
 
     async def storm() -> list[list[services.LinkConfig]]:
         first = asyncio.ensure_future(relay._link_reads().configs(0))
@@ -44,7 +43,6 @@ def test_a_failed_read_reaches_every_charger_of_its_batch_and_the_next_batch_rea
         return {}
 
     monkeypatch.setattr(services, "link_configs_of", link_configs_of)
-    monkeypatch.setattr(relay, "close_old_connections", lambda: None)
 
     async def two_batches() -> list[object]:
         failed = await asyncio.gather(relay._link_reads().configs(1), relay._link_reads().configs(2),
@@ -59,7 +57,6 @@ def test_a_failed_read_reaches_every_charger_of_its_batch_and_the_next_batch_rea
 def test_a_charger_connecting_twice_at_once_gets_its_links_both_times(monkeypatch):
     pk = 7
     monkeypatch.setattr(services, "link_configs_of", lambda *, charger_pks: {p: ["x"] for p in charger_pks})
-    monkeypatch.setattr(relay, "close_old_connections", lambda: None)
 
     async def twice() -> list[list[services.LinkConfig]]:
         return await asyncio.gather(relay._link_reads().configs(pk), relay._link_reads().configs(pk))

@@ -70,3 +70,25 @@ def test_the_arena_cap_is_set_through_glibc():
     out = subprocess.run([sys.executable, "-c", code], cwd=BASE_DIR, capture_output=True, text=True, timeout=60,
                          check=True)
     assert out.stdout.strip() == "True"
+
+
+def test_autobahns_per_connection_debug_line_is_formatted_only_when_written(monkeypatch):
+    import pprint
+
+    from autobahn.websocket import protocol
+
+    monkeypatch.setattr(protocol, "pformat", pprint.pformat)
+    assert warmup.defer_autobahn_debug_format() is True
+    assert warmup.defer_autobahn_debug_format() is False  # already deferred: left as it is
+    settings = [("openHandshakeTimeout", 5, "Factory"), ("autoPingInterval", 0, "Factory")]
+    deferred = protocol.pformat(settings)
+    assert isinstance(deferred, warmup.LazyPformat) and deferred.value is settings  # nothing formatted yet
+    # txaio formats the line with str.format, as here
+    assert "\n{attrs}".format(attrs=deferred) == "\n" + pprint.pformat(settings)  # noqa: UP032
+
+
+def test_the_patch_leaves_an_autobahn_that_no_longer_formats_this_way(monkeypatch):
+    from autobahn.websocket import protocol
+
+    monkeypatch.delattr(protocol, "pformat")
+    assert warmup.defer_autobahn_debug_format() is False

@@ -202,12 +202,12 @@ class OcppConsumer(AsyncWebsocketConsumer):
 
     async def _close_replaced(self, channel: str) -> None:
         """Tell the connection this one replaces to close: here directly when it is one of this
-        process's, else through the channel layer. A process whose inbox is full (a restarted
-        process's old channels after a reconnect storm: nobody reads them) is said once a
-        minute, not once per charger, and not sent to again for FULL_INBOX_PAUSE_S: every
-        charger of a storm replaces a connection of the dead process, and each send was a Redis
-        round trip answered ChannelFull (6 % of a storm's event loop). The old socket then
-        closes when it times out, as it would after a failed send."""
+        process's, else through the channel layer, unless that process is gone (its liveness key
+        expired, `ProcessInbox.process_alive`: after a restart every charger of the dead process
+        reconnects, and its notices went to an inbox nobody reads). A process whose inbox is full
+        all the same (alive but not reading) is said once a minute, not once per charger, and not
+        sent to again for FULL_INBOX_PAUSE_S: each send was a Redis round trip answered
+        ChannelFull. The old socket then closes when it times out, as it would after a failed send."""
         inbox = process_inbox()
         if inbox is not None and inbox.owns(channel):
             inbox.deliver(channel, {"type": "ocpp.replaced"})
@@ -215,6 +215,8 @@ class OcppConsumer(AsyncWebsocketConsumer):
         process_key = channel.partition("!")[0]
         if _full_inboxes.get(process_key, 0.0) > time.monotonic():
             return
+        if inbox is not None and not await inbox.process_alive(process_key + "!"):
+            return  # that process is gone (restarted), and its connections with it
         try:
             async with _replaced_sends():
                 await self.channel_layer.send(channel, {"type": "ocpp.replaced"})

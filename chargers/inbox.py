@@ -23,6 +23,13 @@ which the pump hands out as if each had come alone. One Redis write and one plac
 inbox (capacity 500 messages) then carry a hundred calls: a 5,000-charger cut is 100 messages,
 where one per call filled the inbox and waited for it to drain at ~200 messages/s.
 
+Whether a process is alive: while it has consumers, its inbox keeps a key in Redis
+(`ALIVE_PREFIX` + its process key, refreshed every ALIVE_REFRESH_S, expiring after ALIVE_TTL_S).
+A reconnecting charger whose old connection was another process's asks `process_alive` before
+telling that connection to close: after a restart every charger of the dead process reconnects,
+and each notice went to an inbox nobody reads (a Redis round trip each, up to the inbox's
+capacity, then ChannelFull). One read per dead process now answers all of them.
+
 Layers other than channels-redis's core layer keep Channels' receive per consumer (and one
 message per call).
 """
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
@@ -47,6 +55,12 @@ PENDING_MAX = 100
 # The channel, in each process's key, whose messages carry calls for several of its consumers.
 BATCH_NAME = "inbox-batch"
 BATCH_TYPE = "inbox.batch"
+# A process's liveness key: refreshed this often while it has consumers, gone this long after
+# the process (or its last consumer). What another process read is trusted for ALIVE_CACHE_S.
+ALIVE_PREFIX = "evce:inbox-alive:"
+ALIVE_REFRESH_S = 10.0
+ALIVE_TTL_S = 30
+ALIVE_CACHE_S = 10.0
 
 
 def batch_channel(layer: Any, channel: str) -> str | None:
@@ -73,11 +87,56 @@ class ProcessInbox:
         self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._pending: dict[str, list[dict[str, Any]]] = {}
         self._pump: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._alive_seen: dict[str, tuple[bool, float]] = {}  # process key -> (alive, until)
+        self._alive_reads: dict[str, asyncio.Future[bool]] = {}
 
     async def new_channel(self) -> str:
         channel = str(await self.layer.new_channel())
         self._open.add(channel)
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = asyncio.ensure_future(self._keep_alive())
         return channel
+
+    async def process_alive(self, process_key: str) -> bool:
+        """Whether the process reading `process_key` ("specific.<prefix>!") has consumers: its
+        liveness key exists. Concurrent asks share one read; a failed read says alive (the
+        caller then sends as it would have, and handles that send's failure)."""
+        if process_key == self._key:
+            return True
+        seen = self._alive_seen.get(process_key)
+        if seen is not None and seen[1] > time.monotonic():
+            return seen[0]
+        read = self._alive_reads.get(process_key)
+        if read is None:
+            read = asyncio.ensure_future(self._read_alive(process_key))
+            self._alive_reads[process_key] = read
+            read.add_done_callback(lambda _done: self._alive_reads.pop(process_key, None))
+        return await asyncio.shield(read)
+
+    async def _read_alive(self, process_key: str) -> bool:
+        try:
+            alive = bool(await self._redis(process_key).exists(ALIVE_PREFIX + process_key))
+        except Exception:  # noqa: BLE001 - Redis away: the caller's send finds out on its own
+            return True
+        now = time.monotonic()
+        for key in [key for key, (_alive, until) in self._alive_seen.items() if until <= now]:
+            del self._alive_seen[key]
+        self._alive_seen[process_key] = (alive, now + ALIVE_CACHE_S)
+        return alive
+
+    async def _keep_alive(self) -> None:
+        """This process's liveness key, refreshed while any consumer is open."""
+        while self._open:
+            try:
+                await self._redis(self._key).set(ALIVE_PREFIX + self._key, "1", ex=ALIVE_TTL_S)
+            except Exception:  # noqa: BLE001 - Redis away: the pump says so; tried again next period
+                logger.debug("could not refresh the inbox's liveness key", exc_info=True)
+            await asyncio.sleep(ALIVE_REFRESH_S)
+
+    def _redis(self, key: str) -> Any:
+        """The layer's Redis connection for `key` (the shard its channels live on)."""
+        return self.layer.connection(self.layer.consistent_hash(key))
 
     async def receive(self, channel: str) -> dict[str, Any]:
         """The next message for `channel` (a channel from `new_channel`, not yet closed)."""

@@ -237,6 +237,7 @@ def test_a_replaced_connection_of_this_process_is_told_here_and_a_dead_process_i
         return notice
 
     consumers._full_inboxes.clear()
+    _mark_alive("specific.gone-process!")  # alive by its key, yet reading nothing
     assert asyncio.run(scenario()) == {"type": "ocpp.replaced"}
     # Ours went without the layer; the dead process's inbox was tried once, then left alone a while.
     assert sends == ["specific.gone-process!0"]
@@ -247,6 +248,79 @@ def test_a_replaced_connection_of_this_process_is_told_here_and_a_dead_process_i
     asyncio.run(consumers.OcppConsumer._close_replaced(Replacing(), "specific.gone-process!99"))  # type: ignore[arg-type]
     assert sends[-1] == "specific.gone-process!99"
     consumers._full_inboxes.clear()
+
+
+def _mark_alive(process_key: str, alive: bool = True) -> None:
+    import redis
+    from django.conf import settings
+
+    from chargers.inbox import ALIVE_PREFIX
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    if alive:
+        client.set(ALIVE_PREFIX + process_key, "1", ex=60)
+    else:
+        client.delete(ALIVE_PREFIX + process_key)
+
+
+def test_a_process_with_consumers_is_alive_and_a_gone_one_is_read_once_for_all_who_ask():
+    """Through real Redis: an inbox with a consumer keeps its liveness key; a restarted process's
+    key is absent, and a storm of chargers asking about it costs one read."""
+    from channels.layers import channel_layers
+
+    from chargers import inbox as inbox_module
+
+    async def scenario() -> None:
+        live, asking = (ProcessInbox(channel_layers.make_backend("default")) for _ in range(2))
+        channel = await live.new_channel()
+        await asyncio.sleep(0.2)  # the first refresh of its key
+        live_key = channel[:channel.index("!") + 1]
+        assert await asking.process_alive(live_key) is True
+        reads = 0
+        real_read = asking._read_alive
+
+        async def counted(process_key: str) -> bool:
+            nonlocal reads
+            reads += 1
+            return await real_read(process_key)
+
+        asking._read_alive = counted  # type: ignore[method-assign]
+        answers = await asyncio.gather(*(asking.process_alive("specific.restarted!") for _ in range(200)))
+        assert answers == [False] * 200 and reads == 1
+        assert await asking.process_alive("specific.restarted!") is False and reads == 1  # remembered a while
+        live.close(channel)
+        live._heartbeat.cancel()  # type: ignore[union-attr]
+
+    _mark_alive("specific.restarted!", alive=False)
+    asyncio.run(scenario())
+    assert inbox_module.ALIVE_TTL_S > inbox_module.ALIVE_REFRESH_S * 2  # two refreshes may fail before it expires
+
+
+def test_a_replaced_connection_of_a_gone_process_is_not_sent_to(caplog):
+    from chargers import consumers
+
+    sends: list[str] = []
+
+    class Layer:
+        async def send(self, channel: str, message: dict[str, Any]) -> None:
+            sends.append(channel)
+
+    class Replacing:
+        charge_point_id = "CP-BACK"
+        channel_layer = Layer()
+
+    async def storm() -> None:
+        await asyncio.gather(*(consumers.OcppConsumer._close_replaced(Replacing(), f"specific.dead-one!{n}")  # type: ignore[arg-type]
+                               for n in range(100)))
+
+    consumers._full_inboxes.clear()
+    _mark_alive("specific.dead-one!", alive=False)
+    asyncio.run(storm())
+    assert sends == []
+    assert not [r for r in caplog.records if "could not tell the replaced connection" in r.getMessage()]
+    _mark_alive("specific.dead-one!")  # a live process (say another host's) is told
+    asyncio.run(consumers.OcppConsumer._close_replaced(Replacing(), "specific.dead-one!7"))  # type: ignore[arg-type]
+    assert sends == ["specific.dead-one!7"]
 
 
 def test_calls_for_one_channel_arrive_in_the_order_given_even_when_sends_would_overtake(monkeypatch):

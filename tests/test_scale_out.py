@@ -28,6 +28,18 @@ def test_a_command_reaches_a_charger_on_either_of_two_daphne_processes(servers, 
         assert ("ClearCache", {}) in sim.cp.received
 
 
+def test_a_reconnect_to_the_other_process_closes_the_connection_held_by_the_first(servers, transactional_db,
+                                                                                 charger_factory):
+    """The old connection's process is alive (its inbox keeps its liveness key): it is told."""
+    node_a, node_b = servers.daphne(SCALE_NODE="a"), servers.daphne(SCALE_NODE="b")
+    Charger.objects.create(charge_point_id="CP-MOVES", registration_status=RegistrationStatus.ACCEPTED)
+    first = charger_factory(node_a, "CP-MOVES").connect()
+    first.boot()
+    second = charger_factory(node_b, "CP-MOVES").connect()
+    assert first.wait_closed() == 4000
+    assert second.boot().status == "Accepted"
+
+
 def test_the_loop_never_runs_twice_at_once_across_processes(servers, transactional_db):
     from loadmgmt import tasks
 

@@ -5,7 +5,17 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import pytest
+
 from proxy import relay, services
+
+
+@pytest.fixture(autouse=True)
+def _no_connection_upkeep(monkeypatch):
+    """The reads are faked: the database thread's connection (another test's) is not touched."""
+    import channels.db
+
+    monkeypatch.setattr(channels.db, "close_old_connections", lambda: None)
 
 
 def test_chargers_connecting_together_are_read_together(monkeypatch):

@@ -10,10 +10,11 @@ charger's safe default: the loop raises it to its share once its answer is recor
 
 Where the recording runs: queued from an event loop (a web process: the outcome hooks and the
 boot step run on it), on the process's database thread, between the write buffer's batches, like
-every other write of the process. A thread of its own held a database connection and a thread
-of its own (~1 MB of a web process's memory on SQLite, measured), and on SQLite its
-transactions only queued for the write lock behind the database thread's anyway. Queued from a
-plain thread (no event loop), a thread of its own records them, as before.
+every other write of the process. A thread of its own held a database connection of its own
+(with the proxy's link reads, which moved there too: ~0.5 MB of a web process on SQLite,
+measured at its first charger), and on SQLite its transactions only queued for the write lock
+behind the database thread's anyway. Queued from a plain thread (no event loop), a thread of
+its own records them, as before.
 
 What a crash of the process loses: the answers queued and not yet committed (milliseconds). Their
 sends then pass their deadline unanswered, and the higher of the old and new limit stays counted

@@ -504,6 +504,14 @@ def _sustained(p: dict[str, Any]) -> float:
     return float(p.get("completed_per_s") or 0.0)
 
 
+def _driver_lag(figures: dict[str, Any]) -> str:
+    """What the driver itself added to the latencies it measured (its event loop's lateness, its
+    collector's pauses): a server is not slower than this shows."""
+    if "driver_loop_lag_p99_ms" not in figures:
+        return "-"
+    return f"{_fmt(figures['driver_loop_lag_p99_ms'])} ({_fmt(figures.get('driver_gc_pause_s'))})"
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"
@@ -562,6 +570,7 @@ def table(results: dict[str, Any]) -> str:
                      ""))
         rows.append((size, "driver CPU s in the window", _fmt(p.get("driver_cpu_s")), _fmt(b.get("driver_cpu_s")),
                      "", "", ""))
+        rows.append((size, "driver loop lag p99 ms (GC pauses s)", _driver_lag(p), _driver_lag(b), "", "", ""))
         rows.append((size, "errors / samples stored (after s)", f"{p.get('errors')} / {p.get('samples_stored')} of "
                      f"{p.get('samples_expected')} ({_fmt(p.get('samples_stored_after_s'))})", f"{b.get('errors')} / -",
                      "", "0 errors, all stored",

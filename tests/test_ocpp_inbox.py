@@ -273,8 +273,12 @@ def test_a_process_with_consumers_is_alive_and_a_gone_one_is_read_once_for_all_w
     async def scenario() -> None:
         live, asking = (ProcessInbox(channel_layers.make_backend("default")) for _ in range(2))
         channel = await live.new_channel()
-        await asyncio.sleep(0.2)  # the first refresh of its key
         live_key = channel[:channel.index("!") + 1]
+        redis_client = live._redis(live_key)
+        for _ in range(500):  # the first refresh of its key (an answer is remembered a while: wait for it)
+            if await redis_client.exists(inbox_module.ALIVE_PREFIX + live_key):
+                break
+            await asyncio.sleep(0.01)
         assert await asking.process_alive(live_key) is True
         reads = 0
         real_read = asking._read_alive

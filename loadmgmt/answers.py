@@ -98,6 +98,7 @@ class AnswerRecorder:
             if not self._queue:
                 return False
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            # Asked by an answer of this batch or of a later one: either way after this commit.
             rebalance, self._rebalance = self._rebalance, False
             self._busy = True
         try:
@@ -132,15 +133,7 @@ class AnswerRecorder:
                     self._thread = None
                     connections.close_all()
                     return
-                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                # Asked by an answer of this batch or of a later one: either way after this commit.
-                rebalance, self._rebalance = self._rebalance, False
-                self._busy = True
-            try:
-                self._record(batch, rebalance)
-            finally:
-                with self._lock:
-                    self._busy = False
+            self._take_and_record()  # (an event loop's hop may have taken the queue meanwhile)
 
     def _record(self, batch: list[services.Answer], rebalance: bool) -> None:
         for attempt in range(1, ATTEMPTS + 1):

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 
-from django.core.asgi import get_asgi_application
+from evce import gctune
 
-from evce import apps as evce_apps
+# No collections while the process imports (evce/gctune.py): `gctune.tune` resumes them below.
+gctune.pause_for_start()
+
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+from evce import apps as evce_apps  # noqa: E402
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evce.settings")
 # The admin's modules load with the URLs, on the first HTTP request (evce.apps.AdminConfig):
@@ -22,9 +27,10 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from django.urls import re_path  # noqa: E402
 
 from chargers.consumers import OcppConsumer, UnknownPathConsumer  # noqa: E402
+from chargers.inbox import withdraw_at_shutdown  # noqa: E402
 from chargers.writebuffer import flush_at_shutdown  # noqa: E402
 from dashboard.routing import websocket_urlpatterns as dashboard_websockets  # noqa: E402
-from evce import gctune, warmup  # noqa: E402
+from evce import warmup  # noqa: E402
 
 websocket_urls = [
     # The charge point identity is the last path segment (OCPP-J 1.6 §3.1.1). Every
@@ -44,9 +50,12 @@ application = ProtocolTypeRouter(
     }
 )
 
+# When the server stops: the buffered writes are written, and other processes learn at once
+# that this one's connections are gone (its liveness key, chargers/inbox.py).
+flush_at_shutdown()
+withdraw_at_shutdown()
 # Started: what the first chargers would load is loaded now (evce/warmup.py), and what
 # exists then lives as long as the process (evce/gctune.py).
-flush_at_shutdown()
 warmup.limit_malloc_arenas(settings.MALLOC_ARENAS)
 warmup.warm_up()
 gctune.tune(settings.GC_THRESHOLDS)

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from evce import gctune
 from evce.env import ConfigError
+
+BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 def test_thresholds_are_three_positive_integers_or_pythons_own():
@@ -38,3 +44,26 @@ def test_pythons_own_leaves_the_collector_alone(collector):
     before = gc.get_threshold()
     gctune.tune(None)
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+def test_a_paused_start_collects_again_once_tuned(collector):
+    gctune.pause_for_start()
+    assert not gc.isenabled()
+    gctune.tune((40000, 20, 50))
+    assert gc.isenabled() and gc.get_threshold() == (40000, 20, 50)
+
+
+def test_pythons_own_after_a_paused_start_collects_again(collector):
+    gctune.pause_for_start()
+    gctune.tune(None)
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_a_started_web_process_collects_with_the_tuned_thresholds():
+    """Importing the ASGI application (what Daphne does) pauses the collector and resumes it."""
+    probe = ("import gc, evce.asgi; from django.conf import settings; "
+             "print(gc.isenabled(), gc.get_threshold() == settings.GC_THRESHOLDS, gc.get_freeze_count() > 10000)")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "evce.settings", "GC_THRESHOLDS": "40000,20,50"}
+    out = subprocess.run([sys.executable, "-c", probe], cwd=BASE_DIR, env=env, capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    assert out.split() == ["True", "True", "True"]

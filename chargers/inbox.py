@@ -28,7 +28,9 @@ Whether a process is alive: while it has consumers, its inbox keeps a key in Red
 A reconnecting charger whose old connection was another process's asks `process_alive` before
 telling that connection to close: after a restart every charger of the dead process reconnects,
 and each notice went to an inbox nobody reads (a Redis round trip each, up to the inbox's
-capacity, then ChannelFull). One read per dead process now answers all of them.
+capacity, then ChannelFull). One read per dead process now answers all of them. A process that
+stops cleanly (SIGTERM, Ctrl-C: `withdraw_at_shutdown`) deletes its key as it goes, so the
+chargers reconnecting right after a restart do not find it alive for up to ALIVE_TTL_S more.
 
 Layers other than channels-redis's core layer keep Channels' receive per consumer (and one
 message per call).
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from typing import Any
 
@@ -61,6 +64,8 @@ ALIVE_PREFIX = "evce:inbox-alive:"
 ALIVE_REFRESH_S = 10.0
 ALIVE_TTL_S = 30
 ALIVE_CACHE_S = 10.0
+# How long a stopping process waits for Redis to delete its liveness key.
+WITHDRAW_TIMEOUT_S = 1.0
 
 
 def batch_channel(layer: Any, channel: str) -> str | None:
@@ -90,13 +95,25 @@ class ProcessInbox:
         self._heartbeat: asyncio.Task[None] | None = None
         self._alive_seen: dict[str, tuple[bool, float]] = {}  # process key -> (alive, until)
         self._alive_reads: dict[str, asyncio.Future[bool]] = {}
+        self._withdrawn = False
 
     async def new_channel(self) -> str:
         channel = str(await self.layer.new_channel())
         self._open.add(channel)
-        if self._heartbeat is None or self._heartbeat.done():
+        if not self._withdrawn and (self._heartbeat is None or self._heartbeat.done()):
             self._heartbeat = asyncio.ensure_future(self._keep_alive())
         return channel
+
+    async def withdraw(self) -> None:
+        """The process is stopping: its liveness key is deleted now and not refreshed again.
+        Redis away or slow: the key expires on its own (ALIVE_TTL_S)."""
+        self._withdrawn = True
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        try:
+            await asyncio.wait_for(self._redis(self._key).delete(ALIVE_PREFIX + self._key), WITHDRAW_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - stopping anyway; the key expires
+            logger.debug("could not delete the inbox's liveness key", exc_info=True)
 
     async def process_alive(self, process_key: str) -> bool:
         """Whether the process reading `process_key` ("specific.<prefix>!") has consumers: its
@@ -127,7 +144,7 @@ class ProcessInbox:
 
     async def _keep_alive(self) -> None:
         """This process's liveness key, refreshed while any consumer is open."""
-        while self._open:
+        while self._open and not self._withdrawn:
             try:
                 await self._redis(self._key).set(ALIVE_PREFIX + self._key, "1", ex=ALIVE_TTL_S)
             except Exception:  # noqa: BLE001 - Redis away: the pump says so; tried again next period
@@ -236,3 +253,20 @@ def _make_inbox() -> ProcessInbox | None:
 
 # The running loop's inbox (one per process under Daphne), or None for other layers.
 process_inbox = PerLoop(_make_inbox)
+
+
+def withdraw_at_shutdown() -> bool:
+    """Under Daphne (Twisted's reactor on the asyncio loop), delete the process's liveness key
+    when the server stops (`ProcessInbox.withdraw`); the reactor waits for it (at most
+    WITHDRAW_TIMEOUT_S). False when there is no reactor (an in-process ASGI test, another server)."""
+    reactor = sys.modules.get("twisted.internet.reactor")
+    if reactor is None:
+        return False
+    from twisted.internet.defer import Deferred
+
+    def withdraw() -> Deferred[None] | None:
+        inbox = process_inbox.existing()
+        return None if inbox is None else Deferred.fromFuture(asyncio.ensure_future(inbox.withdraw()))
+
+    reactor.addSystemEventTrigger("before", "shutdown", withdraw)
+    return True

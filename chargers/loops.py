@@ -29,3 +29,7 @@ class PerLoop(Generic[_T]):
         except KeyError:
             value = self._values[loop] = self._make()
             return value
+
+    def existing(self) -> _T | None:
+        """The running loop's object if it was made, else None (nothing is made)."""
+        return self._values.get(asyncio.get_running_loop())

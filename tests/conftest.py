@@ -87,6 +87,7 @@ class ServerPool:
                         HTTPS="false", LOG_LEVEL="warning", OCPP_LOGIN_FAILURES_PER_ADDRESS="1000000",
                         OCPP_REGISTRATIONS_PER_ADDRESS="1000000")
         self._daphnes: dict[tuple[tuple[str, str], ...], str] = {}
+        self._daphne_processes: dict[str, subprocess.Popen[bytes]] = {}
         self._processes: list[subprocess.Popen[bytes]] = []
 
     def daphne(self, **overrides: str) -> str:
@@ -100,7 +101,12 @@ class ServerPool:
             self._processes.append(process)
             wait_for_port(port, process)
             self._daphnes[key] = f"ws://127.0.0.1:{port}"
+            self._daphne_processes[self._daphnes[key]] = process
         return self._daphnes[key]
+
+    def process_of(self, url: str) -> subprocess.Popen[bytes]:
+        """The Daphne process serving `url` (from `daphne`)."""
+        return self._daphne_processes[url]
 
     def celery_worker(self, **overrides: str) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
@@ -120,6 +126,10 @@ class ServerPool:
         except subprocess.TimeoutExpired:
             process.kill()
         self._processes.remove(process)
+        for url in [url for url, served_by in self._daphne_processes.items() if served_by is process]:
+            del self._daphne_processes[url]
+            for key in [key for key, known in self._daphnes.items() if known == url]:
+                del self._daphnes[key]  # asked again, the configuration starts a new process
 
     def stop_all(self) -> None:
         for process in self._processes:

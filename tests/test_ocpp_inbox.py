@@ -300,6 +300,45 @@ def test_a_process_with_consumers_is_alive_and_a_gone_one_is_read_once_for_all_w
     assert inbox_module.ALIVE_TTL_S > inbox_module.ALIVE_REFRESH_S * 2  # two refreshes may fail before it expires
 
 
+def test_a_withdrawn_inbox_is_gone_at_once_and_stays_gone():
+    """Through real Redis: a stopping process deletes its liveness key, and neither its heartbeat
+    nor a consumer opening during the shutdown writes it again."""
+    from channels.layers import channel_layers
+
+    from chargers import inbox as inbox_module
+
+    async def scenario() -> None:
+        stopping, asking = (ProcessInbox(channel_layers.make_backend("default")) for _ in range(2))
+        channel = await stopping.new_channel()
+        key = channel[:channel.index("!") + 1]
+        redis_client = stopping._redis(key)
+        for _ in range(500):
+            if await redis_client.exists(inbox_module.ALIVE_PREFIX + key):
+                break
+            await asyncio.sleep(0.01)
+        await stopping.withdraw()
+        assert not await redis_client.exists(inbox_module.ALIVE_PREFIX + key)
+        assert await asking.process_alive(key) is False
+        late = await stopping.new_channel()
+        await asyncio.sleep(0.05)
+        assert not await redis_client.exists(inbox_module.ALIVE_PREFIX + key)
+        assert stopping._heartbeat is not None and stopping._heartbeat.done()
+        stopping.close(channel)
+        stopping.close(late)
+
+    asyncio.run(scenario())
+
+
+def test_a_withdraw_with_redis_away_gives_up_and_lets_the_key_expire():
+    class Unreachable:
+        async def delete(self, _key: str) -> int:
+            raise ConnectionError("redis down")
+
+    inbox = ProcessInbox(FakeCoreLayer())
+    inbox._redis = lambda _key: Unreachable()  # type: ignore[method-assign]
+    asyncio.run(inbox.withdraw())  # no error: the process stops all the same
+
+
 def test_a_replaced_connection_of_a_gone_process_is_not_sent_to(caplog):
     from chargers import consumers
 

@@ -40,6 +40,27 @@ def test_a_reconnect_to_the_other_process_closes_the_connection_held_by_the_firs
     assert second.boot().status == "Accepted"
 
 
+def test_a_stopped_process_is_known_gone_at_once(servers, transactional_db, charger_factory):
+    """SIGTERM: the process deletes its liveness key as it stops, so the chargers reconnecting
+    elsewhere right after do not send their "close" notices to its inbox for ALIVE_TTL_S more."""
+    import redis
+    from django.conf import settings
+
+    from chargers.inbox import ALIVE_PREFIX
+
+    url = servers.daphne(SCALE_NODE="stops")
+    Charger.objects.create(charge_point_id="CP-STOPS", registration_status=RegistrationStatus.ACCEPTED)
+    charger_factory(url, "CP-STOPS").connect().boot()
+    channel = Charger.objects.get(charge_point_id="CP-STOPS").channel_name
+    liveness_key = ALIVE_PREFIX + channel[:channel.index("!") + 1]
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    wait_until(lambda: client.exists(liveness_key))
+    process = servers.process_of(url)
+    servers.stop(process)
+    assert process.returncode == 0  # stopped by its signal, not killed after the grace period
+    assert not client.exists(liveness_key)
+
+
 def test_the_loop_never_runs_twice_at_once_across_processes(servers, transactional_db):
     from loadmgmt import tasks
 

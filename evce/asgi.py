@@ -58,4 +58,5 @@ withdraw_at_shutdown()
 # exists then lives as long as the process (evce/gctune.py).
 warmup.limit_malloc_arenas(settings.MALLOC_ARENAS)
 warmup.warm_up()
+warmup.open_database_when_running()
 gctune.tune(settings.GC_THRESHOLDS)

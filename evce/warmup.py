@@ -92,6 +92,41 @@ def defer_autobahn_debug_format() -> bool:
     return True
 
 
+def open_database_when_running() -> bool:
+    """Under Daphne, once its event loop runs: open the database connection on the database
+    thread and read one row, as the first charger's handshake would.
+
+    The first charger otherwise paid for all of it: the database thread and its malloc arena,
+    the connection, the SQL library's code paged in (~2 MB of one process's RSS, smaps, SQLite;
+    the handshake waited for it). Done in the background: a database still coming up is met
+    again by the first charger, as before. False when there is no reactor (in-process ASGI).
+    """
+    import sys
+
+    reactor = sys.modules.get("twisted.internet.reactor")
+    if reactor is None:
+        return False
+    import asyncio
+
+    reactor.callWhenRunning(lambda: asyncio.ensure_future(_open_database()))
+    return True
+
+
+async def _open_database() -> None:
+    from channels.db import database_sync_to_async
+
+    try:
+        await database_sync_to_async(_read_one_charger)()
+    except Exception:  # noqa: BLE001 - not reachable yet: the first charger's frame connects
+        logger.debug("warm-up: database not reachable yet", exc_info=True)
+
+
+def _read_one_charger() -> None:
+    from chargers.models import Charger
+
+    Charger.objects.only("pk").first()
+
+
 M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,3 +95,53 @@ def test_the_patch_leaves_an_autobahn_that_no_longer_formats_this_way(monkeypatc
 
     monkeypatch.delattr(protocol, "pformat")
     assert warmup.defer_autobahn_debug_format() is False
+
+
+class FakeReactor:
+    def __init__(self) -> None:
+        self.when_running: list[Any] = []
+
+    def callWhenRunning(self, callback: Any) -> None:  # noqa: N802 - Twisted's name
+        self.when_running.append(callback)
+
+
+def test_without_a_reactor_the_database_is_left_to_the_first_charger(monkeypatch):
+    monkeypatch.delitem(sys.modules, "twisted.internet.reactor", raising=False)
+    assert warmup.open_database_when_running() is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_once_running_the_database_is_read_on_the_database_thread(monkeypatch):
+    """The read runs where the chargers' frames will run theirs, so that thread's connection is open."""
+    from channels.db import database_sync_to_async
+
+    reactor = FakeReactor()
+    monkeypatch.setitem(sys.modules, "twisted.internet.reactor", reactor)
+    read_on: list[int] = []
+    real_read = warmup._read_one_charger
+
+    def read() -> None:
+        real_read()
+        read_on.append(threading.get_ident())
+
+    monkeypatch.setattr(warmup, "_read_one_charger", read)
+    assert warmup.open_database_when_running() is True
+    assert read_on == []  # nothing before the server runs
+
+    async def server_running() -> int:
+        (started,) = reactor.when_running
+        await started()
+        return await database_sync_to_async(threading.get_ident)()
+
+    database_thread = asyncio.run(server_running())
+    assert read_on == [database_thread]
+
+
+def test_a_database_not_up_yet_does_not_stop_the_start(monkeypatch):
+    def unreachable() -> None:
+        from django.db import OperationalError
+
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(warmup, "_read_one_charger", unreachable)
+    asyncio.run(warmup._open_database())  # logged at debug level; the first charger connects later

@@ -49,7 +49,7 @@ from chargers.hooks import (
     ChargerRelay,
 )
 from chargers.identity import BadIdentity, identity_from_path, printable
-from chargers.inbox import process_inbox
+from chargers.inbox import process_inbox, process_key_of
 from chargers.loops import PerLoop
 from chargers.models import Direction, RegistrationStatus
 from chargers.protocol import CentralSystemChargePoint, call_error_exception
@@ -212,10 +212,10 @@ class OcppConsumer(AsyncWebsocketConsumer):
         if inbox is not None and inbox.owns(channel):
             inbox.deliver(channel, {"type": "ocpp.replaced"})
             return
-        process_key = channel.partition("!")[0]
+        process_key = process_key_of(channel)
         if _full_inboxes.get(process_key, 0.0) > time.monotonic():
             return
-        if inbox is not None and not await inbox.process_alive(process_key + "!"):
+        if inbox is not None and not await inbox.process_alive(process_key):
             return  # that process is gone (restarted), and its connections with it
         try:
             async with _replaced_sends():
@@ -605,7 +605,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
 # Chargers of this process running their boot steps now.
 _booting = 0
 
-# Process keys (`specific.<prefix>`) whose inbox was found full, and until when none is sent there.
+# Process keys (`specific.<prefix>!`) whose inbox was found full, and until when none is sent there.
 FULL_INBOX_PAUSE_S = 10.0
 _full_inboxes: dict[str, float] = {}
 

@@ -68,6 +68,12 @@ ALIVE_CACHE_S = 10.0
 WITHDRAW_TIMEOUT_S = 1.0
 
 
+def process_key_of(channel: str) -> str:
+    """The process key ("specific.<prefix>!") of a channel-layer channel name: what names the
+    process (and its inbox) that reads `channel`."""
+    return channel[:channel.index("!") + 1] if "!" in channel else channel
+
+
 def batch_channel(layer: Any, channel: str) -> str | None:
     """The batch channel of the process that reads `channel`, or None if `layer` has none.
 
@@ -78,7 +84,7 @@ def batch_channel(layer: Any, channel: str) -> str | None:
 
     if not isinstance(layer, RedisChannelLayer) or not channel.startswith("specific.") or "!" not in channel:
         return None
-    return channel[:channel.index("!") + 1] + BATCH_NAME
+    return process_key_of(channel) + BATCH_NAME
 
 
 class ProcessInbox:

@@ -244,7 +244,7 @@ def test_a_replaced_connection_of_this_process_is_told_here_and_a_dead_process_i
     warned = [r for r in caplog.records if "could not tell the replaced connection" in r.getMessage()]
     assert len(warned) == 1
     # Once the pause is over it is tried again (the process may have drained its inbox since).
-    consumers._full_inboxes["specific.gone-process"] = time.monotonic() - 1
+    consumers._full_inboxes["specific.gone-process!"] = time.monotonic() - 1
     asyncio.run(consumers.OcppConsumer._close_replaced(Replacing(), "specific.gone-process!99"))  # type: ignore[arg-type]
     assert sends[-1] == "specific.gone-process!99"
     consumers._full_inboxes.clear()
@@ -388,3 +388,11 @@ def test_calls_for_one_channel_arrive_in_the_order_given_even_when_sends_would_o
     assert asyncio.run(commands._cast_all(casts)) == [None] * 15
     for channel in channels:
         assert [n for name, n in arrived if name == channel] == [0, 1, 2, 3, 4]
+
+
+def test_a_channels_process_key_names_the_process_that_reads_it():
+    from chargers.inbox import process_key_of
+
+    assert process_key_of("specific.abc!0f3e") == "specific.abc!"
+    assert process_key_of("specific.abc!inbox-batch") == "specific.abc!"
+    assert process_key_of("dashboard") == "dashboard"  # not a process's channel: itself

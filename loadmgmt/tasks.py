@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -145,11 +145,58 @@ def rebalance_soon(charger_pk: int | None = None) -> None:
         raise
 
 
+class BackgroundRequest:
+    """Runs `request` on a thread of its own when asked, never on the asker's thread; asks
+    arriving before it starts are served by that one run, asks during a run by one more run.
+
+    Why: the askers of a re-balance (the session-change listener, the answer recorder) run on
+    the web process's database thread, right after their commit. `rebalance_soon` is two Redis
+    round trips and sometimes a Celery send: there they held every charger's database work
+    behind the network (~2 % of that thread in a 5,000-charger boot, py-spy), and for seconds
+    when Redis is slow or away. A run still starts after the commit that asked for it, so the
+    tick it queues sees what was recorded. An ask not yet run when the process stops is served
+    by the next periodic tick.
+    """
+
+    def __init__(self, request: Callable[[], None], name: str) -> None:
+        self._request = request
+        self._name = name
+        self._lock = threading.Lock()
+        self._asked = threading.Condition(self._lock)
+        self._pending = False
+        self._thread: threading.Thread | None = None
+
+    def ask(self) -> None:
+        """Returns at once."""
+        with self._lock:
+            self._pending = True
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+            self._asked.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending:
+                    self._asked.wait()
+                self._pending = False
+            try:
+                self._request()
+            except Exception as error:  # noqa: BLE001 - broker or Redis down: the periodic tick serves it
+                logger.warning("could not ask for a re-balance (%s); the next periodic tick will serve it",
+                               type(error).__name__ if not str(error) else error)
+
+
+# Re-balance requests of this process, off the thread that asks (looked up when run: tests patch it).
+REBALANCE_REQUESTS = BackgroundRequest(lambda: rebalance_soon(), name="rebalance-requests")
+
+
 def rebalance_for_sessions(charger_pks: Sequence[int]) -> None:
     """Session-change listener (chargers.hooks): sessions started or stopped on these chargers,
-    one re-balance request for all of them."""
+    one re-balance request for all of them (sent from a thread of its own: see BackgroundRequest)."""
     if charger_pks:
-        rebalance_soon()
+        REBALANCE_REQUESTS.ask()
 
 
 def limit_outcome_then_rebalance(charger_pk: int, context: dict[str, Any], reply: dict[str, Any]) -> bool:
@@ -166,7 +213,7 @@ def limit_outcome_then_rebalance(charger_pk: int, context: dict[str, Any], reply
     return False
 
 
-ANSWERS = AnswerRecorder(on_lowered=rebalance_soon)
+ANSWERS = AnswerRecorder(on_lowered=REBALANCE_REQUESTS.ask)
 
 
 @shared_task

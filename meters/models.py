@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from typing import TYPE_CHECKING
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -28,8 +29,10 @@ from django.db import models
 
 from loadmgmt.models import Zone
 from meters import registers
-from meters.modbus import MeterConfig
 from meters.registers import METER_TYPES, RegisterMap, build_generic_map
+
+if TYPE_CHECKING:
+    from meters.modbus import MeterConfig
 
 GENERIC = "generic"
 PHASE_CURRENTS = (registers.CURRENT_L1_A, registers.CURRENT_L2_A, registers.CURRENT_L3_A)
@@ -204,7 +207,10 @@ class Meter(models.Model):
         return registers.get_register_map(self.meter_type)
 
     def to_config(self) -> MeterConfig:
-        """How :mod:`meters.modbus` reaches this meter; ValueError when the configuration is unusable."""
+        """How :mod:`meters.modbus` reaches this meter; ValueError when the configuration is unusable.
+        (pymodbus loads here, in the processes that reach meters, not in every web process's start.)"""
+        from meters.modbus import MeterConfig  # noqa: PLC0415
+
         return MeterConfig(
             register_map=self.register_map(),
             transport=self.transport,  # type: ignore[arg-type]

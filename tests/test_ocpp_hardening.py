@@ -375,3 +375,12 @@ def test_two_processes_cutting_the_message_log_back_together_never_wait_on_each_
     holder.join(10)
     assert finished_while_held
     assert OcppMessage.objects.count() <= 1000
+
+
+def test_our_call_ids_are_unique_short_and_carry_the_process_prefix():
+    """OCPP-J §4.1.1: a CALL's id is unique among the sender's calls, 36 characters at most."""
+    from chargers import protocol
+
+    ids = [protocol.next_call_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(call_id) <= 36 and call_id.startswith(protocol._CALL_ID_PREFIX + "-") for call_id in ids)

@@ -40,13 +40,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
 
-from chargers.loops import PerLoop
+from chargers.loops import PerLoop, run_at_server_stop
 from chargers.ratelimit import ThrottledLog
 
 logger = logging.getLogger(__name__)
@@ -262,17 +262,11 @@ process_inbox = PerLoop(_make_inbox)
 
 
 def withdraw_at_shutdown() -> bool:
-    """Under Daphne (Twisted's reactor on the asyncio loop), delete the process's liveness key
-    when the server stops (`ProcessInbox.withdraw`); the reactor waits for it (at most
-    WITHDRAW_TIMEOUT_S). False when there is no reactor (an in-process ASGI test, another server)."""
-    reactor = sys.modules.get("twisted.internet.reactor")
-    if reactor is None:
-        return False
-    from twisted.internet.defer import Deferred
+    """Under Daphne, delete the process's liveness key when the server stops (`ProcessInbox.withdraw`,
+    at most WITHDRAW_TIMEOUT_S, through `run_at_server_stop`). False when there is no reactor."""
 
-    def withdraw() -> Deferred[None] | None:
+    def withdraw() -> Awaitable[None] | None:
         inbox = process_inbox.existing()
-        return None if inbox is None else Deferred.fromFuture(asyncio.ensure_future(inbox.withdraw()))
+        return None if inbox is None else inbox.withdraw()
 
-    reactor.addSystemEventTrigger("before", "shutdown", withdraw)
-    return True
+    return run_at_server_stop(withdraw)

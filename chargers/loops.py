@@ -8,8 +8,9 @@ tasks) must not serve the next. Held weakly: a loop that is gone takes its objec
 from __future__ import annotations
 
 import asyncio
+import sys
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 _T = TypeVar("_T")
@@ -33,3 +34,21 @@ class PerLoop(Generic[_T]):
     def existing(self) -> _T | None:
         """The running loop's object if it was made, else None (nothing is made)."""
         return self._values.get(asyncio.get_running_loop())
+
+
+def run_at_server_stop(make: Callable[[], Awaitable[object] | None]) -> bool:
+    """Under Daphne (Twisted's reactor on the asyncio loop): when the server stops, run the
+    awaitable `make()` returns (None: nothing to do), on the running loop; the reactor waits for
+    it before it shuts down. False when there is no reactor (an in-process ASGI test, another
+    server): nothing is registered."""
+    reactor = sys.modules.get("twisted.internet.reactor")
+    if reactor is None:
+        return False
+    from twisted.internet.defer import Deferred
+
+    def at_stop() -> Deferred[object] | None:
+        awaitable = make()
+        return None if awaitable is None else Deferred.fromFuture(asyncio.ensure_future(awaitable))
+
+    reactor.addSystemEventTrigger("before", "shutdown", at_stop)
+    return True

@@ -44,7 +44,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,7 +53,7 @@ from django.conf import settings
 from django.db import transaction
 
 from chargers import services
-from chargers.loops import PerLoop
+from chargers.loops import PerLoop, run_at_server_stop
 
 logger = logging.getLogger(__name__)
 
@@ -229,17 +228,7 @@ write_buffer = PerLoop(WriteBuffer)
 
 
 def flush_at_shutdown() -> bool:
-    """Under Daphne (Twisted's reactor on the asyncio loop), write what the buffer holds when the
-    server stops: the reactor waits for the flush before it shuts down. Without it the writes
-    gathered in the last linger (up to OCPP_WRITE_LINGER_MS) would be lost at every restart.
-    False when there is no reactor (an in-process ASGI test, another server)."""
-    reactor = sys.modules.get("twisted.internet.reactor")
-    if reactor is None:
-        return False
-    from twisted.internet.defer import Deferred
-
-    def flush() -> Deferred[None]:
-        return Deferred.fromFuture(asyncio.ensure_future(write_buffer().flush()))
-
-    reactor.addSystemEventTrigger("before", "shutdown", flush)
-    return True
+    """Under Daphne, write what the buffer holds when the server stops (`run_at_server_stop`).
+    Without it the writes gathered in the last linger (up to OCPP_WRITE_LINGER_MS) would be lost
+    at every restart. False when there is no reactor (an in-process ASGI test, another server)."""
+    return run_at_server_stop(lambda: write_buffer().flush())

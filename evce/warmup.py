@@ -14,9 +14,11 @@ Nothing here connects anywhere: a web process must start while Redis is still co
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import pprint
+import sys
 
 logger = logging.getLogger(__name__)
 
@@ -101,13 +103,9 @@ def open_database_when_running() -> bool:
     the handshake waited for it). Done in the background: a database still coming up is met
     again by the first charger, as before. False when there is no reactor (in-process ASGI).
     """
-    import sys
-
     reactor = sys.modules.get("twisted.internet.reactor")
     if reactor is None:
         return False
-    import asyncio
-
     reactor.callWhenRunning(lambda: asyncio.ensure_future(_open_database()))
     return True
 

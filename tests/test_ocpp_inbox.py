@@ -7,7 +7,7 @@ import itertools
 import time
 from typing import Any
 
-from chargers.inbox import BATCH_NAME, BATCH_TYPE, PENDING_MAX, ProcessInbox, batch_channel
+from chargers.inbox import BATCH_NAME, BATCH_TYPE, PENDING_MAX, ProcessInbox, batch_channel, process_key_of
 from loadmgmt import profiles
 
 
@@ -263,6 +263,17 @@ def _mark_alive(process_key: str, alive: bool = True) -> None:
         client.delete(ALIVE_PREFIX + process_key)
 
 
+async def _first_refresh(inbox: ProcessInbox, process_key: str) -> None:
+    """Until the inbox's liveness key is in Redis (its heartbeat writes it right after the first channel)."""
+    from chargers.inbox import ALIVE_PREFIX
+
+    for _ in range(500):
+        if await inbox._redis(process_key).exists(ALIVE_PREFIX + process_key):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the liveness key was never written")
+
+
 def test_a_process_with_consumers_is_alive_and_a_gone_one_is_read_once_for_all_who_ask():
     """Through real Redis: an inbox with a consumer keeps its liveness key; a restarted process's
     key is absent, and a storm of chargers asking about it costs one read."""
@@ -273,12 +284,8 @@ def test_a_process_with_consumers_is_alive_and_a_gone_one_is_read_once_for_all_w
     async def scenario() -> None:
         live, asking = (ProcessInbox(channel_layers.make_backend("default")) for _ in range(2))
         channel = await live.new_channel()
-        live_key = channel[:channel.index("!") + 1]
-        redis_client = live._redis(live_key)
-        for _ in range(500):  # the first refresh of its key (an answer is remembered a while: wait for it)
-            if await redis_client.exists(inbox_module.ALIVE_PREFIX + live_key):
-                break
-            await asyncio.sleep(0.01)
+        live_key = process_key_of(channel)
+        await _first_refresh(live, live_key)  # an answer is remembered a while: wait for the key
         assert await asking.process_alive(live_key) is True
         reads = 0
         real_read = asking._read_alive
@@ -310,12 +317,9 @@ def test_a_withdrawn_inbox_is_gone_at_once_and_stays_gone():
     async def scenario() -> None:
         stopping, asking = (ProcessInbox(channel_layers.make_backend("default")) for _ in range(2))
         channel = await stopping.new_channel()
-        key = channel[:channel.index("!") + 1]
+        key = process_key_of(channel)
         redis_client = stopping._redis(key)
-        for _ in range(500):
-            if await redis_client.exists(inbox_module.ALIVE_PREFIX + key):
-                break
-            await asyncio.sleep(0.01)
+        await _first_refresh(stopping, key)
         await stopping.withdraw()
         assert not await redis_client.exists(inbox_module.ALIVE_PREFIX + key)
         assert await asking.process_alive(key) is False
@@ -391,8 +395,6 @@ def test_calls_for_one_channel_arrive_in_the_order_given_even_when_sends_would_o
 
 
 def test_a_channels_process_key_names_the_process_that_reads_it():
-    from chargers.inbox import process_key_of
-
     assert process_key_of("specific.abc!0f3e") == "specific.abc!"
     assert process_key_of("specific.abc!inbox-batch") == "specific.abc!"
     assert process_key_of("dashboard") == "dashboard"  # not a process's channel: itself

@@ -46,13 +46,13 @@ def test_a_stopped_process_is_known_gone_at_once(servers, transactional_db, char
     import redis
     from django.conf import settings
 
-    from chargers.inbox import ALIVE_PREFIX
+    from chargers.inbox import ALIVE_PREFIX, process_key_of
 
     url = servers.daphne(SCALE_NODE="stops")
     Charger.objects.create(charge_point_id="CP-STOPS", registration_status=RegistrationStatus.ACCEPTED)
     charger_factory(url, "CP-STOPS").connect().boot()
     channel = Charger.objects.get(charge_point_id="CP-STOPS").channel_name
-    liveness_key = ALIVE_PREFIX + channel[:channel.index("!") + 1]
+    liveness_key = ALIVE_PREFIX + process_key_of(channel)
     client = redis.Redis.from_url(settings.REDIS_URL)
     wait_until(lambda: client.exists(liveness_key))
     process = servers.process_of(url)

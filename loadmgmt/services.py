@@ -71,7 +71,11 @@ LOAD_RISE_KW = 0.5
 
 
 def _rebalance_on_load_rise(zone_pk: int, before: dict[str, object], after: dict[str, object]) -> None:
-    """A dynamic zone's load rose: its capacity fell, so the loop runs now, not at its next period."""
+    """A dynamic zone's load rose: its capacity fell, so the loop runs now, not at its next period.
+
+    Asked from a thread of its own (loadmgmt.tasks.BackgroundRequest): a BEMS push of the load
+    is written on the web process's database thread, which must not wait on Redis or the broker.
+    """
     if before["mode"] != "dynamic":
         return
     rises = [_rise(before.get(name), after.get(name)) for name in _LOAD_FIELDS[1:4]]
@@ -79,12 +83,10 @@ def _rebalance_on_load_rise(zone_pk: int, before: dict[str, object], after: dict
                                                          after.get("measured_power_kw")) >= LOAD_RISE_KW
     if not risen:
         return
-    from loadmgmt.tasks import rebalance_soon  # noqa: PLC0415 - tasks imports services
+    from loadmgmt.tasks import REBALANCE_REQUESTS  # noqa: PLC0415 - tasks imports services
 
-    try:
-        rebalance_soon()
-    except Exception:  # broker down: the periodic tick follows at its period
-        logger.warning("could not queue a re-balance after the load of zone %s rose", zone_pk)
+    logger.debug("the load of zone %s rose: re-balance asked", zone_pk)
+    REBALANCE_REQUESTS.ask()
 
 
 def _rise(before: object, after: object) -> float:

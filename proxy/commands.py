@@ -200,12 +200,13 @@ async def _composite(link: LinkRunner, payload: dict[str, Any]) -> dict[str, Any
 
 
 async def _rebalance() -> None:
-    from loadmgmt.tasks import rebalance_soon  # noqa: PLC0415 - load management reads the caps
+    """Ask for a re-balance (load management reads the backend's caps) from the request's own
+    thread (loadmgmt.tasks.BackgroundRequest): not on the database thread every charger's
+    frames share, which a slow Redis or broker would hold. Broker down: the periodic tick
+    reads the caps anyway."""
+    from loadmgmt.tasks import REBALANCE_REQUESTS  # noqa: PLC0415 - load management reads the caps
 
-    try:
-        await database_sync_to_async(rebalance_soon)()
-    except Exception:  # broker down: the periodic tick reads the caps anyway
-        logger.warning("could not queue a re-balance after a backend profile changed")
+    REBALANCE_REQUESTS.ask()
 
 
 SPECIAL = {

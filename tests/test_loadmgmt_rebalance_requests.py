@@ -1,16 +1,29 @@
 """Re-balance requests leave the asking thread (loadmgmt.tasks.BackgroundRequest): the askers run
-on the web process's database thread, which must never wait on Redis or the broker."""
+on the web process's database thread (session changes, answers, an operator's VIP change, a
+BEMS load push) or on its event loop (the CPO proxy), which must never wait on Redis or the broker."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import logging
 import threading
 import time
+from typing import Any
 from unittest import mock
 
+import pytest
+
+from chargers.models import Charger
+from evce import clock
 from loadmgmt import tasks
+from loadmgmt.models import Zone, ZoneMode
+from loadmgmt.services import zone_record_measurement
 from loadmgmt.tasks import BackgroundRequest
+from proxy import commands as proxy_commands
 from tests.conftest import wait_until
+from transactions.models import Transaction
+from transactions.services import transaction_set_vip
 
 
 def test_an_ask_returns_while_its_request_waits_and_asks_meanwhile_make_one_more_run():
@@ -62,3 +75,51 @@ def test_a_session_change_asks_for_a_rebalance_from_another_thread():
 
 def test_the_answer_recorder_asks_through_the_background_request():
     assert tasks.ANSWERS._on_lowered == tasks.REBALANCE_REQUESTS.ask
+
+
+def _asks_recorded() -> tuple[list[str], Any]:
+    """A patched `rebalance_soon` recording the thread each request runs on."""
+    asked_on: list[str] = []
+    record = lambda: asked_on.append(threading.current_thread().name)  # noqa: E731
+    return asked_on, mock.patch("loadmgmt.tasks.rebalance_soon", record)
+
+
+@pytest.mark.django_db
+def test_a_rise_of_a_dynamic_zones_load_asks_from_another_thread_and_a_fall_does_not_ask():
+    zone = Zone.objects.create(name="Building", max_current_a=100, mode=ZoneMode.DYNAMIC)
+    at = clock.now()
+    asked_on, patched = _asks_recorded()
+    with patched:
+        zone_record_measurement(zone=zone, at=at, current_a=(10.0, 10.0, 10.0))
+        wait_until(lambda: asked_on)  # from nothing measured to 10 A: a rise
+        zone_record_measurement(zone=zone, at=at + dt.timedelta(seconds=1), current_a=(5.0, 5.0, 5.0))
+        zone_record_measurement(zone=zone, at=at + dt.timedelta(seconds=2), current_a=(5.5, 5.0, 5.0))
+        time.sleep(0.3)
+    assert asked_on == ["rebalance-requests"]  # a fall, and a rise under 1 A, ask nothing
+
+
+@pytest.mark.django_db
+def test_an_operators_vip_change_asks_from_another_thread():
+    charger = Charger.objects.create(charge_point_id="CP-VIP-ASK")
+    session = Transaction.objects.create(charger=charger, connector_id=1, id_tag="TAG", start_time=clock.now())
+    asked_on, patched = _asks_recorded()
+    with patched:
+        assert transaction_set_vip(transaction=session, vip=True, by="op")
+        wait_until(lambda: asked_on)
+    assert asked_on == ["rebalance-requests"]
+
+
+def test_a_backend_profile_change_asks_without_waiting_on_the_request():
+    started, release = threading.Event(), threading.Event()
+
+    def hanging_request() -> None:  # the broker does not answer
+        started.set()
+        release.wait(10)
+
+    with mock.patch("loadmgmt.tasks.rebalance_soon", hanging_request):
+        began = time.monotonic()
+        asyncio.run(proxy_commands._rebalance())
+        returned_after_s = time.monotonic() - began
+        assert started.wait(5)
+        release.set()
+    assert returned_after_s < 1.0  # the proxy's command goes on while the request hangs

@@ -719,20 +719,19 @@ def transaction_set_vip(*, transaction: Transaction, vip: bool, by: str) -> bool
     """Mark a running session VIP (served first in priority mode) or not; False if it is not running.
 
     A conditional update, so a session stopped meanwhile is left alone. The loop is asked for
-    an immediate re-balance so the change takes effect now, not at the next period; when the
-    broker is down the periodic tick picks it up.
+    an immediate re-balance so the change takes effect now, not at the next period: asked from
+    a thread of its own (loadmgmt.tasks.BackgroundRequest), since this runs on the web process's
+    database thread, which every charger's frames share; when the broker is down the periodic
+    tick picks it up.
     """
     changed = Transaction.objects.filter(pk=transaction.pk, state=TransactionState.ACTIVE).update(vip=vip) == 1
     if not changed:
         return False
     transaction.vip = vip
     logger.info("%s set session %s VIP %s", by, transaction.pk, "on" if vip else "off")
-    from loadmgmt.tasks import rebalance_soon  # noqa: PLC0415 - the Celery app only where it is used
+    from loadmgmt.tasks import REBALANCE_REQUESTS  # noqa: PLC0415 - the Celery app only where it is used
 
-    try:
-        rebalance_soon(transaction.charger_id)
-    except Exception:  # broker unreachable: the periodic tick serves it
-        logger.warning("could not queue a re-balance after session %s changed VIP", transaction.pk)
+    REBALANCE_REQUESTS.ask()
     return True
 
 

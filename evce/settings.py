@@ -269,6 +269,10 @@ MALLOC_ARENAS = env_int("MALLOC_ARENAS", 2, minimum=0, maximum=64)
 # local list) start after a random delay that grows with the chargers booting at the same
 # time (20 ms each), at most this many seconds; the safe default profile goes at once.
 OCPP_BOOT_JITTER_MAX_S = env_int("OCPP_BOOT_JITTER_MAX_S", 30, minimum=0, maximum=600)
+# In a storm (20 or more chargers of one process in their boot steps), those delays start only
+# once no charger has booted for this many milliseconds (at most OCPP_BOOT_JITTER_MAX_S later):
+# handshakes, boots and transactions first, configuration after. 0: no such wait.
+OCPP_BOOT_QUIET_MS = env_int("OCPP_BOOT_QUIET_MS", 1000, minimum=0, maximum=60_000)
 # A charger counts as gone when it has said nothing for this many heartbeat intervals.
 OCPP_OFFLINE_AFTER_HEARTBEATS = env_int("OCPP_OFFLINE_AFTER_HEARTBEATS", 3, minimum=2)
 # Failed websocket logins allowed per minute, per charge point id and per client address

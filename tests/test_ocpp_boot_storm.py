@@ -1,8 +1,15 @@
-"""Boot storms: a listen backlog for thousands, configuration skipped when it already holds, jitter."""
+"""Boot storms: a listen backlog for thousands, configuration skipped when it already holds, jitter,
+configuration deferred until a storm's boots stop."""
 
 from __future__ import annotations
 
-from chargers.consumers import boot_jitter_s
+import asyncio
+import time
+
+import pytest
+
+from chargers import consumers
+from chargers.consumers import STORM_BOOTS, boot_jitter_s, storm_wait_s
 from chargers.models import AutoConfigurationKey, Charger, ConfigurationKey, RegistrationStatus
 from evce.launcher import daphne_endpoint
 from tests.conftest import wait_until
@@ -43,3 +50,44 @@ def test_the_jitter_grows_with_the_boots_in_progress_up_to_its_cap(settings):
 def test_daphne_listens_with_a_large_backlog():
     assert daphne_endpoint("0.0.0.0", 8000, 4096) == "tcp:port=8000:interface=0.0.0.0:backlog=4096"  # noqa: S104
     assert daphne_endpoint("::", 8000, 4096) == "tcp:port=8000:interface=\\:\\::backlog=4096"
+
+
+def test_configuration_waits_for_a_storms_boots_to_stop_and_never_past_its_cap():
+    storm = STORM_BOOTS
+    assert storm_wait_s(now=10.0, last_boot_at=9.9, booting=storm - 1, quiet_s=1.0, until=40.0) == 0  # no storm
+    assert storm_wait_s(now=10.0, last_boot_at=9.5, booting=storm, quiet_s=1.0, until=40.0) == pytest.approx(0.5)
+    assert storm_wait_s(now=10.0, last_boot_at=8.9, booting=storm, quiet_s=1.0, until=40.0) == 0  # quiet for 1.1 s
+    assert storm_wait_s(now=10.0, last_boot_at=9.9, booting=storm, quiet_s=1.0, until=10.2) == pytest.approx(0.2)
+    assert storm_wait_s(now=10.0, last_boot_at=9.9, booting=storm, quiet_s=1.0, until=9.0) == 0  # capped
+    assert storm_wait_s(now=10.0, last_boot_at=9.9, booting=10 * storm, quiet_s=0.0, until=40.0) == 0  # turned off
+
+
+def test_a_storms_configuration_starts_once_boots_have_stopped_for_the_quiet_period(settings, monkeypatch):
+    settings.OCPP_BOOT_QUIET_MS = 300
+    settings.OCPP_BOOT_JITTER_MAX_S = 30
+    monkeypatch.setattr(consumers, "_booting", STORM_BOOTS + 5)
+
+    async def storm_then_configuration() -> tuple[float, float]:
+        began = time.monotonic()
+        waiting = asyncio.ensure_future(consumers._quiet_after_boot_storm())
+        for _ in range(8):  # a boot every 0.1 s for 0.8 s
+            monkeypatch.setattr(consumers, "_last_boot_at", time.monotonic())
+            await asyncio.sleep(0.1)
+            assert not waiting.done()
+        last_boot = consumers._last_boot_at
+        await waiting
+        return last_boot - began, time.monotonic() - began
+
+    last_boot_s, done_s = asyncio.run(storm_then_configuration())
+    assert done_s >= last_boot_s + 0.3  # not before the boots had stopped for the quiet period
+    assert done_s < last_boot_s + 3.0
+
+
+def test_a_storm_that_goes_on_defers_configuration_no_longer_than_the_cap(settings, monkeypatch):
+    settings.OCPP_BOOT_QUIET_MS = 60_000
+    settings.OCPP_BOOT_JITTER_MAX_S = 1
+    monkeypatch.setattr(consumers, "_booting", STORM_BOOTS)
+    monkeypatch.setattr(consumers, "_last_boot_at", time.monotonic())
+    began = time.monotonic()
+    asyncio.run(consumers._quiet_after_boot_storm())
+    assert 0.9 <= time.monotonic() - began < 3.0

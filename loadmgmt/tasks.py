@@ -123,7 +123,7 @@ def _tick_under_lease(client: redis.Redis) -> TickReport | None:
 REBALANCE_EXPIRES_S = 10
 
 
-def rebalance_soon(charger_pk: int | None = None) -> None:
+def rebalance_soon() -> None:
     """Ask for an immediate tick (a session started or stopped, a lower limit came into force).
 
     Requests coalesce: a run is queued only when none is queued yet (a limit cut brings hundreds

@@ -177,7 +177,7 @@ async def _set_profile(link: LinkRunner, payload: dict[str, Any]) -> dict[str, A
         link_pk=link.config.link_pk, connector_id=connector_id, profile=profile, transaction_id=transaction_id,
         now=clock.now())
     await link.event(f"{purpose} stored as a cap (connector {connector_id})")
-    await _rebalance()
+    _rebalance()
     return {"status": "Accepted"}
 
 
@@ -187,7 +187,7 @@ async def _clear_profile(link: LinkRunner, payload: dict[str, Any]) -> dict[str,
         purpose=payload.get("chargingProfilePurpose"), stack_level=payload.get("stackLevel"))
     if not cleared:
         return {"status": "Unknown"}
-    await _rebalance()
+    _rebalance()
     return {"status": "Accepted"}
 
 
@@ -199,11 +199,11 @@ async def _composite(link: LinkRunner, payload: dict[str, Any]) -> dict[str, Any
         duration_s=int(payload["duration"]), unit=payload.get("chargingRateUnit"), now=clock.now())
 
 
-async def _rebalance() -> None:
-    """Ask for a re-balance (load management reads the backend's caps) from the request's own
-    thread (loadmgmt.tasks.BackgroundRequest): not on the database thread every charger's
-    frames share, which a slow Redis or broker would hold. Broker down: the periodic tick
-    reads the caps anyway."""
+def _rebalance() -> None:
+    """Ask for a re-balance (load management reads the backend's caps); returns at once: the
+    request is sent from a thread of its own (loadmgmt.tasks.BackgroundRequest), not from the
+    event loop or the database thread, which a slow Redis or broker would hold. Broker down:
+    the periodic tick reads the caps anyway."""
     from loadmgmt.tasks import REBALANCE_REQUESTS  # noqa: PLC0415 - load management reads the caps
 
     REBALANCE_REQUESTS.ask()

@@ -4,7 +4,6 @@ BEMS load push) or on its event loop (the CPO proxy), which must never wait on R
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import threading
@@ -118,7 +117,7 @@ def test_a_backend_profile_change_asks_without_waiting_on_the_request():
 
     with mock.patch("loadmgmt.tasks.rebalance_soon", hanging_request):
         began = time.monotonic()
-        asyncio.run(proxy_commands._rebalance())
+        proxy_commands._rebalance()
         returned_after_s = time.monotonic() - began
         assert started.wait(5)
         release.set()

@@ -189,13 +189,13 @@ def test_rebalance_requests_coalesce_into_one_queued_run_and_none_is_lost(monkey
     queued: list[dict[str, Any]] = []
     monkeypatch.setattr(tasks.control_tick, "apply_async", lambda **kwargs: queued.append(kwargs))
 
-    for pk in range(200):  # a cut: hundreds of lower limits confirmed within a second
-        tasks.rebalance_soon(pk)
+    for _ in range(200):  # a cut: hundreds of lower limits confirmed within a second
+        tasks.rebalance_soon()
     assert len(queued) == 1 and client.get(tasks.REQUEST_KEY)
 
     assert tasks.control_tick(force=True) is not None  # the queued run: served, flag cleared
     assert not client.get(tasks.REQUEST_KEY) and not client.get(tasks.QUEUED_KEY)
-    tasks.rebalance_soon(1)  # a request after the run started queues the next one
+    tasks.rebalance_soon()  # a request after the run started queues the next one
     assert len(queued) == 2
 
     def broker_down(**kwargs: Any) -> None:
@@ -204,7 +204,7 @@ def test_rebalance_requests_coalesce_into_one_queued_run_and_none_is_lost(monkey
     client.delete(tasks.QUEUED_KEY)
     monkeypatch.setattr(tasks.control_tick, "apply_async", broker_down)
     with pytest.raises(ConnectionError):
-        tasks.rebalance_soon(1)
+        tasks.rebalance_soon()
     assert not client.get(tasks.QUEUED_KEY)  # not marked as queued: the next request tries again
     assert client.get(tasks.REQUEST_KEY)  # and a periodic tick serves this one
     client.delete(tasks.REQUEST_KEY)

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import datetime as dt
 import threading
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -29,12 +30,15 @@ class SimulatedChargePoint(ChargePoint):
     def __init__(self, cp_id: str, connection: Any) -> None:
         super().__init__(cp_id, connection, response_timeout=10)
         self.received: list[tuple[str, dict[str, Any]]] = []
+        self.arrived: list[tuple[str, float]] = []  # (action, time.monotonic()) of each request, in order
+        self.delays: dict[str, float] = {}  # action -> seconds to wait before answering it
         self.answers: dict[str, str] = {}
         self.config: dict[str, str] = {"HeartbeatInterval": "300", "ChargeProfileMaxStackLevel": "8"}
         self.silent = False
 
     def _record(self, action: str, payload: dict[str, Any]) -> None:
         self.received.append((action, payload))
+        self.arrived.append((action, time.monotonic()))
 
     async def _maybe_hang(self) -> None:
         if self.silent:
@@ -63,6 +67,7 @@ class SimulatedChargePoint(ChargePoint):
     @on(Action.set_charging_profile)
     async def on_set_charging_profile(self, connector_id: int, cs_charging_profiles: dict[str, Any]):
         self._record("SetChargingProfile", {"connector_id": connector_id, "cs_charging_profiles": cs_charging_profiles})
+        await asyncio.sleep(self.delays.get("SetChargingProfile", 0.0))
         return call_result.SetChargingProfile(status=self.answers.get("SetChargingProfile", "Accepted"))
 
     @on(Action.clear_charging_profile)

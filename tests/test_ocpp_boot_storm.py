@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -12,7 +13,9 @@ from chargers import consumers
 from chargers.consumers import STORM_BOOTS, boot_jitter_s, storm_wait_s
 from chargers.models import AutoConfigurationKey, Charger, ConfigurationKey, RegistrationStatus
 from evce.launcher import daphne_endpoint
+from loadmgmt.models import Zone
 from tests.conftest import wait_until
+from tests.ocpp_sim import ChargerSim
 
 
 def test_it_skips_the_configuration_a_charger_already_holds(ocpp_url, charger_factory):
@@ -91,3 +94,41 @@ def test_a_storm_that_goes_on_defers_configuration_no_longer_than_the_cap(settin
     began = time.monotonic()
     asyncio.run(consumers._quiet_after_boot_storm())
     assert 0.9 <= time.monotonic() - began < 3.0
+
+
+CONFIGURATION_CALLS = {"GetConfiguration", "ChangeConfiguration", "SendLocalList", "GetLocalListVersion"}
+
+
+def test_in_a_real_storm_the_safe_default_goes_at_once_and_configuration_after_the_quiet(
+        servers, transactional_db, charger_factory):
+    """A Daphne process, STORM_BOOTS + 4 chargers booting together: each gets its safe default
+    first and its configuration only once no charger has booted for OCPP_BOOT_QUIET_MS."""
+    quiet_s = 3.0
+    url = servers.daphne(OCPP_BOOT_QUIET_MS=str(int(quiet_s * 1000)), OCPP_BOOT_JITTER_MAX_S="30")
+    AutoConfigurationKey.objects.all().delete()
+    AutoConfigurationKey.objects.create(key="MeterValueSampleInterval", value="10")
+    zone = Zone.objects.create(name="Storm site", max_current_a=400)
+    names = [f"CP-STORM-{n:02d}" for n in range(STORM_BOOTS + 4)]
+    Charger.objects.bulk_create([Charger(charge_point_id=name, registration_status=RegistrationStatus.ACCEPTED,
+                                         zone=zone) for name in names])
+    sims: list[ChargerSim] = [charger_factory(url, name).connect() for name in names]
+    for sim in sims:
+        # The safe default's answer takes a second: every boot is in before any charger's
+        # configuration steps look for a storm, so each of them sees one.
+        sim.cp.delays["SetChargingProfile"] = 1.0
+
+    def boot(sim: ChargerSim) -> float:
+        sent_at = time.monotonic()
+        sim.boot()
+        return sent_at
+
+    with ThreadPoolExecutor(len(sims)) as pool:
+        last_boot_sent = max(pool.map(boot, sims))
+    wait_until(lambda: all(CONFIGURATION_CALLS & {action for action, _ in list(sim.cp.arrived)} for sim in sims),
+               timeout_s=30)
+    for sim in sims:
+        arrived = list(sim.cp.arrived)
+        actions = [action for action, _ in arrived]
+        first_configuration = next(i for i, action in enumerate(actions) if action in CONFIGURATION_CALLS)
+        assert "SetChargingProfile" in actions[:first_configuration]  # the safe default did not wait
+        assert arrived[first_configuration][1] >= last_boot_sent + quiet_s  # configuration waited for the quiet

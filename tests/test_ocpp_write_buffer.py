@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 
 import pytest
 from ocpp.v16 import call
@@ -204,6 +205,41 @@ def test_writes_nobody_awaits_are_gathered_into_one_batch(monkeypatch) -> None:
 
     asyncio.run(scenario())
     assert sizes == [5]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_writes_arriving_while_a_batch_is_written_linger_too_but_no_longer_than_the_linger(monkeypatch) -> None:
+    """A busy writer used to chain its batches: what arrived while one was written went as soon
+    as it committed, a few items at a time, each batch with a transaction's cost, and the
+    database thread never rested. The linger now counts from the oldest item queued."""
+    from chargers import writebuffer
+
+    linger_s, write_s, count = 0.3, 0.03, 150
+    monkeypatch.setattr(writebuffer, "WRITE_LINGER_S", linger_s)
+    submitted: dict[str, float] = {}
+    waited: list[float] = []
+    sizes: list[int] = []
+
+    def slow_write(items: list[LogRow]) -> list[object]:
+        time.sleep(write_s)
+        sizes.append(len(items))
+        waited.extend(time.monotonic() - submitted[item.unique_id] for item in items)
+        return [None] * len(items)
+
+    monkeypatch.setattr(writebuffer, "write_batch", slow_write)
+
+    async def scenario() -> None:
+        buffer = WriteBuffer()
+        for number in range(count):  # one every ~6 ms for ~0.9 s
+            submitted[f"u{number}"] = time.monotonic()
+            await buffer.submit(_row(f"u{number}"), wait=False)
+            await asyncio.sleep(0.006)
+        await asyncio.wait_for(buffer.flush(), 5)
+
+    asyncio.run(scenario())
+    assert sum(sizes) == count
+    assert len(sizes) <= 6, sizes  # a batch per linger, and the flush's (chained: ~25 batches)
+    assert max(waited) < 2 * linger_s  # the linger, the batch being written and its own
 
 
 @pytest.mark.django_db(transaction=True)

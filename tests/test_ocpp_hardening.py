@@ -338,8 +338,9 @@ async def test_the_next_calls_answer_survives_the_previous_calls_clean_up(monkey
 
 @pytest.mark.django_db(transaction=True)
 def test_two_processes_cutting_the_message_log_back_together_never_wait_on_each_other(settings):
-    """PostgreSQL: each web process cuts the log back in its own write batch; the rows the other
-    one is deleting are skipped, not waited for (waiting on each other row by row deadlocked)."""
+    """PostgreSQL: each web process cuts the log back in its own write batch; while the other
+    one is cutting, a process skips its cut instead of waiting (waiting on each other row by
+    row deadlocked)."""
     import threading
 
     from django.db import connection, connections, transaction
@@ -359,7 +360,7 @@ def test_two_processes_cutting_the_message_log_back_together_never_wait_on_each_
     def first_process() -> None:
         try:
             with transaction.atomic():
-                _message_log_cap(first_id=first, last_id=last)  # locks the oldest rows and holds them
+                _message_log_cap(first_id=first, last_id=last)  # deletes the oldest rows, holds the cut's lock
                 holding.set()
                 other_done.wait(10)
         finally:
@@ -369,12 +370,51 @@ def test_two_processes_cutting_the_message_log_back_together_never_wait_on_each_
     holder.start()
     assert holding.wait(10)
     with transaction.atomic():
-        _message_log_cap(first_id=first, last_id=last)  # would wait for the holder without SKIP LOCKED
+        _message_log_cap(first_id=first, last_id=last)  # would wait for the holder's row locks
     finished_while_held = holder.is_alive()
     other_done.set()
     holder.join(10)
     assert finished_while_held
     assert OcppMessage.objects.count() <= 1000
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cut_skipped_while_another_process_cuts_is_caught_up_by_the_next(settings):
+    """The cut is one range DELETE (the row-locking subselect cost 30 times as much on
+    PostgreSQL); a process that finds the cut's lock taken skips, and the next cut, one prune
+    step later, deletes everything the cap no longer allows."""
+    from django.db import connection, connections
+    from django.test.utils import CaptureQueriesContext
+
+    from chargers.services import MESSAGE_LOG_CAP_LOCK, _message_log_cap
+
+    settings.OCPP_LOG_MAX_ROWS = 1000
+    now = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
+
+    def add(rows: int) -> int:
+        OcppMessage.objects.bulk_create([OcppMessage(charge_point_id="CP", direction="in", timestamp=now)
+                                         for _ in range(rows)])
+        return OcppMessage.objects.order_by("-id").values_list("id", flat=True).first() or 0
+
+    last = add(1100)
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        holder = psycopg.connect(**connections["default"].get_connection_params())
+        holder.execute("BEGIN")
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", [MESSAGE_LOG_CAP_LOCK])
+        try:
+            _message_log_cap(first_id=last - 99, last_id=last)  # another process is cutting: skipped
+        finally:
+            holder.rollback()
+            holder.close()
+        assert OcppMessage.objects.count() == 1100
+        last = add(100)
+    with CaptureQueriesContext(connection) as queries:
+        _message_log_cap(first_id=last - 99, last_id=last)
+    deletes = [query["sql"] for query in queries.captured_queries if query["sql"].startswith("DELETE")]
+    assert len(deletes) == 1 and "SELECT" not in deletes[0] and "<=" in deletes[0], deletes
+    assert 900 < OcppMessage.objects.count() <= 1000
 
 
 def test_our_call_ids_are_unique_short_and_carry_the_process_prefix():

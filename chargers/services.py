@@ -621,10 +621,11 @@ def _message_log_cap(*, first_id: int, last_id: int) -> None:
     # `every` rows.
     limit = settings.OCPP_LOG_MAX_ROWS
     every = min(_MESSAGE_LOG_PRUNE_EVERY, max(1, limit // 10))
-    if last_id // every > (first_id - 1) // every:
+    cutoff = last_id - limit + every - 1
+    if cutoff >= 1 and last_id // every > (first_id - 1) // every:  # (ids start at 1: below, nothing to cut)
         if not _message_log_cap_lock():
             return  # another web process is cutting the log back in its open batch
-        OcppMessage.objects.filter(id__lte=last_id - limit + every - 1).delete()
+        OcppMessage.objects.filter(id__lte=cutoff).delete()
 
 
 # Key of the PostgreSQL advisory lock the web processes cut the message log back under.

@@ -381,8 +381,10 @@ def test_two_processes_cutting_the_message_log_back_together_never_wait_on_each_
 @pytest.mark.django_db(transaction=True)
 def test_a_cut_skipped_while_another_process_cuts_is_caught_up_by_the_next(settings):
     """The cut is one range DELETE (the row-locking subselect cost 30 times as much on
-    PostgreSQL); a process that finds the cut's lock taken skips, and the next cut, one prune
-    step later, deletes everything the cap no longer allows."""
+    PostgreSQL), and none runs while the ids are below the cap; a process that finds the
+    cut's lock taken skips, and the next cut, one prune step later, deletes everything the
+    cap no longer allows."""
+    from django.core.management.color import no_style
     from django.db import connection, connections
     from django.test.utils import CaptureQueriesContext
 
@@ -396,7 +398,17 @@ def test_a_cut_skipped_while_another_process_cuts_is_caught_up_by_the_next(setti
                                          for _ in range(rows)])
         return OcppMessage.objects.order_by("-id").values_list("id", flat=True).first() or 0
 
-    last = add(1100)
+    OcppMessage.objects.all().delete()
+    with connection.cursor() as cursor:  # ids from 1 again, as in a new database
+        for statement in connection.ops.sequence_reset_by_name_sql(
+                no_style(), [{"table": OcppMessage._meta.db_table, "column": "id"}]):
+            cursor.execute(statement)
+    last = add(900)
+    assert last == 900
+    with CaptureQueriesContext(connection) as below_the_cap:
+        _message_log_cap(first_id=last - 99, last_id=last)
+    assert below_the_cap.captured_queries == []  # nothing to cut yet: no statement at all
+    last = add(200)
     if connection.vendor == "postgresql":
         import psycopg
 

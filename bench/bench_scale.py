@@ -205,11 +205,28 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu_s() -> dict[int, float]:
+    """CPU seconds of every PostgreSQL server process on this machine, by pid."""
+    used = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    used[int(entry.name)] = process_cpu_s(int(entry.name))
+            except OSError:
+                continue  # gone meanwhile
+    return used
+
+
 async def cpu_in_window(server: Server, warmup_s: float, seconds: float) -> dict[str, Any]:
-    """CPU used by the server and by this driver during the measured window of `drive`, and a
-    py-spy profile of the server's first process over it when BENCH_PYSPY_DIR is set."""
+    """CPU used by the server, by its PostgreSQL server when it has one (all PostgreSQL
+    processes of this machine: the work its queries cost, which the web processes' figure
+    leaves out) and by this driver during the measured window of `drive`, and a py-spy
+    profile of the server's first process over it when BENCH_PYSPY_DIR is set."""
     await asyncio.sleep(warmup_s)
     spy = await start_py_spy(server, f"meter-values-{server.kind}-{len(server.processes)}.txt")
+    on_postgres = server.backend is not None and server.backend.name == "postgres"
+    database_from = postgres_cpu_s() if on_postgres else {}
     per_process_from = [process_cpu_s(process.pid) for process in server.processes]
     driver_from = time.process_time()
     await asyncio.sleep(seconds)
@@ -217,6 +234,9 @@ async def cpu_in_window(server: Server, warmup_s: float, seconds: float) -> dict
                    for process, start in zip(server.processes, per_process_from, strict=True)]
     used: dict[str, Any] = {"server_cpu_s": round(sum(per_process), 2),
                             "driver_cpu_s": round(time.process_time() - driver_from, 2)}
+    if on_postgres:
+        used["database_cpu_s"] = round(sum(cpu - database_from.get(pid, 0.0)
+                                           for pid, cpu in postgres_cpu_s().items()), 2)
     if len(per_process) > 1:
         used["server_cpu_s_per_process"] = per_process
         used["descriptors_per_process"] = [len(os.listdir(f"/proc/{process.pid}/fd")) for process in server.processes]
@@ -386,6 +406,8 @@ async def one_size(server: Server, size: int, args: argparse.Namespace) -> dict[
     result.update(await cpu)
     done = result["completed_per_s"] * args.seconds
     result["server_cpu_ms_per_meter_values"] = round(1000 * result["server_cpu_s"] / done, 3) if done else None
+    if "database_cpu_s" in result:
+        result["database_cpu_ms_per_meter_values"] = round(1000 * result["database_cpu_s"] / done, 3) if done else None
     if server.backend is not None:
         result["samples_expected"] = result["meter_values_answered"] * SAMPLES_PER_METER_VALUES
         result.update(await samples_stored(functools.partial(_project_step, server.backend),
@@ -568,6 +590,9 @@ def table(results: dict[str, Any]) -> str:
                      _fmt(b.get("server_cpu_ms_per_meter_values")),
                      _ratio(p.get("server_cpu_ms_per_meter_values"), b.get("server_cpu_ms_per_meter_values")), "",
                      ""))
+        if p.get("database_cpu_ms_per_meter_values") is not None:
+            rows.append((size, "PostgreSQL CPU ms per MeterValues", _fmt(p["database_cpu_ms_per_meter_values"]),
+                         "n/a", "", "", ""))
         rows.append((size, "driver CPU s in the window", _fmt(p.get("driver_cpu_s")), _fmt(b.get("driver_cpu_s")),
                      "", "", ""))
         rows.append((size, "driver loop lag p99 ms (GC pauses s)", _driver_lag(p), _driver_lag(b), "", "", ""))

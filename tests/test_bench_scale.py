@@ -63,6 +63,18 @@ def test_the_rate_is_met_by_what_was_sent_in_the_window_when_all_of_it_was_answe
     assert verdict(completed_per_s=1000.0).endswith("MET")
 
 
+
+def test_on_postgresql_the_database_servers_cpu_is_a_figure():
+    """The web processes' CPU leaves out what their queries cost PostgreSQL (its own processes)."""
+    figures = {"connected": 1000, "offered_per_s": 1000.0, "database_cpu_ms_per_meter_values": 1.5}
+    rows = bench_scale.table({"sizes": {"1000": {"project": figures}}}).splitlines()
+    assert any("PostgreSQL CPU ms per MeterValues" in row and "1.5" in row for row in rows)
+    without = bench_scale.table({"sizes": {"1000": {"project": {"connected": 1000}}}})
+    assert "PostgreSQL CPU" not in without
+    if connection.vendor == "postgresql":  # its server runs on this machine in CI
+        used = bench_scale.postgres_cpu_s()
+        assert used and all(seconds >= 0 for seconds in used.values())
+
 def test_memory_per_charger_past_the_smaller_size_leaves_the_fixed_costs_out():
     small = {"project": {"connected": 250, "server_rss_kb": 200_000, "server_kb_per_charger": 80.0},
              "bare": {"connected": 250, "server_rss_kb": 100_000, "server_kb_per_charger": 40.0}}

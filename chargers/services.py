@@ -273,12 +273,18 @@ def chargers_reset_connections() -> int:
     return Charger.objects.filter(connected=True).update(connected=False, channel_name="")
 
 
+# A connection writes its charger's `last_seen` at most this often (chargers.consumers): a busy
+# charger's every frame was an UPDATE of its row. `last_seen` may lag the last frame by this much.
+LAST_SEEN_RESOLUTION_S = 10.0
+
+
 def chargers_mark_silent_offline(*, now: dt.datetime) -> list[str]:
     """Mark offline the chargers that missed several heartbeats (dead TCP, dead process)."""
     gone: list[str] = []
     for charger in Charger.objects.filter(connected=True).only("pk", "charge_point_id", "last_seen",
                                                                 "heartbeat_interval_s", "channel_name"):
-        silence = dt.timedelta(seconds=charger.heartbeat_interval_s * settings.OCPP_OFFLINE_AFTER_HEARTBEATS)
+        silence = dt.timedelta(seconds=charger.heartbeat_interval_s * settings.OCPP_OFFLINE_AFTER_HEARTBEATS
+                               + LAST_SEEN_RESOLUTION_S)
         if charger.last_seen is None or now - charger.last_seen > silence:
             if charger_disconnect(charger_pk=charger.pk, channel_name=charger.channel_name, now=now):
                 gone.append(charger.charge_point_id)

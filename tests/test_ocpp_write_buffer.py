@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+import types
 
 import pytest
 from ocpp.v16 import call
@@ -369,3 +370,51 @@ def test_what_the_writer_gathered_is_written_when_daphne_stops(servers, transact
     logged = OcppMessage.objects.filter(charge_point_id="CP-STOP", unique_id__startswith="last-")
     assert sorted(logged.values_list("unique_id", "message_type")) == [
         (f"last-{n}", kind) for n in range(3) for kind in ("CALL", "CALLRESULT")]
+
+
+def test_a_connection_writes_last_seen_at_most_once_per_resolution(monkeypatch) -> None:
+    """Each frame heard used to update the charger's row; now the first frame after
+    LAST_SEEN_RESOLUTION_S does (the connection's own record counts as an update)."""
+    from chargers import consumers
+    from chargers.services import LAST_SEEN_RESOLUTION_S
+
+    clock = {"now": 1000.0}
+    rows: list[LogRow] = []
+
+    class FakeBuffer:
+        async def submit(self, item: LogRow, *, wait: bool = True) -> None:
+            rows.append(item)
+
+    monkeypatch.setattr(consumers, "write_buffer", FakeBuffer)
+    monkeypatch.setattr(consumers, "time", types.SimpleNamespace(monotonic=lambda: clock["now"]))
+    consumer = consumers.OcppConsumer()
+    consumer.charge_point_id, consumer.charger_pk = "CP-T", 7
+    consumer._last_seen_at = clock["now"]  # as connect() leaves it, once the connection is recorded
+
+    async def heard(at: float, direction: str = "in") -> None:
+        clock["now"] = at
+        await consumer.log_frame(direction, [2, f"m{at}", "Heartbeat", {}])
+
+    async def scenario() -> None:
+        await heard(1001.0)
+        await heard(1000.0 + LAST_SEEN_RESOLUTION_S - 0.5)
+        await heard(1000.0 + LAST_SEEN_RESOLUTION_S + 0.5)  # due: written
+        await heard(1000.0 + LAST_SEEN_RESOLUTION_S + 1.0)
+        await heard(1000.0 + 3 * LAST_SEEN_RESOLUTION_S, direction="out")  # our frames never touch
+        await heard(1000.0 + 3 * LAST_SEEN_RESOLUTION_S + 1)
+
+    asyncio.run(scenario())
+    assert [row.touch for row in rows] == [False, False, True, False, False, True]
+
+
+@pytest.mark.django_db
+def test_the_offline_check_allows_for_the_lag_of_last_seen(settings) -> None:
+    from chargers.services import LAST_SEEN_RESOLUTION_S, chargers_mark_silent_offline
+
+    settings.OCPP_OFFLINE_AFTER_HEARTBEATS = 3
+    silence = dt.timedelta(seconds=3 * 60)
+    lag = dt.timedelta(seconds=LAST_SEEN_RESOLUTION_S)
+    for name, quiet_for in (("CP-LAGGING", silence + lag / 2), ("CP-GONE", silence + lag * 1.5)):
+        Charger.objects.create(charge_point_id=name, connected=True, channel_name=name, heartbeat_interval_s=60,
+                               last_seen=NOW - quiet_for)
+    assert chargers_mark_silent_offline(now=NOW) == ["CP-GONE"]

@@ -255,8 +255,9 @@ OCPP_LOG_MAX_ROWS = env_int("OCPP_LOG_MAX_ROWS", 200_000, minimum=1000)
 # batch: the latency of a bare server, but a crash of the web process loses the samples of the
 # open batch, a fraction of a second, which the chargers will not send again).
 OCPP_METER_VALUES_ANSWER = env_choice("OCPP_METER_VALUES_ANSWER", "committed", ("committed", "received"))
-# How long an idle write buffer gathers writes nobody waits for (log rows, `last_seen`, samples
-# answered on receipt) before it writes them: fewer, larger transactions (chargers/writebuffer.py).
+# How long a write buffer gathers writes nobody waits for (log rows, `last_seen`, samples
+# answered on receipt) before it writes them, counted from the oldest: fewer, larger transactions
+# (chargers/writebuffer.py).
 # Written at the latest when the web process stops (SIGTERM / SIGINT).
 OCPP_WRITE_LINGER_MS = env_int("OCPP_WRITE_LINGER_MS", 100, minimum=0, maximum=250)
 # Garbage-collector thresholds of the web, worker and beat processes (evce/gctune.py): three

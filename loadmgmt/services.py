@@ -75,6 +75,8 @@ def _rebalance_on_load_rise(zone_pk: int, before: dict[str, object], after: dict
 
     Asked from a thread of its own (loadmgmt.tasks.BackgroundRequest): a BEMS push of the load
     is written on the web process's database thread, which must not wait on Redis or the broker.
+    Asked once the measurement commits: a meter's reading is fed to its zone inside the meter's
+    transaction, and a tick queued before the commit read the load from before the rise.
     """
     if before["mode"] != "dynamic":
         return
@@ -86,7 +88,7 @@ def _rebalance_on_load_rise(zone_pk: int, before: dict[str, object], after: dict
     from loadmgmt.tasks import REBALANCE_REQUESTS  # noqa: PLC0415 - tasks imports services
 
     logger.debug("the load of zone %s rose: re-balance asked", zone_pk)
-    REBALANCE_REQUESTS.ask()
+    transaction.on_commit(REBALANCE_REQUESTS.ask)
 
 
 def _rise(before: object, after: object) -> float:

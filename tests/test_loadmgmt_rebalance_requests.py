@@ -84,17 +84,42 @@ def _asks_recorded() -> tuple[list[str], Any]:
 
 
 @pytest.mark.django_db
-def test_a_rise_of_a_dynamic_zones_load_asks_from_another_thread_and_a_fall_does_not_ask():
+def test_a_rise_of_a_dynamic_zones_load_asks_from_another_thread_and_a_fall_does_not_ask(
+        django_capture_on_commit_callbacks):
     zone = Zone.objects.create(name="Building", max_current_a=100, mode=ZoneMode.DYNAMIC)
     at = clock.now()
     asked_on, patched = _asks_recorded()
     with patched:
-        zone_record_measurement(zone=zone, at=at, current_a=(10.0, 10.0, 10.0))
+        with django_capture_on_commit_callbacks(execute=True):
+            zone_record_measurement(zone=zone, at=at, current_a=(10.0, 10.0, 10.0))
         wait_until(lambda: asked_on)  # from nothing measured to 10 A: a rise
-        zone_record_measurement(zone=zone, at=at + dt.timedelta(seconds=1), current_a=(5.0, 5.0, 5.0))
-        zone_record_measurement(zone=zone, at=at + dt.timedelta(seconds=2), current_a=(5.5, 5.0, 5.0))
+        with django_capture_on_commit_callbacks(execute=True) as more:
+            zone_record_measurement(zone=zone, at=at + dt.timedelta(seconds=1), current_a=(5.0, 5.0, 5.0))
+            zone_record_measurement(zone=zone, at=at + dt.timedelta(seconds=2), current_a=(5.5, 5.0, 5.0))
         time.sleep(0.3)
-    assert asked_on == ["rebalance-requests"]  # a fall, and a rise under 1 A, ask nothing
+    assert asked_on == ["rebalance-requests"] and more == []  # a fall, and a rise under 1 A, ask nothing
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rise_fed_inside_a_transaction_asks_once_it_commits_and_not_if_it_rolls_back():
+    """A meter's reading is fed to its zone inside the meter's transaction: a tick queued before
+    the commit would read the load from before the rise."""
+    from django.db import transaction
+
+    zone = Zone.objects.create(name="Building", max_current_a=100, mode=ZoneMode.DYNAMIC)
+    at = clock.now()
+    asked_on, patched = _asks_recorded()
+    with patched:
+        with transaction.atomic():
+            zone_record_measurement(zone=zone, at=at, current_a=(10.0, 10.0, 10.0))
+            time.sleep(0.3)
+            assert asked_on == []  # not before the commit
+        wait_until(lambda: asked_on)
+        with pytest.raises(RuntimeError), transaction.atomic():
+            zone_record_measurement(zone=zone, at=at + dt.timedelta(seconds=1), current_a=(40.0, 40.0, 40.0))
+            raise RuntimeError("the meter's transaction fails")
+        time.sleep(0.3)
+    assert asked_on == ["rebalance-requests"]  # the rolled-back rise asked nothing
 
 
 @pytest.mark.django_db

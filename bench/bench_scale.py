@@ -7,7 +7,9 @@ ChargePoint, no database), started the same way in the same invocation:
 1. connect + boot N chargers (each starts a transaction); server memory per connected charger
    (RSS after − RSS before, divided by N);
 2. MeterValues at `--rate` (default: one per charger per `--period` s, at most `--max-rate`,
-   1,000/s: the target's rate at 1,000 and 5,000 chargers) for `--seconds` after `--warmup`:
+   1,000/s: the target's rate at 1,000 and 5,000 chargers) for `--seconds` after a warm-up of at
+   least `--warmup` s that goes on until no server call has reached the fleet for `--quiet` s
+   (the boot configuration and the first profiles are over; at most `--max-warmup` s):
    done/s, p50/p95/p99, errors; every sample counted in the database afterwards (project: 5 per
    MeterValues answered);
 3. overload reaction (project only, sizes in `--overload-sizes`): with the control loop converged,
@@ -218,12 +220,13 @@ def postgres_cpu_s() -> dict[int, float]:
     return used
 
 
-async def cpu_in_window(server: Server, warmup_s: float, seconds: float) -> dict[str, Any]:
+async def cpu_in_window(server: Server, window_opened: asyncio.Event, seconds: float) -> dict[str, Any]:
     """CPU used by the server, by its PostgreSQL server when it has one (all PostgreSQL
     processes of this machine: the work its queries cost, which the web processes' figure
-    leaves out) and by this driver during the measured window of `drive`, and a py-spy
-    profile of the server's first process over it when BENCH_PYSPY_DIR is set."""
-    await asyncio.sleep(warmup_s)
+    leaves out) and by this driver during the measured window of `drive` (from when it
+    opens, `seconds` long), and a py-spy profile of the server's first process over it when
+    BENCH_PYSPY_DIR is set."""
+    await window_opened.wait()
     spy = await start_py_spy(server, f"meter-values-{server.kind}-{len(server.processes)}.txt")
     on_postgres = server.backend is not None and server.backend.name == "postgres"
     database_from = postgres_cpu_s() if on_postgres else {}
@@ -401,8 +404,11 @@ async def one_size(server: Server, size: int, args: argparse.Namespace) -> dict[
     result["server_rss_kb"] = server.rss_kb()
     result["server_kb_per_charger"] = round((result["server_rss_kb"] - idle_kb) / size, 1)
     rate = args.rate or min(size / args.period, args.max_rate)
-    cpu = asyncio.create_task(cpu_in_window(server, args.warmup, args.seconds))
-    result.update(await ocpp_load.drive([c for c in fleet if c.ws is not None], rate, args.seconds, args.warmup))
+    window_opened = asyncio.Event()
+    cpu = asyncio.create_task(cpu_in_window(server, window_opened, args.seconds))
+    result.update(await ocpp_load.drive([c for c in fleet if c.ws is not None], rate, args.seconds, args.warmup,
+                                        quiet_s=args.quiet, max_warmup_s=args.max_warmup,
+                                        window_opened=window_opened))
     result.update(await cpu)
     done = result["completed_per_s"] * args.seconds
     result["server_cpu_ms_per_meter_values"] = round(1000 * result["server_cpu_s"] / done, 3) if done else None
@@ -561,6 +567,10 @@ def marginal_kb(smaller: dict[str, Any], larger: dict[str, Any]) -> float | None
     return round((larger["server_rss_kb"] - smaller["server_rss_kb"]) / added, 1) if added > 0 else None
 
 
+def _warm_up(result: dict[str, Any]) -> str:
+    return f"{_fmt(result.get('warmup_s'))} ({result.get('warmup_ended', '-')})" if result else "-"
+
+
 def table(results: dict[str, Any]) -> str:
     """One row per figure: project, bare baseline, ratio, target, met?"""
     rows = [("size", "figure", "project", "bare", "ratio", "target", "")]
@@ -580,6 +590,8 @@ def table(results: dict[str, Any]) -> str:
         rows.append((size, f"MV/s done of {_fmt(p.get('offered_per_s'))} offered", _fmt(p_rate), _fmt(b_rate),
                      _ratio(b_rate, p_rate),
                      TARGETS["mv_rate"], _status(mv_ok)))
+        if "warmup_s" in p or "warmup_s" in b:
+            rows.append((size, "warm-up s (ended by)", _warm_up(p), _warm_up(b), "", "", ""))
         for key in ("p50_ms", "p95_ms", "p99_ms"):
             rows.append((size, f"MeterValues {key.replace('_', ' ')}", _fmt(p.get(key)), _fmt(b.get(key)),
                          _ratio(p.get(key), b.get(key)), "", ""))
@@ -689,7 +701,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds between a charger's MeterValues: rate = min(N / period, --max-rate)")
     parser.add_argument("--max-rate", type=float, default=1000.0, help="the target's 1,000 MeterValues/s")
     parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--warmup", type=float, default=15.0)
+    parser.add_argument("--warmup", type=float, default=15.0,
+                        help="seconds of MeterValues before the measured window (the least, with --quiet)")
+    parser.add_argument("--quiet", type=float, default=5.0,
+                        help="the warm-up goes on until no server call has reached the fleet for this long "
+                             "(the boot configuration and the first profiles are over); 0: --warmup exactly")
+    parser.add_argument("--max-warmup", type=float, default=180.0, help="the longest warm-up with --quiet")
     parser.add_argument("--overload-sizes", type=int, nargs="*", default=[250, 5000])
     parser.add_argument("--cut", type=float, default=0.25, help="root zone limit x this in the overload step")
     parser.add_argument("--tick-sizes", type=int, nargs="*", default=[250, 1000, 5000])

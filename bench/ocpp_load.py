@@ -19,6 +19,7 @@ import asyncio
 import datetime as dt
 import gc
 import json
+import math
 import random
 import statistics
 import time
@@ -43,6 +44,7 @@ class Charger:
         # What a charger keeps across reboots and reconnects: its configuration and local list version.
         self.configuration: dict[str, str] = {}
         self.list_version = 0
+        self.server_call_at = 0.0  # when the server's last CALL arrived (monotonic; 0: none yet)
 
     async def connect(self, timeout_s: float) -> None:
         self.ws = await websockets.connect(f"{self.url}/{self.cp_id}", subprotocols=["ocpp1.6"],
@@ -54,6 +56,7 @@ class Charger:
             async for text in self.ws:
                 frame = json.loads(text)
                 if frame[0] == 2:
+                    self.server_call_at = time.monotonic()
                     answer = self.answer(frame[2], frame[3] if len(frame) > 3 else {})
                     await self.ws.send(json.dumps([3, frame[1], answer]))
                     if frame[2] == "SetChargingProfile":  # (answered at, limit): the overload benchmark
@@ -201,8 +204,45 @@ class DriverPauses:
         gc.unfreeze()
 
 
-async def drive(fleet: list[Charger], rate: float, seconds: float, warmup_s: float) -> dict[str, Any]:
-    """MeterValues at `rate` per second over the fleet: `warmup_s`, then `seconds` measured."""
+def warm_up_over(*, now: float, started: float, last_call_at: float, min_s: float, quiet_s: float,
+                 max_s: float) -> str | None:
+    """Why the warm-up ends at `now` ("fixed", "quiet", "max"), or None while it goes on.
+
+    Not before `min_s`. With `quiet_s` > 0 it ends once no server CALL has reached the fleet
+    for `quiet_s` (the boot configuration and the control loop's first profiles are over), and
+    at `max_s` at the latest; with `quiet_s` = 0 it lasts `min_s` exactly."""
+    waited = now - started
+    if waited < min_s:
+        return None
+    if quiet_s <= 0:
+        return "fixed"
+    if now - max(last_call_at, started) >= quiet_s:
+        return "quiet"
+    return "max" if waited >= max_s else None
+
+
+async def warm_up(fleet: list[Charger], *, min_s: float, quiet_s: float, max_s: float,
+                  poll_s: float = 0.25) -> dict[str, Any]:
+    """Wait until `warm_up_over` says so; how long it took and why it ended."""
+    started = time.monotonic()
+    while True:
+        now = time.monotonic()
+        last_call_at = max((charger.server_call_at for charger in fleet), default=0.0)
+        if (ended := warm_up_over(now=now, started=started, last_call_at=last_call_at, min_s=min_s,
+                                  quiet_s=quiet_s, max_s=max_s)) is not None:
+            return {"warmup_s": round(now - started, 1), "warmup_ended": ended}
+        await asyncio.sleep(poll_s)
+
+
+async def drive(fleet: list[Charger], rate: float, seconds: float, warmup_s: float, *, quiet_s: float = 0.0,
+                max_warmup_s: float = 180.0, window_opened: asyncio.Event | None = None) -> dict[str, Any]:
+    """MeterValues at `rate` per second over the fleet: a warm-up, then `seconds` measured.
+
+    The warm-up lasts `warmup_s`, or with `quiet_s` > 0 at least `warmup_s` and until the
+    fleet has heard no server CALL for `quiet_s` (at most `max_warmup_s`): a fixed warm-up
+    that was right for one fleet size let another's boot configuration, spread over up to
+    30 s after a storm, fall into the window. `window_opened` is set when the window opens
+    (what else measures the window, e.g. the server's CPU, starts then)."""
     chargers = len(fleet)
     answered = 0  # every MeterValues answered, warm-up included: the samples the server must hold
     latencies: list[float] = []
@@ -210,8 +250,17 @@ async def drive(fleet: list[Charger], rate: float, seconds: float, warmup_s: flo
     sent_in_window = 0  # MeterValues sent within it: each answered (latencies) or failed (errors)
     errors = 0
     period_s = chargers / rate
-    measure_from = time.monotonic() + warmup_s
-    stop_at = measure_from + seconds
+    # Known once the warm-up ends (`open_window`); until then nothing is in the window.
+    measure_from = stop_at = math.inf
+    opened = window_opened or asyncio.Event()
+
+    async def open_window() -> dict[str, Any]:
+        nonlocal measure_from, stop_at
+        warmed = await warm_up(fleet, min_s=warmup_s, quiet_s=quiet_s, max_s=max_warmup_s)
+        measure_from = time.monotonic()
+        stop_at = measure_from + seconds
+        opened.set()
+        return warmed
 
     async def drive_one(charger: Charger) -> None:
         nonlocal errors, answered, sent_in_window
@@ -238,7 +287,7 @@ async def drive(fleet: list[Charger], rate: float, seconds: float, warmup_s: flo
     async def loop_lag() -> list[float]:
         """How late this process's event loop wakes from a 5 ms sleep, over the window: what it
         adds itself to each latency it measures."""
-        await asyncio.sleep(max(0.0, measure_from - time.monotonic()))
+        await opened.wait()
         lags = []
         while time.monotonic() < stop_at:
             before = time.perf_counter()
@@ -247,11 +296,14 @@ async def drive(fleet: list[Charger], rate: float, seconds: float, warmup_s: flo
         return lags
 
     with DriverPauses() as pauses:
+        window = asyncio.ensure_future(open_window())
         lag = asyncio.ensure_future(loop_lag())
         await asyncio.gather(*(drive_one(charger) for charger in fleet if charger.ws is not None))
+        warmed = await window
         driver_lags = await lag
     millis = [value * 1000 for value in latencies]
     return {
+        **warmed,
         "offered_per_s": rate, "seconds": seconds, "meter_values_answered": answered,
         "completed_per_s": round(len(completed_in_window) / seconds, 1), "errors": errors,
         # Sustained: what was sent in the window at the offered rate, all of it answered. (Answers

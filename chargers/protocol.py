@@ -519,13 +519,15 @@ class CentralSystemChargePoint:
         self, connector_id: int, meter_value: list[dict[str, Any]], transaction_id: int | None = None
     ):
         # Group-committed with other chargers' writes (chargers.writebuffer); answered once stored,
-        # or once queued with OCPP_METER_VALUES_ANSWER=received (a write that fails is logged).
-        await write_buffer().submit(MeterValuesWrite(
+        # or once queued with OCPP_METER_VALUES_ANSWER=received (a write that fails is logged),
+        # unless the writer is behind (`WriteBuffer.behind`: the answer then waits for it).
+        buffer = write_buffer()
+        await buffer.submit(MeterValuesWrite(
             charger_pk=self.charger_pk,
             connector_id=connector_id,
             transaction_id=transaction_id,
             meter_values=meter_value,  # camelCase, as sent
-        ), wait=settings.OCPP_METER_VALUES_ANSWER == "committed")
+        ), wait=settings.OCPP_METER_VALUES_ANSWER == "committed" or buffer.behind())
         return call_result.MeterValues()
 
     @on(Action.data_transfer)

@@ -24,7 +24,9 @@ consumers hand their writes to one writer per process (per event loop) instead:
    per MeterValues of 5 samples, less per log row) a batch takes ~0.12 s, so a MeterValues
    sample is in the database within 250 ms of its arrival, where the control loop reads
    the latest `Current.Import`, as long as the offered load stays below the writer's
-   capacity (~2,500 MeterValues/s measured);
+   capacity (~2,500 MeterValues/s measured). Beyond it the backlog is bounded: a MeterValues
+   that finds more than WRITE_BACKLOG_MAX writes queued is answered once committed, even
+   with OCPP_METER_VALUES_ANSWER=received (`WriteBuffer.behind`);
 4. if a batch fails, its items are written one by one, so one bad item fails alone (its
    awaiting handler gets the exception, as before batching).
 
@@ -36,7 +38,8 @@ are committed (its MeterValues samples by default, a refused frame's CALLERROR r
 nothing a charger was answered for is lost. A crash of the process loses the open batch
 and what lingers: at most the items submitted in the last linger and batch period, which
 are maintenance-log rows, `last_seen` touches (refreshed by the charger's next frame) and,
-with OCPP_METER_VALUES_ANSWER=received, samples. A disconnect awaits its own log row, which
+with OCPP_METER_VALUES_ANSWER=received, samples (of the batch being written and of at most
+WRITE_BACKLOG_MAX writes queued behind it: past that, MeterValues are answered once committed). A disconnect awaits its own log row, which
 flushes everything the connection submitted before it.
 """
 
@@ -68,6 +71,10 @@ WRITE_BATCH_MAX = 300
 # and the 250 ms bound on a sample's delay, long enough for a site of hundreds of chargers
 # to fill a batch with many frames.
 WRITE_LINGER_S = settings.OCPP_WRITE_LINGER_MS / 1000
+
+# Writes queued behind the batch being written (OCPP_WRITE_BACKLOG_MAX, 600 by default: two full
+# batches) from which the writer is behind (`WriteBuffer.behind`).
+WRITE_BACKLOG_MAX = settings.OCPP_WRITE_BACKLOG_MAX
 
 
 @dataclass(frozen=True)
@@ -180,6 +187,20 @@ class WriteBuffer:
         if future is None:
             return None
         return await future
+
+    def behind(self) -> bool:
+        """Whether more writes are queued than WRITE_BACKLOG_MAX, behind the batch being written:
+        what arrives is not being written as fast.
+
+        Why: a MeterValues answered on receipt (OCPP_METER_VALUES_ANSWER=received) waits for
+        nothing, so a charger sends its next one whatever the writer's pace. On a node offered
+        more than its writer takes (5,000 chargers at 1,000 MeterValues/s on a machine a third
+        as fast as the one the defaults were measured on: bench/bench_scale.py) the backlog grew
+        without end: the samples the control loop reads were stored tens of seconds late, and a
+        crash would lose all of them. A MeterValues that finds the writer behind is answered once
+        committed instead: each charger has one CALL outstanding (OCPP-J 1.6 §4.1.1), so the
+        fleet's pace follows the writer's and the backlog stays bounded."""
+        return len(self._items) >= WRITE_BACKLOG_MAX
 
     async def flush(self) -> None:
         """Return once everything submitted so far is written, the batch being written included

@@ -201,3 +201,37 @@ def test_meter_values_answered_on_receipt_are_stored_right_after(servers, transa
     refused = sim.recv_raw_response()
     assert (refused.unique_id, refused.error_code) == ("bad-1", "TypeConstraintViolation")
     assert sorted(MeterSample.objects.values_list("value", flat=True)) == [1000.0 + n for n in range(20)]
+
+
+def test_meter_values_answered_on_receipt_wait_for_their_commit_once_the_writer_is_behind(
+        servers, transactional_db, charger_factory):
+    """OCPP_METER_VALUES_ANSWER=received answers without waiting only while the writer keeps
+    up: once more than OCPP_WRITE_BACKLOG_MAX writes are queued behind the batch being written
+    (here the database takes none), a MeterValues is answered once its samples are committed.
+    The charger, one CALL at a time, then waits, and the backlog stops growing. Nothing is lost."""
+    from tests.conftest import wait_until
+
+    url = servers.daphne(OCPP_METER_VALUES_ANSWER="received", OCPP_WRITE_BACKLOG_MAX="6")
+    Charger.objects.create(charge_point_id="CP-BEHIND", registration_status=RegistrationStatus.ACCEPTED)
+    sim = charger_factory(url, "CP-BEHIND").connect()
+    sim.boot()
+    sent = 0
+    with meter_samples_locked():
+        answered_at_once = 0
+        while True:
+            sim.send_raw(json.dumps([2, f"mv-{sent}", "MeterValues", {"connectorId": 1, "meterValue": [
+                meter_value(T0 + dt.timedelta(seconds=sent), 1000 + sent)]}]))
+            sent += 1
+            try:
+                answer = sim.recv_raw_response(timeout=2)
+            except TimeoutError:
+                break  # held until its samples are committed
+            assert answer.unique_id == f"mv-{sent - 1}"
+            answered_at_once += 1
+            assert sent < 10, "the backlog grew past its bound and MeterValues were still answered at once"
+        assert answered_at_once >= 1  # answered on receipt while the backlog was below the bound
+        assert not MeterSample.objects.filter(charger__charge_point_id="CP-BEHIND").exists()
+    held = sim.recv_raw_response(timeout=10)  # the database takes writes again: committed, answered
+    assert held.unique_id == f"mv-{sent - 1}"
+    wait_until(lambda: MeterSample.objects.filter(charger__charge_point_id="CP-BEHIND").count() == sent)
+    assert sorted(MeterSample.objects.values_list("value", flat=True)) == [1000.0 + n for n in range(sent)]

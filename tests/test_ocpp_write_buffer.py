@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import threading
 import time
 import types
 
@@ -418,3 +419,38 @@ def test_the_offline_check_allows_for_the_lag_of_last_seen(settings) -> None:
         Charger.objects.create(charge_point_id=name, connected=True, channel_name=name, heartbeat_interval_s=60,
                                last_seen=NOW - quiet_for)
     assert chargers_mark_silent_offline(now=NOW) == ["CP-GONE"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_writer_is_behind_once_more_than_the_bound_is_queued_behind_its_batch(monkeypatch) -> None:
+    from chargers import writebuffer
+
+    monkeypatch.setattr(writebuffer, "WRITE_LINGER_S", 0.0)
+    monkeypatch.setattr(writebuffer, "WRITE_BACKLOG_MAX", 5)
+    released = threading.Event()
+
+    def stuck_write(items: list[LogRow]) -> list[object]:
+        released.wait(10)
+        return [None] * len(items)
+
+    monkeypatch.setattr(writebuffer, "write_batch", stuck_write)
+
+    async def scenario() -> tuple[list[bool], bool]:
+        buffer = WriteBuffer()
+        await buffer.submit(_row("first"), wait=False)
+        for _ in range(500):  # until its batch is being written
+            if buffer._writing:
+                break
+            await asyncio.sleep(0.01)
+        behind = []
+        for number in range(6):
+            behind.append(buffer.behind())
+            await buffer.submit(_row(f"q{number}"), wait=False)
+        behind.append(buffer.behind())
+        released.set()
+        await asyncio.wait_for(buffer.flush(), 10)
+        return behind, buffer.behind()
+
+    behind, after = asyncio.run(scenario())
+    assert behind == [False] * 5 + [True, True]  # 5 queued behind the batch: behind
+    assert after is False  # written: caught up

@@ -25,7 +25,7 @@ consumers hand their writes to one writer per process (per event loop) instead:
    sample is in the database within 250 ms of its arrival, where the control loop reads
    the latest `Current.Import`, as long as the offered load stays below the writer's
    capacity (~2,500 MeterValues/s measured). Beyond it the backlog is bounded: a MeterValues
-   that finds more than WRITE_BACKLOG_MAX writes queued is answered once committed, even
+   that finds the oldest queued write waiting WRITE_BEHIND_S is answered once committed, even
    with OCPP_METER_VALUES_ANSWER=received (`WriteBuffer.behind`);
 4. if a batch fails, its items are written one by one, so one bad item fails alone (its
    awaiting handler gets the exception, as before batching).
@@ -38,9 +38,9 @@ are committed (its MeterValues samples by default, a refused frame's CALLERROR r
 nothing a charger was answered for is lost. A crash of the process loses the open batch
 and what lingers: at most the items submitted in the last linger and batch period, which
 are maintenance-log rows, `last_seen` touches (refreshed by the charger's next frame) and,
-with OCPP_METER_VALUES_ANSWER=received, samples (of the batch being written and of at most
-WRITE_BACKLOG_MAX writes queued behind it: past that, MeterValues are answered once committed). A disconnect awaits its own log row, which
-flushes everything the connection submitted before it.
+with OCPP_METER_VALUES_ANSWER=received, samples (of the batch being written and of about
+WRITE_BEHIND_S of arrivals behind it: past that, MeterValues are answered once committed).
+A disconnect awaits its own log row, which flushes everything the connection submitted before it.
 """
 
 from __future__ import annotations
@@ -72,9 +72,9 @@ WRITE_BATCH_MAX = 300
 # to fill a batch with many frames.
 WRITE_LINGER_S = settings.OCPP_WRITE_LINGER_MS / 1000
 
-# Writes queued behind the batch being written (OCPP_WRITE_BACKLOG_MAX, 600 by default: two full
-# batches) from which the writer is behind (`WriteBuffer.behind`).
-WRITE_BACKLOG_MAX = settings.OCPP_WRITE_BACKLOG_MAX
+# How long the oldest write queued behind the batch being written may wait before the writer is
+# behind (`WriteBuffer.behind`; OCPP_WRITE_BEHIND_MS, 1,000 ms by default).
+WRITE_BEHIND_S = settings.OCPP_WRITE_BEHIND_MS / 1000
 
 
 @dataclass(frozen=True)
@@ -162,8 +162,8 @@ class WriteBuffer:
     """The writer of one event loop: submit items, await the ones an answer depends on."""
 
     def __init__(self) -> None:
-        # (item, its waiter); a None item only marks a flush point.
-        self._items: list[tuple[Item | None, asyncio.Future[object] | None]] = []
+        # (item, its waiter, when it was submitted: loop time); a None item only marks a flush point.
+        self._items: list[tuple[Item | None, asyncio.Future[object] | None, float]] = []
         # When the oldest of `_items` was submitted (loop time): it lingers no longer than that.
         self._oldest_at = 0.0
         self._wakeup = asyncio.Event()
@@ -176,9 +176,10 @@ class WriteBuffer:
         """Queue `item`; with `wait`, return once it is committed (or raise its error)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future() if wait else None
+        now = loop.time()
         if not self._items:
-            self._oldest_at = loop.time()
-        self._items.append((item, future))
+            self._oldest_at = now
+        self._items.append((item, future, now))
         if future is not None or len(self._items) >= WRITE_BATCH_MAX:
             self._urgent.set()
         self._wakeup.set()
@@ -189,8 +190,8 @@ class WriteBuffer:
         return await future
 
     def behind(self) -> bool:
-        """Whether more writes are queued than WRITE_BACKLOG_MAX, behind the batch being written:
-        what arrives is not being written as fast.
+        """Whether the oldest write queued behind the batch being written has waited
+        WRITE_BEHIND_S: what arrives is not being written as fast.
 
         Why: a MeterValues answered on receipt (OCPP_METER_VALUES_ANSWER=received) waits for
         nothing, so a charger sends its next one whatever the writer's pace. On a node offered
@@ -199,8 +200,13 @@ class WriteBuffer:
         without end: the samples the control loop reads were stored tens of seconds late, and a
         crash would lose all of them. A MeterValues that finds the writer behind is answered once
         committed instead: each charger has one CALL outstanding (OCPP-J 1.6 §4.1.1), so the
-        fleet's pace follows the writer's and the backlog stays bounded."""
-        return len(self._items) >= WRITE_BACKLOG_MAX
+        fleet's pace follows the writer's and the backlog stays bounded.
+
+        In time, not in writes queued: a bound in writes that a slow machine's normal batches
+        came near made a passing stall (a collection, the other process's SQLite transaction)
+        hold answers, the chargers then sent their late MeterValues at once and the stall fed
+        itself. A second is many batches, and what the control loop (1 s ticks) may read late."""
+        return bool(self._items) and asyncio.get_running_loop().time() - self._items[0][2] >= WRITE_BEHIND_S
 
     async def flush(self) -> None:
         """Return once everything submitted so far is written, the batch being written included
@@ -215,15 +221,15 @@ class WriteBuffer:
             while self._items:
                 await self._linger()
                 batch, self._items = self._items[:WRITE_BATCH_MAX], self._items[WRITE_BATCH_MAX:]
-                if not any(future is not None for _, future in self._items):
+                if not any(future is not None for _, future, _ in self._items):
                     self._urgent.clear()
-                items = [item for item, _ in batch if item is not None]
+                items = [item for item, _, _ in batch if item is not None]
                 self._writing = True
                 try:
                     results = await database_sync_to_async(write_batch)(items) if items else []
                 except BaseException as error:  # the loop is closing, or the thread failed: tell every waiter
                     self._items = batch + self._items
-                    for _, future in self._items:
+                    for _, future, _ in self._items:
                         if future is not None and not future.done():
                             future.set_exception(error if isinstance(error, Exception) else RuntimeError("closed"))
                     self._items = []
@@ -231,7 +237,7 @@ class WriteBuffer:
                 finally:
                     self._writing = False
                 outcomes = iter(results)
-                for item, future in batch:
+                for item, future, _ in batch:
                     outcome = None if item is None else next(outcomes)
                     if future is None and isinstance(outcome, Exception):
                         logger.error("a write nobody waits for failed (%s): %s", type(item).__name__, outcome)

@@ -422,11 +422,11 @@ def test_the_offline_check_allows_for_the_lag_of_last_seen(settings) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_writer_is_behind_once_more_than_the_bound_is_queued_behind_its_batch(monkeypatch) -> None:
+def test_the_writer_is_behind_once_its_oldest_queued_write_has_waited_the_bound(monkeypatch) -> None:
     from chargers import writebuffer
 
     monkeypatch.setattr(writebuffer, "WRITE_LINGER_S", 0.0)
-    monkeypatch.setattr(writebuffer, "WRITE_BACKLOG_MAX", 5)
+    monkeypatch.setattr(writebuffer, "WRITE_BEHIND_S", 0.2)
     released = threading.Event()
 
     def stuck_write(items: list[LogRow]) -> list[object]:
@@ -435,22 +435,26 @@ def test_the_writer_is_behind_once_more_than_the_bound_is_queued_behind_its_batc
 
     monkeypatch.setattr(writebuffer, "write_batch", stuck_write)
 
-    async def scenario() -> tuple[list[bool], bool]:
+    async def scenario() -> list[bool]:
         buffer = WriteBuffer()
+        behind = [buffer.behind()]  # nothing queued
         await buffer.submit(_row("first"), wait=False)
-        for _ in range(500):  # until its batch is being written
+        for _ in range(500):  # until its batch is being written (taken: not queued)
             if buffer._writing:
                 break
             await asyncio.sleep(0.01)
-        behind = []
-        for number in range(6):
-            behind.append(buffer.behind())
-            await buffer.submit(_row(f"q{number}"), wait=False)
-        behind.append(buffer.behind())
+        behind.append(buffer.behind())  # a batch being written, nothing behind it
+        await buffer.submit(_row("q1"), wait=False)
+        behind.append(buffer.behind())  # queued just now
+        await asyncio.sleep(0.25)
+        behind.append(buffer.behind())  # queued 0.25 s ago
+        await buffer.submit(_row("q2"), wait=False)
+        behind.append(buffer.behind())  # a young one does not hide the old one
         released.set()
         await asyncio.wait_for(buffer.flush(), 10)
-        return behind, buffer.behind()
+        behind.append(buffer.behind())  # written: caught up
+        await buffer.submit(_row("q3"), wait=False)
+        behind.append(buffer.behind())
+        return behind
 
-    behind, after = asyncio.run(scenario())
-    assert behind == [False] * 5 + [True, True]  # 5 queued behind the batch: behind
-    assert after is False  # written: caught up
+    assert asyncio.run(scenario()) == [False, False, False, True, True, False, False]

@@ -75,6 +75,10 @@ WRITE_LINGER_S = settings.OCPP_WRITE_LINGER_MS / 1000
 # How long the oldest write queued behind the batch being written may wait before the writer is
 # behind (`WriteBuffer.behind`; OCPP_WRITE_BEHIND_MS, 1,000 ms by default).
 WRITE_BEHIND_S = settings.OCPP_WRITE_BEHIND_MS / 1000
+# Writes queued behind the batch being written from which the writer is behind however young
+# they are: ten full batches (a flood of MeterValues answered at once fills a second with more
+# than the writer takes in several).
+WRITE_BEHIND_ITEMS = 10 * WRITE_BATCH_MAX
 
 
 @dataclass(frozen=True)
@@ -191,7 +195,7 @@ class WriteBuffer:
 
     def behind(self) -> bool:
         """Whether the oldest write queued behind the batch being written has waited
-        WRITE_BEHIND_S: what arrives is not being written as fast.
+        WRITE_BEHIND_S, or WRITE_BEHIND_ITEMS are queued: what arrives is not being written as fast.
 
         Why: a MeterValues answered on receipt (OCPP_METER_VALUES_ANSWER=received) waits for
         nothing, so a charger sends its next one whatever the writer's pace. On a node offered
@@ -205,8 +209,15 @@ class WriteBuffer:
         In time, not in writes queued: a bound in writes that a slow machine's normal batches
         came near made a passing stall (a collection, the other process's SQLite transaction)
         hold answers, the chargers then sent their late MeterValues at once and the stall fed
-        itself. A second is many batches, and what the control loop (1 s ticks) may read late."""
-        return bool(self._items) and asyncio.get_running_loop().time() - self._items[0][2] >= WRITE_BEHIND_S
+        itself. A second is many batches, and what the control loop (1 s ticks) may read late.
+        The count bounds a flood: chargers whose MeterValues are late send them one after the
+        other as each is answered (5,000 at 1 s, back from a stall: ~6,000 a second), and a second
+        of those answered at once was ~18,000 writes queued, 4.5 s of writing ahead of the next."""
+        if not self._items:
+            return False
+        if len(self._items) >= WRITE_BEHIND_ITEMS:
+            return True
+        return asyncio.get_running_loop().time() - self._items[0][2] >= WRITE_BEHIND_S
 
     async def flush(self) -> None:
         """Return once everything submitted so far is written, the batch being written included

@@ -458,3 +458,38 @@ def test_the_writer_is_behind_once_its_oldest_queued_write_has_waited_the_bound(
         return behind
 
     assert asyncio.run(scenario()) == [False, False, False, True, True, False, False]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_writer_is_behind_once_too_many_writes_are_queued_however_young(monkeypatch) -> None:
+    from chargers import writebuffer
+
+    monkeypatch.setattr(writebuffer, "WRITE_LINGER_S", 0.0)
+    monkeypatch.setattr(writebuffer, "WRITE_BEHIND_S", 60.0)
+    monkeypatch.setattr(writebuffer, "WRITE_BEHIND_ITEMS", 5)
+    released = threading.Event()
+
+    def stuck_write(items: list[LogRow]) -> list[object]:
+        released.wait(10)
+        return [None] * len(items)
+
+    monkeypatch.setattr(writebuffer, "write_batch", stuck_write)
+
+    async def scenario() -> list[bool]:
+        buffer = WriteBuffer()
+        await buffer.submit(_row("first"), wait=False)
+        for _ in range(500):
+            if buffer._writing:
+                break
+            await asyncio.sleep(0.01)
+        behind = []
+        for number in range(6):
+            behind.append(buffer.behind())
+            await buffer.submit(_row(f"q{number}"), wait=False)
+        behind.append(buffer.behind())
+        released.set()
+        await asyncio.wait_for(buffer.flush(), 10)
+        behind.append(buffer.behind())
+        return behind
+
+    assert asyncio.run(scenario()) == [False] * 5 + [True, True, False]

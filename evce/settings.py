@@ -264,7 +264,7 @@ OCPP_WRITE_LINGER_MS = env_int("OCPP_WRITE_LINGER_MS", 100, minimum=0, maximum=2
 # answered on receipt (OCPP_METER_VALUES_ANSWER=received) is answered once committed instead: a
 # node offered more than its writer takes slows its chargers down instead of letting its backlog,
 # and so the samples' delay and what a crash loses, grow without end (chargers/writebuffer.py).
-OCPP_WRITE_BEHIND_MS = env_int("OCPP_WRITE_BEHIND_MS", 1000, minimum=100, maximum=60_000)
+OCPP_WRITE_BEHIND_MS = env_int("OCPP_WRITE_BEHIND_MS", 5000, minimum=100, maximum=60_000)
 # Garbage-collector thresholds of the web, worker and beat processes (evce/gctune.py): three
 # positive integers, or "python" for Python's own (700,10,10).
 GC_THRESHOLDS = gctune.parse_thresholds(env_str("GC_THRESHOLDS", "50000,50,100"))

@@ -61,6 +61,9 @@ def test_the_rate_is_met_by_what_was_sent_in_the_window_when_all_of_it_was_answe
     assert verdict(completed_per_s=950.0, sent_per_s=950.0, answered_of_sent=True).endswith("missed")
     # A run saved before the sent count existed: the answers in the window, as before.
     assert verdict(completed_per_s=1000.0).endswith("MET")
+    # A saturated server: late chargers sent bursts in the window, answered seconds later.
+    line = verdict(completed_per_s=1036.8, sent_per_s=4544.0, answered_of_sent=True)
+    assert "1,037" in line and "4,544" not in line
 
 
 

@@ -173,6 +173,7 @@ class WriteBuffer:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._writing = False  # a batch taken from `_items` is being written
+        self._behind = False  # what `behind` last said (its changes are logged)
         # Set when `_items` holds an item somebody awaits, or a full batch: write without lingering.
         self._urgent = asyncio.Event()
 
@@ -215,11 +216,16 @@ class WriteBuffer:
         The count bounds a flood: chargers whose MeterValues are late send them one after the
         other as each is answered, and a second of those answered at once can be several
         seconds of writing."""
-        if not self._items:
-            return False
-        if len(self._items) >= WRITE_BEHIND_ITEMS:
-            return True
-        return asyncio.get_running_loop().time() - self._items[0][2] >= WRITE_BEHIND_S
+        waited_s = asyncio.get_running_loop().time() - self._items[0][2] if self._items else 0.0
+        behind = len(self._items) >= WRITE_BEHIND_ITEMS or waited_s >= WRITE_BEHIND_S
+        if behind != self._behind:  # the operator learns when the node runs past its writer, and back
+            self._behind = behind
+            if behind:
+                logger.warning("the database writer is behind (%d writes queued, the oldest for %.1f s): "
+                               "MeterValues are answered once stored until it catches up", len(self._items), waited_s)
+            else:
+                logger.warning("the database writer has caught up: MeterValues are answered on receipt again")
+        return behind
 
     async def flush(self) -> None:
         """Return once everything submitted so far is written, the batch being written included

@@ -422,7 +422,7 @@ def test_the_offline_check_allows_for_the_lag_of_last_seen(settings) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_writer_is_behind_once_its_oldest_queued_write_has_waited_the_bound(monkeypatch) -> None:
+def test_the_writer_is_behind_once_its_oldest_queued_write_has_waited_the_bound(monkeypatch, caplog) -> None:
     from chargers import writebuffer
 
     monkeypatch.setattr(writebuffer, "WRITE_LINGER_S", 0.0)
@@ -458,6 +458,10 @@ def test_the_writer_is_behind_once_its_oldest_queued_write_has_waited_the_bound(
         return behind
 
     assert asyncio.run(scenario()) == [False, False, False, True, True, False, False]
+    said = [record.getMessage() for record in caplog.records if record.name == "chargers.writebuffer"]
+    assert len(said) == 2  # once when it fell behind, once when it caught up: not per question
+    assert said[0].startswith("the database writer is behind (1 writes queued, the oldest for ")
+    assert said[1].startswith("the database writer has caught up")
 
 
 @pytest.mark.django_db(transaction=True)

@@ -31,6 +31,7 @@ FIRST_USE_MODULES = (
     "celery.result",
     "celery.backends.base",
     "celery.contrib.django.task",
+    "celery.app.events",  # the re-balance request's first send (found by a sys.modules diff, idle → first charger)
     "celery.events",
     "celery.events.receiver",
     "kombu.transport.redis",

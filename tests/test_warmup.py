@@ -42,7 +42,8 @@ def test_warm_up_loads_the_first_use_modules_without_connecting_anywhere():
                          timeout=120, check=True)
     report = json.loads(out.stdout.strip().splitlines()[-1])
     loaded = set(report["loaded"])
-    for name in ("celery.canvas", "kombu.transport.redis", "channels_redis.core", "encodings.idna"):
+    for name in ("celery.canvas", "celery.app.events", "kombu.transport.redis", "channels_redis.core",
+                 "encodings.idna"):
         assert name in loaded
     assert report["finalized"] is True
     assert report["opened"] == []

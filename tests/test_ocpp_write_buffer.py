@@ -421,12 +421,14 @@ def test_the_offline_check_allows_for_the_lag_of_last_seen(settings) -> None:
     assert chargers_mark_silent_offline(now=NOW) == ["CP-GONE"]
 
 
-@pytest.mark.django_db(transaction=True)
-def test_the_writer_is_behind_once_its_oldest_queued_write_has_waited_the_bound(monkeypatch, caplog) -> None:
+def _stuck_writer(monkeypatch, **bounds: float) -> threading.Event:
+    """The writer's batches wait for the returned event (the database takes nothing); no linger;
+    `bounds` set the module's WRITE_BEHIND_S / WRITE_BEHIND_ITEMS."""
     from chargers import writebuffer
 
     monkeypatch.setattr(writebuffer, "WRITE_LINGER_S", 0.0)
-    monkeypatch.setattr(writebuffer, "WRITE_BEHIND_S", 0.2)
+    for name, value in bounds.items():
+        monkeypatch.setattr(writebuffer, name, value)
     released = threading.Event()
 
     def stuck_write(items: list[LogRow]) -> list[object]:
@@ -434,15 +436,27 @@ def test_the_writer_is_behind_once_its_oldest_queued_write_has_waited_the_bound(
         return [None] * len(items)
 
     monkeypatch.setattr(writebuffer, "write_batch", stuck_write)
+    return released
+
+
+async def _first_batch_being_written(buffer: WriteBuffer) -> None:
+    """Submit one write and return once its batch is being written (taken: not queued)."""
+    await buffer.submit(_row("first"), wait=False)
+    for _ in range(500):
+        if buffer._writing:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the first batch was never taken")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_writer_is_behind_once_its_oldest_queued_write_has_waited_the_bound(monkeypatch, caplog) -> None:
+    released = _stuck_writer(monkeypatch, WRITE_BEHIND_S=0.2)
 
     async def scenario() -> list[bool]:
         buffer = WriteBuffer()
         behind = [buffer.behind()]  # nothing queued
-        await buffer.submit(_row("first"), wait=False)
-        for _ in range(500):  # until its batch is being written (taken: not queued)
-            if buffer._writing:
-                break
-            await asyncio.sleep(0.01)
+        await _first_batch_being_written(buffer)
         behind.append(buffer.behind())  # a batch being written, nothing behind it
         await buffer.submit(_row("q1"), wait=False)
         behind.append(buffer.behind())  # queued just now
@@ -466,26 +480,11 @@ def test_the_writer_is_behind_once_its_oldest_queued_write_has_waited_the_bound(
 
 @pytest.mark.django_db(transaction=True)
 def test_the_writer_is_behind_once_too_many_writes_are_queued_however_young(monkeypatch) -> None:
-    from chargers import writebuffer
-
-    monkeypatch.setattr(writebuffer, "WRITE_LINGER_S", 0.0)
-    monkeypatch.setattr(writebuffer, "WRITE_BEHIND_S", 60.0)
-    monkeypatch.setattr(writebuffer, "WRITE_BEHIND_ITEMS", 5)
-    released = threading.Event()
-
-    def stuck_write(items: list[LogRow]) -> list[object]:
-        released.wait(10)
-        return [None] * len(items)
-
-    monkeypatch.setattr(writebuffer, "write_batch", stuck_write)
+    released = _stuck_writer(monkeypatch, WRITE_BEHIND_S=60.0, WRITE_BEHIND_ITEMS=5)
 
     async def scenario() -> list[bool]:
         buffer = WriteBuffer()
-        await buffer.submit(_row("first"), wait=False)
-        for _ in range(500):
-            if buffer._writing:
-                break
-            await asyncio.sleep(0.01)
+        await _first_batch_being_written(buffer)
         behind = []
         for number in range(6):
             behind.append(buffer.behind())

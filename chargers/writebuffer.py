@@ -59,8 +59,10 @@ from django.db import transaction
 
 from chargers import services
 from chargers.loops import PerLoop, run_at_server_stop
+from chargers.ratelimit import ThrottledLog
 
 logger = logging.getLogger(__name__)
+_throttled = ThrottledLog(logger, limit=1, window_s=60.0)
 
 # Items per database transaction: bounds one batch's write time (and so the delay of the
 # next one) whatever the offered load: ~0.12 s at the measured 0.4 ms per MeterValues.
@@ -220,11 +222,15 @@ class WriteBuffer:
         behind = len(self._items) >= WRITE_BEHIND_ITEMS or waited_s >= WRITE_BEHIND_S
         if behind != self._behind:  # the operator learns when the node runs past its writer, and back
             self._behind = behind
+            # At most once a minute each: a writer at its capacity goes behind and back many
+            # times a second (seen: a line each, 10 ms apart).
             if behind:
-                logger.warning("the database writer is behind (%d writes queued, the oldest for %.1f s): "
-                               "MeterValues are answered once stored until it catches up", len(self._items), waited_s)
+                _throttled.warning("behind", "the database writer is behind (%d writes queued, the oldest for "
+                                   "%.1f s): MeterValues are answered once stored until it catches up",
+                                   len(self._items), waited_s)
             else:
-                logger.warning("the database writer has caught up: MeterValues are answered on receipt again")
+                _throttled.warning("caught up", "the database writer has caught up: MeterValues are answered on "
+                                   "receipt again")
         return behind
 
     async def flush(self) -> None:

@@ -423,10 +423,12 @@ def test_the_offline_check_allows_for_the_lag_of_last_seen(settings) -> None:
 
 def _stuck_writer(monkeypatch, **bounds: float) -> threading.Event:
     """The writer's batches wait for the returned event (the database takes nothing); no linger;
-    `bounds` set the module's WRITE_BEHIND_S / WRITE_BEHIND_ITEMS."""
+    `bounds` set the module's WRITE_BEHIND_S / WRITE_BEHIND_ITEMS; its log throttle starts afresh."""
     from chargers import writebuffer
+    from chargers.ratelimit import ThrottledLog
 
     monkeypatch.setattr(writebuffer, "WRITE_LINGER_S", 0.0)
+    monkeypatch.setattr(writebuffer, "_throttled", ThrottledLog(writebuffer.logger, limit=1, window_s=60.0))
     for name, value in bounds.items():
         monkeypatch.setattr(writebuffer, name, value)
     released = threading.Event()
@@ -476,6 +478,26 @@ def test_the_writer_is_behind_once_its_oldest_queued_write_has_waited_the_bound(
     assert len(said) == 2  # once when it fell behind, once when it caught up: not per question
     assert said[0].startswith("the database writer is behind (1 writes queued, the oldest for ")
     assert said[1].startswith("the database writer has caught up")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_writer_going_behind_and_back_again_and_again_says_so_once_a_minute(monkeypatch, caplog) -> None:
+    released = _stuck_writer(monkeypatch, WRITE_BEHIND_S=60.0, WRITE_BEHIND_ITEMS=2)
+
+    async def scenario() -> None:
+        buffer = WriteBuffer()
+        await _first_batch_being_written(buffer)
+        for number in range(5):  # behind with two queued, caught up once they are taken
+            await buffer.submit(_row(f"a{number}"), wait=False)
+            await buffer.submit(_row(f"b{number}"), wait=False)
+            assert buffer.behind() is True
+            buffer._items.clear()  # as if taken into the batch being written
+            assert buffer.behind() is False
+        released.set()
+
+    asyncio.run(scenario())
+    said = [record.getMessage() for record in caplog.records if record.name == "chargers.writebuffer"]
+    assert len(said) == 2, said  # ten changes, one line of each kind
 
 
 @pytest.mark.django_db(transaction=True)

@@ -253,7 +253,8 @@ OCPP_LOG_MAX_ROWS = env_int("OCPP_LOG_MAX_ROWS", 200_000, minimum=1000)
 # When a MeterValues is answered: `committed` (its samples are in the database: a crash loses
 # nothing a charger was answered for) or `received` (validated and queued for the next write
 # batch: the latency of a bare server, but a crash of the web process loses the samples of the
-# open batch, a fraction of a second, which the chargers will not send again).
+# open batch, a fraction of a second, which the chargers will not send again; once the writer is
+# behind, OCPP_WRITE_BEHIND_MS, answered once committed until it catches up).
 OCPP_METER_VALUES_ANSWER = env_choice("OCPP_METER_VALUES_ANSWER", "committed", ("committed", "received"))
 # How long a write buffer gathers writes nobody waits for (log rows, `last_seen`, samples
 # answered on receipt) before it writes them, counted from the oldest: fewer, larger transactions

@@ -50,7 +50,7 @@ class AnswerRecorder:
         self._rebalance = False  # an answer queued since the last batch was taken asks for a re-balance
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
-        self._busy = False
+        self._in_flight = 0  # batches being recorded: a loop's hop and the thread may overlap
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._drain: asyncio.Task[None] | None = None  # the event loop's hops to the database thread
@@ -100,18 +100,18 @@ class AnswerRecorder:
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
             # Asked by an answer of this batch or of a later one: either way after this commit.
             rebalance, self._rebalance = self._rebalance, False
-            self._busy = True
+            self._in_flight += 1
         try:
             self._record(batch, rebalance)
         finally:
             with self._lock:
-                self._busy = False
+                self._in_flight -= 1
         return True
 
     def idle(self) -> bool:
         """Nothing queued and nothing being written (tests wait for this)."""
         with self._lock:
-            return not self._queue and not self._busy
+            return not self._queue and not self._in_flight
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Record what is queued, then end the thread and close its database connection."""

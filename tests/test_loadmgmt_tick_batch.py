@@ -433,3 +433,41 @@ def test_the_sessions_profiles_are_on_their_way_before_the_defaults_are_recorded
     report = run_tick(NOW)
     assert report.sent == 12
     assert seen == [(["TxProfile"] * 6, 6, 0), (["TxDefaultProfile"] * 6, 6, 6)]
+
+
+def test_the_recorder_is_not_idle_while_any_of_two_overlapping_batches_is_being_recorded(monkeypatch):
+    """A closing event loop's hop and the recorder's thread can record at once; the first to
+    finish must not make the recorder look idle while the other still writes (tests and the
+    process's stop wait on `idle`)."""
+    import threading
+
+    from loadmgmt import answers
+    from loadmgmt.answers import AnswerRecorder
+
+    monkeypatch.setattr(answers, "MAX_BATCH", 1)
+    recorder = AnswerRecorder(on_lowered=lambda: None)
+    started = {name: threading.Event() for name in ("first", "second")}
+    release = {name: threading.Event() for name in ("first", "second")}
+
+    def held_record(batch: list[Any], rebalance: bool) -> None:
+        name = threading.current_thread().name
+        started[name].set()
+        assert release[name].wait(10)
+
+    monkeypatch.setattr(recorder, "_record", held_record)
+    for pk in (1, 2):
+        recorder._queue.append(services.Answer(services.SendTicket(pk, 1, 8.0, False, None), AnswerStatus.ACCEPTED))
+    threads = {name: threading.Thread(target=recorder._take_and_record, name=name) for name in ("first", "second")}
+    try:
+        for name in ("first", "second"):
+            threads[name].start()
+            assert started[name].wait(10)
+        release["first"].set()
+        threads["first"].join(10)
+        assert not recorder.idle()
+        release["second"].set()
+        threads["second"].join(10)
+        assert recorder.idle()
+    finally:
+        for event in release.values():
+            event.set()

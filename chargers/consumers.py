@@ -394,7 +394,9 @@ class OcppConsumer(AsyncWebsocketConsumer):
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Channels' consumer loop, with the process's shared inbox (chargers.inbox) as this
-        consumer's channel-layer receive when the layer is channels-redis's core layer."""
+        consumer's channel-layer receive when the layer is channels-redis's core layer: the
+        inbox puts this consumer's messages into its ASGI receive queue when it has one, so
+        it awaits one receive and no task of its own."""
         inbox = process_inbox()
         if inbox is None:
             await super().__call__(scope, receive, send)
@@ -403,8 +405,15 @@ class OcppConsumer(AsyncWebsocketConsumer):
         self.channel_layer = inbox.layer
         self.channel_name = await inbox.new_channel()
         self.base_send = send
+        queue = getattr(receive, "__self__", None)  # Daphne's receive is its input queue's `get`
         try:
-            await await_many_dispatch([receive, functools.partial(inbox.receive, self.channel_name)], self.dispatch)
+            if isinstance(queue, asyncio.Queue):
+                inbox.attach(self.channel_name, queue)
+                while True:
+                    await self.dispatch(await receive())
+            else:
+                await await_many_dispatch([receive, functools.partial(inbox.receive, self.channel_name)],
+                                          self.dispatch)
         except StopConsumer:
             pass
         finally:

@@ -230,6 +230,42 @@ async def test_a_consumer_crash_closes_and_marks_the_charger_offline(monkeypatch
     await communicator.wait()
 
 
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_a_connected_consumer_holds_no_task_of_its_own_and_gets_layer_messages_in_its_receive_queue():
+    """Each connection costs its application's task and nothing more (Channels' two-receive
+    dispatch kept two tasks and a wait per charger), and messages sent to its channel still
+    reach it: here the notice that a new connection replaced it."""
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+    from channels.layers import get_channel_layer
+    from channels.testing import WebsocketCommunicator
+
+    from chargers.consumers import CLOSE_REPLACED, OcppConsumer
+
+    async def connect(number: int) -> WebsocketCommunicator:
+        await sync_to_async(Charger.objects.create)(charge_point_id=f"CP-Q{number}",
+                                                    registration_status=RegistrationStatus.ACCEPTED)
+        communicator = WebsocketCommunicator(OcppConsumer.as_asgi(), f"/ocpp/CP-Q{number}", subprotocols=["ocpp1.6"])
+        connected, _ = await communicator.connect()
+        assert connected
+        return communicator
+
+    first = [await connect(number) for number in range(2)]  # the process's shared tasks started
+    await asyncio.sleep(0.1)
+    tasks_before = len(asyncio.all_tasks())
+    more = [await connect(number) for number in range(2, 8)]
+    await asyncio.sleep(0.1)
+    assert len(asyncio.all_tasks()) - tasks_before == len(more)
+    layer = get_channel_layer()
+    for number, communicator in enumerate(first + more):
+        channel = await sync_to_async(lambda n=number: Charger.objects.get(charge_point_id=f"CP-Q{n}").channel_name)()
+        await layer.send(channel, {"type": "ocpp.replaced"})
+        assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": CLOSE_REPLACED}
+        await communicator.wait()
+
+
 def test_wrong_password_storms_do_not_slow_other_chargers(servers, transactional_db, charger_factory):
     """The hash runs off the database thread: heartbeats of others stay fast while it runs."""
     import statistics

@@ -398,3 +398,32 @@ def test_a_channels_process_key_names_the_process_that_reads_it():
     assert process_key_of("specific.abc!0f3e") == "specific.abc!"
     assert process_key_of("specific.abc!inbox-batch") == "specific.abc!"
     assert process_key_of("dashboard") == "dashboard"  # not a process's channel: itself
+
+
+def test_an_attached_queue_gets_its_channels_messages_at_most_pending_max_deep_until_closed(caplog):
+    """A consumer whose receive is a queue (Daphne) gets its messages there, beside its frames;
+    one far behind loses the newest (its queued frames come first), one closed gets nothing."""
+    async def scenario() -> None:
+        layer = FakeCoreLayer()
+        layer.client_prefix = "attached"  # a channel name of its own: the warning is throttled per channel
+        inbox = ProcessInbox(layer)
+        channel = await inbox.new_channel()
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        queue.put_nowait({"type": "websocket.receive"})
+        inbox.attach(channel, queue)
+        layer.queue.put_nowait((channel, {"type": "ocpp.call", "n": 0}))  # through the pump
+        for _ in range(100):
+            if queue.qsize() == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert [queue.get_nowait()["type"], queue.get_nowait()["n"]] == ["websocket.receive", 0]
+        for n in range(1, PENDING_MAX + 6):
+            inbox.deliver(channel, {"type": "ocpp.call", "n": n})
+        assert queue.qsize() == PENDING_MAX
+        assert [queue.get_nowait()["n"] for _ in range(PENDING_MAX)] == list(range(1, PENDING_MAX + 1))
+        assert "messages behind" in caplog.text
+        inbox.close(channel)
+        inbox.deliver(channel, {"type": "ocpp.call", "n": -1})
+        assert queue.empty() and inbox.consumers == 0
+
+    asyncio.run(scenario())

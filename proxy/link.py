@@ -256,7 +256,7 @@ class LinkRunner:
     async def run(self) -> None:
         failures = 0
         while True:
-            await self.relay.booted.wait()
+            await self.relay.wait_booted()
             self.was_up = False
             try:
                 await self._session()

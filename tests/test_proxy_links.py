@@ -244,3 +244,34 @@ def test_the_primarys_answer_to_a_data_transfer_reaches_the_charger(proxied):
     started = time.monotonic()
     assert sim.call(call.DataTransfer(vendor_id="com.cpo", message_id="ping")).status == "UnknownVendorId"
     assert time.monotonic() - started < 1
+
+
+def test_a_relay_waits_for_the_boot_only_when_it_has_not_seen_one_and_holds_no_event_until_asked():
+    """Links wait for the charger's boot; most relays have no link and never wait, so they hold
+    no Event (0.8 KB per connected charger)."""
+    import asyncio
+
+    from proxy.relay import UpstreamRelay
+
+    async def call(*_: object) -> None:
+        return None
+
+    async def scenario() -> None:
+        booted = UpstreamRelay(1, "CP-B", call, [], booted=True)
+        await asyncio.wait_for(booted.wait_booted(), 1)
+        fresh = UpstreamRelay(2, "CP-F", call, [], booted=False)
+        assert fresh._booted_event is None
+        assert await fresh.answered("BootNotification", {}, {"status": "Accepted"}) is None
+        await asyncio.wait_for(fresh.wait_booted(), 1)
+        assert fresh._booted_event is None
+        waiting = UpstreamRelay(3, "CP-W", call, [], booted=False)
+        waiter = asyncio.ensure_future(waiting.wait_booted())
+        await asyncio.sleep(0.01)
+        assert not waiter.done()
+        assert await waiting.answered("BootNotification", {}, {"status": "Rejected"}) is None
+        await asyncio.sleep(0.01)
+        assert not waiter.done()
+        await waiting.answered("BootNotification", {}, {"status": "Accepted"})
+        await asyncio.wait_for(waiter, 1)
+
+    asyncio.run(scenario())

@@ -214,8 +214,7 @@ class ProcessInbox:
             if queue.qsize() < PENDING_MAX:
                 queue.put_nowait(message)
             else:  # its frames and messages are all still there: the newest is the one dropped
-                _throttled.warning(("inbox", channel), "a consumer is %d messages behind; dropped a %s",
-                                   queue.qsize(), message.get("type"))
+                _warn_dropped(channel, queue.qsize(), message)
             return
         future = self._waiting.pop(channel, None)
         if future is not None and not future.done():
@@ -227,9 +226,7 @@ class ProcessInbox:
         pending = self._pending.setdefault(channel, [])
         pending.append(message)
         if len(pending) > PENDING_MAX:
-            dropped = pending.pop(0)
-            _throttled.warning(("inbox", channel), "a consumer is %d messages behind; dropped a %s",
-                               len(pending), dropped.get("type"))
+            _warn_dropped(channel, len(pending) - 1, pending.pop(0))
 
     @property
     def consumers(self) -> int:
@@ -269,6 +266,11 @@ class ProcessInbox:
                 self.deliver(str(item[0]), item[1])
             else:
                 logger.warning("malformed item of a batch message dropped")
+
+
+def _warn_dropped(channel: str, behind: int, dropped: dict[str, Any]) -> None:
+    _throttled.warning(("inbox", channel), "a consumer is %d messages behind; dropped a %s", behind,
+                       dropped.get("type"))
 
 
 def _make_inbox() -> ProcessInbox | None:

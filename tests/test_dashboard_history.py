@@ -9,6 +9,7 @@ import json
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.utils import timezone
 
 from badges.models import Badge, BadgeGroup
 from chargers.models import Charger, OcppMessage, RegistrationStatus
@@ -72,10 +73,16 @@ def test_the_site_limit_follows_the_time_of_use_steps():
     assert history.site_limit_kw(minutes) == [60.0, 30.0, 30.0, 60.0]
 
 
-def test_energy_per_day_of_the_filtered_sessions(viewer):
-    busy_site()
+@pytest.mark.parametrize("time_of_day", [dt.time(14, 0), dt.time(0, 10)])
+def test_energy_per_day_of_the_filtered_sessions(viewer, monkeypatch, time_of_day):
+    """The sessions count on their start day: 47 minutes before 00:10 is the day before."""
+    now = dt.datetime.combine(dt.date(2026, 12, 5), time_of_day, tzinfo=dt.UTC)  # TIME_ZONE is UTC in the tests
+    monkeypatch.setattr(clock, "now", lambda: now)
+    site = busy_site()
     data = viewer.get("/energy.json?kind=day").json()
-    assert data["labels"] == [clock.now().date().isoformat()]
+    start_day = (now - dt.timedelta(minutes=47)).date().isoformat()
+    assert {timezone.localtime(tx.start_time).date().isoformat() for tx in site.sessions.values()} == {start_day}
+    assert data["labels"] == [start_day]
     assert data["energy_kwh"] == [pytest.approx(12.34 + 5.12 + 0.8 + 20.0)]
     month = viewer.get("/energy.json?kind=month&badge=alice").json()
     assert month["energy_kwh"] == [pytest.approx(12.34)]

@@ -518,3 +518,25 @@ def test_the_writer_is_behind_once_too_many_writes_are_queued_however_young(monk
         return behind
 
     assert asyncio.run(scenario()) == [False] * 5 + [True, True, False]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_whose_connection_the_database_dropped_is_written_again_on_a_new_one(chargers, caplog) -> None:
+    """PostgreSQL restarted (or a proxy dropped the connection) after this database call's
+    health check: the batch fails, and its items, written one by one, get a new connection
+    (Django drops a connection whose rollback failed) instead of failing in turn on the broken one."""
+    import psycopg
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("a server-side drop of the connection")
+    assert Charger.objects.count() == 3  # the connection is open and its health check done
+    backend_pid = connection.connection.info.backend_pid
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [backend_pid])
+    items = [MeterValuesWrite(charger.pk, 1, None, _meter_values(NOW, 10, 6)) for charger in chargers]
+
+    assert write_batch(items) == [2, 2, 2]
+    assert "a batch of 3 writes failed" in caplog.text
+    assert MeterSample.objects.count() == 6
+    assert connection.connection.info.backend_pid != backend_pid

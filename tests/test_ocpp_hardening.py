@@ -266,6 +266,57 @@ async def test_a_connected_consumer_holds_no_task_of_its_own_and_gets_layer_mess
         await communicator.wait()
 
 
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_an_accepted_chargers_frame_is_answered_while_its_acceptance_is_re_read_and_the_next_follows_it(
+        monkeypatch):
+    """The periodic re-read of an accepted charger's registration runs beside the frame that found
+    it due: here the re-read is held on the database thread and the Heartbeat is answered
+    meanwhile. The charger was rejected: once the re-read is done, its next frame is refused."""
+    import asyncio
+    import threading
+
+    from asgiref.sync import sync_to_async
+    from channels.testing import WebsocketCommunicator
+
+    from chargers import consumers, services
+    from chargers.consumers import OcppConsumer
+
+    charger = await sync_to_async(Charger.objects.create)(charge_point_id="CP-RECHECK",
+                                                         registration_status=RegistrationStatus.ACCEPTED)
+    released, reads = threading.Event(), []
+    original = services.chargers_accepted_many
+
+    def held_read(charger_pks: list[int]) -> dict[int, bool]:
+        released.wait(10)
+        reads.append(charger_pks)
+        return original(charger_pks)
+
+    monkeypatch.setattr(services, "chargers_accepted_many", held_read)
+    communicator = WebsocketCommunicator(OcppConsumer.as_asgi(), "/ocpp/CP-RECHECK", subprotocols=["ocpp1.6"])
+    connected, _ = await communicator.connect()
+    assert connected
+    await sync_to_async(Charger.objects.filter(pk=charger.pk).update)(registration_status=RegistrationStatus.REJECTED)
+    monkeypatch.setattr(consumers, "ACCEPTANCE_RECHECK_S", 0.0)  # every frame finds its re-read due
+    try:
+        await communicator.send_to(text_data='[2,"h1","Heartbeat",{}]')
+        answer = json.loads(await communicator.receive_from(timeout=5))
+        assert answer[:2] == [3, "h1"] and "currentTime" in answer[2]
+        assert reads == []  # answered before the re-read was done
+    finally:
+        released.set()
+    for _ in range(100):
+        if reads:
+            break
+        await asyncio.sleep(0.05)
+    assert reads == [[charger.pk]]
+    await asyncio.sleep(0.05)  # the re-read's result reaches the consumer
+    await communicator.send_to(text_data='[2,"h2","Heartbeat",{}]')
+    refused = json.loads(await communicator.receive_from(timeout=5))
+    assert refused[:3] == [4, "h2", "SecurityError"]
+    await communicator.disconnect()
+
+
 def test_wrong_password_storms_do_not_slow_other_chargers(servers, transactional_db, charger_factory):
     """The hash runs off the database thread: heartbeats of others stay fast while it runs."""
     import statistics

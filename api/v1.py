@@ -38,6 +38,7 @@ from badges.models import Badge
 from badges.services import badges_changed
 from chargers import commands
 from chargers.models import Charger, Connector
+from chargers.services import registration_changed
 from evce import clock
 from loadmgmt.models import LimitState, Zone
 from loadmgmt.services import zone_record_measurement
@@ -500,6 +501,13 @@ class ZoneConfigViewSet(AdminViewSet):
 class ChargerConfigViewSet(AdminViewSet):
     serializer_class = s.ChargerConfigSerializer
     queryset = Charger.objects.all()
+
+    def perform_update(self, serializer: serializers.BaseSerializer) -> None:
+        charger: Charger = serializer.instance  # type: ignore[assignment]
+        status_before = charger.registration_status
+        super().perform_update(serializer)
+        if charger.registration_status != status_before:
+            registration_changed(charger_pks=[charger.pk], status=charger.registration_status)
 
 
 @extend_schema_view(list=extend_schema(responses={200: s.MeterConfigSerializer(many=True), **errors()}),

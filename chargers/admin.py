@@ -146,6 +146,11 @@ class ChargerAdmin(admin.ModelAdmin):
             return "The control loop has not sent this charger a limit yet."
         return format_html_join(SafeString("<br>"), "{}: {}", rows)
 
+    def save_model(self, request: HttpRequest, obj: Charger, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change and "registration_status" in form.changed_data:
+            services.registration_changed(charger_pks=[obj.pk], status=obj.registration_status)
+
     @admin.display(boolean=True, description="password set")
     def has_password(self, obj: Charger) -> bool:
         return bool(obj.password_hash)

@@ -8,7 +8,9 @@ the CALL, and waits for the answer on a reply channel of its own.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +23,8 @@ from redis.exceptions import RedisError
 from chargers import inbox, schemas
 from chargers.frames import SYSTEM_INITIATED
 from chargers.models import Charger
+
+logger = logging.getLogger(__name__)
 
 # Margin for the round trip through Redis on top of the charger's own answer time.
 _CHANNEL_MARGIN_S = 5.0
@@ -131,6 +135,32 @@ class Cast:
     timeout_s: float
     outcome_hook: str
     context: dict[str, Any]
+
+
+def tell_registration(charger_pks: Sequence[int], *, accepted: bool) -> int:
+    """Tell the connections of these chargers that the operator changed their registration, so
+    that it applies from their next frame; returns how many connections were told.
+
+    Without the notice a connection finds out at its next re-read (every ACCEPTANCE_RECHECK_S,
+    chargers.consumers), which stays the fallback when the layer is unreachable."""
+    channels = list(Charger.objects.filter(pk__in=list(charger_pks), connected=True).exclude(channel_name="")
+                    .values_list("channel_name", flat=True))
+    if not channels:
+        return 0
+    return async_to_sync(_send_each)(channels, {"type": "ocpp.registration", "accepted": accepted})
+
+
+async def _send_each(channels: list[str], message: dict[str, Any]) -> int:
+    layer = get_channel_layer()
+    sent = 0
+    for channel in channels:
+        try:
+            await layer.send(channel, message)
+        except Exception as error:  # noqa: BLE001 - layer down or channel full: the re-read catches up
+            logger.warning("could not tell %s of its registration: %s: %s", channel, type(error).__name__, error)
+        else:
+            sent += 1
+    return sent
 
 
 def cast_calls(casts: list[Cast]) -> list[str | None]:

@@ -604,6 +604,12 @@ class OcppConsumer(AsyncWebsocketConsumer):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def ocpp_registration(self, event: dict[str, Any]) -> None:
+        """The operator accepted, rejected or set back to pending this charger
+        (chargers.commands.tell_registration): it applies from the next frame."""
+        self._registration_seen(bool(event.get("accepted")))
+        await self.log_event("registration changed: " + ("accepted" if event.get("accepted") else "not accepted"))
+
     async def ocpp_replaced(self, event: dict[str, Any]) -> None:
         await self.log_event("closing: replaced by a new connection")
         await self.close(code=CLOSE_REPLACED)

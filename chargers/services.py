@@ -365,7 +365,23 @@ _BOOT_INFO_COLUMNS = [_charger_column(field.name) for field in dataclasses.field
 
 
 def chargers_set_registration(*, charger_pks: list[int], status: str) -> int:
-    return Charger.objects.filter(pk__in=charger_pks).update(registration_status=status)
+    """Accept, reject or set back to pending; the connected chargers are told once it is
+    committed, so that it applies from their next frame (chargers.commands.tell_registration)."""
+    count = Charger.objects.filter(pk__in=charger_pks).update(registration_status=status)
+    registration_changed(charger_pks=charger_pks, status=status)
+    return count
+
+
+def registration_changed(*, charger_pks: list[int], status: str) -> None:
+    """Once committed, tell the connected ones of these chargers their new registration status
+    (for the writes that do not go through `chargers_set_registration`: forms, the API)."""
+    transaction.on_commit(lambda: _tell_registration(charger_pks, status))
+
+
+def _tell_registration(charger_pks: list[int], status: str) -> None:
+    from chargers.commands import tell_registration  # noqa: PLC0415 - the channel layer only where needed
+
+    tell_registration(charger_pks, accepted=status == RegistrationStatus.ACCEPTED)
 
 
 def connector_status_update(

@@ -67,6 +67,25 @@ def test_the_charger_password_is_stored_hashed(admin_client):
     assert charger.check_password("s3cret-passw0rd")
 
 
+def test_a_registration_changed_in_the_form_is_told_to_the_connected_charger(admin_client, monkeypatch):
+    from chargers import services
+
+    told = []
+    monkeypatch.setattr(services, "registration_changed", lambda **kwargs: told.append(kwargs))
+    charger = Charger.objects.create(charge_point_id="CP-FORM", registration_status=RegistrationStatus.ACCEPTED)
+    data = {"registration_status": "rejected", "heartbeat_interval_s": 300, "rated_max_current_a": 32, "phases": 3,
+            "supply_phase": 1, "min_current_a": 6, "notes": "",
+            "connectors-TOTAL_FORMS": 0, "connectors-INITIAL_FORMS": 0,
+            "configuration-TOTAL_FORMS": 0, "configuration-INITIAL_FORMS": 0,
+            "limit_states-TOTAL_FORMS": 0, "limit_states-INITIAL_FORMS": 0}
+    url = reverse("admin:chargers_charger_change", args=[charger.pk])
+    assert admin_client.post(url, data, secure=True).status_code == 302
+    assert told == [{"charger_pks": [charger.pk], "status": "rejected"}]
+    data["notes"] = "a note, the status unchanged"
+    assert admin_client.post(url, data, secure=True).status_code == 302
+    assert len(told) == 1
+
+
 def zone_form(name: str, parent: Zone | None, **extra) -> dict:
     data = {"name": name, "parent": parent.pk if parent else "", "mode": "static", "max_current_a": 63,
             "pv_phases": "123",

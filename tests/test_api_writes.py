@@ -115,6 +115,18 @@ def test_commands_check_scope_charger_and_payload(operator, bems, online):
 
 
 # --- configuration and badges (admin scope) -------------------------------------------------------
+def test_a_registration_changed_through_the_api_is_told_to_the_connected_charger(admin, monkeypatch):
+    import api.v1
+
+    told = []
+    monkeypatch.setattr(api.v1, "registration_changed", lambda **kwargs: told.append(kwargs))
+    charger = Charger.objects.create(charge_point_id="CP-API", registration_status=RegistrationStatus.ACCEPTED)
+    assert admin.patch(f"config/chargers/{charger.pk}", {"registration_status": "rejected"}).status_code == 200
+    assert told == [{"charger_pks": [charger.pk], "status": "rejected"}]
+    assert admin.patch(f"config/chargers/{charger.pk}", {"notes": "unchanged status"}).status_code == 200
+    assert len(told) == 1
+
+
 def test_an_installer_scripts_a_commissioning(admin):
     root = admin.post("config/zones", {"name": "Main", "max_current_a": 250, "max_power_kw": 150}).json()
     level = admin.post("config/zones", {"name": "Level -1", "parent": root["id"], "max_current_a": 125}).json()

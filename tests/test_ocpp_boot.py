@@ -52,6 +52,40 @@ def test_a_pending_charger_accepted_while_connected_is_served_at_its_next_frame(
     assert sim.call(call.Heartbeat()).current_time
 
 
+@pytest.mark.parametrize("path", ["admin action", "api"])
+def test_a_charger_rejected_by_the_operator_while_connected_is_refused_without_waiting_for_its_re_read(
+        ocpp_url, charger_factory, path):
+    """The operator's change reaches the connection through the channel layer: its next frames are
+    refused at once, not after its periodic re-read (every 10 s); accepted again, it is served."""
+    from chargers.services import chargers_set_registration, registration_changed
+
+    charger = Charger.objects.create(charge_point_id="CP-TOLD", registration_status=RegistrationStatus.ACCEPTED)
+    sim = charger_factory(ocpp_url, "CP-TOLD").connect()
+    assert sim.call(call.Heartbeat()).current_time
+    wait_until(lambda: Charger.objects.filter(pk=charger.pk, connected=True).exclude(channel_name="").exists())
+
+    def set_status(status: str) -> None:
+        if path == "admin action":
+            chargers_set_registration(charger_pks=[charger.pk], status=status)
+        else:  # what the API's and the admin form's saves call
+            Charger.objects.filter(pk=charger.pk).update(registration_status=status)
+            registration_changed(charger_pks=[charger.pk], status=status)
+
+    def heartbeat_refused() -> bool:
+        try:
+            sim.call(call.Heartbeat())
+        except Exception as error:  # noqa: BLE001 - the simulator raises the CALLERROR
+            return getattr(error, "code", None) == "SecurityError"
+        return False
+
+    set_status(RegistrationStatus.REJECTED)
+    wait_until(heartbeat_refused, timeout_s=3)
+    wait_until(lambda: OcppMessage.objects.filter(charge_point_id="CP-TOLD",
+                                                  action="registration changed: not accepted").exists())
+    set_status(RegistrationStatus.ACCEPTED)
+    wait_until(lambda: not heartbeat_refused(), timeout_s=3)
+
+
 def test_the_acceptance_of_many_chargers_is_read_in_one_query(db, django_assert_num_queries):
     from chargers.services import chargers_accepted_many
 

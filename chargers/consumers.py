@@ -325,28 +325,30 @@ class OcppConsumer(AsyncWebsocketConsumer):
             self.cp.use_charger_row(charger if charger.is_accepted else None)
             self._registration_seen(charger.is_accepted)
             return self._accepted
-        due = time.monotonic() - self._accepted_checked_at >= ACCEPTANCE_RECHECK_S
         if self._accepted:
-            if due:
-                self._accepted_checked_at = time.monotonic()  # one re-read at a time
-                self._spawn(self._recheck_acceptance())
+            now = time.monotonic()
+            if now - self._accepted_checked_at >= ACCEPTANCE_RECHECK_S:
+                self._accepted_checked_at = now  # one re-read at a time
+                self._spawn(self._recheck_acceptance(started_at=now))
             return True
         self._registration_seen(await acceptance_checks().submit(self.charger_pk))
         return self._accepted
 
-    async def _recheck_acceptance(self) -> None:
+    async def _recheck_acceptance(self, *, started_at: float) -> None:
         """Re-read whether the charger is still accepted (the frames after it follow the answer);
-        a failed read leaves it as it was until the next re-check is due."""
+        a failed read leaves it as it was until the next re-check is due. A newer fact (the
+        operator's notice, a StartTransaction's read) that arrived while the read ran wins over it."""
         assert self.charger_pk is not None  # noqa: S101
         try:
             accepted = await acceptance_checks().submit(self.charger_pk)
         except Exception:  # the database is unreachable: the next re-check retries
             logger.warning("%s: re-reading the charger's acceptance failed", self.charge_point_id, exc_info=True)
             return
-        self._registration_seen(accepted)
+        if self._accepted_checked_at == started_at:
+            self._registration_seen(accepted)
 
     def _registration_seen(self, accepted: bool) -> None:
-        """Whether the charger is accepted, as just read from the database."""
+        """Whether the charger is accepted, as just read from the database or told by the operator."""
         self._accepted = accepted
         self._accepted_checked_at = time.monotonic()
 

@@ -317,6 +317,64 @@ async def test_an_accepted_chargers_frame_is_answered_while_its_acceptance_is_re
     await communicator.disconnect()
 
 
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_a_re_read_older_than_the_operators_notice_does_not_undo_it(monkeypatch):
+    """The background re-read read "accepted" just before the operator rejected the charger; the
+    notice arrives while that read is still on its way back: the notice stands."""
+    import asyncio
+    import threading
+
+    from asgiref.sync import sync_to_async
+    from channels.layers import get_channel_layer
+    from channels.testing import WebsocketCommunicator
+
+    from chargers import consumers, services
+    from chargers.consumers import OcppConsumer
+
+    charger = await sync_to_async(Charger.objects.create)(charge_point_id="CP-STALE",
+                                                         registration_status=RegistrationStatus.ACCEPTED)
+    read, released, reads = threading.Event(), threading.Event(), []
+    original = services.chargers_accepted_many
+
+    def read_then_held(charger_pks: list[int]) -> dict[int, bool]:
+        seen = original(charger_pks)  # "accepted": read before the change
+        if not reads:
+            read.set()
+            released.wait(10)
+        reads.append(seen)
+        return seen
+
+    monkeypatch.setattr(services, "chargers_accepted_many", read_then_held)
+    communicator = WebsocketCommunicator(OcppConsumer.as_asgi(), "/ocpp/CP-STALE", subprotocols=["ocpp1.6"])
+    connected, _ = await communicator.connect()
+    assert connected
+    monkeypatch.setattr(consumers, "ACCEPTANCE_RECHECK_S", 0.0)
+    try:
+        await communicator.send_to(text_data='[2,"h1","Heartbeat",{}]')  # starts the re-read
+        assert json.loads(await communicator.receive_from(timeout=5))[:2] == [3, "h1"]
+        monkeypatch.setattr(consumers, "ACCEPTANCE_RECHECK_S", 10.0)  # no other re-read from here
+        assert await asyncio.to_thread(read.wait, 5)
+        # Not on the database thread the held read occupies: a thread and connection of their own.
+        await sync_to_async(Charger.objects.filter(pk=charger.pk).update, thread_sensitive=False)(
+            registration_status=RegistrationStatus.REJECTED)
+        channel = await sync_to_async(lambda: Charger.objects.get(pk=charger.pk).channel_name,
+                                      thread_sensitive=False)()
+        await get_channel_layer().send(channel, {"type": "ocpp.registration", "accepted": False})
+        await asyncio.sleep(0.3)  # the notice reaches the consumer
+    finally:
+        released.set()
+    for _ in range(100):
+        if reads:
+            break
+        await asyncio.sleep(0.05)
+    assert reads == [{charger.pk: True}]
+    await asyncio.sleep(0.05)
+    await communicator.send_to(text_data='[2,"h2","Heartbeat",{}]')
+    assert json.loads(await communicator.receive_from(timeout=5))[:3] == [4, "h2", "SecurityError"]
+    await communicator.disconnect()
+
+
 def test_wrong_password_storms_do_not_slow_other_chargers(servers, transactional_db, charger_factory):
     """The hash runs off the database thread: heartbeats of others stay fast while it runs."""
     import statistics

@@ -273,7 +273,6 @@ async def test_an_accepted_chargers_frame_is_answered_while_its_acceptance_is_re
     """The periodic re-read of an accepted charger's registration runs beside the frame that found
     it due: here the re-read is held on the database thread and the Heartbeat is answered
     meanwhile. The charger was rejected: once the re-read is done, its next frame is refused."""
-    import asyncio
     import threading
 
     from asgiref.sync import sync_to_async
@@ -305,16 +304,8 @@ async def test_an_accepted_chargers_frame_is_answered_while_its_acceptance_is_re
         assert reads == []  # answered before the re-read was done
     finally:
         released.set()
-    for _ in range(100):
-        if reads:
-            break
-        await asyncio.sleep(0.05)
-    assert reads == [[charger.pk]]
-    await asyncio.sleep(0.05)  # the re-read's result reaches the consumer
-    await communicator.send_to(text_data='[2,"h2","Heartbeat",{}]')
-    refused = json.loads(await communicator.receive_from(timeout=5))
-    assert refused[:3] == [4, "h2", "SecurityError"]
-    await communicator.disconnect()
+    assert await _first_read(reads) == [charger.pk]
+    await _assert_next_heartbeat_refused(communicator)
 
 
 @pytest.mark.asyncio
@@ -364,12 +355,25 @@ async def test_a_re_read_older_than_the_operators_notice_does_not_undo_it(monkey
         await asyncio.sleep(0.3)  # the notice reaches the consumer
     finally:
         released.set()
+    assert await _first_read(reads) == {charger.pk: True}
+    await _assert_next_heartbeat_refused(communicator)
+
+
+async def _first_read(reads: list[Any]) -> Any:
+    """The first of `reads` once the held read has been released and has returned (5 s at most)."""
+    import asyncio
+
     for _ in range(100):
         if reads:
-            break
+            return reads[0]
         await asyncio.sleep(0.05)
-    assert reads == [{charger.pk: True}]
-    await asyncio.sleep(0.05)
+    raise AssertionError("the held read never returned")
+
+
+async def _assert_next_heartbeat_refused(communicator: Any) -> None:
+    import asyncio
+
+    await asyncio.sleep(0.05)  # the read's result reaches the consumer
     await communicator.send_to(text_data='[2,"h2","Heartbeat",{}]')
     assert json.loads(await communicator.receive_from(timeout=5))[:3] == [4, "h2", "SecurityError"]
     await communicator.disconnect()

@@ -31,8 +31,26 @@ class DefaultCharger:
     min_a: float
 
 
+# The last inputs and their targets. The loop asks every tick, and the static data rarely
+# changes between ticks: on 5,000 chargers the allocation behind the answer was ~30 ms of a
+# ~500 ms tick. The inputs are frozen dataclasses compared field by field, in order, so any
+# change (a zone's rating, a charger added, moved or rewired) computes afresh.
+_last: tuple[tuple[tuple[Zone, ...], tuple[DefaultCharger, ...]], dict[int, float]] | None = None
+
+
 def safe_default_targets(static_zones: Sequence[Zone], chargers: Sequence[DefaultCharger]) -> dict[int, float]:
     """Safe default current (A per phase) per charger pk."""
+    global _last
+    key = (tuple(static_zones), tuple(chargers))
+    last = _last
+    if last is not None and last[0] == key:
+        return dict(last[1])
+    targets = _targets(static_zones, chargers)
+    _last = (key, dict(targets))
+    return targets
+
+
+def _targets(static_zones: Sequence[Zone], chargers: Sequence[DefaultCharger]) -> dict[int, float]:
     sessions = [
         Session(id=f"{charger.pk}/{n}", zone_id=charger.zone_id, max_a=charger.max_a, phases=charger.phases,
                 min_a=_SHARE_FLOOR_A)

@@ -59,3 +59,19 @@ def test_the_static_capacity_is_the_lowest_of_breaker_time_of_use_and_fallback()
     zone = static_capacity(config)
     assert zone.capacity_a == (50, 50, 50)  # the peak rule may start while nobody watches
     assert zone.capacity_w == 20_000
+
+
+def test_the_targets_follow_every_change_of_the_inputs_between_calls():
+    """The last answer is kept for the next tick's identical inputs; any change computes afresh."""
+    zones = [Zone(id="root", capacity_a=(32, 32, 32))]
+    fleet = [charger(1, "root"), charger(2, "root")]
+    first = safe_default_targets(zones, fleet)
+    assert first == {1: 16.0, 2: 16.0}
+    first[1] = 99.0  # a caller's change to its answer is not the next caller's
+    assert safe_default_targets(list(zones), list(fleet)) == {1: 16.0, 2: 16.0}
+    assert safe_default_targets([Zone(id="root", capacity_a=(20, 32, 32))], fleet) == {1: 10.0, 2: 10.0}
+    assert safe_default_targets(zones, [*fleet, charger(3, "root")]) == {1: 10.6, 2: 10.6, 3: 10.6}
+    assert safe_default_targets(zones, [charger(1, "root", max_a=10), charger(2, "root")]) == {1: 10.0, 2: 22.0}
+    assert safe_default_targets(zones, [charger(1, "root"), charger(2, "root", phases=(1,))]) == {1: 16.0, 2: 16.0}
+    assert safe_default_targets(zones, [charger(1, "root", min_a=17), charger(2, "root")]) == {1: 0.0, 2: 16.0}
+    assert safe_default_targets(zones, fleet) == {1: 16.0, 2: 16.0}

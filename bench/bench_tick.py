@@ -8,6 +8,11 @@ and every profile is then answered Accepted through the same service the consume
 counts the ticks a fresh site needs to converge (a tick that sends nothing).
 
     python bench/bench_tick.py [--chargers 250 1000 5000] [--repeat 10] [--json out.json]
+    python bench/bench_tick.py --chargers 1000 --history-minutes 120 --period 30   # sessions with a past
+
+By default each session has one MeterValues, at the tick's time; `--history-minutes` gives each
+the MeterValues of its past (every `--period` s) as a site has them, which the tick's reading of
+recent currents must not walk through.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from loadmgmt.models import LimitState, Zone  # noqa: E402
 from transactions.models import MeterSample, Transaction  # noqa: E402
 
 
-def build_site(chargers: int, now: dt.datetime) -> None:
+def build_site(chargers: int, now: dt.datetime, history_minutes: float = 0.0, period_s: float = 60.0) -> None:
     Zone.objects.filter(parent__isnull=False).delete()
     Zone.objects.all().delete()
     root = Zone.objects.create(name="Connection point", max_current_a=chargers * 8.0, max_power_kw=chargers * 5.0)
@@ -55,14 +60,28 @@ def build_site(chargers: int, now: dt.datetime) -> None:
     Transaction.objects.bulk_create([Transaction(charger=c, connector_id=1, id_tag=f"T{c.pk}", meter_start_wh=0,
                                                  start_time=now - dt.timedelta(minutes=c.pk % 300))
                                      for c in saved])
-    samples = []
+    samples: list[MeterSample] = []
     for tx in Transaction.objects.all():
-        for phase in ("L1", "L2", "L3"):
-            samples.append(MeterSample(charger_id=tx.charger_id, connector_id=1, transaction=tx, timestamp=now,
-                                       measurand="Current.Import", phase=phase, value=12.0, raw_value="12.0"))
-        samples.append(MeterSample(charger_id=tx.charger_id, connector_id=1, transaction=tx, timestamp=now,
-                                   measurand="Energy.Active.Import.Register", value=5000.0, raw_value="5000"))
+        # The session's MeterValues so far (--history-minutes, each --period s), the latest at `now`.
+        age_s = min(history_minutes * 60, (now - tx.start_time).total_seconds())
+        for back in range(int(age_s // period_s), -1, -1):
+            samples.extend(meter_values_rows(tx, now - dt.timedelta(seconds=back * period_s)))
+        if len(samples) >= 20_000:
+            MeterSample.objects.bulk_create(samples, batch_size=2000)
+            samples = []
     MeterSample.objects.bulk_create(samples, batch_size=2000)
+
+
+def meter_values_rows(tx: Transaction, at: dt.datetime) -> list[MeterSample]:
+    """The five samples of one MeterValues, as the scale benchmark's chargers send them."""
+    rows = [MeterSample(charger_id=tx.charger_id, connector_id=1, transaction=tx, timestamp=at,
+                        measurand="Current.Import", phase=phase, value=12.0, raw_value="12.0")
+            for phase in ("L1", "L2", "L3")]
+    rows.append(MeterSample(charger_id=tx.charger_id, connector_id=1, transaction=tx, timestamp=at,
+                            measurand="Energy.Active.Import.Register", value=5000.0, raw_value="5000"))
+    rows.append(MeterSample(charger_id=tx.charger_id, connector_id=1, transaction=tx, timestamp=at,
+                            measurand="Power.Active.Import", value=8000.0, raw_value="8000"))
+    return rows
 
 
 def handed_over(casts: list) -> list[str | None]:
@@ -122,6 +141,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--chargers", type=int, nargs="+", default=[250, 1000])
     parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--history-minutes", type=float, default=0.0,
+                        help="each session's MeterValues history (sessions started up to 300 min ago); "
+                             "0: only the latest, at the tick's time")
+    parser.add_argument("--period", type=float, default=60.0, help="seconds between a session's MeterValues")
     parser.add_argument("--json", help="write the figures (ms) here")
     args = parser.parse_args()
     figures: dict[int, dict[str, float]] = {}
@@ -132,7 +155,7 @@ def main() -> None:
         Charger.objects.all().delete()  # cascades to samples, setpoints and limit states
         LimitState.objects.all().delete()
         now = dt.datetime.now(dt.UTC)
-        build_site(count, now)
+        build_site(count, now, args.history_minutes, args.period)
         converging = [time_tick(now)]
         while converging[-1]["sent"] and len(converging) < 10:
             converging.append(time_tick(now))

@@ -471,3 +471,27 @@ def test_the_recorder_is_not_idle_while_any_of_two_overlapping_batches_is_being_
     finally:
         for event in release.values():
             event.set()
+
+
+@pytest.mark.django_db
+def test_a_tick_reads_each_sessions_recent_samples_not_its_whole_history(handed):
+    """The tick's read of the last minute of currents seeks the (session, timestamp) index: with an
+    index on the session alone, SQLite visited every sample since each session started (1,000
+    sessions with up to 2 h of samples 30 s apart: 228 ms for the tick's reading instead of 114)."""
+    build_site(3)
+    with connection.cursor() as cursor:
+        indexes = connection.introspection.get_constraints(cursor, MeterSample._meta.db_table)
+    index_columns = [info["columns"] for info in indexes.values() if info["index"]]
+    assert ["transaction_id", "timestamp"] in index_columns
+    assert ["transaction_id"] not in index_columns  # one index fewer to update per sample
+    if connection.vendor != "sqlite":
+        return  # PostgreSQL plans by its statistics; the index list above is what it is given
+    with CaptureQueriesContext(connection) as queries:
+        run_tick(NOW)
+    reads = [q["sql"] for q in queries.captured_queries
+             if q["sql"].startswith("SELECT") and '"transactions_metersample"' in q["sql"].split(" FROM ")[1][:40]]
+    assert len(reads) == 1, reads
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN QUERY PLAN " + reads[0])
+        plan = " | ".join(str(row[-1]) for row in cursor.fetchall())
+    assert "(transaction_id=? AND timestamp>?)" in plan, plan

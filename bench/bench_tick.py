@@ -183,7 +183,8 @@ def main() -> None:
         figures[count] = {"converge_ticks": len(converging) - 1, "cut_tick_ms": round(cut["total"] * 1000, 1),
                           "cut_sent": int(cut["sent"]), "cut_answers_ms": round(cut["answers"] * 1000, 1),
                           **{f"cut_{k}_ms": round(cut[k] * 1000, 1) for k in ("gather", "plan", "send", "record")},
-                          "cut_handed_over_ms": round((marks["sessions_at"] - started) * 1000, 1)}
+                          "cut_handed_over_ms": round((marks["sessions_at"] - started) * 1000, 1),
+                          "meter_samples": MeterSample.objects.count()}
         for phase in ("gather", "allocate", "plan", "send", "record", "total"):
             values = [run[phase] * 1000 for run in runs]
             print(f"{count:>8} {phase:>9} {statistics.median(values):>10.1f} {max(values):>8.1f}")

@@ -41,7 +41,7 @@ from django.db.models.functions import Coalesce
 from badges.models import Badge, BadgeListRevision, LocalListState, LocalListStatus
 from badges.services import badges_changed, lineage_in, may_use, zone_parents
 from chargers.batcher import Batcher
-from chargers.bulkinsert import update_rows
+from chargers.bulkinsert import insert_new, update_rows
 from chargers.commands import CallFailed, ChargerCallError
 from chargers.loops import PerLoop
 from chargers.models import Charger, ConfigurationKey
@@ -270,7 +270,7 @@ def _states_of(charger_pks: Sequence[int]) -> dict[int, LocalListState]:
     states = {state.charger_id: state for state in locked.filter(charger_id__among=wanted)}
     missing = wanted - states.keys()
     if missing:
-        LocalListState.objects.bulk_create([LocalListState(charger_id=pk) for pk in missing], ignore_conflicts=True)
+        insert_new(LocalListState, [{"charger_id": pk} for pk in missing], ignore_conflicts=True)
         states.update({state.charger_id: state for state in locked.filter(charger_id__among=missing)})
     return states
 

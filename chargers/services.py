@@ -26,7 +26,7 @@ from django.db.models import Q
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from chargers.bulkinsert import insert_rows, update_rows
+from chargers.bulkinsert import insert_new, insert_rows, update_rows
 from chargers.models import (
     AutoConfigurationKey,
     Charger,
@@ -94,23 +94,26 @@ def _registration_refusal(charge_point_id: str, may_register: bool) -> Connectio
     return None
 
 
-def _register_many(charge_point_ids: Sequence[str]) -> list[Charger]:
+def _register_many(charge_point_ids: Sequence[str]) -> list[ChargerIdentity]:
     """Register unknown chargers (not refused, none stored yet), as accepted or pending by
-    OCPP_UNKNOWN_CHARGERS: one INSERT for a new fleet's batch (its rows come back with their
-    primary keys), not one per charger. Another process registering one of them meanwhile
-    fails it on the unique id: the batcher then runs each request alone, and that one finds
-    the stored row when its handshake is retried."""
+    OCPP_UNKNOWN_CHARGERS: one INSERT for a new fleet's batch, one SELECT for their primary keys
+    (in the order given), not one statement per charger. Another process registering one of
+    them meanwhile fails it on the unique id: the batcher then runs each request alone, and
+    that one finds the stored row when its handshake is retried."""
     if not charge_point_ids:
         return []
     status = (RegistrationStatus.ACCEPTED if settings.OCPP_UNKNOWN_CHARGERS == "accept"
               else RegistrationStatus.PENDING)
     for charge_point_id in charge_point_ids:
         logger.info("registering unknown charge point %s as %s", charge_point_id, status)
-    return Charger.objects.bulk_create([
-        Charger(charge_point_id=charge_point_id, registration_status=status,
-                heartbeat_interval_s=settings.OCPP_HEARTBEAT_INTERVAL)
+    insert_new(Charger, [
+        {"charge_point_id": charge_point_id, "registration_status": status,
+         "heartbeat_interval_s": settings.OCPP_HEARTBEAT_INTERVAL}
         for charge_point_id in charge_point_ids
     ])
+    registered = {row[1]: _identity(row) for row in Charger.objects.filter(
+        charge_point_id__among=set(charge_point_ids)).values_list(*_IDENTITY_FIELDS)}
+    return [dataclasses.replace(registered[charge_point_id], registered=True) for charge_point_id in charge_point_ids]
 
 
 def _identity(row: Sequence[Any]) -> ChargerIdentity:
@@ -166,9 +169,8 @@ def chargers_identify_many(
                     else:
                         new[key] = [request]
             registered_now = _register_many([requests[0].charge_point_id for requests in new.values()])
-            for charger, (first, *later) in zip(registered_now, new.values(), strict=True):
-                identified[first] = registered = ChargerIdentity(
-                    charger.pk, charger.charge_point_id, charger.password_hash, True, charger.registration_status)
+            for registered, (first, *later) in zip(registered_now, new.values(), strict=True):
+                identified[first] = registered
                 for request in later:  # a second handshake of the same new id finds it registered
                     identified[request] = dataclasses.replace(registered, registered=False)
     return identified
@@ -415,9 +417,9 @@ def connector_statuses_update(*, statuses: Sequence[Mapping[str, Any]]) -> None:
     The same rule (an older status never overwrites a newer one), with the statements of a
     batch instead of up to five per status: per connector only the status that would be
     left after applying them one by one (the newest; of equal times the last) is written, one
-    SELECT finds the connectors that exist, a conditional UPDATE each writes those, one INSERT
-    the new ones (a boot storm's first StatusNotifications), and a connector another process
-    inserted meanwhile gets the conditional UPDATE after all.
+    SELECT finds the connectors that exist, one conditional UPDATE statement (run per row)
+    writes those, one INSERT the new ones (a boot storm's first StatusNotifications), and a
+    connector another process inserted meanwhile gets the conditional UPDATE after all.
     """
     final: dict[tuple[int, int], dict[str, Any]] = {}
     for status in statuses:
@@ -428,30 +430,53 @@ def connector_statuses_update(*, statuses: Sequence[Mapping[str, Any]]) -> None:
     if not final:
         return
     stored = {
-        (charger_pk, connector_id): status_at
-        for charger_pk, connector_id, status_at in Connector.objects.filter(
+        (charger_pk, connector_id): (pk, status_at)
+        for pk, charger_pk, connector_id, status_at in Connector.objects.filter(
             charger_id__among={charger_pk for charger_pk, _ in final}
-        ).values_list("charger_id", "connector_id", "status_at")
+        ).values_list("pk", "charger_id", "connector_id", "status_at")
     }
     new: dict[tuple[int, int], dict[str, Any]] = {}
+    newer: list[tuple[int, dict[str, Any]]] = []
     for key, status in final.items():
         if key not in stored:
             new[key] = status
-        elif stored[key] is None or stored[key] <= status["timestamp"]:
-            connector_status_update(**status)
+        elif stored[key][1] is None or stored[key][1] <= status["timestamp"]:
+            newer.append((stored[key][0], status))
+    _write_known_statuses(newer)
     if not new:
         return
-    Connector.objects.bulk_create(
-        [Connector(charger_id=charger_pk, connector_id=connector_id, **_status_fields(status))
-         for (charger_pk, connector_id), status in new.items()],
-        ignore_conflicts=True,
-    )
+    insert_new(Connector, [{"charger_id": charger_pk, "connector_id": connector_id, **_status_fields(status)}
+                           for (charger_pk, connector_id), status in new.items()], ignore_conflicts=True)
     for charger_pk, connector_id, status_at, state in Connector.objects.filter(
         charger_id__among={charger_pk for charger_pk, _ in new}
     ).values_list("charger_id", "connector_id", "status_at", "status"):
         ours = new.get((charger_pk, connector_id))
         if ours is not None and (status_at, state) != (ours["timestamp"], ours["status"]):
             connector_status_update(**ours)  # inserted by another process first: the rule decides
+
+
+def _write_known_statuses(updates: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
+    """Write statuses of stored connectors (connector pk, status) under the rule of
+    `connector_status_update`, in the UPDATE itself: a newer status another process wrote since
+    the SELECT is kept. One statement run for every row (executemany), not an ORM UPDATE
+    compiled per connector: a reconnect storm's StatusNotifications, every connector of every
+    charger, are nearly all of connectors already stored."""
+    if not updates:
+        return
+    table = connection.ops.quote_name(Connector._meta.db_table)
+    assignments = ", ".join(f"{connection.ops.quote_name(column)} = %s" for column in _STATUS_COLUMNS)
+    adapt = connection.ops.adapt_datetimefield_value
+    rows = []
+    for pk, status in updates:
+        fields = _status_fields(status)
+        at = adapt(fields["status_at"])
+        rows.append((*(fields[column] for column in _STATUS_COLUMNS[:-1]), at, pk, at))
+    with connection.cursor() as cursor:
+        cursor.executemany(f"UPDATE {table} SET {assignments} WHERE id = %s "  # noqa: S608 - our own names
+                           "AND (status_at IS NULL OR status_at <= %s)", rows)
+
+
+_STATUS_COLUMNS = ("status", "error_code", "info", "vendor_id", "vendor_error_code", "status_at")
 
 
 def _status_fields(status: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple, TypeVar
 from django.db import connection, transaction
 from django.db.models import Case, F, Value, When
 
-from chargers.bulkinsert import insert_rows
+from chargers.bulkinsert import insert_new, insert_rows
 from loadmgmt.models import AnswerStatus, LimitPurpose, LimitState, Setpoint, SiteSettings, Zone
 
 _T = TypeVar("_T")
@@ -207,10 +207,10 @@ def limit_sends_record(sends: list[SessionSend], *, now: dt.datetime, timeout_s:
     rows = _session_rows(keys)
     missing = [send for send in sends if (send.charger_pk, send.connector_id) not in rows]
     if missing:
-        LimitState.objects.bulk_create([
-            LimitState(charger_id=send.charger_pk, connector_id=send.connector_id, purpose=LimitPurpose.TX,
-                       transaction_id=send.transaction_id, state_since=now.timestamp()) for send in missing
-        ], ignore_conflicts=True, batch_size=BATCH_ROWS)
+        insert_new(LimitState, [
+            {"charger_id": send.charger_pk, "connector_id": send.connector_id, "purpose": LimitPurpose.TX,
+             "transaction_id": send.transaction_id, "state_since": now.timestamp()} for send in missing
+        ], ignore_conflicts=True)
         rows.update(_session_rows({(send.charger_pk, send.connector_id) for send in missing}))
     items: list[tuple[int, float, bool, str, int | None]] = []
     for send in sends:
@@ -249,10 +249,10 @@ def limit_default_sends_record(sends: list[DefaultSend], *, now: dt.datetime, ti
     rows = _default_rows(pks)
     missing = [pk for pk in pks if pk not in rows]
     if missing:
-        LimitState.objects.bulk_create([
-            LimitState(charger_id=pk, connector_id=0, purpose=LimitPurpose.TX_DEFAULT, transaction_id=None)
+        insert_new(LimitState, [
+            {"charger_id": pk, "connector_id": 0, "purpose": LimitPurpose.TX_DEFAULT, "transaction_id": None}
             for pk in missing
-        ], ignore_conflicts=True, batch_size=BATCH_ROWS)
+        ], ignore_conflicts=True)
         rows.update(_default_rows(missing))
     return _record_pending([(rows[send.charger_pk], send.limit_a, False, send.rate_unit, None) for send in sends],
                            now=now, timeout_s=timeout_s)
@@ -278,10 +278,10 @@ def limit_boot_defaults_record(
         states = _default_states(pks)
         missing = [pk for pk in pks if pk not in states]
         if missing:
-            LimitState.objects.bulk_create([
-                LimitState(charger_id=pk, connector_id=0, purpose=LimitPurpose.TX_DEFAULT, transaction_id=None,
-                           state_since=0.0) for pk in missing
-            ], ignore_conflicts=True, batch_size=BATCH_ROWS)
+            insert_new(LimitState, [
+                {"charger_id": pk, "connector_id": 0, "purpose": LimitPurpose.TX_DEFAULT, "transaction_id": None,
+                 "state_since": 0.0} for pk in missing
+            ], ignore_conflicts=True)
             states.update(_default_states(missing))
         items: list[tuple[int, float, bool, str, int | None]] = [
             (states[pk].pk, limit_of(states[pk]), False, rate_units[pk], None) for pk in pks]

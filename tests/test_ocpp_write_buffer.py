@@ -9,6 +9,8 @@ import time
 import types
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from ocpp.v16 import call
 
 from chargers.models import Charger, Connector, OcppMessage, RegistrationStatus
@@ -315,19 +317,60 @@ def test_a_batch_of_statuses_leaves_what_applying_them_one_by_one_would(chargers
     }
 
 
-def test_a_connector_another_process_inserted_meanwhile_keeps_the_rule(chargers, monkeypatch):
-    from django.db.models.query import QuerySet
+def test_statuses_of_stored_connectors_cost_the_same_statements_however_many(chargers):
+    """A reconnect storm's StatusNotifications: one SELECT and one UPDATE statement run per row,
+    for one connector as for thirty, each written under the rule."""
+    def stored_statuses(count: int) -> list[StatusWrite]:
+        for connector in range(1, count + 1):
+            Connector.objects.update_or_create(charger=chargers[0], connector_id=connector,
+                                               defaults={"status": "Available", "status_at": NOW})
+        return [_status(chargers[0], connector, "Charging", connector % 3 - 1) for connector in range(1, count + 1)]
+
+    batch = stored_statuses(1)
+    with CaptureQueriesContext(connection) as one:
+        write_batch(batch)
+    batch = stored_statuses(30)
+    with CaptureQueriesContext(connection) as thirty:
+        write_batch(batch)
+    assert len(thirty) == len(one)
+    assert {connector: status for (_, connector), (status, _) in _statuses().items()} == {
+        connector: "Charging" if connector % 3 != 0 else "Available" for connector in range(1, 31)}  # older: kept
+
+
+def test_a_newer_status_another_process_writes_meanwhile_is_kept(chargers, monkeypatch):
+    from chargers import services as charger_services
 
     first = chargers[0]
-    real_bulk_create = QuerySet.bulk_create
+    Connector.objects.create(charger=first, connector_id=1, status="Preparing", status_at=NOW)
+    Connector.objects.create(charger=first, connector_id=2, status="Preparing", status_at=NOW)
+    real_write = charger_services._write_known_statuses
 
-    def another_process_first(self, objs, *args, **kwargs):  # its newer status lands between SELECT and INSERT
+    def another_process_first(updates):  # its newer status of connector 1 lands between SELECT and UPDATE
+        Connector.objects.filter(charger=first, connector_id=1).update(status="Finishing",
+                                                                        status_at=NOW + dt.timedelta(minutes=9))
+        return real_write(updates)
+
+    monkeypatch.setattr(charger_services, "_write_known_statuses", another_process_first)
+    write_batch([_status(first, connector, "Charging", 2) for connector in (1, 2)])
+    assert _statuses() == {
+        ("CP-W0", 1): ("Finishing", NOW + dt.timedelta(minutes=9)),  # newer than ours: kept
+        ("CP-W0", 2): ("Charging", NOW + dt.timedelta(minutes=2)),
+    }
+
+
+def test_a_connector_another_process_inserted_meanwhile_keeps_the_rule(chargers, monkeypatch):
+    from chargers import services as charger_services
+
+    first = chargers[0]
+    real_insert_new = charger_services.insert_new
+
+    def another_process_first(model, rows, **kwargs):  # its newer status lands between SELECT and INSERT
         Connector.objects.create(charger=first, connector_id=1, status="Charging",
                                  status_at=NOW + dt.timedelta(minutes=9))
         Connector.objects.create(charger=first, connector_id=2, status="Faulted", status_at=NOW)
-        return real_bulk_create(self, objs, *args, **kwargs)
+        return real_insert_new(model, rows, **kwargs)
 
-    monkeypatch.setattr(QuerySet, "bulk_create", another_process_first)
+    monkeypatch.setattr(charger_services, "insert_new", another_process_first)
     write_batch([_status(first, connector, "Available", 1) for connector in (1, 2, 3)])
     assert _statuses() == {
         ("CP-W0", 1): ("Charging", NOW + dt.timedelta(minutes=9)),  # newer than ours: kept

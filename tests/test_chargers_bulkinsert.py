@@ -1,0 +1,87 @@
+"""chargers.bulkinsert.insert_new: new rows stored as `bulk_create` stores them, without instances."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.db import IntegrityError, transaction
+
+from badges.models import LocalListState
+from chargers.bulkinsert import insert_new
+from chargers.models import Charger, Connector, RegistrationStatus
+from loadmgmt.models import LimitPurpose, LimitState
+
+pytestmark = pytest.mark.django_db
+
+NOW = dt.datetime(2026, 12, 5, 6, 0, tzinfo=dt.UTC)
+
+
+def _stored(model, **lookup) -> dict[str, object]:
+    """Every column of the row but its key and its automatic times, as stored."""
+    row = model.objects.filter(**lookup).values().get()
+    return {name: value for name, value in row.items() if name not in {"id", "created_at", "updated_at"}}
+
+
+@pytest.mark.parametrize(("model", "given", "key"), [
+    (Charger, {"charge_point_id": "CP-{n}", "registration_status": RegistrationStatus.ACCEPTED,
+               "heartbeat_interval_s": 120}, "charge_point_id"),
+    (LimitState, {"charger_id": None, "connector_id": 0, "purpose": LimitPurpose.TX_DEFAULT, "transaction_id": None,
+                  "state_since": 12.5}, "charger_id"),
+    (Connector, {"charger_id": None, "connector_id": 1, "status": "Preparing", "error_code": "NoError",
+                 "status_at": NOW}, "charger_id"),
+    (LocalListState, {"charger_id": None}, "charger_id"),
+])
+def test_a_row_is_stored_as_bulk_create_stores_it(model, given, key):
+    owners = [Charger.objects.create(charge_point_id=f"OWNER-{n}") for n in range(2)]
+
+    def values(n: int) -> dict[str, object]:
+        filled = {name: (value.format(n=n) if isinstance(value, str) and "{n}" in value else value)
+                  for name, value in given.items()}
+        if "charger_id" in filled:
+            filled["charger_id"] = owners[n].pk
+        return filled
+
+    model.objects.bulk_create([model(**values(0))])
+    before = dt.datetime.now(dt.UTC)
+    insert_new(model, [values(1)])
+    after = dt.datetime.now(dt.UTC)
+
+    ours, djangos = values(1)[key], values(0)[key]
+    assert {**_stored(model, **{key: ours}), key: None} == {**_stored(model, **{key: djangos}), key: None}
+    for name in ("created_at", "updated_at"):  # automatic times: the batch's moment
+        if hasattr(model, name):
+            assert before <= getattr(model.objects.get(**{key: ours}), name) <= after
+
+
+def test_a_default_computed_per_instance_is_computed_per_row():
+    owners = [Charger.objects.create(charge_point_id=f"CP-{n}") for n in range(2)]
+    insert_new(LocalListState, [{"charger_id": owner.pk} for owner in owners])
+    states = list(LocalListState.objects.order_by("charger_id"))
+    assert [state.entries for state in states] == [{}, {}]
+    states[0].entries["TAG"] = "Accepted"
+    states[0].save()
+    assert LocalListState.objects.get(pk=states[1].pk).entries == {}
+
+
+def test_a_conflicting_row_is_skipped_with_ignore_conflicts_and_the_stored_one_is_kept():
+    owners = [Charger.objects.create(charge_point_id=f"CP-{n}") for n in range(3)]
+    LimitState.objects.create(charger=owners[1], connector_id=0, purpose=LimitPurpose.TX_DEFAULT, wanted_a=16.0)
+    insert_new(LimitState, [{"charger_id": owner.pk, "connector_id": 0, "purpose": LimitPurpose.TX_DEFAULT}
+                            for owner in owners], ignore_conflicts=True)
+    assert sorted(LimitState.objects.values_list("charger_id", "wanted_a")) == [
+        (owners[0].pk, None), (owners[1].pk, 16.0), (owners[2].pk, None)]
+
+
+def test_a_conflicting_row_fails_the_whole_insert_without_ignore_conflicts():
+    Charger.objects.create(charge_point_id="CP-TAKEN")
+    with pytest.raises(Exception) as failed, transaction.atomic():  # noqa: PT011, PT012 - the driver's own class
+        insert_new(Charger, [{"charge_point_id": "CP-NEW"}, {"charge_point_id": "CP-TAKEN"}])
+    assert isinstance(failed.value, IntegrityError) or "unique" in str(failed.value).lower()
+    assert list(Charger.objects.values_list("charge_point_id", flat=True)) == ["CP-TAKEN"]
+
+
+def test_an_unknown_field_is_refused_before_anything_is_written():
+    with pytest.raises(ValueError, match="no column field"):
+        insert_new(Charger, [{"charge_point_id": "CP-1", "nickname": "x"}])
+    assert not Charger.objects.exists()

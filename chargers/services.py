@@ -417,7 +417,7 @@ def connector_statuses_update(*, statuses: Sequence[Mapping[str, Any]]) -> None:
     The same rule (an older status never overwrites a newer one), with the statements of a
     batch instead of up to five per status: per connector only the status that would be
     left after applying them one by one (the newest; of equal times the last) is written, one
-    SELECT finds the connectors that exist, one conditional UPDATE statement (run per row)
+    SELECT finds the connectors that exist, one conditional UPDATE statement (`update_rows`)
     writes those, one INSERT the new ones (a boot storm's first StatusNotifications), and a
     connector another process inserted meanwhile gets the conditional UPDATE after all.
     """
@@ -458,22 +458,14 @@ def connector_statuses_update(*, statuses: Sequence[Mapping[str, Any]]) -> None:
 def _write_known_statuses(updates: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
     """Write statuses of stored connectors (connector pk, status) under the rule of
     `connector_status_update`, in the UPDATE itself: a newer status another process wrote since
-    the SELECT is kept. One statement run for every row (executemany), not an ORM UPDATE
-    compiled per connector: a reconnect storm's StatusNotifications, every connector of every
-    charger, are nearly all of connectors already stored."""
-    if not updates:
-        return
-    table = connection.ops.quote_name(Connector._meta.db_table)
-    assignments = ", ".join(f"{connection.ops.quote_name(column)} = %s" for column in _STATUS_COLUMNS)
-    adapt = connection.ops.adapt_datetimefield_value
+    the SELECT is kept. One statement for all (`update_rows`), not an ORM UPDATE compiled per
+    connector: a reconnect storm's StatusNotifications, every connector of every charger, are
+    nearly all of connectors already stored."""
     rows = []
     for pk, status in updates:
         fields = _status_fields(status)
-        at = adapt(fields["status_at"])
-        rows.append((*(fields[column] for column in _STATUS_COLUMNS[:-1]), at, pk, at))
-    with connection.cursor() as cursor:
-        cursor.executemany(f"UPDATE {table} SET {assignments} WHERE id = %s "  # noqa: S608 - our own names
-                           "AND (status_at IS NULL OR status_at <= %s)", rows)
+        rows.append((pk, *(fields[column] for column in _STATUS_COLUMNS)))
+    update_rows(Connector, _STATUS_COLUMNS, rows, unless_newer="status_at")
 
 
 _STATUS_COLUMNS = ("status", "error_code", "info", "vendor_id", "vendor_error_code", "status_at")

@@ -1,4 +1,4 @@
-"""chargers.bulkinsert.insert_new: new rows stored as `bulk_create` stores them, without instances."""
+"""chargers.bulkinsert: new rows stored as `bulk_create` stores them, rows updated as one by one would."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from django.db import IntegrityError, transaction
 
 from badges.models import LocalListState
-from chargers.bulkinsert import insert_new
+from chargers.bulkinsert import insert_new, update_rows
 from chargers.models import Charger, Connector, RegistrationStatus
 from loadmgmt.models import LimitPurpose, LimitState
 
@@ -85,3 +85,30 @@ def test_an_unknown_field_is_refused_before_anything_is_written():
     with pytest.raises(ValueError, match="no column field"):
         insert_new(Charger, [{"charge_point_id": "CP-1", "nickname": "x"}])
     assert not Charger.objects.exists()
+
+
+def test_rows_are_updated_by_key_and_a_key_given_twice_ends_with_its_last_values():
+    chargers = [Charger.objects.create(charge_point_id=f"CP-{n}") for n in range(3)]
+    update_rows(Charger, ("connected", "channel_name", "last_seen"), [
+        (chargers[0].pk, True, "first", NOW),
+        (chargers[1].pk, True, "b", NOW + dt.timedelta(seconds=1)),
+        (chargers[0].pk, False, "again", NOW + dt.timedelta(seconds=2)),
+    ])
+    assert sorted(Charger.objects.values_list("charge_point_id", "connected", "channel_name", "last_seen")) == [
+        ("CP-0", False, "again", NOW + dt.timedelta(seconds=2)),
+        ("CP-1", True, "b", NOW + dt.timedelta(seconds=1)),
+        ("CP-2", False, "", None),  # not given: untouched
+    ]
+
+
+def test_unless_newer_leaves_a_row_whose_stored_time_is_newer():
+    charger = Charger.objects.create(charge_point_id="CP-1")
+    stored = {n: Connector.objects.create(charger=charger, connector_id=n, status="Preparing",
+                                          status_at=NOW if n != 3 else None) for n in (1, 2, 3)}
+    update_rows(Connector, ("status", "status_at"), [
+        (stored[1].pk, "Charging", NOW - dt.timedelta(seconds=1)),  # older than stored: kept as stored
+        (stored[2].pk, "Charging", NOW),  # as new as stored: written
+        (stored[3].pk, "Charging", NOW - dt.timedelta(days=1)),  # nothing stored: written
+    ], unless_newer="status_at")
+    assert sorted(Connector.objects.values_list("connector_id", "status", "status_at")) == [
+        (1, "Preparing", NOW), (2, "Charging", NOW), (3, "Charging", NOW - dt.timedelta(days=1))]

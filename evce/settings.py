@@ -118,11 +118,15 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
     _database["ENGINE"] = "evce.sqlite"
     _database["OPTIONS"] = {
         "timeout": 20,
-        # Prepared statements kept per connection (Python's default is 128): the hot paths run
-        # a dozen texts, and the other 100 slots held boot-time statements (multi-row INSERTs
-        # of a new fleet's rows): 0.9 MB of each web process at 125 chargers, for a re-parse of
-        # tens of microseconds per batch when one is needed again.
-        "cached_statements": 32,
+        # Prepared statements kept per connection (Python's default is 128). A write batch of
+        # the hot path runs half a dozen texts; each statement kept is ~25 KB of the process
+        # (SQLite's compiled program). 128 → 32 saved 0.9 MB of each web process at 125
+        # chargers; 32 → 8 another ~0.6 MB (bench_scale --sizes 250: 59.7–61.8 → 55.7–55.8 KB
+        # per charger over two processes), with no CPU cost measured: server CPU per connect
+        # and per MeterValues at 1,000 chargers and bench_tick at 1,000 and 5,000 sessions
+        # moved less than run to run. A statement needed again is parsed again (tens of µs,
+        # once per batch, not per row).
+        "cached_statements": 8,
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }

@@ -163,8 +163,8 @@ def test_a_write_statement_outside_a_transaction_queues_too_and_lets_go_after_it
 
 @pytest.mark.django_db
 def test_a_sqlite_connection_keeps_a_small_statement_cache():
-    """32 prepared statements per connection, not Python's 128 (evce/settings.py: 0.9 MB of a web
-    process at 125 chargers went to statements only a boot uses)."""
+    """8 prepared statements per connection, not Python's 128 (evce/settings.py: ~25 KB each; at
+    128, 0.9 MB of a web process at 125 chargers went to statements only a boot uses)."""
     if connection.vendor != "sqlite":
         pytest.skip("SQLite only")
-    assert connection.get_connection_params()["cached_statements"] == 32
+    assert connection.get_connection_params()["cached_statements"] == 8

@@ -37,7 +37,7 @@ from django.utils.dateparse import parse_datetime
 
 from badges.models import Badge
 from badges.services import AuthorizationStatus, BadgeReads, IdTagInfo, badge_authorize
-from chargers.bulkinsert import insert_rows
+from chargers.bulkinsert import insert_rows, update_rows
 from chargers.models import Charger, Connector
 from transactions.energy import ENERGY, POWER, Reading, register_wh, session_energy
 from transactions.models import ClosedBy, MeterSample, MeterSampleMinute, Transaction, TransactionState
@@ -367,19 +367,16 @@ def meter_values_record_many(*, requests: list[MeterValuesRequest]) -> list[int]
 
 
 def _write_running_figures(figures: dict[int, dict[str, object]]) -> None:
-    """One UPDATE statement per set of changed fields, run for every session of the batch."""
-    groups: dict[tuple[str, ...], list[tuple[int, dict[str, object]]]] = {}
+    """One UPDATE statement per set of changed fields, for every session of the batch
+    (`update_rows`: one statement over arrays on PostgreSQL, run per row on SQLite). The
+    running figures' columns are named after their fields."""
+    groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
     for pk, fields in figures.items():
         if fields:
-            groups.setdefault(tuple(sorted(fields)), []).append((pk, fields))
-    ops = connection.ops  # once: `connection` looks the thread's connection up at every access
-    table = ops.quote_name(Transaction._meta.db_table)
+            names = tuple(sorted(fields))
+            groups.setdefault(names, []).append((pk, *(fields[name] for name in names)))
     for names, rows in groups.items():
-        # The running figures' columns are named after their fields.
-        assignments = ", ".join(f"{ops.quote_name(name)} = %s" for name in names)
-        params: list[list[Any]] = [[_db_value(ops, fields[name]) for name in names] + [pk] for pk, fields in rows]
-        with connection.cursor() as cursor:
-            cursor.executemany(f"UPDATE {table} SET {assignments} WHERE id = %s", params)  # noqa: S608
+        update_rows(Transaction, names, rows)
 
 
 def _db_value(ops: BaseDatabaseOperations, value: object) -> object:

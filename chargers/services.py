@@ -21,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.hashers import check_password
-from django.db import DEFAULT_DB_ALIAS, connection, connections, models, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
 from django.db.models import Q
 from django.db.models.functions import Lower
 from django.utils import timezone
@@ -502,7 +502,7 @@ def configuration_read_back(items: Sequence[Mapping[str, object]]) -> tuple[tupl
 def configuration_outcomes_record(*, outcomes: Sequence[ConfigurationOutcome]) -> None:
     """Record ChangeConfiguration outcomes and GetConfiguration reads (the automatic configuration
     of many chargers, or one operator command) in one transaction: one SELECT of the stored keys,
-    one UPDATE statement per set of changed columns, one INSERT for new keys. Per charger the
+    one UPDATE statement per set of changed columns (`update_rows`), one INSERT for new keys. Per charger the
     read back comes after the changes, as it did on the wire. A first boot wrote each outcome and
     the read in transactions of their own: five per charger, a third of a storm of new chargers'
     database time."""
@@ -523,21 +523,17 @@ def configuration_outcomes_record(*, outcomes: Sequence[ConfigurationOutcome]) -
         stored = {(charger_pk, key): pk for pk, charger_pk, key in ConfigurationKey.objects.filter(
             charger_id__among={charger_pk for charger_pk, _ in final}, key__among={key for _, key in final},
         ).values_list("pk", "charger_id", "key")}
-        stamp = connection.ops.adapt_datetimefield_value(now)
-        updates: dict[tuple[str, ...], list[list[Any]]] = {}
+        updates: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
         for where, fields in final.items():
             if where in stored:
                 names = tuple(sorted(fields))
-                updates.setdefault(names, []).append([fields[name] for name in names] + [stamp, stored[where]])
-        table = connection.ops.quote_name(ConfigurationKey._meta.db_table)
+                updates.setdefault(names, []).append((stored[where], *(fields[name] for name in names), now))
         for names, rows in updates.items():
-            assignments = ", ".join(f"{connection.ops.quote_name(name)} = %s" for name in (*names, "updated_at"))
-            with connection.cursor() as cursor:
-                cursor.executemany(f"UPDATE {table} SET {assignments} WHERE id = %s", rows)  # noqa: S608
-        ConfigurationKey.objects.bulk_create([
-            ConfigurationKey(charger_id=charger_pk, key=key, value=str(fields.get("value", "")),
-                             readonly=bool(fields.get("readonly", False)),
-                             last_change_status=str(fields.get("last_change_status", "")))
+            update_rows(ConfigurationKey, (*names, "updated_at"), rows)
+        insert_new(ConfigurationKey, [
+            {"charger_id": charger_pk, "key": key, "value": str(fields.get("value", "")),
+             "readonly": bool(fields.get("readonly", False)),
+             "last_change_status": str(fields.get("last_change_status", ""))}
             for (charger_pk, key), fields in final.items() if (charger_pk, key) not in stored
         ])
 

@@ -11,6 +11,7 @@ No ids come back (callers that need them read the rows back, or the table's maxi
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -84,8 +85,8 @@ def _insert_unnest_ignoring_conflicts(table: str, column_list: str, per_row: Seq
     cannot skip a conflicting row."""
     aliases = [f"c{index}" for index in range(len(per_row))]
     selected = [f"u.{alias}" for alias in aliases] + [
-        f"%s::{field.cast_db_type(connection)}" for field, _ in constants]
-    arrays = ", ".join(f"%s::{field.cast_db_type(connection)}[]" for field in per_row)
+        f"%s::{_unbounded_type(field)}" for field, _ in constants]
+    arrays = ", ".join(f"%s::{_unbounded_type(field)}[]" for field in per_row)
     sql = (f"INSERT INTO {table} ({column_list}) SELECT {', '.join(selected)} "  # noqa: S608 - our own names
            f"FROM unnest({arrays}) AS u({', '.join(aliases)}) ON CONFLICT DO NOTHING")
     columns = [[row[index] for row in values] for index in range(len(per_row))]
@@ -160,7 +161,7 @@ def _update_unnest(model: type[models.Model], table: str, key: str, columns: Seq
     quote = connection.ops.quote_name
     aliases = [f"c{index}" for index in range(len(columns))]
     assignments = ", ".join(f"{quote(column)} = u.{alias}" for column, alias in zip(columns, aliases, strict=True))
-    arrays = ", ".join(f"%s::{fields[column].cast_db_type(connection)}[]"
+    arrays = ", ".join(f"%s::{_unbounded_type(fields[column])}[]"
                        for column in (str(model._meta.pk.column), *columns))
     sql = (f"UPDATE {table} SET {assignments} FROM unnest({arrays}) AS u(k, {', '.join(aliases)}) "  # noqa: S608
            f"WHERE {table}.{key} = u.k")
@@ -169,6 +170,13 @@ def _update_unnest(model: type[models.Model], table: str, key: str, columns: Seq
         sql += f" AND ({guarded} IS NULL OR {guarded} <= u.{alias})"
     with connection.cursor() as cursor:
         cursor.execute(sql, [[row[index] for row in last.values()] for index in range(len(columns) + 1)])
+
+
+def _unbounded_type(field: models.Field[Any, Any]) -> str:
+    """The column's type for casting a parameter to it, without a length: an explicit cast to
+    `varchar(n)` cuts an overlong text silently, where storing it (an assignment) refuses it, as
+    a plain INSERT or UPDATE does."""
+    return re.sub(r"^(varchar|character varying)\(\d+\)$", r"\1", str(field.cast_db_type(connection)))
 
 
 def _adapted(rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:

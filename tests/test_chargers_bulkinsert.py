@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 
 from badges.models import LocalListState
 from chargers.bulkinsert import insert_new, update_rows
@@ -112,3 +112,16 @@ def test_unless_newer_leaves_a_row_whose_stored_time_is_newer():
     ], unless_newer="status_at")
     assert sorted(Connector.objects.values_list("connector_id", "status", "status_at")) == [
         (1, "Preparing", NOW), (2, "Charging", NOW), (3, "Charging", NOW - dt.timedelta(days=1))]
+
+
+def test_an_overlong_text_is_refused_as_a_plain_write_refuses_it_never_cut():
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite stores texts whatever their length, as Django's own writes there")
+    charger = Charger.objects.create(charge_point_id="CP-1")
+    overlong = "x" * 201  # channel_name is varchar(200)
+    with pytest.raises(DataError), transaction.atomic():
+        update_rows(Charger, ("channel_name",), [(charger.pk, overlong)])
+    with pytest.raises(DataError), transaction.atomic():
+        insert_new(LimitState, [{"charger_id": charger.pk, "connector_id": 0, "purpose": "x" * 21}],
+                   ignore_conflicts=True)
+    assert Charger.objects.get().channel_name == "" and not LimitState.objects.exists()

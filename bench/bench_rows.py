@@ -21,23 +21,14 @@ import datetime as dt
 import json
 import os
 import statistics
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-_tmp = tempfile.mkdtemp(prefix="evce-bench-")
-os.environ.setdefault("EVCE_DATA_DIR", _tmp)
-os.environ.setdefault("DATABASE_URL", f"sqlite:///{_tmp}/bench.sqlite3")
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evce.settings")
-os.environ.setdefault("LOG_LEVEL", "warning")
+from throwaway import setup_django  # beside this script: the project on the path, a throw-away database
 
-import django  # noqa: E402
-
-django.setup()
+setup_django()
 
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402

@@ -20,23 +20,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import statistics
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-_tmp = tempfile.mkdtemp(prefix="evce-bench-")
-os.environ.setdefault("EVCE_DATA_DIR", _tmp)
-os.environ.setdefault("DATABASE_URL", f"sqlite:///{_tmp}/bench.sqlite3")
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evce.settings")
-os.environ.setdefault("LOG_LEVEL", "warning")
+from throwaway import setup_django  # beside this script: the project on the path, a throw-away database
 
-import django  # noqa: E402
-
-django.setup()
+setup_django()
 
 from django.conf import settings  # noqa: E402
 

@@ -42,20 +42,17 @@ def insert_new(model: type[models.Model], rows: Sequence[Mapping[str, Any]], *,
     if unknown:
         raise ValueError(f"{model.__name__} has no column field {sorted(unknown)}")
     now = timezone.now()
-    constant: dict[str, Any] = {}
     per_row: list[models.Field[Any, Any]] = []
+    constants: list[tuple[models.Field[Any, Any], Any]] = []  # (field, its prepared value for every row)
     for field in fields:
-        if field.attname in given:
+        if field.attname in given or (field.has_default() and callable(field.default)):
             per_row.append(field)
         elif getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
-            constant[field.attname] = field.get_db_prep_save(now, connection)
-        elif field.has_default() and callable(field.default):
-            per_row.append(field)
+            constants.append((field, field.get_db_prep_save(now, connection)))
         else:
-            constant[field.attname] = field.get_db_prep_save(field.get_default(), connection)
-    columns = [str(field.column) for field in per_row] + [
-        str(field.column) for field in fields if field.attname in constant]
-    tail = tuple(constant[field.attname] for field in fields if field.attname in constant)
+            constants.append((field, field.get_db_prep_save(field.get_default(), connection)))
+    columns = [str(field.column) for field in (*per_row, *(field for field, _ in constants))]
+    tail = tuple(value for _, value in constants)
     values = [
         tuple(field.get_db_prep_save(row[field.attname] if field.attname in given else field.get_default(),
                                      connection) for field in per_row) + tail
@@ -67,8 +64,7 @@ def insert_new(model: type[models.Model], rows: Sequence[Mapping[str, Any]], *,
     table = connection.ops.quote_name(model._meta.db_table)
     column_list = ", ".join(connection.ops.quote_name(column) for column in columns)
     if connection.vendor == "postgresql":
-        _insert_unnest_ignoring_conflicts(table, column_list, per_row, [
-            (field, constant[field.attname]) for field in fields if field.attname in constant], values)
+        _insert_unnest_ignoring_conflicts(table, column_list, per_row, constants, values)
         return
     placeholders = ", ".join(["%s"] * len(columns))
     with connection.cursor() as cursor:  # a C loop over one prepared statement; SQLite has it since 3.24

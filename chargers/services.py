@@ -22,7 +22,6 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.hashers import check_password
 from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
-from django.db.models import Q
 from django.db.models.functions import Lower
 from django.utils import timezone
 
@@ -386,40 +385,15 @@ def _tell_registration(charger_pks: list[int], status: str) -> None:
     tell_registration(charger_pks, accepted=status == RegistrationStatus.ACCEPTED)
 
 
-def connector_status_update(
-    *,
-    charger_pk: int,
-    connector_id: int,
-    status: str,
-    error_code: str,
-    info: str = "",
-    vendor_id: str = "",
-    vendor_error_code: str = "",
-    timestamp: dt.datetime,
-) -> None:
-    """Store a StatusNotification; an older replayed one never overwrites a newer status.
-
-    One conditional UPDATE for a known connector; the first status of a new one inserts it.
-    """
-    fields = {"status": status, "error_code": error_code, "info": info, "vendor_id": vendor_id,
-              "vendor_error_code": vendor_error_code, "status_at": timestamp}
-    connectors = Connector.objects.filter(charger_id=charger_pk, connector_id=connector_id)
-    if connectors.filter(Q(status_at__isnull=True) | Q(status_at__lte=timestamp)).update(**fields):
-        return
-    _, created = Connector.objects.get_or_create(charger_id=charger_pk, connector_id=connector_id, defaults=fields)
-    if not created:  # it exists, with a newer status, or appeared since: once more under the same rule
-        connectors.filter(Q(status_at__isnull=True) | Q(status_at__lte=timestamp)).update(**fields)
-
-
 def connector_statuses_update(*, statuses: Sequence[Mapping[str, Any]]) -> None:
-    """`connector_status_update` for the StatusNotifications of a write batch, in their order.
+    """Store the StatusNotifications of a write batch, in their order; an older (replayed)
+    status never overwrites a newer one.
 
-    The same rule (an older status never overwrites a newer one), with the statements of a
-    batch instead of up to five per status: per connector only the status that would be
+    The statements of a batch, not up to five per status: per connector only the status that would be
     left after applying them one by one (the newest; of equal times the last) is written, one
     SELECT finds the connectors that exist, one conditional UPDATE statement (`update_rows`)
-    writes those, one INSERT the new ones (a boot storm's first StatusNotifications), and a
-    connector another process inserted meanwhile gets the conditional UPDATE after all.
+    writes those, one INSERT the new ones (a boot storm's first StatusNotifications), and the
+    connectors another process inserted meanwhile get the same conditional UPDATE after all.
     """
     final: dict[tuple[int, int], dict[str, Any]] = {}
     for status in statuses:
@@ -447,17 +421,19 @@ def connector_statuses_update(*, statuses: Sequence[Mapping[str, Any]]) -> None:
         return
     insert_new(Connector, [{"charger_id": charger_pk, "connector_id": connector_id, **_status_fields(status)}
                            for (charger_pk, connector_id), status in new.items()], ignore_conflicts=True)
-    for charger_pk, connector_id, status_at, state in Connector.objects.filter(
-        charger_id__among={charger_pk for charger_pk, _ in new}
-    ).values_list("charger_id", "connector_id", "status_at", "status"):
-        ours = new.get((charger_pk, connector_id))
-        if ours is not None and (status_at, state) != (ours["timestamp"], ours["status"]):
-            connector_status_update(**ours)  # inserted by another process first: the rule decides
+    # A connector another process inserted first kept its row: ours goes in under the rule.
+    _write_known_statuses([
+        (pk, ours) for pk, charger_pk, connector_id, status_at, state in Connector.objects.filter(
+            charger_id__among={charger_pk for charger_pk, _ in new}
+        ).values_list("pk", "charger_id", "connector_id", "status_at", "status")
+        if (ours := new.get((charger_pk, connector_id))) is not None
+        and (status_at, state) != (ours["timestamp"], ours["status"])
+    ])
 
 
 def _write_known_statuses(updates: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
     """Write statuses of stored connectors (connector pk, status) under the rule of
-    `connector_status_update`, in the UPDATE itself: a newer status another process wrote since
+    `connector_statuses_update`, in the UPDATE itself: a newer status another process wrote since
     the SELECT is kept. One statement for all (`update_rows`), not an ORM UPDATE compiled per
     connector: a reconnect storm's StatusNotifications, every connector of every charger, are
     nearly all of connectors already stored."""

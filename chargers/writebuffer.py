@@ -111,7 +111,7 @@ class MeterValuesWrite:
 
 @dataclass(frozen=True)
 class StatusWrite:
-    """One StatusNotification (the arguments of `services.connector_status_update`): in the batch's
+    """One StatusNotification (what `services.connector_statuses_update` takes): in the batch's
     transaction instead of one of its own, a boot storm's ~1,000 a second."""
 
     charger_pk: int

@@ -111,13 +111,13 @@ def test_a_boot_after_the_operator_changed_the_charger_answers_from_the_row(know
 
 
 def test_a_status_of_a_known_connector_is_one_update_and_an_older_one_is_ignored(known, django_assert_num_queries):
-    services.connector_status_update(charger_pk=known.pk, connector_id=1, status="Available", error_code="NoError",
-                                     timestamp=NOW)
-    with django_assert_num_queries(1):
-        services.connector_status_update(charger_pk=known.pk, connector_id=1, status="Charging",
-                                         error_code="NoError", timestamp=NOW + dt.timedelta(seconds=5))
-    services.connector_status_update(charger_pk=known.pk, connector_id=1, status="Faulted", error_code="OtherError",
-                                     timestamp=NOW)  # a replayed older one
+    def status(state: str, error: str, at: dt.datetime) -> dict[str, object]:
+        return {"charger_pk": known.pk, "connector_id": 1, "status": state, "error_code": error, "timestamp": at}
+
+    services.connector_statuses_update(statuses=[status("Available", "NoError", NOW)])
+    with django_assert_num_queries(2):  # the SELECT of the stored connectors, one UPDATE
+        services.connector_statuses_update(statuses=[status("Charging", "NoError", NOW + dt.timedelta(seconds=5))])
+    services.connector_statuses_update(statuses=[status("Faulted", "OtherError", NOW)])  # a replayed older one
     connector = Connector.objects.get(charger=known, connector_id=1)
     assert (connector.status, connector.status_at) == ("Charging", NOW + dt.timedelta(seconds=5))
 

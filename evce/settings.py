@@ -135,7 +135,8 @@ elif _database["ENGINE"] == "django.db.backends.postgresql":
 # Persistent connections: Channels closes a thread's connection after each database call
 # unless it may live on, and opening one (a TCP + auth round trip on PostgreSQL, the WAL
 # pragmas on SQLite) cost more than the OCPP write it served. The health check reopens a
-# connection the server dropped before the request uses it.
+# connection the server dropped before the request uses it (on PostgreSQL, one the server has
+# not answered for a second: evce/postgresql/base.py).
 _database["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 600, minimum=0)
 _database["CONN_HEALTH_CHECKS"] = True
 DATABASES = {"default": _database}

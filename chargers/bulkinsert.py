@@ -150,9 +150,15 @@ def update_rows(model: type[models.Model], columns: Sequence[str], rows: Sequenc
 def _update_unnest(model: type[models.Model], table: str, key: str, columns: Sequence[str],
                    rows: Sequence[Sequence[Any]], unless_newer: str | None) -> None:
     """PostgreSQL: one UPDATE … FROM unnest(the keys, one array per column). `executemany` sent
-    one statement per row, each parsed and planned by the server. A key given twice keeps its
-    last values here (an UPDATE … FROM writes a row once, with any of its matches)."""
-    last = {row[0]: row for row in _adapted(rows)}
+    one statement per row, each parsed and planned by the server. An UPDATE … FROM writes a row
+    once, with any of its matches, so a key given twice is settled here first, as writing the
+    rows in order would: its last values, or under `unless_newer` its newest."""
+    last: dict[Any, Sequence[Any]] = {}
+    position = 1 + list(columns).index(unless_newer) if unless_newer is not None else None
+    for row in rows:
+        earlier = last.get(row[0])
+        if position is None or earlier is None or not _newer(earlier[position], row[position]):
+            last[row[0]] = row
     fields = {field.column: field for field in model._meta.concrete_fields}
     quote = connection.ops.quote_name
     aliases = [f"c{index}" for index in range(len(columns))]
@@ -164,8 +170,15 @@ def _update_unnest(model: type[models.Model], table: str, key: str, columns: Seq
     if unless_newer is not None:
         guarded, alias = f"{table}.{quote(unless_newer)}", aliases[list(columns).index(unless_newer)]
         sql += f" AND ({guarded} IS NULL OR {guarded} <= u.{alias})"
+    adapted = _adapted(list(last.values()))
     with connection.cursor() as cursor:
-        cursor.execute(sql, [[row[index] for row in last.values()] for index in range(len(columns) + 1)])
+        cursor.execute(sql, [[row[index] for row in adapted] for index in range(len(columns) + 1)])
+
+
+def _newer(value: Any, than: Any) -> bool:
+    """Whether a time written first stays when `than` comes after it under `unless_newer`: only
+    when it is newer (no time is older than any time, as in the SQL condition)."""
+    return value is not None and (than is None or value > than)
 
 
 def _unbounded_type(field: models.Field[Any, Any]) -> str:

@@ -114,6 +114,22 @@ def test_unless_newer_leaves_a_row_whose_stored_time_is_newer():
         (1, "Preparing", NOW), (2, "Charging", NOW), (3, "Charging", NOW - dt.timedelta(days=1))]
 
 
+def test_unless_newer_with_a_key_given_twice_ends_as_writing_the_rows_in_order_would():
+    """PostgreSQL writes all rows in one UPDATE … FROM, which takes one match per row: the newest
+    of a key's rows must be the one it takes, as SQLite's row-by-row statements leave it."""
+    charger = Charger.objects.create(charge_point_id="CP-1")
+    stored = {n: Connector.objects.create(charger=charger, connector_id=n, status="Available",
+                                          status_at=NOW - dt.timedelta(seconds=10)) for n in (1, 2)}
+    update_rows(Connector, ("status", "status_at"), [
+        (stored[1].pk, "Charging", NOW),
+        (stored[1].pk, "Finishing", NOW - dt.timedelta(seconds=5)),  # older than the row before it
+        (stored[2].pk, "Charging", NOW - dt.timedelta(seconds=5)),
+        (stored[2].pk, "Finishing", NOW - dt.timedelta(seconds=5)),  # as new: the later one wins
+    ], unless_newer="status_at")
+    assert sorted(Connector.objects.values_list("connector_id", "status", "status_at")) == [
+        (1, "Charging", NOW), (2, "Finishing", NOW - dt.timedelta(seconds=5))]
+
+
 def test_an_overlong_text_is_refused_as_a_plain_write_refuses_it_never_cut():
     if connection.vendor != "postgresql":
         pytest.skip("SQLite stores texts whatever their length, as Django's own writes there")

@@ -22,11 +22,10 @@ import statistics
 import time
 from pathlib import Path
 
-from throwaway import setup_django  # beside this script: the project on the path, a throw-away database
+from throwaway import server_cpu_s, setup_django  # beside this script: the project, a throw-away database
 
 setup_django()
 
-from bench_rows import server_cpu_s  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import close_old_connections, connection, transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402

@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from throwaway import setup_django  # beside this script: the project on the path, a throw-away database
+from throwaway import server_cpu_s, setup_django  # beside this script: the project, a throw-away database
 
 setup_django()
 
@@ -39,17 +38,6 @@ from loadmgmt.models import LimitPurpose, LimitState  # noqa: E402
 
 NOW = dt.datetime(2026, 12, 5, 6, 0, tzinfo=dt.UTC)
 _CONNECTION_COLUMNS = ("connected", "channel_name", "connected_at", "last_seen")
-
-
-def server_cpu_s() -> float:
-    """CPU seconds of the PostgreSQL backend serving this connection; 0 elsewhere."""
-    if connection.vendor != "postgresql":
-        return 0.0
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        pid = cursor.fetchone()[0]
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --- the ways compared: each writes one batch (in the transaction the caller opened) ------------

@@ -1,5 +1,6 @@
 """A benchmark's own Django: a throw-away data folder and SQLite database, unless the environment
-names others (DATABASE_URL, EVCE_DATA_DIR), so that a benchmark never writes to a site's data."""
+names others (DATABASE_URL, EVCE_DATA_DIR), so that a benchmark never writes to a site's data;
+and the CPU its database server spent, for the benchmarks that time database work."""
 
 from __future__ import annotations
 
@@ -24,3 +25,17 @@ def setup_django() -> Path:
 
     django.setup()
     return data_dir
+
+
+def server_cpu_s() -> float:
+    """CPU seconds of the PostgreSQL backend serving this process's connection (from /proc);
+    0 elsewhere (SQLite works inside this process: its CPU is the client's)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return 0.0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -17,7 +17,6 @@ from chargers.batcher import Batcher
 from chargers.commands import ChargerCallError, ChargerOffline
 from chargers.hooks import CallFn
 from chargers.loops import PerLoop
-from chargers.models import Charger
 from evce import clock
 from loadmgmt import apply, engine, inputs, profiles, services
 from loadmgmt.models import AnswerStatus, LimitState, SiteSettings
@@ -127,16 +126,15 @@ def record_boot_defaults(charger_pks: Sequence[int]) -> dict[int, Planned | None
     """The safe defaults of these booting chargers, recorded as pending in one transaction: charger
     pk -> (its ticket, the SetChargingProfile payload to send), None for a charger that is gone."""
     phases: dict[int, int] = {}
-    for chunk in services.chunks(list(charger_pks)):
-        phases.update(Charger.objects.filter(pk__among=chunk).values_list("pk", "phases"))
     units: dict[int, str] = {}
-    for chunk in services.chunks(list(phases)):
-        units.update(inputs.charger_rate_units(chunk))
-    tickets = services.limit_boot_defaults_record({pk: units.get(pk, "A") for pk in phases}, boot_default_a,
-                                                  now=clock.now(), timeout_s=SiteSettings.load().answer_timeout_s)
+    for chunk in services.chunks(list(charger_pks)):
+        for pk, (charger_phases, unit) in inputs.charger_phases_and_rate_units(chunk).items():
+            phases[pk], units[pk] = charger_phases, unit
+    tickets = services.limit_boot_defaults_record(units, boot_default_a, now=clock.now(),
+                                                  timeout_s=SiteSettings.load().answer_timeout_s)
     planned: dict[int, Planned | None] = dict.fromkeys(charger_pks)
     for pk, ticket in tickets.items():
-        planned[pk] = ticket, profiles.tx_default_payload(ticket.limit_a, phases[pk], units.get(pk, "A"))
+        planned[pk] = ticket, profiles.tx_default_payload(ticket.limit_a, phases[pk], units[pk])
     return planned
 
 

@@ -285,7 +285,7 @@ def limit_boot_defaults_record(
             states.update(_default_states(missing))
         items: list[tuple[int, float, bool, str, int | None]] = [
             (states[pk].pk, limit_of(states[pk]), False, rate_units[pk], None) for pk in pks]
-        tickets = _record_pending(items, now=now, timeout_s=timeout_s)
+        tickets = _record_pending(items, now=now, timeout_s=timeout_s, locked=True)  # by _default_states
     return dict(zip(pks, tickets, strict=True))
 
 
@@ -320,20 +320,26 @@ def lock_rows(pks: list[int]) -> None:
 
 
 def _record_pending(
-    items: list[tuple[int, float, bool, str, int | None]], *, now: dt.datetime, timeout_s: float
+    items: list[tuple[int, float, bool, str, int | None]], *, now: dt.datetime, timeout_s: float,
+    locked: bool = False,
 ) -> list[SendTicket]:
     """Mark rows as sent (state pk, limit, paused, rate unit, transaction): one UPDATE per distinct
     (limit, paused, unit), whatever the number of rows, then one SELECT of the new sequence numbers.
+    `locked`: the caller's transaction already holds these rows' locks, taken in primary-key order.
 
     Each row's `pending_max_a` becomes max(itself, limit) in the database, so an answer recorded
     concurrently can never make a send count less than it should.
+
+    No savepoint of its own: every caller is in a transaction that an error here rolls back
+    whole (a savepoint cost two more round trips per batch of boots and per tick).
     """
     deadline = now + dt.timedelta(seconds=timeout_s)
     groups: dict[tuple[float, bool, str], list[int]] = {}
     for pk, limit_a, paused, unit, _tx in items:
         groups.setdefault((limit_a, paused, unit), []).append(pk)
-    with transaction.atomic():
-        lock_rows([item[0] for item in items])
+    with transaction.atomic(savepoint=False):
+        if not locked:
+            lock_rows([item[0] for item in items])
         for (limit_a, paused, unit), pks in groups.items():
             rows_update(pks, sent_seq=F("sent_seq") + 1, pending_a=limit_a,
                         pending_max_a=Case(When(pending_max_a__gt=limit_a, then=F("pending_max_a")),

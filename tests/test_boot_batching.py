@@ -21,10 +21,11 @@ from django.test.utils import CaptureQueriesContext
 
 from chargers.batcher import Batcher
 from chargers.commands import ChargerCallError
-from chargers.models import Charger
+from chargers.models import Charger, ConfigurationKey
 from loadmgmt import control
 from loadmgmt.answers import AnswerRecorder
 from loadmgmt.models import AnswerStatus, LimitState
+from loadmgmt.profiles import RATE_UNIT_KEY
 from tests.conftest import wait_until
 from transactions import services as tx_services
 from transactions.models import ClosedBy, MeterSample, Transaction, TransactionState
@@ -112,6 +113,27 @@ def test_the_defaults_of_chargers_booting_together_are_recorded_pending_in_a_few
     with CaptureQueriesContext(connection) as more:
         control.record_boot_defaults(many)
     assert len(more) <= len(queries)
+
+
+@pytest.mark.django_db(transaction=True)  # the record's transaction is the outermost, as in a web process
+def test_a_batch_of_reboots_records_its_defaults_in_a_few_round_trips_in_each_chargers_unit():
+    many = [charger.pk for charger in _chargers(60, prefix="CP-R")]
+    ConfigurationKey.objects.create(charger_id=many[0], key=RATE_UNIT_KEY, value="Power")  # takes watts only
+    ConfigurationKey.objects.create(charger_id=many[1], key=RATE_UNIT_KEY, value="Current,Power")
+    control.record_boot_defaults(many)
+    with CaptureQueriesContext(connection) as again:  # a reboot of the same chargers: their rows exist
+        planned = control.record_boot_defaults(many)
+    units = {pk: planned[pk][1]["csChargingProfiles"]["chargingSchedule"]["chargingRateUnit"]  # type: ignore[index]
+             for pk in many}
+    assert units == {**dict.fromkeys(many, "A"), many[0]: "W"}
+    statements = [query["sql"] for query in again.captured_queries]
+    # Each round trip waits on the database thread: the chargers and their rate units are read
+    # together, the rows locked once, and no savepoint is taken inside the one transaction.
+    assert sum("chargers_charger" in sql for sql in statements) == 1
+    assert sum("FOR UPDATE" in sql for sql in statements) == int(connection.features.has_select_for_update)
+    assert not [sql for sql in statements if "SAVEPOINT" in sql]
+    # chargers, settings, BEGIN, rows, an UPDATE per distinct limit and unit (A and W), sequence numbers, COMMIT
+    assert len(statements) <= 8, statements
 
 
 @pytest.fixture

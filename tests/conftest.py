@@ -222,6 +222,22 @@ def _wait_for_disconnects(cp_ids: list[str]) -> None:
         pass  # the flush that follows resets the table anyway
 
 
+@pytest.fixture(autouse=True)
+def _loop_gate_cleared() -> Iterator[None]:
+    """Leave no control-loop key in Redis for the next test of this worker (its Redis database
+    outlives the test): a gate set under a 60 s loop period held back every periodic tick of a
+    loop scenario that ran next on the same worker, which then waited for a cap that never came."""
+    yield
+    import redis
+
+    from loadmgmt import tasks
+
+    try:
+        tasks._redis().delete(tasks.GATE_KEY, tasks.LOCK_KEY, tasks.REQUEST_KEY, tasks.QUEUED_KEY)
+    except redis.RedisError:
+        pass  # a test that took Redis away: nothing of the loop's can be left there either
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _flush_retries_on_deadlock() -> Iterator[None]:
     """Retry the between-tests flush when PostgreSQL picks it as a deadlock victim.

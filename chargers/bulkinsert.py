@@ -153,11 +153,11 @@ def _update_unnest(model: type[models.Model], table: str, key: str, columns: Seq
     one statement per row, each parsed and planned by the server. An UPDATE … FROM writes a row
     once, with any of its matches, so a key given twice is settled here first, as writing the
     rows in order would: its last values, or under `unless_newer` its newest."""
+    guard = list(columns).index(unless_newer) if unless_newer is not None else None  # its index in `columns`
     last: dict[Any, Sequence[Any]] = {}
-    position = 1 + list(columns).index(unless_newer) if unless_newer is not None else None
     for row in rows:
         earlier = last.get(row[0])
-        if position is None or earlier is None or not _newer(earlier[position], row[position]):
+        if guard is None or earlier is None or not _newer(earlier[1 + guard], row[1 + guard]):
             last[row[0]] = row
     fields = {field.column: field for field in model._meta.concrete_fields}
     quote = connection.ops.quote_name
@@ -167,9 +167,9 @@ def _update_unnest(model: type[models.Model], table: str, key: str, columns: Seq
                        for column in (str(model._meta.pk.column), *columns))
     sql = (f"UPDATE {table} SET {assignments} FROM unnest({arrays}) AS u(k, {', '.join(aliases)}) "  # noqa: S608
            f"WHERE {table}.{key} = u.k")
-    if unless_newer is not None:
-        guarded, alias = f"{table}.{quote(unless_newer)}", aliases[list(columns).index(unless_newer)]
-        sql += f" AND ({guarded} IS NULL OR {guarded} <= u.{alias})"
+    if guard is not None:
+        guarded = f"{table}.{quote(columns[guard])}"
+        sql += f" AND ({guarded} IS NULL OR {guarded} <= u.{aliases[guard]})"
     adapted = _adapted(list(last.values()))
     with connection.cursor() as cursor:
         cursor.execute(sql, [[row[index] for row in adapted] for index in range(len(columns) + 1)])

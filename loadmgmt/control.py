@@ -125,16 +125,16 @@ Planned = tuple[services.SendTicket, dict[str, object]]
 def record_boot_defaults(charger_pks: Sequence[int]) -> dict[int, Planned | None]:
     """The safe defaults of these booting chargers, recorded as pending in one transaction: charger
     pk -> (its ticket, the SetChargingProfile payload to send), None for a charger that is gone."""
-    phases: dict[int, int] = {}
-    units: dict[int, str] = {}
+    found: dict[int, tuple[int, str]] = {}  # charger pk -> (phases, rate unit); a charger gone is not found
     for chunk in services.chunks(list(charger_pks)):
-        for pk, (charger_phases, unit) in inputs.charger_phases_and_rate_units(chunk).items():
-            phases[pk], units[pk] = charger_phases, unit
-    tickets = services.limit_boot_defaults_record(units, boot_default_a, now=clock.now(),
+        found.update(inputs.charger_phases_and_rate_units(chunk))
+    tickets = services.limit_boot_defaults_record({pk: unit for pk, (_phases, unit) in found.items()},
+                                                  boot_default_a, now=clock.now(),
                                                   timeout_s=SiteSettings.load().answer_timeout_s)
     planned: dict[int, Planned | None] = dict.fromkeys(charger_pks)
     for pk, ticket in tickets.items():
-        planned[pk] = ticket, profiles.tx_default_payload(ticket.limit_a, phases[pk], units[pk])
+        phases, unit = found[pk]
+        planned[pk] = ticket, profiles.tx_default_payload(ticket.limit_a, phases, unit)
     return planned
 
 

@@ -5,7 +5,9 @@ For each size (default 250, 1,000, 5,000 chargers), against the project (fresh d
 ChargePoint, no database), started the same way in the same invocation:
 
 1. connect + boot N chargers (each starts a transaction); server memory per connected charger
-   (RSS after − RSS before, divided by N);
+   (RSS after − RSS before, divided by N); with `--connect-rounds K`, this phase is done K − 1
+   more times per server, each on a fresh start, the servers' order alternated, and each
+   figure of it gets its median and range over the K rounds (one round moves by ±20 %);
 2. MeterValues at `--rate` (default: one per charger per `--period` s, at most `--max-rate`,
    1,000/s: the target's rate at 1,000 and 5,000 chargers) for `--seconds` after a warm-up of at
    least `--warmup` s that goes on until no server call has reached the fleet for `--quiet` s
@@ -387,7 +389,8 @@ async def samples_stored(step: Step, expected: int, timeout_s: float = 30.0) -> 
         await asyncio.sleep(0.5)
 
 
-async def one_size(server: Server, size: int, args: argparse.Namespace) -> dict[str, Any]:
+async def connect_and_boot(server: Server, size: int) -> tuple[list[ocpp_load.Charger], dict[str, Any]]:
+    """Start `server` and bring `size` chargers up on it (phase 1): the fleet, and its figures."""
     server.start()
     await _listening(server.port)
     await asyncio.sleep(1.0 if server.kind == "bare" else 3.0)  # settle (imports, first connections)
@@ -403,6 +406,38 @@ async def one_size(server: Server, size: int, args: argparse.Namespace) -> dict[
     await asyncio.sleep(2.0)
     result["server_rss_kb"] = server.rss_kb()
     result["server_kb_per_charger"] = round((result["server_rss_kb"] - idle_kb) / size, 1)
+    return fleet, result
+
+
+# The figures of phase 1 that `--connect-rounds` measures again.
+ROUND_FIGURES = ("connect_boot_s", "server_cpu_ms_per_connect", "server_kb_per_charger")
+
+
+async def connect_round(server: Server, size: int) -> dict[str, Any]:
+    """Phase 1 alone on a freshly started server, which is stopped after."""
+    fleet, result = await connect_and_boot(server, size)
+    for charger in fleet:
+        if charger.ws is not None:
+            await charger.ws.close()
+    server.stop()
+    return {key: result[key] for key in (*ROUND_FIGURES, "connected", "connect_failures")}
+
+
+def round_medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per figure of `ROUND_FIGURES`: its median over the rounds, and its range."""
+    summary: dict[str, Any] = {}
+    for key in ROUND_FIGURES:
+        values = sorted(r[key] for r in rounds if r.get(key) is not None)
+        if values:
+            middle = len(values) // 2
+            median = values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+            summary[f"{key}_median"] = round(median, 2)
+            summary[f"{key}_range"] = [values[0], values[-1]]
+    return summary
+
+
+async def one_size(server: Server, size: int, args: argparse.Namespace) -> dict[str, Any]:
+    fleet, result = await connect_and_boot(server, size)
     rate = args.rate or min(size / args.period, args.max_rate)
     window_opened = asyncio.Event()
     cpu = asyncio.create_task(cpu_in_window(server, window_opened, args.seconds))
@@ -552,10 +587,25 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _ratio(project: Any, bare: Any) -> str:
+def _ratio(project: Any, bare: Any, digits: int = 1) -> str:
     if not isinstance(project, int | float) or not isinstance(bare, int | float) or not bare:
         return "-"
-    return f"{project / bare:.1f}x"
+    return f"{project / bare:.{digits}f}x"
+
+
+def _within_ratio(project: Any, bare: Any) -> bool | None:
+    """Whether the project's figure is within the target's 1.5x of the bare server's (None: not both)."""
+    if not isinstance(project, int | float) or not isinstance(bare, int | float) or not bare:
+        return None
+    return project / bare <= 1.5
+
+
+def _median_and_range(result: dict[str, Any], key: str) -> str:
+    """'median (lowest–highest)' of a figure measured over `--connect-rounds`."""
+    if f"{key}_median" not in result:
+        return "-"
+    low, high = result[f"{key}_range"]
+    return f"{_fmt(result[f'{key}_median'])} ({_fmt(low)}–{_fmt(high)})"
 
 
 def _status(ok: bool | None) -> str:
@@ -586,6 +636,22 @@ def table(results: dict[str, Any]) -> str:
                      f"{b.get('connected')} ({_fmt(b.get('connect_boot_s'))})",
                      _ratio(p.get("connect_boot_s"), b.get("connect_boot_s")), TARGETS["connected"],
                      _status(p.get("connected") == n if n >= 5000 else None)))
+        if "connect_rounds" in p or "connect_rounds" in b:
+            rounds = len(p.get("connect_rounds") or b.get("connect_rounds") or [])
+            rows.append((size, f"connect+boot s, median of {rounds} (range)", _median_and_range(p, "connect_boot_s"),
+                         _median_and_range(b, "connect_boot_s"),
+                         _ratio(p.get("connect_boot_s_median"), b.get("connect_boot_s_median"), 2), TARGETS["ratio"],
+                         _status(_within_ratio(p.get("connect_boot_s_median"), b.get("connect_boot_s_median")))))
+            rows.append((size, f"server CPU ms per connect + boot, median of {rounds}",
+                         _median_and_range(p, "server_cpu_ms_per_connect"),
+                         _median_and_range(b, "server_cpu_ms_per_connect"),
+                         _ratio(p.get("server_cpu_ms_per_connect_median"),
+                                b.get("server_cpu_ms_per_connect_median"), 2), "", ""))
+            rows.append((size, f"server KB per charger, median of {rounds}",
+                         _median_and_range(p, "server_kb_per_charger"), _median_and_range(b, "server_kb_per_charger"),
+                         _ratio(p.get("server_kb_per_charger_median"), b.get("server_kb_per_charger_median"), 2),
+                         TARGETS["kb"], _status(p["server_kb_per_charger_median"] <= 50)
+                         if "server_kb_per_charger_median" in p else "-"))
         mv_ok = None
         if p.get("offered_per_s", 0) >= 1000:
             mv_ok = bool(_sustained(p) >= 1000 and (p.get("p95_ms") or 1e9) <= 50
@@ -675,6 +741,7 @@ async def run(args: argparse.Namespace, backend: Backend) -> dict[str, Any]:
             pair[kind]["load_average"] = load_average()
             print(f"{size} {kind}: {json.dumps({k: v for k, v in pair[kind].items() if k != 'output'})}",
                   file=sys.stderr, flush=True)
+        await more_connect_rounds(pair, size, args, backend)
         results["sizes"][str(size)] = pair
         _save(args.json, results)
     if not args.skip_channel_layer:
@@ -684,6 +751,32 @@ async def run(args: argparse.Namespace, backend: Backend) -> dict[str, Any]:
         results["tick"] = tick_alone(backend, args.tick_sizes)
     results["load_average_end"] = load_average()
     return results
+
+
+async def more_connect_rounds(pair: dict[str, Any], size: int, args: argparse.Namespace, backend: Backend) -> None:
+    """Phase 1 again, `--connect-rounds` − 1 more times per server, each on a fresh start (and
+    for the project a fresh database), the servers' order swapped from round to round; the
+    first round is the full run's. A single connect + boot moves from run to run by ±20 % on
+    this machine (its two cores are saturated by the servers, the fleet and the database), as
+    much for the bare server as for the project: the medians and ranges say how far apart
+    the two really are."""
+    kinds = [kind for kind in ("project", "bare") if kind in pair]
+    if args.connect_rounds <= 1 or not kinds:
+        return
+    rounds = {kind: [{key: pair[kind].get(key) for key in (*ROUND_FIGURES, "connected", "connect_failures")}]
+              for kind in kinds}
+    for number in range(1, args.connect_rounds):
+        for kind in kinds[::-1] if number % 2 else kinds:
+            if kind == "project":
+                backend.prepare()
+                await _project_step(backend, "setup", "--chargers", str(size))
+            server = Server(kind, backend if kind == "project" else None, web_processes=args.web_processes)
+            rounds[kind].append(await connect_round(server, size))
+            print(f"{size} {kind} connect round {number + 1}: {json.dumps(rounds[kind][-1])}", file=sys.stderr,
+                  flush=True)
+    for kind in kinds:
+        pair[kind]["connect_rounds"] = rounds[kind]
+        pair[kind].update(round_medians(rounds[kind]))
 
 
 def _save(path: str | None, results: dict[str, Any]) -> None:
@@ -715,6 +808,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cut", type=float, default=0.25, help="root zone limit x this in the overload step")
     parser.add_argument("--tick-sizes", type=int, nargs="*", default=[250, 1000, 5000])
     parser.add_argument("--storm-timeout", type=float, default=180.0)
+    parser.add_argument("--connect-rounds", type=int, default=1,
+                        help="connect + boot this many times per size and server (fresh starts, order "
+                             "alternated): medians and ranges beside the full run's figures")
     parser.add_argument("--skip-storm", action="store_true")
     parser.add_argument("--skip-channel-layer", action="store_true")
     parser.add_argument("--no-baseline", dest="baseline", action="store_false")

@@ -124,6 +124,44 @@ def test_channel_layer_figures_cover_both_layers_and_both_ways_of_sending():
 
 
 @pytest.mark.slow
+def test_connect_rounds_are_summed_up_by_median_and_range_and_the_medians_ratio_is_judged():
+    rounds = [{"connect_boot_s": 3.0, "server_cpu_ms_per_connect": 3.5, "server_kb_per_charger": 52.0},
+              {"connect_boot_s": 2.0, "server_cpu_ms_per_connect": 3.0, "server_kb_per_charger": 48.0},
+              {"connect_boot_s": 2.4, "server_cpu_ms_per_connect": None, "server_kb_per_charger": 49.0},
+              {"connect_boot_s": 2.6, "server_cpu_ms_per_connect": 3.1, "server_kb_per_charger": 47.0}]
+    project = {"connected": 1000, "connect_rounds": rounds, **bench_scale.round_medians(rounds)}
+    assert project["connect_boot_s_median"] == 2.5 and project["connect_boot_s_range"] == [2.0, 3.0]
+    assert project["server_cpu_ms_per_connect_median"] == 3.1  # the round without the figure left out
+    assert project["server_kb_per_charger_median"] == 48.5
+    bare_rounds = [{"connect_boot_s": 1.5, "server_cpu_ms_per_connect": 2.0, "server_kb_per_charger": 40.0},
+                   {"connect_boot_s": 1.8, "server_cpu_ms_per_connect": 2.2, "server_kb_per_charger": 41.0}]
+    bare = {"connected": 1000, "connect_rounds": bare_rounds, **bench_scale.round_medians(bare_rounds)}
+
+    text = bench_scale.table({"sizes": {"1000": {"project": project, "bare": bare}}})
+    rows = {line.split("  ")[1].strip(): line for line in text.splitlines()[1:]}
+    row = rows["connect+boot s, median of 4 (range)"]
+    assert "2.5 (2.0–3.0)" in row and "1.6 (1.5–1.8)" in row
+    assert "1.52x" in row and row.endswith("missed")  # 2.5 / 1.65 > 1.5
+    assert rows["server KB per charger, median of 4"].endswith("MET")  # 48.5 <= 50
+
+    bare["connect_boot_s_median"] = 1.7
+    text = bench_scale.table({"sizes": {"1000": {"project": project, "bare": bare}}})
+    assert "1.47x" in text and [line for line in text.splitlines() if "median of 4 (range)" in line][0].endswith("MET")
+
+
+def test_more_connect_rounds_bring_a_fresh_fleet_up_on_a_fresh_server_each_time():
+    first = {"connected": 5, "connect_failures": 0, "connect_boot_s": 9.0, "server_cpu_ms_per_connect": 1.0,
+             "server_kb_per_charger": 30.0}
+    pair: dict[str, Any] = {"bare": dict(first)}
+    args = bench_scale.parse_args(["--connect-rounds", "3", "--web-processes", "1"])
+    asyncio.run(bench_scale.more_connect_rounds(pair, 5, args, backend=None))  # type: ignore[arg-type]
+    rounds = pair["bare"]["connect_rounds"]
+    assert len(rounds) == 3 and rounds[0]["connect_boot_s"] == 9.0  # the full run's round first
+    assert all(r["connected"] == 5 and r["connect_failures"] == 0 and 0 < r["connect_boot_s"] < 9 for r in rounds[1:])
+    assert pair["bare"]["connect_boot_s_range"][1] == 9.0
+    assert pair["bare"]["connect_boot_s_median"] == sorted(r["connect_boot_s"] for r in rounds)[1]
+
+
 def test_a_restarted_server_gets_every_charger_back_and_failures_after_listen_are_counted():
     server = bench_scale.Server("bare", None)
     fleet = [ocpp_load.Charger(server.url, f"STORM-{n}") for n in range(5)]

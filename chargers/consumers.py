@@ -27,6 +27,14 @@ from channels.utils import await_many_dispatch
 from django.conf import settings
 from ocpp.exceptions import OCPPError
 
+try:  # what Daphne's websocket protocol raises on a send after the socket has closed
+    from autobahn.exception import Disconnected as SocketClosed
+except ImportError:  # pragma: no cover - another ASGI server: its own error reaches the caller, as before
+
+    class SocketClosed(Exception):  # type: ignore[no-redef]
+        """Never raised."""
+
+
 from chargers import services
 from chargers.batcher import Batcher
 from chargers.commands import ChargerCallError, ChargerOffline, ChargerTimeout, reply_to_result
@@ -407,6 +415,10 @@ class OcppConsumer(AsyncWebsocketConsumer):
             await self._dispatch(message)
         except (StopConsumer, asyncio.CancelledError):
             raise
+        except SocketClosed:
+            # An answer to the charger found its websocket closed: it went away while its
+            # frame was handled. Not a failure of ours; the server's disconnect comes next.
+            logger.info("%s: websocket closed before the answer to its frame was sent", self.charge_point_id)
         except Exception:
             logger.error("%s: consumer failed on %s; closing", self.charge_point_id or "?", message.get("type"),
                          exc_info=True)
@@ -559,6 +571,8 @@ class OcppConsumer(AsyncWebsocketConsumer):
             return {"status": "timeout"}
         except TransactionEnded as ended:
             return {"status": "failed", "description": str(ended)}
+        except SocketClosed:  # the charger went away before the call was on the wire: it is offline
+            return {"status": "closed"}
         if message[0] == CALLERROR:
             refused = call_error_exception(message)
             return {"status": "error", "code": respell_error_code(refused.code),

@@ -232,6 +232,44 @@ async def test_a_consumer_crash_closes_and_marks_the_charger_offline(monkeypatch
 
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
+async def test_a_websocket_closed_under_a_send_is_a_charger_gone_not_a_consumer_failure(monkeypatch, caplog):
+    """Daphne raises autobahn's Disconnected on a send after the socket closed (a charger gone
+    in the middle of its boot steps, seen in a benchmark's fleet closing): a call to it is
+    ChargerOffline, as when it had gone before the call, and its answer lost is no crash."""
+    from asgiref.sync import sync_to_async
+    from autobahn.exception import Disconnected
+    from channels.testing import WebsocketCommunicator
+
+    from chargers.commands import ChargerOffline, send_call_async
+    from chargers.consumers import OcppConsumer
+
+    await sync_to_async(Charger.objects.create)(charge_point_id="CP-GONE",
+                                                registration_status=RegistrationStatus.ACCEPTED)
+    communicator = WebsocketCommunicator(OcppConsumer.as_asgi(), "/ocpp/CP-GONE", subprotocols=["ocpp1.6"])
+    connected, _ = await communicator.connect()
+    assert connected
+    sent = OcppConsumer.send
+
+    async def closed_socket(self: OcppConsumer, *args: object, **kwargs: object) -> None:
+        raise Disconnected("Attempt to send on a closed protocol")
+
+    monkeypatch.setattr(OcppConsumer, "send", closed_socket)
+    with pytest.raises(ChargerOffline):
+        await send_call_async("CP-GONE", "ClearCache", {}, timeout_s=5)
+    await communicator.send_to(text_data='[2,"h1","Heartbeat",{}]')  # its answer meets the closed socket
+    assert await communicator.receive_nothing(timeout=0.5)  # no close 4011: the consumer lives on
+    assert "consumer failed" not in caplog.text
+
+    monkeypatch.setattr(OcppConsumer, "send", sent)
+    await communicator.send_to(text_data='[2,"h2","Heartbeat",{}]')
+    answer = json.loads(await communicator.receive_from(timeout=5))
+    assert answer[:2] == [3, "h2"] and "currentTime" in answer[2]
+    assert (await sync_to_async(Charger.objects.get)(charge_point_id="CP-GONE")).connected
+    await communicator.disconnect()
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
 async def test_a_connected_consumer_holds_no_task_of_its_own_and_gets_layer_messages_in_its_receive_queue():
     """Each connection costs its application's task and nothing more (Channels' two-receive
     dispatch kept two tasks and a wait per charger), and messages sent to its channel still

@@ -56,6 +56,31 @@ def test_it_writes_log_rows_samples_and_running_figures_of_many_chargers_in_one_
     assert set(Charger.objects.values_list("last_seen", flat=True)) == {NOW}
 
 
+def test_log_rows_touch_their_chargers_and_learn_the_logs_last_id_in_one_statement_on_postgresql(chargers) -> None:
+    """On PostgreSQL the rows go by COPY, then one statement both sets the heard chargers'
+    `last_seen` and reads the log's largest id for its cap (they were two round trips); on
+    SQLite, in-process, the UPDATE and the read stay apart. Either way only the heard change.
+    (The cap itself: test_the_message_log_cap_holds_at_every_row.)"""
+    from chargers.services import message_log_many
+
+    later = NOW + dt.timedelta(minutes=5)
+    rows = [{"now": later, "charge_point_id": charger.charge_point_id, "charger_pk": charger.pk, "direction": "in",
+             "message_type": "CALL", "unique_id": f"u{index}", "action": "Heartbeat", "payload": {},
+             "touch": index < 2} for index, charger in enumerate(chargers)] * 4
+    with CaptureQueriesContext(connection) as queries:
+        message_log_many(rows=rows)
+
+    statements = [query["sql"] for query in queries.captured_queries]
+    if connection.vendor == "postgresql":
+        assert statements[0].startswith('WITH touched AS (UPDATE "chargers_charger"')
+        assert not any("ORDER BY" in sql or sql.startswith("UPDATE") for sql in statements)
+    else:
+        assert not any(sql.startswith("WITH") for sql in statements)
+    assert dict(Charger.objects.values_list("charge_point_id", "last_seen")) == {
+        "CP-W0": later, "CP-W1": later, "CP-W2": None}
+    assert OcppMessage.objects.filter(action="Heartbeat").count() == 12
+
+
 def test_it_fails_only_the_item_that_fails(chargers) -> None:
     good = MeterValuesWrite(chargers[0].pk, 1, None, _meter_values(NOW, 10, 6))
     bad = MeterValuesWrite(chargers[1].pk, 1, None, [{"timestamp": NOW.isoformat(), "sampledValue": 7}])

@@ -22,6 +22,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.hashers import check_password
 from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.functions import Lower
 from django.utils import timezone
 
@@ -625,7 +626,7 @@ def message_log_many(*, rows: list[dict[str, Any]]) -> None:
     _message_log_cap(first_id=last - len(values) + 1, last_id=last)
 
 
-def _touch_and_last_log_id(database: Any, heard: set[int], heard_at: dt.datetime | None) -> int:
+def _touch_and_last_log_id(database: BaseDatabaseWrapper, heard: set[int], heard_at: dt.datetime | None) -> int:
     """PostgreSQL: the chargers heard get `last_seen`, and the log's largest id comes back, in
     one statement (an UPDATE in a WITH runs whether or not its rows are read).
 

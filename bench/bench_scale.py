@@ -409,8 +409,9 @@ async def connect_and_boot(server: Server, size: int) -> tuple[list[ocpp_load.Ch
     return fleet, result
 
 
-# The figures of phase 1 that `--connect-rounds` measures again.
+# The figures of phase 1 that `--connect-rounds` measures again, and what a round keeps.
 ROUND_FIGURES = ("connect_boot_s", "server_cpu_ms_per_connect", "server_kb_per_charger")
+ROUND_KEYS = (*ROUND_FIGURES, "connected", "connect_failures")
 
 
 async def connect_round(server: Server, size: int) -> dict[str, Any]:
@@ -420,7 +421,7 @@ async def connect_round(server: Server, size: int) -> dict[str, Any]:
         if charger.ws is not None:
             await charger.ws.close()
     server.stop()
-    return {key: result[key] for key in (*ROUND_FIGURES, "connected", "connect_failures")}
+    return {key: result[key] for key in ROUND_KEYS}
 
 
 def round_medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -587,17 +588,22 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _ratio(project: Any, bare: Any, digits: int = 1) -> str:
+def _quotient(project: Any, bare: Any) -> float | None:
+    """project / bare, None unless both are figures (and bare's is not 0)."""
     if not isinstance(project, int | float) or not isinstance(bare, int | float) or not bare:
-        return "-"
-    return f"{project / bare:.{digits}f}x"
+        return None
+    return project / bare
+
+
+def _ratio(project: Any, bare: Any, digits: int = 1) -> str:
+    quotient = _quotient(project, bare)
+    return "-" if quotient is None else f"{quotient:.{digits}f}x"
 
 
 def _within_ratio(project: Any, bare: Any) -> bool | None:
     """Whether the project's figure is within the target's 1.5x of the bare server's (None: not both)."""
-    if not isinstance(project, int | float) or not isinstance(bare, int | float) or not bare:
-        return None
-    return project / bare <= 1.5
+    quotient = _quotient(project, bare)
+    return None if quotient is None else quotient <= 1.5
 
 
 def _median_and_range(result: dict[str, Any], key: str) -> str:
@@ -763,8 +769,7 @@ async def more_connect_rounds(pair: dict[str, Any], size: int, args: argparse.Na
     kinds = [kind for kind in ("project", "bare") if kind in pair]
     if args.connect_rounds <= 1 or not kinds:
         return
-    rounds = {kind: [{key: pair[kind].get(key) for key in (*ROUND_FIGURES, "connected", "connect_failures")}]
-              for kind in kinds}
+    rounds = {kind: [{key: pair[kind].get(key) for key in ROUND_KEYS}] for kind in kinds}
     for number in range(1, args.connect_rounds):
         for kind in kinds[::-1] if number % 2 else kinds:
             if kind == "project":

@@ -1,5 +1,7 @@
 from django.apps import AppConfig
 from django.contrib.admin.apps import SimpleAdminConfig
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.signals import connection_created
 
 # Whether Django's admin imports every app's admin module as the project starts (Django's
 # default). A web process turns this off before it sets Django up (evce/asgi.py): it loads
@@ -8,13 +10,23 @@ DISCOVER_ADMIN_AT_START = True
 
 
 class EvceConfig(AppConfig):
-    """The project package: registers the project-wide database lookups."""
+    """The project package: registers the project-wide database lookups, and the faster array
+    parameters of PostgreSQL connections (evce/pgarrays.py)."""
 
     name = "evce"
     default = True  # not the AdminConfig below
 
     def ready(self) -> None:
         from evce import lookups  # noqa: F401, PLC0415 - registers `__among` on every field
+
+        connection_created.connect(_use_array_literals, dispatch_uid="evce.pgarrays")
+
+
+def _use_array_literals(sender: object, connection: BaseDatabaseWrapper, **kwargs: object) -> None:
+    if connection.vendor == "postgresql":
+        from evce.pgarrays import use_array_literals  # noqa: PLC0415 - psycopg only where it is used
+
+        use_array_literals(connection.connection)
 
 
 class AdminConfig(SimpleAdminConfig):

@@ -188,8 +188,12 @@ def _unbounded_type(field: models.Field[Any, Any]) -> str:
     return re.sub(r"^(varchar|character varying)\(\d+\)$", r"\1", str(field.cast_db_type(connection)))
 
 
-def _adapted(rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
-    """`rows` with their aware date-times adapted for the database, once per distinct value."""
+def _adapted(rows: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
+    """`rows` with their aware date-times adapted for the database, once per distinct value.
+    PostgreSQL's driver takes date-times as they are (its backend's adapter returns them
+    unchanged): the rows are not copied value by value for nothing."""
+    if connection.vendor == "postgresql":
+        return rows
     moments: dict[dt.datetime, Any] = {}
     # Bound once: `connection` is a proxy that looks the thread's connection up in an asgiref
     # Local at every attribute access (a tenth of a Daphne process's CPU when done per row).

@@ -606,8 +606,11 @@ def message_log_many(*, rows: list[dict[str, Any]]) -> None:
         Charger.objects.filter(pk__among=heard).update(last_seen=heard_at)
     # Plain column tuples, not model instances: building and adapting an instance per row
     # was half of a MeterValues batch's time on the database thread.
+    # The payload as the JSON text made here, not the field's prepared value: SQLite's JSONField
+    # stores exactly that text, and PostgreSQL's COPY reads a jsonb column from it, where the
+    # field's value (psycopg's Jsonb) was encoded a second time as COPY wrote it.
     payload_field = OcppMessage._meta.get_field("payload")
-    inline_json = database.vendor == "sqlite"  # its JSONField stores exactly the JSON text
+    inline_json = database.vendor in {"sqlite", "postgresql"}
     values = []
     for row in rows:
         payload, text = _log_payload_and_text(row.get("payload"))

@@ -71,8 +71,13 @@ def link_configs_all() -> dict[int, list[LinkConfig]]:
 
 
 def _link_configs(links: QuerySet[UpstreamLink]) -> dict[int, list[LinkConfig]]:
+    """The enabled links among `links`, per charger. A site without any enabled link (most sites)
+    is told by a plain EXISTS: compiling the joined read of the links cost a web process 2.6 ms
+    per batch of connecting chargers, 3 % of its CPU in a 1,000-charger connect (py-spy)."""
     from proxy.models import GROUP_OF  # noqa: PLC0415
 
+    if not UpstreamLink.objects.filter(enabled=True).exists():
+        return {}
     links = links.filter(enabled=True, backend__enabled=True).select_related("backend", "charger").order_by("pk")
     configs: dict[int, list[LinkConfig]] = {}
     for link in links:

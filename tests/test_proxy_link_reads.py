@@ -72,3 +72,24 @@ def test_a_charger_connecting_twice_at_once_gets_its_links_both_times(monkeypatc
         return await asyncio.gather(relay._link_reads().configs(pk), relay._link_reads().configs(pk))
 
     assert asyncio.run(twice()) == [["x"], ["x"]]
+
+
+@pytest.mark.django_db
+def test_a_site_without_enabled_links_is_told_by_one_exists_and_the_links_are_read_once_there_are(
+        django_assert_num_queries):
+    from chargers.models import Charger
+    from proxy.models import Role, UpstreamBackend, UpstreamLink
+
+    chargers = Charger.objects.bulk_create([Charger(charge_point_id=f"CP-{n}") for n in range(3)])
+    pks = [charger.pk for charger in chargers]
+    backend = UpstreamBackend.objects.create(name="CPO", url="ws://cpo.invalid/ocpp")
+    UpstreamLink.objects.create(charger=chargers[0], backend=backend, role=Role.PRIMARY, enabled=False)
+    for read in (lambda: services.link_configs_of(charger_pks=pks), services.link_configs_all):
+        with django_assert_num_queries(1) as captured:  # the EXISTS only: no link enabled
+            assert read() == {}
+        assert "JOIN" not in captured.captured_queries[0]["sql"]  # not the joined read of the links
+    UpstreamLink.objects.filter(charger=chargers[0]).update(enabled=True)
+    with django_assert_num_queries(2):  # the EXISTS, then the links with their backends and chargers
+        configs = services.link_configs_of(charger_pks=pks)
+    assert list(configs) == [pks[0]] and configs[pks[0]][0].backend_name == "CPO"
+    assert list(services.link_configs_all()) == [pks[0]]

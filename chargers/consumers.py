@@ -327,8 +327,10 @@ class OcppConsumer(AsyncWebsocketConsumer):
             return True
         assert self.charger_pk is not None  # noqa: S101 - set in connect() before accept
         assert self.cp is not None  # noqa: S101
-        if frame.action in {"StartTransaction", "Authorize"}:
-            # The handler needs the whole row: read it once, for both (with other chargers' rows).
+        if frame.action == "StartTransaction":
+            return True  # its charger's row is read with the start (`protocol.starts_with_their_chargers`)
+        if frame.action == "Authorize":
+            # The handler needs the whole row: read with other chargers' rows, and used by it.
             charger = await charger_rows().submit(self.charger_pk)
             self.cp.use_charger_row(charger if charger.is_accepted else None)
             self._registration_seen(charger.is_accepted)

@@ -381,14 +381,14 @@ def test_starts_recorded_together_answer_as_one_by_one_in_one_batch():
     chargers = _chargers(5, prefix="CP-S")
     at = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
-    def start(charger: Charger, minutes: int, meter_wh: int = 0) -> tx_services.StartRequest:
-        return tx_services.StartRequest(charger, 1, "T", meter_wh, at + dt.timedelta(minutes=minutes), None,
-                                        at + dt.timedelta(minutes=minutes))
+    def start(charger: Charger, minutes: int, meter_wh: int = 0) -> protocol.ChargerStart:
+        return protocol.ChargerStart(charger.pk, 1, "T", meter_wh, at + dt.timedelta(minutes=minutes), None,
+                                     at + dt.timedelta(minutes=minutes))
 
     first, again, later = start(chargers[0], 0), start(chargers[0], 0), start(chargers[0], 1, 500)
     others = [start(charger, 0) for charger in chargers[1:]]
 
-    async def together() -> dict[tx_services.StartRequest, tx_services.StartAnswer]:
+    async def together() -> dict[protocol.ChargerStart, tx_services.StartAnswer | None]:
         batcher = protocol.starts_recorded()
         requests = [first, again, *others, later]
         answers = await asyncio.gather(*(batcher.submit(request) for request in requests))
@@ -396,11 +396,33 @@ def test_starts_recorded_together_answer_as_one_by_one_in_one_batch():
         return dict(zip(requests, answers, strict=True))
 
     answers = asyncio.run(together())
-    ids = {request: answer.transaction_id for request, answer in answers.items()}
+    ids = {request: answer.transaction_id for request, answer in answers.items() if answer is not None}
     assert ids[again] == ids[first] and ids[later] != ids[first]
     assert len({ids[request] for request in others}) == len(others)
     assert Transaction.objects.get(pk=ids[first]).state != TransactionState.ACTIVE  # superseded by `later`
     assert Transaction.objects.filter(state=TransactionState.ACTIVE).count() == 1 + len(others)
+
+
+@pytest.mark.django_db
+def test_starts_read_their_chargers_rows_in_the_same_step_and_one_not_accepted_or_gone_gets_none():
+    """A StartTransaction's charger row is read with the batch's starts (one query for all), not
+    in a hop of its own before it; a charger rejected while connected, or deleted, starts nothing."""
+    from chargers import protocol
+
+    accepted, rejected, gone = _chargers(3, prefix="CP-A")
+    Charger.objects.filter(pk=rejected.pk).update(registration_status="rejected")
+    Charger.objects.filter(pk=gone.pk).delete()
+    at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    starts = [protocol.ChargerStart(charger.pk, 1, "T", 0, at, None, at) for charger in (accepted, rejected, gone)]
+    with CaptureQueriesContext(connection) as queries:
+        answers = protocol.starts_with_their_chargers(starts)
+    charger_reads = [query["sql"] for query in queries if 'FROM "chargers_charger"' in query["sql"]]
+    assert len(charger_reads) == 1
+    assert answers[starts[1]] is None and answers[starts[2]] is None
+    started = answers[starts[0]]
+    assert started is not None
+    assert Transaction.objects.get(pk=started.transaction_id).charger_id == accepted.pk
+    assert Transaction.objects.count() == 1
 
 
 @pytest.mark.django_db(transaction=True)

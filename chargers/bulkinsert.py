@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from django.db import connection, models
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models
 from django.utils import timezone
 
 
@@ -42,20 +42,23 @@ def insert_new(model: type[models.Model], rows: Sequence[Mapping[str, Any]], *,
     if unknown:
         raise ValueError(f"{model.__name__} has no column field {sorted(unknown)}")
     now = timezone.now()
+    # The thread's connection itself, not the `connection` proxy (an asgiref Local lookup at each
+    # of its attribute accesses, which a field's preparation makes per value: date-times, JSON).
+    database = connections[DEFAULT_DB_ALIAS]
     per_row: list[models.Field[Any, Any]] = []
     constants: list[tuple[models.Field[Any, Any], Any]] = []  # (field, its prepared value for every row)
     for field in fields:
         if field.attname in given or (field.has_default() and callable(field.default)):
             per_row.append(field)
         elif getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
-            constants.append((field, field.get_db_prep_save(now, connection)))
+            constants.append((field, field.get_db_prep_save(now, database)))
         else:
-            constants.append((field, field.get_db_prep_save(field.get_default(), connection)))
+            constants.append((field, field.get_db_prep_save(field.get_default(), database)))
     columns = [str(field.column) for field in (*per_row, *(field for field, _ in constants))]
     tail = tuple(value for _, value in constants)
     values = [
         tuple(field.get_db_prep_save(row[field.attname] if field.attname in given else field.get_default(),
-                                     connection) for field in per_row) + tail
+                                     database) for field in per_row) + tail
         for row in rows
     ]
     if not ignore_conflicts:

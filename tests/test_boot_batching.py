@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -372,6 +373,15 @@ def test_a_storm_of_boots_goes_in_few_batches():
     assert Charger.objects.filter(last_boot_at=NOW).count() == 40
 
 
+def _charger_start(charger: Charger, meter_wh: int, at: dt.datetime) -> Any:
+    """A StartTransaction on connector 1 with badge T at `at` (received then), as the handler submits it."""
+    from chargers import protocol
+
+    return protocol.ChargerStart(charger.pk, functools.partial(
+        tx_services.StartRequest, connector_id=1, id_tag="T", meter_start_wh=meter_wh, timestamp=at,
+        reservation_id=None, now=at))
+
+
 @pytest.mark.django_db(transaction=True)
 def test_starts_recorded_together_answer_as_one_by_one_in_one_batch():
     """A fleet starting sessions at once: one transaction, in order (a replay gets the id already
@@ -382,8 +392,7 @@ def test_starts_recorded_together_answer_as_one_by_one_in_one_batch():
     at = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
     def start(charger: Charger, minutes: int, meter_wh: int = 0) -> protocol.ChargerStart:
-        return protocol.ChargerStart(charger.pk, 1, "T", meter_wh, at + dt.timedelta(minutes=minutes), None,
-                                     at + dt.timedelta(minutes=minutes))
+        return _charger_start(charger, meter_wh, at + dt.timedelta(minutes=minutes))
 
     first, again, later = start(chargers[0], 0), start(chargers[0], 0), start(chargers[0], 1, 500)
     others = [start(charger, 0) for charger in chargers[1:]]
@@ -413,7 +422,7 @@ def test_starts_read_their_chargers_rows_in_the_same_step_and_one_not_accepted_o
     Charger.objects.filter(pk=rejected.pk).update(registration_status="rejected")
     Charger.objects.filter(pk=gone.pk).delete()
     at = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    starts = [protocol.ChargerStart(charger.pk, 1, "T", 0, at, None, at) for charger in (accepted, rejected, gone)]
+    starts = [_charger_start(charger, 0, at) for charger in (accepted, rejected, gone)]
     with CaptureQueriesContext(connection) as queries:
         answers = protocol.starts_with_their_chargers(starts)
     charger_reads = [query["sql"] for query in queries if 'FROM "chargers_charger"' in query["sql"]]

@@ -47,6 +47,7 @@ import random
 import resource
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -430,9 +431,7 @@ def round_medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ROUND_FIGURES:
         values = sorted(r[key] for r in rounds if r.get(key) is not None)
         if values:
-            middle = len(values) // 2
-            median = values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
-            summary[f"{key}_median"] = round(median, 2)
+            summary[f"{key}_median"] = round(statistics.median(values), 2)
             summary[f"{key}_range"] = [values[0], values[-1]]
     return summary
 

@@ -608,9 +608,8 @@ def message_log_many(*, rows: list[dict[str, Any]]) -> None:
     # was half of a MeterValues batch's time on the database thread.
     # The payload as the JSON text made here, not the field's prepared value: SQLite's JSONField
     # stores exactly that text, and PostgreSQL's COPY reads a jsonb column from it, where the
-    # field's value (psycopg's Jsonb) was encoded a second time as COPY wrote it.
-    payload_field = OcppMessage._meta.get_field("payload")
-    inline_json = database.vendor in {"sqlite", "postgresql"}
+    # field's value (psycopg's Jsonb) was encoded a second time as COPY wrote it. (Those are the
+    # two databases DATABASE_URL takes: evce/env.py.)
     values = []
     for row in rows:
         payload, text = _log_payload_and_text(row.get("payload"))
@@ -618,7 +617,7 @@ def message_log_many(*, rows: list[dict[str, Any]]) -> None:
             row["now"], storable_text(row["charge_point_id"])[:48], row["charger_pk"], row["direction"],
             row.get("message_type", ""), storable_text(row.get("unique_id", ""))[:36],
             storable_text(row.get("action", ""))[:50],
-            None if payload is None else text if inline_json else payload_field.get_db_prep_save(payload, database),
+            None if payload is None else text,
             storable_text(row.get("error", ""))[:2000],
         ))
     insert_rows(OcppMessage, _LOG_COLUMNS, values)

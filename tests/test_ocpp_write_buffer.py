@@ -7,6 +7,7 @@ import datetime as dt
 import threading
 import time
 import types
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -79,6 +80,46 @@ def test_log_rows_touch_their_chargers_and_learn_the_logs_last_id_in_one_stateme
     assert dict(Charger.objects.values_list("charge_point_id", "last_seen")) == {
         "CP-W0": later, "CP-W1": later, "CP-W2": None}
     assert OcppMessage.objects.filter(action="Heartbeat").count() == 12
+
+
+def test_the_log_cap_learns_this_batchs_last_id_not_a_row_another_process_wrote_since(chargers, monkeypatch) -> None:
+    """PostgreSQL: the id the cap is told is the last one this batch's COPY took (the id
+    sequence's `currval` in this session). The log's `max(id)`, read before, was a row another
+    web process had committed meanwhile, and reaching it walked over every row still
+    uncommitted in the other processes' batches."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's COPY path")
+    from chargers import services as charger_services
+
+    log_table = OcppMessage._meta.db_table
+    rows = [{"now": NOW, "charge_point_id": "CP-W0", "charger_pk": chargers[0].pk, "direction": "in",
+             "message_type": "CALL", "unique_id": f"mine-{n}", "action": "Heartbeat", "payload": {}, "touch": True}
+            for n in range(3)]
+    told: list[int] = []
+    real_cap, real_insert = charger_services._message_log_cap, charger_services.insert_rows
+    other = connection.get_new_connection(connection.get_connection_params())
+    other.autocommit = True
+
+    def copy_then_another_process_commits_a_row(*args: Any, **kwargs: Any) -> None:
+        real_insert(*args, **kwargs)
+        other.execute(f'INSERT INTO "{log_table}" (timestamp, charge_point_id, direction, message_type, unique_id, '
+                      "action, error) VALUES (now(), 'CP-OTHER', 'in', 'CALL', 'theirs', 'Heartbeat', '')")
+
+    def cap(*, first_id: int, last_id: int) -> None:
+        told.append(last_id)
+        real_cap(first_id=first_id, last_id=last_id)
+
+    monkeypatch.setattr(charger_services, "insert_rows", copy_then_another_process_commits_a_row)
+    monkeypatch.setattr(charger_services, "_message_log_cap", cap)
+    try:
+        charger_services.message_log_many(rows=rows)
+    finally:
+        theirs = other.execute(f'DELETE FROM "{log_table}" WHERE unique_id = %s RETURNING id', ["theirs"]).fetchone()
+        other.close()
+
+    mine = sorted(OcppMessage.objects.filter(unique_id__startswith="mine-").values_list("id", flat=True))
+    assert told == [mine[-1]]
+    assert theirs is not None and theirs[0] > mine[-1]  # the log's largest id then was theirs
 
 
 def test_it_fails_only_the_item_that_fails(chargers) -> None:

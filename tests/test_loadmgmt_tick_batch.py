@@ -11,7 +11,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from chargers.models import Charger
@@ -135,6 +135,29 @@ def test_batched_default_sends_number_each_send_and_create_missing_rows():
     services.limit_answer_record(ticket=tickets[0], outcome=AnswerStatus.ACCEPTED, now=NOW)
     row.refresh_from_db()
     assert (row.in_force_a, row.pending_a, row.pending_max_a) == (8.0, None, None)
+
+
+@pytest.mark.django_db
+def test_sends_are_numbered_by_their_update_returning_the_new_sequence_numbers():
+    """One UPDATE ... RETURNING per distinct (limit, paused, unit): the sequence numbers come back
+    with it, not from a SELECT of their own after the UPDATEs (one statement less per batch of
+    booting chargers and per tick)."""
+    zone = Zone.objects.create(name="Root", max_current_a=100)
+    rows = [LimitState.objects.create(
+        charger=Charger.objects.create(charge_point_id=f"CP-R{n}", registration_status="accepted", zone=zone),
+        connector_id=0, purpose="TxDefaultProfile", sent_seq=seq) for n, seq in enumerate((0, 7, 41))]
+    items = [(rows[0].pk, 8.0, False, "A", None), (rows[1].pk, 8.0, False, "A", None),
+             (rows[2].pk, 0.0, True, "W", 12)]
+
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        tickets = services._record_pending(items, now=NOW, timeout_s=30, locked=True)
+
+    assert [(t.state_pk, t.seq, t.limit_a, t.paused, t.transaction_id) for t in tickets] == [
+        (rows[0].pk, 1, 8.0, False, None), (rows[1].pk, 8, 8.0, False, None), (rows[2].pk, 42, 0.0, True, 12)]
+    statements = [query["sql"] for query in queries.captured_queries]
+    assert len(statements) == 2 and all(sql.startswith("UPDATE") and "RETURNING" in sql for sql in statements)
+    stored = LimitState.objects.order_by("pk").values_list("sent_seq", "pending_a", "pending_paused", "rate_unit")
+    assert list(stored) == [(1, 8.0, False, "A"), (8, 8.0, False, "A"), (42, 0.0, True, "W")]
 
 
 @pytest.mark.django_db

@@ -359,8 +359,12 @@ def _update_returning_seqs(pks: Sequence[int], **values: Any) -> dict[int, int]:
     Why: the sequence numbers were read back by a SELECT of their own after the UPDATEs, one
     more statement (and, on the database thread, one more wait) per batch of booting chargers
     and per tick. What RETURNING gives is what that SELECT read: the rows are locked by this
-    transaction from the UPDATE on.
+    transaction from the UPDATE on. A SQLite older than 3.35 has no RETURNING (Django's flag for
+    it is the INSERT's): there the UPDATE and the SELECT go as before.
     """
+    if not connection.features.can_return_columns_from_insert:
+        rows_update(pks, **values)
+        return dict(LimitState.objects.filter(pk__among=list(pks)).values_list("pk", "sent_seq"))
     query = UpdateQuery(LimitState)
     query.add_q(Q(pk__among=list(pks)))
     query.add_update_values(values)

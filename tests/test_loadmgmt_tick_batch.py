@@ -161,6 +161,23 @@ def test_sends_are_numbered_by_their_update_returning_the_new_sequence_numbers()
 
 
 @pytest.mark.django_db
+def test_without_returning_the_sends_are_numbered_by_a_select_after_the_update(monkeypatch):
+    """A SQLite older than 3.35 (no RETURNING): the same numbers, by the UPDATE and a SELECT."""
+    zone = Zone.objects.create(name="Root", max_current_a=100)
+    rows = [LimitState.objects.create(
+        charger=Charger.objects.create(charge_point_id=f"CP-S{n}", registration_status="accepted", zone=zone),
+        connector_id=0, purpose="TxDefaultProfile", sent_seq=seq) for n, seq in enumerate((3, 0))]
+    monkeypatch.setattr(connection.features, "can_return_columns_from_insert", False)
+
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        tickets = services._record_pending([(rows[0].pk, 6.0, False, "A", None), (rows[1].pk, 9.0, False, "A", 5)],
+                                           now=NOW, timeout_s=30, locked=True)
+
+    assert [(t.state_pk, t.seq, t.limit_a) for t in tickets] == [(rows[0].pk, 4, 6.0), (rows[1].pk, 1, 9.0)]
+    assert not any("RETURNING" in query["sql"] for query in queries.captured_queries)
+
+
+@pytest.mark.django_db
 def test_batched_session_sends_keep_the_highest_unsettled_limit_counted():
     zone = Zone.objects.create(name="Root", max_current_a=100)
     charger = Charger.objects.create(charge_point_id="CP-1", registration_status="accepted", zone=zone)

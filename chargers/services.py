@@ -637,7 +637,7 @@ def _touch_and_last_log_id(database: BaseDatabaseWrapper, heard: set[int], heard
     batch, and the process's one database thread waits on each. Why the id sequence's `currval`
     (this session's last id, whatever other sessions do) and not `max(id)` of the log: that
     read walked back from the index's end over every row other web processes had written and
-    not yet committed, a heap visit each (1,000-1,600 buffers a read in a 5,000-charger connect
+    not yet committed, a heap visit each (900-1,600 buffers a read in a 5,000-charger connect
     on two processes): 4-6 ms a batch, more than half of PostgreSQL's whole time in that
     connect (pg_stat_statements). The UPDATE comes after the COPY here, so the chargers' rows
     are also locked for less of the transaction.

@@ -371,12 +371,10 @@ def _update_returning_seqs(pks: Sequence[int], **values: Any) -> dict[int, int]:
     compiler = query.get_compiler(connection.alias)
     compiler.pre_sql_setup()
     sql, params = compiler.as_sql()
-    if not sql:
-        return {}
     quote = connection.ops.quote_name
     with connection.cursor() as cursor:
         cursor.execute(f"{sql} RETURNING {quote('id')}, {quote('sent_seq')}", params)
-        return {pk: seq for pk, seq in cursor.fetchall()}
+        return dict(cursor.fetchall())
 
 
 def limit_answer_record(*, ticket: SendTicket, outcome: str, detail: str = "", now: dt.datetime) -> bool:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
+import weakref
 from typing import Any
 
 from chargers.loops import PerLoop, run_at_server_stop
@@ -58,3 +60,27 @@ def test_an_object_per_loop_made_once_and_existing_only_once_made():
 
     assert asyncio.run(in_a_loop()) == (None, 1, 1, 1)
     assert asyncio.run(in_a_loop()) == (None, 2, 2, 2)  # a new loop, a new object
+
+
+def test_loops_taken_in_turn_each_get_their_own_object_and_a_gone_loop_takes_its_object_along():
+    class Made:
+        pass
+
+    per_loop = PerLoop(Made)
+
+    async def get() -> Made:
+        return per_loop()
+
+    first, second = asyncio.new_event_loop(), asyncio.new_event_loop()
+    of_first = first.run_until_complete(get())
+    of_second = second.run_until_complete(get())
+    assert first.run_until_complete(get()) is of_first and of_second is not of_first
+    assert second.run_until_complete(get()) is of_second
+
+    assert first.run_until_complete(get()) is of_first  # the last one served: the first loop's
+    first_gone = weakref.ref(of_first)
+    first.close()
+    second.close()
+    del first, of_first
+    gc.collect()
+    assert first_gone() is None

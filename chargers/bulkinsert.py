@@ -184,11 +184,20 @@ def _newer(value: Any, than: Any) -> bool:
     return value is not None and (than is None or value > than)
 
 
+_unbounded_types: dict[tuple[str, models.Field[Any, Any]], str] = {}
+
+
 def _unbounded_type(field: models.Field[Any, Any]) -> str:
     """The column's type for casting a parameter to it, without a length: an explicit cast to
     `varchar(n)` cuts an overlong text silently, where storing it (an assignment) refuses it, as
-    a plain INSERT or UPDATE does."""
-    return re.sub(r"^(varchar|character varying)\(\d+\)$", r"\1", str(field.cast_db_type(connection)))
+    a plain INSERT or UPDATE does. Worked out once per field and database: asked for every
+    column of every batch, it was 0.8 % of a web process's CPU in a 5,000-charger connect."""
+    key = (connection.vendor, field)
+    known = _unbounded_types.get(key)
+    if known is None:
+        known = _unbounded_types[key] = re.sub(
+            r"^(varchar|character varying)\(\d+\)$", r"\1", str(field.cast_db_type(connection)))
+    return known
 
 
 def _adapted(rows: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:

@@ -22,28 +22,14 @@ class PerLoop(Generic[_T]):
     def __init__(self, make: Callable[[], _T]) -> None:
         self._make = make
         self._values: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _T] = weakref.WeakKeyDictionary()
-        # The last loop served and its object: the loop is held weakly, and forgotten with it.
-        self._last: tuple[weakref.ref[asyncio.AbstractEventLoop], _T] | None = None
 
     def __call__(self) -> _T:
-        """Why the `_last` shortcut: a frame asks for its loop's write buffer and batchers
-        several times, and the weak dictionary's lookup makes a new weak reference each time:
-        1.7 % of a web process's CPU in a 5,000-charger connect (py-spy, GIL samples)."""
         loop = asyncio.get_running_loop()
-        last = self._last
-        if last is not None and last[0]() is loop:
-            return last[1]
         try:
-            value = self._values[loop]
+            return self._values[loop]
         except KeyError:
             value = self._values[loop] = self._make()
-        self._last = (weakref.ref(loop, self._forget_last), value)
-        return value
-
-    def _forget_last(self, _gone: weakref.ref[asyncio.AbstractEventLoop]) -> None:
-        # Only when that loop is collected: its object must go with it, as from `_values`.
-        if self._last is not None and self._last[0] is _gone:
-            self._last = None
+            return value
 
     def existing(self) -> _T | None:
         """The running loop's object if it was made, else None (nothing is made)."""

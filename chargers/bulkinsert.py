@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connection, connections, models
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models, transaction
 from django.utils import timezone
 
 
@@ -24,8 +24,9 @@ def insert_new(model: type[models.Model], rows: Sequence[Mapping[str, Any]], *,
     """INSERT new rows of `model`, each given as the values of a few fields (by attname, the same
     fields in every row); every other column gets what a new instance would store: the field's
     default, or the batch's moment for `auto_now`/`auto_now_add`. No ids are set (read the rows
-    back by what identifies them). With `ignore_conflicts`, a row a unique constraint already
-    holds is skipped (`ON CONFLICT DO NOTHING`, as `bulk_create(ignore_conflicts=True)`).
+    back by what identifies them, or use `insert_new_returning`). With `ignore_conflicts`, a row
+    a unique constraint already holds is skipped (`ON CONFLICT DO NOTHING`, as
+    `bulk_create(ignore_conflicts=True)`).
 
     What `bulk_create` did for a new fleet's rows (chargers, connectors, limit rows): an instance
     built per row through every field's `__init__` machinery, then every value of every row
@@ -36,61 +37,104 @@ def insert_new(model: type[models.Model], rows: Sequence[Mapping[str, Any]], *,
     """
     if not rows:
         return
-    fields = [field for field in model._meta.concrete_fields if not field.primary_key]
-    given = set(rows[0])
-    unknown = given - {field.attname for field in fields}
-    if unknown:
-        raise ValueError(f"{model.__name__} has no column field {sorted(unknown)}")
-    now = timezone.now()
-    # The thread's connection itself, not the `connection` proxy (an asgiref Local lookup at each
-    # of its attribute accesses, which a field's preparation makes per value: date-times, JSON).
-    database = connections[DEFAULT_DB_ALIAS]
-    per_row: list[models.Field[Any, Any]] = []
-    constants: list[tuple[models.Field[Any, Any], Any]] = []  # (field, its prepared value for every row)
-    for field in fields:
-        if field.attname in given or (field.has_default() and callable(field.default)):
-            per_row.append(field)
-        elif getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
-            constants.append((field, field.get_db_prep_save(now, database)))
-        else:
-            constants.append((field, field.get_db_prep_save(field.get_default(), database)))
-    columns = [str(field.column) for field in (*per_row, *(field for field, _ in constants))]
-    tail = tuple(value for _, value in constants)
-    values = [
-        tuple(field.get_db_prep_save(row[field.attname] if field.attname in given else field.get_default(),
-                                     database) for field in per_row) + tail
-        for row in rows
-    ]
+    new = _NewRows(model, rows)
     if not ignore_conflicts:
-        insert_rows(model, columns, values)
+        insert_rows(model, new.columns, new.values)
         return
-    table = connection.ops.quote_name(model._meta.db_table)
-    column_list = ", ".join(connection.ops.quote_name(column) for column in columns)
     if connection.vendor == "postgresql":
-        _insert_unnest_ignoring_conflicts(table, column_list, per_row, constants, values)
+        _insert_unnest(new, "ON CONFLICT DO NOTHING")
         return
-    placeholders = ", ".join(["%s"] * len(columns))
     with connection.cursor() as cursor:  # a C loop over one prepared statement; SQLite has it since 3.24
-        cursor.executemany(f"INSERT INTO {table} ({column_list}) VALUES ({placeholders}) "  # noqa: S608 - our names
-                           "ON CONFLICT DO NOTHING", values)
+        cursor.executemany(new.single_row_insert() + " ON CONFLICT DO NOTHING", new.values)
 
 
-def _insert_unnest_ignoring_conflicts(table: str, column_list: str, per_row: Sequence[models.Field[Any, Any]],
-                                      constants: Sequence[tuple[models.Field[Any, Any], Any]],
-                                      values: Sequence[tuple[Any, ...]]) -> None:
+def insert_new_returning(model: type[models.Model], rows: Sequence[Mapping[str, Any]],
+                         returning: Sequence[str]) -> list[tuple[Any, ...]]:
+    """`insert_new`, giving back the `returning` columns of each new row (e.g. its primary key and
+    what tells the rows apart), in no promised order: match them by those columns.
+
+    Why: a batch of StartTransactions inserted its sessions with `bulk_create` for their ids, whose
+    per-field compiling of every value was 3 % of a web process's CPU while 5,000 chargers
+    connected on PostgreSQL (py-spy). On PostgreSQL it is one INSERT … SELECT FROM unnest(…)
+    RETURNING. On SQLite one prepared single-row INSERT run for every row (executemany), then the
+    rows read back by rowid: the last one this connection inserted and the ones just before it,
+    which are this batch's, as SQLite lets one writer at a time insert and numbers its rows in
+    order (every SQLite version; RETURNING needs 3.35, and `bulk_create`'s multi-row statement is
+    a new text, kept in the statement cache, for every batch size).
+    """
+    if not rows:
+        return []
+    new = _NewRows(model, rows)
+    quote = connection.ops.quote_name
+    column_of = {name: str(field.column) for field in model._meta.concrete_fields
+                 for name in (field.name, field.attname)} | {"pk": str(model._meta.pk.column)}
+    wanted = ", ".join(quote(column_of[name]) for name in returning)
+    if connection.vendor == "postgresql":
+        return _insert_unnest(new, f"RETURNING {wanted}")
+    if connection.vendor != "sqlite":
+        raise NotImplementedError(f"insert_new_returning on {connection.vendor}")
+    rowid = quote(column_of["pk"])
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:  # the write lock held throughout
+        cursor.executemany(new.single_row_insert(), new.values)
+        cursor.execute(f"SELECT {wanted} FROM {new.table} WHERE {rowid} > last_insert_rowid() - %s "  # noqa: S608
+                       f"AND {rowid} <= last_insert_rowid()", [len(new.values)])
+        return [tuple(row) for row in cursor.fetchall()]
+
+
+class _NewRows:
+    """New rows of a model prepared for the database: the values given per row, through their
+    fields, and every other column's default, prepared once for the batch."""
+
+    def __init__(self, model: type[models.Model], rows: Sequence[Mapping[str, Any]]) -> None:
+        fields = [field for field in model._meta.concrete_fields if not field.primary_key]
+        given = set(rows[0])
+        unknown = given - {field.attname for field in fields}
+        if unknown:
+            raise ValueError(f"{model.__name__} has no column field {sorted(unknown)}")
+        now = timezone.now()
+        # The thread's connection itself, not the `connection` proxy (an asgiref Local lookup at
+        # each of its attribute accesses, which a field's preparation makes per value).
+        database = connections[DEFAULT_DB_ALIAS]
+        self.per_row: list[models.Field[Any, Any]] = []
+        self.constants: list[tuple[models.Field[Any, Any], Any]] = []  # (field, its value for every row)
+        for field in fields:
+            if field.attname in given or (field.has_default() and callable(field.default)):
+                self.per_row.append(field)
+            elif getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+                self.constants.append((field, field.get_db_prep_save(now, database)))
+            else:
+                self.constants.append((field, field.get_db_prep_save(field.get_default(), database)))
+        self.columns = [str(field.column) for field in (*self.per_row, *(field for field, _ in self.constants))]
+        tail = tuple(value for _, value in self.constants)
+        self.values = [
+            tuple(field.get_db_prep_save(row[field.attname] if field.attname in given else field.get_default(),
+                                         database) for field in self.per_row) + tail
+            for row in rows
+        ]
+        self.table = connection.ops.quote_name(model._meta.db_table)
+        self.column_list = ", ".join(connection.ops.quote_name(column) for column in self.columns)
+
+    def single_row_insert(self) -> str:
+        placeholders = ", ".join(["%s"] * len(self.columns))
+        return f"INSERT INTO {self.table} ({self.column_list}) VALUES ({placeholders})"  # noqa: S608 - our names
+
+
+def _insert_unnest(new: _NewRows, tail: str) -> list[tuple[Any, ...]]:
     """PostgreSQL: one INSERT … SELECT FROM unnest(one array per varying column), the constant
-    columns given once. `executemany` would be one statement per row for the server to parse and
-    plan (measured: a 1,000-charger connect took 10–40 % longer than with bulk_create), and COPY
-    cannot skip a conflicting row."""
-    aliases = [f"c{index}" for index in range(len(per_row))]
+    columns given once, then `tail` (ON CONFLICT DO NOTHING, a RETURNING). `executemany` would be
+    one statement per row for the server to parse and plan (measured: a 1,000-charger connect
+    took 10–40 % longer than with bulk_create), and COPY can neither skip a conflicting row nor
+    return one. What `tail` makes the statement return comes back."""
+    aliases = [f"c{index}" for index in range(len(new.per_row))]
     selected = [f"u.{alias}" for alias in aliases] + [
-        f"%s::{_unbounded_type(field)}" for field, _ in constants]
-    arrays = ", ".join(f"%s::{_unbounded_type(field)}[]" for field in per_row)
-    sql = (f"INSERT INTO {table} ({column_list}) SELECT {', '.join(selected)} "  # noqa: S608 - our own names
-           f"FROM unnest({arrays}) AS u({', '.join(aliases)}) ON CONFLICT DO NOTHING")
-    columns = [[row[index] for row in values] for index in range(len(per_row))]
+        f"%s::{_unbounded_type(field)}" for field, _ in new.constants]
+    arrays = ", ".join(f"%s::{_unbounded_type(field)}[]" for field in new.per_row)
+    sql = (f"INSERT INTO {new.table} ({new.column_list}) SELECT {', '.join(selected)} "  # noqa: S608 - our names
+           f"FROM unnest({arrays}) AS u({', '.join(aliases)}) {tail}")
+    columns = [[row[index] for row in new.values] for index in range(len(new.per_row))]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*(value for _, value in constants), *columns])
+        cursor.execute(sql, [*(value for _, value in new.constants), *columns])
+        return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
 
 
 def insert_rows(model: type[models.Model], columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

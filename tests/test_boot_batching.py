@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import functools
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -539,10 +540,12 @@ def test_a_batch_of_starts_reads_badges_and_prior_sessions_once_and_answers_as_o
                 start(chargers[4], "GARAGE"), *(start(charger, "FLEET") for charger in chargers[5:])]
     with CaptureQueriesContext(connection) as queries:
         answers = tx_services.transactions_start_many(requests)
-    # One INSERT for the new starts, closing the superseded session (7), the batch's reads: the
-    # prior sessions, each badge and its rights once, the zone tree (9), its savepoint (2).
-    assert len(queries) <= 1 + 7 + 9 + 2
-    assert sum(query["sql"].startswith('INSERT INTO "transactions_transaction"') for query in queries) == 1
+    # One INSERT for the new starts (on SQLite, and their ids read back by rowid), closing the
+    # superseded session (7), the batch's reads: the prior sessions, each badge and its rights
+    # once, the zone tree (9), its savepoint (2).
+    assert len(queries) <= 1 + (connection.vendor == "sqlite") + 7 + 9 + 2
+    inserts = [query["sql"] for query in queries if 'INSERT INTO "transactions_transaction"' in query["sql"]]
+    assert len(inserts) == 1 and re.match(r'(\d+ times: )?INSERT INTO "transactions_transaction"', inserts[0])
     statuses = [answers[request].id_tag_info.status for request in requests]
     assert statuses == ["Accepted", "Accepted", "Accepted", "Invalid", "Invalid", "Accepted", "Accepted", "Accepted"]
     assert answers[replay].transaction_id == stored.transaction_id  # a replay: the id already issued

@@ -8,7 +8,7 @@ import pytest
 from django.db import DataError, IntegrityError, connection, transaction
 
 from badges.models import LocalListState
-from chargers.bulkinsert import insert_new, update_rows
+from chargers.bulkinsert import insert_new, insert_new_returning, update_rows
 from chargers.models import Charger, Connector, RegistrationStatus
 from loadmgmt.models import LimitPurpose, LimitState
 
@@ -141,3 +141,30 @@ def test_an_overlong_text_is_refused_as_a_plain_write_refuses_it_never_cut():
         insert_new(LimitState, [{"charger_id": charger.pk, "connector_id": 0, "purpose": "x" * 21}],
                    ignore_conflicts=True)
     assert Charger.objects.get().channel_name == "" and not LimitState.objects.exists()
+
+
+def test_new_rows_come_back_with_their_keys_as_stored_and_only_this_inserts_rows():
+    from transactions.models import Transaction, TransactionState
+
+    charger = Charger.objects.create(charge_point_id="CP-RET")
+    earlier = Transaction.objects.create(charger=charger, connector_id=9, id_tag="OLD", start_time=NOW)
+    rows = [{"charger_id": charger.pk, "connector_id": n, "id_tag": f"TAG-{n}", "start_time": NOW,
+             "meter_start_wh": 100 * n} for n in (1, 2, 3)]
+    with transaction.atomic():
+        returned = insert_new_returning(Transaction, rows, ("pk", "connector_id", "id_tag"))
+    assert sorted(row[1:] for row in returned) == [(1, "TAG-1"), (2, "TAG-2"), (3, "TAG-3")]
+    for pk, connector_id, _tag in returned:
+        stored = Transaction.objects.get(pk=pk)
+        assert pk != earlier.pk and stored.connector_id == connector_id
+        assert stored.meter_start_wh == 100 * connector_id and stored.start_time == NOW
+        assert stored.state == TransactionState.ACTIVE and stored.created_at is not None  # defaults as a new row
+    assert insert_new_returning(Transaction, [], ("pk",)) == []
+
+
+def test_new_rows_returned_without_an_open_transaction_too():
+    from transactions.models import Transaction
+
+    charger = Charger.objects.create(charge_point_id="CP-RET2")
+    returned = insert_new_returning(Transaction, [{"charger_id": charger.pk, "connector_id": 1, "id_tag": "A"}],
+                                    ("pk", "id_tag"))
+    assert [(Transaction.objects.get(pk=pk).id_tag, tag) for pk, tag in returned] == [("A", "A")]

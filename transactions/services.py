@@ -37,7 +37,7 @@ from django.utils.dateparse import parse_datetime
 
 from badges.models import Badge
 from badges.services import AuthorizationStatus, BadgeReads, IdTagInfo, badge_authorize
-from chargers.bulkinsert import insert_rows, update_rows
+from chargers.bulkinsert import insert_new_returning, insert_rows, update_rows
 from chargers.models import Charger, Connector
 from transactions.energy import ENERGY, POWER, Reading, register_wh, session_energy
 from transactions.models import ClosedBy, MeterSample, MeterSampleMinute, Transaction, TransactionState
@@ -107,14 +107,23 @@ def transactions_start_many(requests: Sequence[StartRequest]) -> dict[StartReque
         reads = _BatchReads(requests)
         outcomes = {request: _start(request, reads) for request in requests}
         reads.flush()
-    return {request: outcome if isinstance(outcome, StartAnswer) else StartAnswer(outcome.record.pk, outcome.info)
+    return {request: outcome if isinstance(outcome, StartAnswer) else StartAnswer(outcome.session.pk, outcome.info)
             for request, outcome in outcomes.items()}
+
+
+@dataclass
+class _NewSession:
+    """A session row of a batch, inserted with the batch's others (`_BatchReads.flush`): its
+    values (by attname), and its primary key once inserted."""
+
+    values: dict[str, Any]
+    pk: int = 0
 
 
 class _Started(NamedTuple):
     """A start of a batch whose session row is inserted with the batch's others (`flush`)."""
 
-    record: Transaction
+    session: _NewSession
     info: IdTagInfo
 
 
@@ -134,7 +143,7 @@ class _BatchReads:
 
     def __init__(self, requests: Sequence[StartRequest]) -> None:
         self.badges = BadgeReads()
-        self._unsaved: list[Transaction] = []
+        self._unsaved: list[_NewSession] = []
         self._written: set[tuple[int, int]] = set()
         self._prior: dict[tuple[int, int], list[_PriorRow]] = {}
         if not requests:
@@ -161,21 +170,30 @@ class _BatchReads:
                 or (row[1] == TransactionState.ACTIVE and row[3] is not None
                     and row[3] < request.timestamp)]
 
-    def insert_later(self, record: Transaction) -> None:
-        self._unsaved.append(record)
+    def insert_later(self, session: _NewSession) -> None:
+        self._unsaved.append(session)
 
     def before_concurrency_check(self, badge: Badge | None) -> None:
         """A badge's running sessions may be about to be counted: its new ones must be in the table."""
         if badge is None or settings.BADGES_ALLOW_CONCURRENT_TX:
             return
-        if any(record.badge_id == badge.pk for record in self._unsaved):
+        if any(session.values["badge_id"] == badge.pk for session in self._unsaved):
             self.flush()
 
     def flush(self) -> None:
-        """Insert the new session rows (their primary keys are set on them)."""
-        if self._unsaved:
-            Transaction.objects.bulk_create(self._unsaved)
-            self._unsaved.clear()
+        """Insert the new session rows (their primary keys are set on them). A connector has at
+        most one of them (a second start on a connector of the batch flushed the first: `prior`),
+        so the keys that come back are matched by charger and connector."""
+        if not self._unsaved:
+            return
+        by_connector = {(session.values["charger_id"], session.values["connector_id"]): session
+                        for session in self._unsaved}
+        if len(by_connector) != len(self._unsaved):
+            raise RuntimeError("two new sessions on one connector in one insert")
+        for pk, charger_pk, connector_id in insert_new_returning(
+                Transaction, [session.values for session in self._unsaved], ("pk", "charger_id", "connector_id")):
+            by_connector[(charger_pk, connector_id)].pk = pk
+        self._unsaved.clear()
 
 
 def _prior_of(request: StartRequest) -> list[_PriorRow]:
@@ -214,24 +232,24 @@ def _start(request: StartRequest, reads: _BatchReads | None = None) -> StartAnsw
     info = _authorize_for(charger, id_tag, now, starting=True, offline=offline, badge=badge, reads=badge_reads)
     at_start = (_authorize_for(charger, id_tag, timestamp, check_concurrency=False, badge=badge, reads=badge_reads)
                 if offline else info)
-    record = Transaction(
-        charger=charger,
-        connector_id=connector_id,
-        id_tag=id_tag,
-        badge=badge,
-        id_tag_status=info.status,
-        offline=offline,
-        auth_status_at_start=at_start.status,
-        meter_start_wh=request.meter_start_wh,
-        start_time=timestamp,
-        reservation_id=request.reservation_id,
-        state=TransactionState.ACTIVE,
-    )
+    values = {
+        "charger_id": charger.pk,
+        "connector_id": connector_id,
+        "id_tag": id_tag,
+        "badge_id": badge.pk if badge is not None else None,
+        "id_tag_status": info.status,
+        "offline": offline,
+        "auth_status_at_start": at_start.status,
+        "meter_start_wh": request.meter_start_wh,
+        "start_time": timestamp,
+        "reservation_id": request.reservation_id,
+        "state": TransactionState.ACTIVE,
+    }
     if reads is not None:
-        reads.insert_later(record)
-        return _Started(record, info)
-    record.save(force_insert=True)
-    return StartAnswer(record.pk, info)
+        session = _NewSession(values)
+        reads.insert_later(session)
+        return _Started(session, info)
+    return StartAnswer(Transaction.objects.create(**values).pk, info)
 
 
 def _authorize_for(charger: Charger, id_tag: str, now: dt.datetime, **options: object) -> IdTagInfo:

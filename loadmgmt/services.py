@@ -325,7 +325,7 @@ def _record_pending(
     locked: bool = False,
 ) -> list[SendTicket]:
     """Mark rows as sent (state pk, limit, paused, rate unit, transaction): one UPDATE per distinct
-    (limit, paused, unit), whatever the number of rows, then one SELECT of the new sequence numbers.
+    (limit, paused, unit), whatever the number of rows, returning the new sequence numbers.
     `locked`: the caller's transaction already holds these rows' locks, taken in primary-key order.
 
     Each row's `pending_max_a` becomes max(itself, limit) in the database, so an answer recorded
@@ -373,7 +373,7 @@ def _update_returning_seqs(pks: Sequence[int], **values: Any) -> dict[int, int]:
     sql, params = compiler.as_sql()
     quote = connection.ops.quote_name
     with connection.cursor() as cursor:
-        cursor.execute(f"{sql} RETURNING {quote('id')}, {quote('sent_seq')}", params)
+        cursor.execute(f"{sql} RETURNING {quote(str(LimitState._meta.pk.column))}, {quote('sent_seq')}", params)
         return dict(cursor.fetchall())
 
 

@@ -642,3 +642,23 @@ def test_a_badge_starting_twice_in_one_batch_is_refused_the_second_time(settings
         row = rows[answers[request].transaction_id]
         assert (row.charger_id, row.id_tag, row.id_tag_status) == (
             request.charger.pk, request.id_tag, answers[request].id_tag_info.status)
+
+
+@pytest.mark.django_db
+def test_two_new_sessions_on_one_connector_in_one_insert_are_refused_and_nothing_is_stored():
+    charger = _chargers(1, prefix="CP-DUP")[0]
+    reads = tx_services._BatchReads([])
+    for tag in ("A", "B"):
+        reads.insert_later(tx_services._NewSession({"charger_id": charger.pk, "connector_id": 1, "id_tag": tag}))
+    with pytest.raises(RuntimeError, match="one connector"):
+        reads.flush()
+    assert not Transaction.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_start_whose_session_row_did_not_come_back_is_not_answered_with_a_made_up_id(monkeypatch):
+    charger = _chargers(1, prefix="CP-LOST")[0]
+    monkeypatch.setattr(tx_services, "insert_new_returning", lambda *args, **kwargs: [])
+    at = dt.datetime.now(dt.UTC)
+    with pytest.raises(RuntimeError, match="not inserted"):
+        tx_services.transactions_start_many([tx_services.StartRequest(charger, 1, "TAG", 0, at, None, at)])

@@ -107,8 +107,16 @@ def transactions_start_many(requests: Sequence[StartRequest]) -> dict[StartReque
         reads = _BatchReads(requests)
         outcomes = {request: _start(request, reads) for request in requests}
         reads.flush()
-    return {request: outcome if isinstance(outcome, StartAnswer) else StartAnswer(outcome.session.pk, outcome.info)
+    return {request: outcome if isinstance(outcome, StartAnswer) else StartAnswer(_inserted_pk(outcome.session),
+                                                                                   outcome.info)
             for request, outcome in outcomes.items()}
+
+
+def _inserted_pk(session: _NewSession) -> int:
+    """The session's id, the transactionId its charger is told: never a made-up one."""
+    if session.pk is None:
+        raise RuntimeError("a session of the batch was not inserted")
+    return session.pk
 
 
 @dataclass
@@ -117,7 +125,7 @@ class _NewSession:
     values (by attname), and its primary key once inserted."""
 
     values: dict[str, Any]
-    pk: int = 0
+    pk: int | None = None
 
 
 class _Started(NamedTuple):

@@ -169,17 +169,19 @@ class OcppConsumer(AsyncWebsocketConsumer):
                                printable(claimed), address)
             await self.close(code=CLOSE_NO_SUBPROTOCOL)
             return
-        who = await identities_found().submit(services.IdentifyRequest(
-            claimed, may_register=_registrations_by_address.allowed(address)))
-        if isinstance(who, services.ConnectionRefused):
-            await self._refuse(f"{who.reason} ({address})", address=address)
+        credentials = services.parse_basic_auth(dict(self.scope.get("headers", [])).get(b"authorization"))
+        # Identified and, when the credentials need no hashing, recorded as its charger's connection.
+        admitted = await admissions().submit(services.AdmissionRequest(
+            claimed, credentials, self.channel_name, clock.now(),
+            may_register=_registrations_by_address.allowed(address)))
+        if isinstance(admitted, services.ConnectionRefused):
+            await self._refuse(f"{admitted.reason} ({address})", address=address)
             return
+        who = admitted.identity
         if who.registered:
             _registrations_by_address.hit(address)
         self.charge_point_id = who.charge_point_id
-        headers = dict(self.scope.get("headers", []))
-        credentials = services.parse_basic_auth(headers.get(b"authorization"))
-        password_ok = services.charger_password_known(identity=who, credentials=credentials)
+        password_ok = admitted.password_ok
         if password_ok is None:  # a password to hash: in a thread pool
             password_ok = await sync_to_async(services.charger_password_ok, thread_sensitive=False)(
                 identity=who, credentials=credentials)
@@ -191,7 +193,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
             await self._refuse(f"bad or missing HTTP Basic credentials from {address}", address=address)
             return
         _login_failures_by_id.reset(claimed.casefold())
-        grant = await connections_recorded().submit(services.ConnectionRecord(
+        grant = admitted.grant or await connections_recorded().submit(services.ConnectionRecord(
             charger_pk=who.charger_pk, channel_name=self.channel_name, now=clock.now()))
         self.charger_pk = grant.charger_pk
         self._last_seen_at = time.monotonic()  # the connection's record set `last_seen`
@@ -703,10 +705,10 @@ acceptance_checks = PerLoop(lambda: Batcher(services.chargers_accepted_many, max
                                             name="acceptance re-checks"))
 # The rows of the chargers whose StartTransaction or Authorize arrive at the same time.
 charger_rows = PerLoop(lambda: Batcher(services.chargers_rows_many, max_batch=500, name="reading chargers"))
-# The handshakes arriving at the same time find (or register) their chargers in one step.
-identities_found = PerLoop(lambda: Batcher(services.chargers_identify_many, max_batch=500,
-                                           name="identifying chargers"))
-# The websockets accepted at the same time take over their chargers in one transaction.
+# The handshakes arriving at the same time find (or register) their chargers and, unless a
+# password is to be hashed, take them over, in one step.
+admissions = PerLoop(lambda: Batcher(services.chargers_admitted_many, max_batch=500, name="admitting chargers"))
+# The websockets whose password was hashed take over their chargers in one transaction.
 connections_recorded = PerLoop(lambda: Batcher(services.chargers_connected_many, max_batch=500,
                                                name="recording connections"))
 

@@ -238,20 +238,81 @@ def chargers_connected_many(records: Sequence[ConnectionRecord]) -> dict[Connect
     one statement run per row (`update_rows`). A charger with two records in the batch is
     taken over by each in turn (the second replaces the first). A record whose charger is gone
     fails the batch (the batcher then runs each record alone: that one fails, as alone)."""
-    ordered = sorted(records, key=lambda record: record.charger_pk)
     with transaction.atomic():
-        held = {pk: channel if connected else "" for pk, connected, channel in Charger.objects.select_for_update()
-                .filter(pk__among={record.charger_pk for record in ordered}).order_by("pk")
-                .values_list("pk", "connected", "channel_name")}
-        grants: dict[ConnectionRecord, ConnectionGrant] = {}
-        for record in ordered:
-            if record.charger_pk not in held:
-                raise Charger.DoesNotExist(f"charger {record.charger_pk} is gone")
-            grants[record] = ConnectionGrant(charger_pk=record.charger_pk, replaced_channel=held[record.charger_pk])
-            held[record.charger_pk] = record.channel_name
-        update_rows(Charger, ("connected", "channel_name", "connected_at", "last_seen"),
-                    [(record.charger_pk, True, record.channel_name, record.now, record.now) for record in ordered])
+        return _record_connections(records)
+
+
+def _record_connections(records: Sequence[ConnectionRecord]) -> dict[ConnectionRecord, ConnectionGrant]:
+    """`chargers_connected_many`'s work, inside the caller's transaction."""
+    ordered = sorted(records, key=lambda record: record.charger_pk)
+    held = {pk: channel if connected else "" for pk, connected, channel in Charger.objects.select_for_update()
+            .filter(pk__among={record.charger_pk for record in ordered}).order_by("pk")
+            .values_list("pk", "connected", "channel_name")}
+    grants: dict[ConnectionRecord, ConnectionGrant] = {}
+    for record in ordered:
+        if record.charger_pk not in held:
+            raise Charger.DoesNotExist(f"charger {record.charger_pk} is gone")
+        grants[record] = ConnectionGrant(charger_pk=record.charger_pk, replaced_channel=held[record.charger_pk])
+        held[record.charger_pk] = record.channel_name
+    update_rows(Charger, ("connected", "channel_name", "connected_at", "last_seen"),
+                [(record.charger_pk, True, record.channel_name, record.now, record.now) for record in ordered])
     return grants
+
+
+@dataclass(frozen=True, eq=False)
+class AdmissionRequest:
+    """One websocket handshake to admit (keyed by identity: two handshakes are two requests):
+    the charger it claims to be, its HTTP Basic credentials, and its connection to record."""
+
+    charge_point_id: str
+    credentials: tuple[str, str] | None
+    channel_name: str
+    now: dt.datetime
+    may_register: bool = True
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What the handshake's step on the database decided: who the charger is; whether its
+    credentials are good (None: a password to hash first, off the database thread); and, when
+    they were good without hashing, the connection recorded (else None: recorded after the hash)."""
+
+    identity: ChargerIdentity
+    password_ok: bool | None
+    grant: ConnectionGrant | None = None
+
+
+def chargers_admitted_many(
+    requests: Sequence[AdmissionRequest],
+) -> dict[AdmissionRequest, Admission | ConnectionRefused]:
+    """Identify the handshakes arriving together (`chargers_identify_many`) and, in the same
+    transaction, record the connection of each whose credentials are settled without hashing
+    (`chargers_connected_many`): one step on the database thread where a handshake took two
+    in a row, each waiting for whatever that thread was running.
+
+    Why: every charger's first frames wait for its handshake, and a reconnect storm is nearly
+    all handshakes. A charger with a password not verified lately is identified only; its
+    consumer hashes the password in a thread pool and records the connection after, as before.
+    A failed batch (a charger deleted meanwhile, another process registering the same new id)
+    is run request by request by the batcher, as each of the two steps was."""
+    with transaction.atomic():
+        asked = {request: IdentifyRequest(request.charge_point_id, request.may_register) for request in requests}
+        found = chargers_identify_many(list(asked.values()))
+        admitted: dict[AdmissionRequest, Admission | ConnectionRefused] = {}
+        to_record: dict[AdmissionRequest, tuple[ChargerIdentity, ConnectionRecord]] = {}
+        for request in requests:
+            who = found[asked[request]]
+            if isinstance(who, ConnectionRefused):
+                admitted[request] = who
+                continue
+            password_ok = charger_password_known(identity=who, credentials=request.credentials)
+            admitted[request] = Admission(who, password_ok)
+            if password_ok:
+                to_record[request] = (who, ConnectionRecord(who.charger_pk, request.channel_name, request.now))
+        grants = _record_connections([record for _, record in to_record.values()]) if to_record else {}
+    for request, (who, record) in to_record.items():
+        admitted[request] = Admission(who, True, grants[record])
+    return admitted
 
 
 def charger_disconnect(*, charger_pk: int, channel_name: str, now: dt.datetime) -> bool:

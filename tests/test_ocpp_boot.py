@@ -141,6 +141,11 @@ def test_it_requires_the_password_when_one_is_set(ocpp_url, charger_factory):
         charger_factory(ocpp_url, "CP-SECURE", password="wrong").connect()
     sim = charger_factory(ocpp_url, "CP-SECURE", password="s3cret-passw0rd").connect()
     assert sim.boot().status == "Accepted"
+    # Verified moments ago: the reconnect is admitted without hashing again, and replaces the first.
+    again = charger_factory(ocpp_url, "CP-SECURE", password="s3cret-passw0rd").connect()
+    assert sim.wait_closed() == 4000
+    assert again.boot().status == "Accepted"
+    assert Charger.objects.get(charge_point_id="CP-SECURE").connected
 
 
 def test_a_reconnect_replaces_the_old_connection(ocpp_url, charger_factory):

@@ -129,3 +129,72 @@ def test_log_payloads_are_stored_clean_whatever_the_fast_path_decides(known):
     ])
     stored = list(OcppMessage.objects.order_by("id").values_list("payload", flat=True))
     assert stored == [{"a": "plain"}, {"a": "x\ufffdy"}, {"a": "\ufffd"}, {"a": "nan"}, None]
+
+
+def _admit(*requests: services.AdmissionRequest) -> dict[services.AdmissionRequest,
+                                                          services.Admission | services.ConnectionRefused]:
+    return services.chargers_admitted_many(requests)
+
+
+def test_a_handshake_without_a_password_is_identified_and_recorded_in_one_step(known):
+    """One transaction: the identity's SELECT, the rows locked and read, one UPDATE run per row;
+    for one charger as for thirty (a reconnect storm's batch)."""
+    many = [Charger.objects.create(charge_point_id=f"CP-A{n}") for n in range(30)]
+    Charger.objects.filter(pk=known.pk).update(connected=True, channel_name="older")
+    alone = services.AdmissionRequest("CP-Q", None, "c1", NOW)
+    with CaptureQueriesContext(connection) as one:
+        admitted = _admit(alone)[alone]
+    assert isinstance(admitted, services.Admission)
+    assert (admitted.identity.charger_pk, admitted.identity.charge_point_id, admitted.password_ok) == \
+        (known.pk, "CP-Q", True)
+    assert admitted.grant == services.ConnectionGrant(charger_pk=known.pk, replaced_channel="older")
+    known.refresh_from_db()
+    assert (known.connected, known.channel_name, known.connected_at, known.last_seen) == (True, "c1", NOW, NOW)
+    requests = [services.AdmissionRequest(charger.charge_point_id, None, f"m{n}", NOW)
+                for n, charger in enumerate(many)]
+    with CaptureQueriesContext(connection) as thirty:
+        storm = _admit(*requests)
+    assert len(thirty) == len(one) <= 5  # SELECT, SELECT … FOR UPDATE, UPDATE (+ savepoint and release)
+    assert [storm[r].grant.replaced_channel for r in requests] == [""] * 30  # type: ignore[union-attr]
+    assert dict(Charger.objects.filter(pk__in=[c.pk for c in many]).values_list("charge_point_id", "channel_name")) \
+        == {r.charge_point_id: r.channel_name for r in requests}
+
+
+def test_a_handshake_whose_password_needs_hashing_is_identified_only(known):
+    """The hash runs off the database thread: such a handshake's connection is recorded after it
+    (`chargers_connected_many`), and a wrong user is refused without touching the row. Once the
+    password was verified (cached), the next handshake is recorded in the same step."""
+    known.set_password("s3cret-passw0rd")
+    known.save()
+    to_hash = services.AdmissionRequest("CP-Q", ("CP-Q", "s3cret-passw0rd"), "c1", NOW)
+    wrong_user = services.AdmissionRequest("CP-Q", ("CP-OTHER", "s3cret-passw0rd"), "c2", NOW)
+    missing = services.AdmissionRequest("CP-Q", None, "c3", NOW)
+    admitted = _admit(to_hash, wrong_user, missing)
+    assert [(admitted[r].password_ok, admitted[r].grant) for r in (to_hash, wrong_user, missing)] == \
+        [(None, None), (False, None), (False, None)]  # type: ignore[union-attr]
+    assert Charger.objects.get(pk=known.pk).channel_name == ""
+    identity = admitted[to_hash].identity  # type: ignore[union-attr]
+    assert services.charger_password_ok(identity=identity, credentials=to_hash.credentials)  # hashed: now cached
+    again = services.AdmissionRequest("CP-Q", ("cp-q", "s3cret-passw0rd"), "c4", NOW)
+    assert _admit(again)[again] == services.Admission(identity, True, services.ConnectionGrant(known.pk, ""))
+    assert Charger.objects.get(pk=known.pk).channel_name == "c4"
+
+
+def test_a_refused_handshake_is_answered_and_the_others_of_its_batch_admitted(known, settings):
+    settings.OCPP_UNKNOWN_CHARGERS = "reject"
+    unknown = services.AdmissionRequest("CP-NOBODY", None, "c1", NOW)
+    ours = services.AdmissionRequest("CP-Q", None, "c2", NOW)
+    admitted = _admit(unknown, ours)
+    assert isinstance(admitted[unknown], services.ConnectionRefused) and admitted[unknown].http_status == 404
+    assert admitted[ours].grant == services.ConnectionGrant(known.pk, "")  # type: ignore[union-attr]
+    assert list(Charger.objects.values_list("charge_point_id", "channel_name")) == [("CP-Q", "c2")]
+
+
+def test_a_new_charger_is_registered_and_recorded_in_one_step(db, settings):
+    settings.OCPP_UNKNOWN_CHARGERS = "accept"
+    first, second = (services.AdmissionRequest("CP-NEWCOMER", None, channel, NOW) for channel in ("c1", "c2"))
+    admitted = _admit(first, second)  # two handshakes of one new charger arriving together
+    assert admitted[first].identity.registered and not admitted[second].identity.registered  # type: ignore[union-attr]
+    assert (admitted[first].grant.replaced_channel, admitted[second].grant.replaced_channel) == ("", "c1")  # type: ignore[union-attr]
+    assert list(Charger.objects.values_list("charge_point_id", "connected", "channel_name")) == \
+        [("CP-NEWCOMER", True, "c2")]

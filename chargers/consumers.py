@@ -210,10 +210,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
             on_registration=self._registration_seen,
         )
         await self.accept(subprotocol=SUBPROTOCOL)
-        # Not waited for: the charger's first frames would wait for its commit (the next write
-        # batch takes it, before their rows: one queue); a crash loses it with that batch.
-        await self.log_event("connected" + (" (replaced an older connection)" if grant.replaced_channel else ""),
-                             wait=False)
+        await self.log_event("connected" + (" (replaced an older connection)" if grant.replaced_channel else ""))
         await self._open_relays()
 
     async def _close_replaced(self, channel: str) -> None:
@@ -673,12 +670,11 @@ class OcppConsumer(AsyncWebsocketConsumer):
         self._last_seen_at = now
         return True
 
-    async def log_event(self, what: str, *, error: str = "", payload: object = None, wait: bool = True) -> None:
-        """Log an event of this connection; with `wait`, return once it is committed."""
+    async def log_event(self, what: str, *, error: str = "", payload: object = None) -> None:
         await write_buffer().submit(LogRow(
             charge_point_id=self.charge_point_id, charger_pk=self.charger_pk, direction=Direction.EVENT,
             now=clock.now(), message_type="EVENT", action=what, payload=payload, error=error,
-        ), wait=wait)
+        ))
 
 
 # Chargers of this process running their boot steps now, and when the last one began.

@@ -232,42 +232,6 @@ async def test_a_consumer_crash_closes_and_marks_the_charger_offline(monkeypatch
 
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
-async def test_the_handshake_does_not_wait_for_its_log_row_to_be_committed(monkeypatch):
-    """The "connected" event goes to the write buffer without waiting for its commit (the
-    charger's first frames would wait for it), and is written all the same."""
-    import asyncio
-
-    from asgiref.sync import sync_to_async
-    from channels.testing import WebsocketCommunicator
-
-    from chargers.consumers import OcppConsumer
-    from chargers.writebuffer import LogRow, WriteBuffer
-
-    await sync_to_async(Charger.objects.create)(charge_point_id="CP-QUICK",
-                                                registration_status=RegistrationStatus.ACCEPTED)
-    submitted: list[tuple[str, bool]] = []
-    submit = WriteBuffer.submit
-
-    async def spied(self: WriteBuffer, item: object, *, wait: bool = True) -> object:
-        if isinstance(item, LogRow) and item.charge_point_id == "CP-QUICK":
-            submitted.append((item.action, wait))
-        return await submit(self, item, wait=wait)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(WriteBuffer, "submit", spied)
-    communicator = WebsocketCommunicator(OcppConsumer.as_asgi(), "/ocpp/CP-QUICK", subprotocols=["ocpp1.6"])
-    connected, _ = await communicator.connect()
-    assert connected and submitted == [("connected", False)]
-    logged = OcppMessage.objects.filter(charge_point_id="CP-QUICK", action="connected")
-    for _ in range(100):
-        if await sync_to_async(logged.exists)():
-            break
-        await asyncio.sleep(0.05)
-    assert await sync_to_async(logged.exists)()
-    await communicator.disconnect()
-
-
-@pytest.mark.asyncio
-@pytest.mark.django_db(transaction=True)
 async def test_a_websocket_closed_under_a_send_is_a_charger_gone_not_a_consumer_failure(monkeypatch, caplog):
     """Daphne raises autobahn's Disconnected on a send after the socket closed (a charger gone
     in the middle of its boot steps, seen in a benchmark's fleet closing): a call to it is

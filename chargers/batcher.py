@@ -60,22 +60,29 @@ class Batcher(Generic[K, R]):
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._has_pending():
-                try:
-                    outcomes = await database_sync_to_async(self._take_and_run)()
-                except BaseException as error:  # the loop is closing: tell every waiter
-                    with self._lock:
-                        left, self._pending = self._pending, []
-                    for _, future in left:
-                        if not future.done():
-                            future.set_exception(error if isinstance(error, Exception) else RuntimeError("closed"))
-                    raise
-                for future, outcome in outcomes:
-                    if future.done():  # its consumer went away (cancelled)
-                        continue
-                    if isinstance(outcome, _Failed):
-                        future.set_exception(outcome.error)
-                    else:
-                        future.set_result(outcome)
+                await self._run_next_batch()
+
+    async def _run_next_batch(self) -> None:
+        """Run what is queued now and settle its futures. A function of its own so that nothing
+        of the batch outlives it: as locals of `_serve`, which then waits for the next batch,
+        the last batch's futures and results stayed alive for as long as the process was quiet
+        (after a boot storm, every booted charger's, in each of a process's batchers)."""
+        try:
+            outcomes = await database_sync_to_async(self._take_and_run)()
+        except BaseException as error:  # the loop is closing: tell every waiter
+            with self._lock:
+                left, self._pending = self._pending, []
+            for _, future in left:
+                if not future.done():
+                    future.set_exception(error if isinstance(error, Exception) else RuntimeError("closed"))
+            raise
+        for future, outcome in outcomes:
+            if future.done():  # its consumer went away (cancelled)
+                continue
+            if isinstance(outcome, _Failed):
+                future.set_exception(outcome.error)
+            else:
+                future.set_result(outcome)
 
     def _has_pending(self) -> bool:
         with self._lock:

@@ -245,33 +245,39 @@ class WriteBuffer:
             self._wakeup.clear()
             while self._items:
                 await self._linger()
-                batch, self._items = self._items[:WRITE_BATCH_MAX], self._items[WRITE_BATCH_MAX:]
-                if not any(future is not None for _, future, _ in self._items):
-                    self._urgent.clear()
-                items = [item for item, _, _ in batch if item is not None]
-                self._writing = True
-                try:
-                    results = await database_sync_to_async(write_batch)(items) if items else []
-                except BaseException as error:  # the loop is closing, or the thread failed: tell every waiter
-                    self._items = batch + self._items
-                    for _, future, _ in self._items:
-                        if future is not None and not future.done():
-                            future.set_exception(error if isinstance(error, Exception) else RuntimeError("closed"))
-                    self._items = []
-                    raise
-                finally:
-                    self._writing = False
-                outcomes = iter(results)
-                for item, future, _ in batch:
-                    outcome = None if item is None else next(outcomes)
-                    if future is None and isinstance(outcome, Exception):
-                        logger.error("a write nobody waits for failed (%s): %s", type(item).__name__, outcome)
-                    if future is None or future.done():
-                        continue
-                    if isinstance(outcome, Exception):
-                        future.set_exception(outcome)
-                    else:
-                        future.set_result(outcome)
+                await self._write_next_batch()
+
+    async def _write_next_batch(self) -> None:
+        """Write the next batch and settle its futures. A function of its own so that nothing of
+        the batch outlives it: as locals of `_run`, which then waits for more, the last batch's
+        rows and payloads stayed alive for as long as the process was quiet."""
+        batch, self._items = self._items[:WRITE_BATCH_MAX], self._items[WRITE_BATCH_MAX:]
+        if not any(future is not None for _, future, _ in self._items):
+            self._urgent.clear()
+        items = [item for item, _, _ in batch if item is not None]
+        self._writing = True
+        try:
+            results = await database_sync_to_async(write_batch)(items) if items else []
+        except BaseException as error:  # the loop is closing, or the thread failed: tell every waiter
+            self._items = batch + self._items
+            for _, future, _ in self._items:
+                if future is not None and not future.done():
+                    future.set_exception(error if isinstance(error, Exception) else RuntimeError("closed"))
+            self._items = []
+            raise
+        finally:
+            self._writing = False
+        outcomes = iter(results)
+        for item, future, _ in batch:
+            outcome = None if item is None else next(outcomes)
+            if future is None and isinstance(outcome, Exception):
+                logger.error("a write nobody waits for failed (%s): %s", type(item).__name__, outcome)
+            if future is None or future.done():
+                continue
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
 
     async def _linger(self) -> None:
         """Nobody awaits what is queued: gather more until the oldest item has waited

@@ -55,6 +55,35 @@ def test_keys_submitted_together_run_in_one_call_and_each_gets_its_result():
     assert calls == [list(range(10))]  # one call, each key once
 
 
+class _Result:
+    """A batch's result that can be watched for being freed (weakref)."""
+
+
+@pytest.mark.django_db
+def test_a_quiet_batcher_keeps_nothing_of_its_last_batch():
+    """Once the waiters have their results, the batcher waiting for its next batch holds none of
+    the last one's futures or results: after a boot storm, every booted charger's stayed alive
+    in each of a process's batchers until the next batch."""
+    import gc
+    import weakref
+
+    def run(keys: Sequence[int]) -> dict[int, _Result]:
+        return {key: _Result() for key in keys}
+
+    async def storm() -> tuple[Batcher[int, _Result], list[weakref.ref[_Result]]]:
+        batcher: Batcher[int, _Result] = Batcher(run)
+        results = await asyncio.gather(*(batcher.submit(key) for key in range(20)))
+        await asyncio.sleep(0)  # the batcher back to waiting for the next batch
+        assert batcher._task is not None and not batcher._task.done()
+        watched = [weakref.ref(result) for result in results]
+        del results
+        gc.collect()
+        return batcher, [ref for ref in watched if ref() is not None]
+
+    batcher, alive = asyncio.run(storm())
+    assert batcher.batches == 1 and alive == []
+
+
 @pytest.mark.django_db
 def test_a_batch_is_bounded_and_a_failing_key_fails_alone():
     calls: list[list[int]] = []

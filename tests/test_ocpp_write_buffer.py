@@ -278,6 +278,31 @@ def test_writes_nobody_awaits_are_gathered_into_one_batch(monkeypatch) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_quiet_writer_keeps_nothing_of_its_last_batch(monkeypatch) -> None:
+    """Once a batch is written, the writer waiting for more holds none of its items (rows,
+    payloads): they stayed alive for as long as the process was quiet."""
+    import gc
+    import weakref
+
+    _recording_batches(monkeypatch)
+
+    async def scenario() -> tuple[list[weakref.ref[LogRow]], asyncio.Task[None] | None]:
+        buffer = WriteBuffer()
+        rows = [_row(f"u{number}") for number in range(5)]
+        for row in rows[:-1]:
+            await buffer.submit(row, wait=False)
+        await buffer.submit(rows[-1])  # awaited: the batch is written now
+        await asyncio.sleep(0)  # the writer back to waiting for more
+        watched = [weakref.ref(row) for row in rows]
+        del rows, row
+        gc.collect()
+        return [ref for ref in watched if ref() is not None], buffer._task
+
+    alive, task = asyncio.run(scenario())
+    assert task is not None and alive == []
+
+
+@pytest.mark.django_db(transaction=True)
 def test_writes_arriving_while_a_batch_is_written_linger_too_but_no_longer_than_the_linger(monkeypatch) -> None:
     """A busy writer used to chain its batches: what arrived while one was written went as soon
     as it committed, a few items at a time, each batch with a transaction's cost, and the

@@ -232,33 +232,6 @@ async def test_a_consumer_crash_closes_and_marks_the_charger_offline(monkeypatch
 
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
-async def test_a_connected_consumer_keeps_its_attributes_in_slots():
-    """One consumer per connected charger: what it sets lives in its slots, not in an instance
-    dict (~1.3 KB per charger); only Channels' base class keeps `groups` in the dict it brings.
-    An attribute added without its slot lands in the dict and fails this."""
-    import gc
-
-    from asgiref.sync import sync_to_async
-    from channels.testing import WebsocketCommunicator
-
-    from chargers.consumers import OcppConsumer
-
-    await sync_to_async(Charger.objects.create)(charge_point_id="CP-SLOTS",
-                                                registration_status=RegistrationStatus.ACCEPTED)
-    communicator = WebsocketCommunicator(OcppConsumer.as_asgi(), "/ocpp/CP-SLOTS", subprotocols=["ocpp1.6"])
-    connected, _ = await communicator.connect()
-    assert connected
-    await communicator.send_to(text_data='[2,"h1","Heartbeat",{}]')
-    assert json.loads(await communicator.receive_from(timeout=5))[:2] == [3, "h1"]
-    consumers = [obj for obj in gc.get_objects() if isinstance(obj, OcppConsumer)
-                 and getattr(obj, "charge_point_id", "") == "CP-SLOTS"]
-    assert len(consumers) == 1
-    assert consumers[0].cp is not None and set(vars(consumers[0])) <= {"groups"}
-    await communicator.disconnect()
-
-
-@pytest.mark.asyncio
-@pytest.mark.django_db(transaction=True)
 async def test_a_websocket_closed_under_a_send_is_a_charger_gone_not_a_consumer_failure(monkeypatch, caplog):
     """Daphne raises autobahn's Disconnected on a send after the socket closed (a charger gone
     in the middle of its boot steps, seen in a benchmark's fleet closing): a call to it is

@@ -127,21 +127,9 @@ class _Wire:
 
 
 class OcppConsumer(AsyncWebsocketConsumer):
-    # One consumer per connected charger: its attributes in slots, not in an instance dict of
-    # ~20 keys (~1.3 KB per charger, tracemalloc); Channels' base classes, which have no slots,
-    # keep the few others (`groups`) in the dict they bring.
-    __slots__ = ("charge_point_id", "charger_pk", "cp", "relayed_requests", "_tasks", "_ended_transactions",
-                 "_accepted", "_accepted_checked_at", "_unsolicited", "_last_seen_at", "_relays", "_layer_receive",
-                 "scope", "channel_layer", "channel_name", "base_send")
-    charge_point_id: str
-    charger_pk: int | None
-    cp: CentralSystemChargePoint | None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.charge_point_id = ""  # set in connect(); the channel-layer receive may fail before
-        self.charger_pk = None
-        self.cp = None
+    charge_point_id: str = ""  # set in connect(); the channel-layer receive may fail before
+    charger_pk: int | None = None
+    cp: CentralSystemChargePoint | None = None
 
     async def connect(self) -> None:
         """Admit the websocket, in the order of OCPP-J §3: identity, credentials, subprotocol.

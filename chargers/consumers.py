@@ -104,6 +104,8 @@ class TransactionEnded(Exception):
 class _Wire:
     """What the `ocpp` ChargePoint writes to: respells 1.6 error codes, logs, sends."""
 
+    __slots__ = ("_consumer",)  # one per connected charger
+
     def __init__(self, consumer: OcppConsumer) -> None:
         self._consumer = consumer
 
@@ -117,7 +119,8 @@ class _Wire:
         if frame[0] == CALLERROR:
             frame[2] = respell_error_code(frame[2])
             message = json.dumps(frame, separators=(",", ":"), default=str)
-            self._consumer.relayed_requests.pop(str(frame[1]), None)
+            if self._consumer.relayed_requests:
+                self._consumer.relayed_requests.pop(str(frame[1]), None)
         elif frame[0] == CALLRESULT and self._consumer.relayed_requests:
             relayed = await self._consumer.relay_answer(frame)
             if relayed is not frame:
@@ -127,9 +130,37 @@ class _Wire:
 
 
 class OcppConsumer(AsyncWebsocketConsumer):
-    charge_point_id: str = ""  # set in connect(); the channel-layer receive may fail before
-    charger_pk: int | None = None
-    cp: CentralSystemChargePoint | None = None
+    # One consumer per connected charger, so what each holds counts thousands of times: its
+    # attributes live in slots, not in an instance dict of ~20 keys (~1.3 KB a charger,
+    # tracemalloc), and the containers most connections never use (tasks, ended transactions,
+    # relays) are made at their first use. Channels' base classes have no slots: the few
+    # attributes they set themselves (`groups`) stay in the dict they bring.
+    __slots__ = ("charge_point_id", "charger_pk", "cp", "relayed_requests", "_tasks", "_ended_transactions",
+                 "_accepted", "_accepted_checked_at", "_unsolicited", "_last_seen_at", "_relays",
+                 "_layer_receive", "scope", "channel_layer", "channel_name", "base_send")
+    charge_point_id: str
+    charger_pk: int | None
+    cp: CentralSystemChargePoint | None
+    # Charger CALLs (action, payload) by message id, until answered: told to the relays (when any).
+    relayed_requests: dict[str, tuple[str, dict[str, Any]]] | None
+    _tasks: set[asyncio.Task[None]] | None
+    # Transactions this charger reported stopped on this connection: no TxProfile for them.
+    _ended_transactions: set[object] | None
+    _relays: list[ChargerRelay] | None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.charge_point_id = ""  # set in connect(); the channel-layer receive may fail before
+        self.charger_pk = None
+        self.cp = None
+        self.relayed_requests = None
+        self._tasks = None
+        self._ended_transactions = None
+        self._relays = None
+        self._accepted = False
+        self._accepted_checked_at = 0.0
+        self._unsolicited = 0
+        self._last_seen_at = -services.LAST_SEEN_RESOLUTION_S  # when this connection last wrote `last_seen`
 
     async def connect(self) -> None:
         """Admit the websocket, in the order of OCPP-J §3: identity, credentials, subprotocol.
@@ -138,17 +169,6 @@ class OcppConsumer(AsyncWebsocketConsumer):
         hash there delays every other charger's messages); failures are rate-limited
         per id and per address before any hashing.
         """
-        self.charge_point_id = ""
-        self._tasks: set[asyncio.Task[None]] = set()
-        # Transactions this charger reported stopped on this connection: no TxProfile for them.
-        self._ended_transactions: set[object] = set()
-        self._accepted = False
-        self._accepted_checked_at = 0.0
-        self._unsolicited = 0
-        self._last_seen_at = -services.LAST_SEEN_RESOLUTION_S  # when this connection last wrote `last_seen`
-        self._relays: list[ChargerRelay] = []
-        # Charger CALLs (action, payload) by message id, until answered: told to the relays.
-        self.relayed_requests: dict[str, tuple[str, dict[str, Any]]] = {}
         address = str((self.scope.get("client") or ["?"])[0])
         raw_path = self.scope.get("raw_path") or quote(self.scope["path"]).encode("ascii")
         try:
@@ -249,7 +269,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
         await self.close()
 
     async def disconnect(self, code: int) -> None:
-        for task in list(self._tasks):
+        for task in list(self._tasks or ()):
             task.cancel()
         await self._close_relays()
         if self.charger_pk is None:
@@ -279,8 +299,12 @@ class OcppConsumer(AsyncWebsocketConsumer):
             return
         if frame.message_type == CALL and frame.action == "StopTransaction" and isinstance(frame.payload, dict):
             # Before the answer goes out: from now on no TxProfile for it reaches the wire.
+            if self._ended_transactions is None:
+                self._ended_transactions = set()
             self._ended_transactions.add(frame.payload.get("transactionId"))
         if frame.message_type == CALL and self._relays and isinstance(frame.payload, dict):
+            if self.relayed_requests is None:
+                self.relayed_requests = {}
             self.relayed_requests[frame.unique_id] = (str(frame.action), frame.payload)
         try:
             await self.cp.route(frame.message_type, frame.unique_id, frame.action, frame.message)
@@ -375,14 +399,13 @@ class OcppConsumer(AsyncWebsocketConsumer):
                 logger.exception("%s: relay opener %s failed", self.charge_point_id, opener)
                 continue
             if relay is not None:
-                self._relays.append(relay)
+                self._relays = [*(self._relays or ()), relay]
 
     async def _relay_call(self, action: str, payload: dict[str, Any], timeout_s: float | None) -> dict[str, Any]:
         return await self.call_action_reply(action, payload, timeout_s=timeout_s)
 
     async def _close_relays(self) -> None:
-        relays, self._relays = self._relays, []
-        self.relayed_requests.clear()
+        relays, self._relays, self.relayed_requests = self._relays or [], None, None
         for relay in relays:
             try:
                 await relay.close()
@@ -391,12 +414,12 @@ class OcppConsumer(AsyncWebsocketConsumer):
 
     async def relay_answer(self, frame: list[Any]) -> list[Any]:
         """Tell the relays of the CALLRESULT `frame` about to answer a charger CALL; one may replace it."""
-        request = self.relayed_requests.pop(str(frame[1]), None)
+        request = self.relayed_requests.pop(str(frame[1]), None) if self.relayed_requests else None
         if request is None or len(frame) < 3 or not isinstance(frame[2], dict):
             return frame
         action, payload = request
         answer = frame[2]
-        for relay in list(self._relays):
+        for relay in list(self._relays or ()):
             try:
                 replaced = await relay.answered(action, payload, answer)
             except Exception:
@@ -546,6 +569,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
             return False
         profile = frame[3].get("csChargingProfiles") or {}
         return (profile.get("chargingProfilePurpose") == "TxProfile"
+                and self._ended_transactions is not None
                 and profile.get("transactionId") in self._ended_transactions)
 
     async def call_action_reply(
@@ -621,6 +645,8 @@ class OcppConsumer(AsyncWebsocketConsumer):
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
+        if self._tasks is None:
+            self._tasks = set()
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

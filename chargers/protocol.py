@@ -92,6 +92,8 @@ class _LibraryLog:
     not the payload either.
     """
 
+    __slots__ = ("_id",)  # one per connected charger
+
     def __init__(self, charge_point_id: str) -> None:
         self._id = charge_point_id
 

@@ -12,9 +12,8 @@ import asyncio
 import functools
 import json
 import logging
-import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 from urllib.parse import quote
 
@@ -37,6 +36,7 @@ except ImportError:  # pragma: no cover - another ASGI server: its own error rea
 
 from chargers import services
 from chargers.batcher import Batcher
+from chargers.bootqueue import DeferredBootSteps, StormState
 from chargers.commands import ChargerCallError, ChargerOffline, ChargerTimeout, reply_to_result
 from chargers.frames import (
     CALL,
@@ -54,6 +54,7 @@ from chargers.hooks import (
     INLINE_OUTCOME_HOOKS,
     RELAY_OPENERS,
     URGENT_BOOT_STEPS,
+    BootStep,
     ChargerRelay,
 )
 from chargers.identity import BadIdentity, identity_from_path, printable
@@ -143,7 +144,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
     cp: CentralSystemChargePoint | None
     # Charger CALLs (action, payload) by message id, until answered: told to the relays (when any).
     relayed_requests: dict[str, tuple[str, dict[str, Any]]] | None
-    _tasks: set[asyncio.Task[None]] | None
+    _tasks: list[asyncio.Task[None]] | None
     # Transactions this charger reported stopped on this connection: no TxProfile for them.
     _ended_transactions: set[object] | None
     _relays: list[ChargerRelay] | None
@@ -269,8 +270,11 @@ class OcppConsumer(AsyncWebsocketConsumer):
         await self.close()
 
     async def disconnect(self, code: int) -> None:
+        global _booting
         for task in list(self._tasks or ()):
             task.cancel()
+        if deferred_boot_steps().drop(self):
+            _booting -= 1
         await self._close_relays()
         if self.charger_pk is None:
             return
@@ -590,8 +594,9 @@ class OcppConsumer(AsyncWebsocketConsumer):
         if problem is not None:
             return {"status": "failed", "description": f"bad {action} payload: {problem.description}"}
         try:
-            message = await asyncio.wait_for(self.cp.request(action, payload),
-                                             timeout_s or settings.OCPP_CALL_TIMEOUT)
+            # A timeout scope, not wait_for: no task of its own for each call in flight.
+            async with asyncio.timeout(timeout_s or settings.OCPP_CALL_TIMEOUT):
+                message = await self.cp.request(action, payload)
         except OCPPError as error:  # the answer broke its schema
             return {"status": "error", "code": respell_error_code(error.code),
                     "description": error.description, "details": _jsonable(error.details)}
@@ -617,25 +622,29 @@ class OcppConsumer(AsyncWebsocketConsumer):
         self._spawn(self._run_boot_steps())
 
     async def _run_boot_steps(self) -> None:
-        """The boot steps, urgent ones at once, the rest after a jitter that grows with the
-        number of chargers booting in this process (see `boot_jitter_s`)."""
-        assert self.charger_pk is not None  # noqa: S101
+        """The urgent boot steps (safety) at once; the others queued (chargers.bootqueue) until a
+        storm's boots stop and a jitter that grows with the chargers booting in this process."""
         global _booting, _last_boot_at
         _booting += 1
         _last_boot_at = time.monotonic()
+        queued = False
         try:
-            await self._run_steps()
+            await self._run_steps([step for step in BOOT_ACCEPTED_STEPS if step in URGENT_BOOT_STEPS])
+            if any(step not in URGENT_BOOT_STEPS for step in BOOT_ACCEPTED_STEPS):
+                deferred_boot_steps().add(self)  # it counts as booting until its steps are done
+                queued = True
         finally:
-            _booting -= 1
+            if not queued:
+                _booting -= 1
 
-    async def _run_steps(self) -> None:
+    def _start_deferred_steps(self) -> None:
+        """Called by the queue when this charger's configuration steps may go."""
+        task = self._spawn(self._run_steps([step for step in BOOT_ACCEPTED_STEPS if step not in URGENT_BOOT_STEPS]))
+        task.add_done_callback(_boot_done)  # even when cancelled before it began
+
+    async def _run_steps(self, steps: list[BootStep]) -> None:
         assert self.charger_pk is not None  # noqa: S101
-        spread = False
-        for step in BOOT_ACCEPTED_STEPS:
-            if step not in URGENT_BOOT_STEPS and not spread:
-                spread = True
-                await _quiet_after_boot_storm()
-                await asyncio.sleep(boot_jitter_s(_booting))
+        for step in steps:
             try:
                 await step(self.call_action, self.charger_pk)
             except (ChargerCallError, ChargerOffline, ChargerTimeout) as error:
@@ -643,12 +652,13 @@ class OcppConsumer(AsyncWebsocketConsumer):
             except Exception:  # one failing step must not stop the others
                 logger.exception("boot step %s failed for %s", step.__name__, self.charge_point_id)
 
-    def _spawn(self, coroutine: Any) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coroutine)
         if self._tasks is None:
-            self._tasks = set()
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+            self._tasks = []
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+        return task
 
     async def ocpp_registration(self, event: dict[str, Any]) -> None:
         """The operator accepted, rejected or set back to pending this charger
@@ -738,45 +748,15 @@ admissions = PerLoop(lambda: Batcher(services.chargers_admitted_many, max_batch=
 connections_recorded = PerLoop(lambda: Batcher(services.chargers_connected_many, max_batch=500,
                                                name="recording connections"))
 
-# Seconds of boot-step work to spread per charger booting at the same time: a lone boot
-# waits at most this long, a storm of 1,000 up to 20 s (capped by OCPP_BOOT_JITTER_MAX_S).
-_JITTER_PER_BOOT_S = 0.02
+def _boot_done(_: object) -> None:
+    global _booting
+    _booting -= 1
 
 
-def boot_jitter_s(booting: int) -> float:
-    """A random delay before the configuration steps of one of `booting` concurrent boots."""
-    return random.uniform(0.0, min(settings.OCPP_BOOT_JITTER_MAX_S, booting * _JITTER_PER_BOOT_S))  # noqa: S311
-
-
-# From this many chargers of one process in their boot steps at once, a boot is part of a storm.
-STORM_BOOTS = 20
-
-
-def storm_wait_s(*, now: float, last_boot_at: float, booting: int, quiet_s: float, until: float) -> float:
-    """How long configuration steps still wait for a storm's boots to stop (0: go now): until
-    none has begun for `quiet_s`, never past `until`; no wait outside a storm."""
-    if booting < STORM_BOOTS or quiet_s <= 0:
-        return 0.0
-    return max(0.0, min(last_boot_at + quiet_s, until) - now)
-
-
-async def _quiet_after_boot_storm() -> None:
-    """In a boot storm, wait until chargers stop booting (see `storm_wait_s`).
-
-    Why: a storm's configuration steps (auto configuration, local list: six calls and their
-    answers per charger) ran among the handshakes, boots and StartTransactions still arriving,
-    which then waited behind them on the event loop and the database thread. Deferred to the
-    quiet after the storm (bench/bench_scale.py, SQLite, two processes, A/B pairs): every
-    charger connected, booted and its transaction started in 2.1 s instead of 2.8–3.2 s at
-    1,000, in 10.9–11.0 s instead of 19.0–19.2 s at 5,000. The configuration then comes in
-    the quiet, spread by the jitter as before. The safety steps (the safe default profile,
-    stale sessions closed) do not wait.
-    """
-    quiet_s = settings.OCPP_BOOT_QUIET_MS / 1000
-    until = time.monotonic() + settings.OCPP_BOOT_JITTER_MAX_S
-    while (wait := storm_wait_s(now=time.monotonic(), last_boot_at=_last_boot_at, booting=_booting,
-                                quiet_s=quiet_s, until=until)) > 0:
-        await asyncio.sleep(wait)
+# The chargers of this process waiting for their configuration steps (see chargers.bootqueue).
+deferred_boot_steps = PerLoop(lambda: DeferredBootSteps(OcppConsumer._start_deferred_steps, StormState(
+    booting=lambda: _booting, last_boot_at=lambda: _last_boot_at,
+    quiet_s=lambda: settings.OCPP_BOOT_QUIET_MS / 1000, jitter_max_s=lambda: settings.OCPP_BOOT_JITTER_MAX_S)))
 
 
 def _frame_parts(frame: list[Any]) -> tuple[str, object, str]:

@@ -369,7 +369,8 @@ class CentralSystemChargePoint:
             try:
                 request = [CALL, unique_id, action, payload]
                 await self._send(json.dumps(request, separators=(",", ":")), request)
-                message_type, message = await asyncio.wait_for(waiter, self._response_timeout)
+                async with asyncio.timeout(self._response_timeout):
+                    message_type, message = await waiter
             except TimeoutError:
                 await write_buffer().flush()  # the unanswered call is on record first
                 raise

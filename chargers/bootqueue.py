@@ -88,14 +88,16 @@ class DeferredBootSteps(Generic[Waiter]):
     def __len__(self) -> int:
         return len(self._quiet) + len(self._jittered_waiters)
 
-    def add(self, waiter: Waiter) -> None:
+    def add(self, waiter: Waiter) -> bool:
+        """Queue `waiter`: False when it already waits (it is started once)."""
         if waiter in self._quiet or waiter in self._jittered_waiters:
-            return
+            return False
         self._quiet[waiter] = time.monotonic() + self._storm.jitter_max_s()
         if self._runner is None or self._runner.done():
             self._runner = asyncio.ensure_future(self._serve())
         elif self._wake is not None and not self._wake.done():
             self._wake.set_result(None)  # outside a storm it may go now, not at the next timer
+        return True
 
     def drop(self, waiter: Waiter) -> bool:
         """Forget `waiter` (its charger went away): whether it was waiting."""

@@ -631,8 +631,9 @@ class OcppConsumer(AsyncWebsocketConsumer):
         try:
             await self._run_steps([step for step in BOOT_ACCEPTED_STEPS if step in URGENT_BOOT_STEPS])
             if any(step not in URGENT_BOOT_STEPS for step in BOOT_ACCEPTED_STEPS):
-                deferred_boot_steps().add(self)  # it counts as booting until its steps are done
-                queued = True
+                # Queued, it counts as booting until its steps are done (a second boot while it
+                # waits is not queued twice, nor counted).
+                queued = deferred_boot_steps().add(self)
         finally:
             if not queued:
                 _booting -= 1

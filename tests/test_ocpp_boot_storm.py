@@ -158,7 +158,7 @@ def test_a_dropped_charger_never_starts_and_the_others_do():
     async def drop_one() -> tuple[dict[str, float], bool, bool]:
         queue, started = started_queue(storm)
         queue.add("gone")
-        queue.add("stays")
+        assert queue.add("stays") and not queue.add("stays")  # queued once
         dropped, dropped_again = queue.drop("gone"), queue.drop("gone")
         while len(queue):
             await asyncio.sleep(0.05)
@@ -219,6 +219,7 @@ def test_a_consumer_gone_while_its_steps_wait_is_no_longer_booting(settings, mon
         consumer = consumers.OcppConsumer()
         consumer.charger_pk = 1
         await consumer._run_boot_steps()
+        await consumer._run_boot_steps()  # booted again while its steps wait: still one in the queue
         queued = len(consumers.deferred_boot_steps())
         consumer.charger_pk = None  # nothing to record of it
         await consumer.disconnect(1006)
@@ -226,7 +227,7 @@ def test_a_consumer_gone_while_its_steps_wait_is_no_longer_booting(settings, mon
         return queued
 
     assert asyncio.run(boot_then_leave()) == 1
-    assert consumers._booting == STORM_BOOTS and steps.ran == ["urgent"]
+    assert consumers._booting == STORM_BOOTS and steps.ran == ["urgent", "urgent"]
 
 
 CONFIGURATION_CALLS = {"GetConfiguration", "ChangeConfiguration", "SendLocalList", "GetLocalListVersion"}

@@ -12,7 +12,7 @@ processes, A/B pairs), every charger connected, booted and its transaction start
 instead of 2.8–3.2 s at 1,000, in 10.9–11.0 s instead of 19.0–19.2 s at 5,000.
 
 Why a queue and not a sleeping task per charger: in a storm every booted charger waited, each in
-its own task with its chain of coroutines and timers (~1.9 KB a charger, tracemalloc, at 125
+its own task with its chain of coroutines and timers (~1.6 KB a charger, tracemalloc, at 125
 chargers a process), and each woke every time the quiet was pushed back by another boot. One
 `DeferredBootSteps` per event loop holds the waiting chargers in a heap and starts each one's
 steps when its time comes: one timer for all of them.

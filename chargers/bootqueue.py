@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
+logger = logging.getLogger(__name__)
+
 # From this many chargers of one process in their boot steps at once, a boot is part of a storm.
 STORM_BOOTS = 20
 
@@ -65,8 +67,6 @@ class StormState:
         self.booting, self.last_boot_at = booting, last_boot_at
         self.quiet_s, self.jitter_max_s = quiet_s, jitter_max_s
 
-
-logger = logging.getLogger(__name__)
 
 Waiter = TypeVar("Waiter", bound=Hashable)
 

@@ -27,6 +27,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ def storm_wait_s(*, now: float, last_boot_at: float, booting: int, quiet_s: floa
     return max(0.0, min(last_boot_at + quiet_s, until) - now)
 
 
+@dataclass(frozen=True)
 class StormState:
     """What the queue reads of the process's boots each time it decides: how many chargers are
     in their boot steps, when the last one began, and the two settings (read when used, so a
@@ -61,11 +63,6 @@ class StormState:
     last_boot_at: Callable[[], float]
     quiet_s: Callable[[], float]
     jitter_max_s: Callable[[], float]
-
-    def __init__(self, *, booting: Callable[[], int], last_boot_at: Callable[[], float],
-                 quiet_s: Callable[[], float], jitter_max_s: Callable[[], float]) -> None:
-        self.booting, self.last_boot_at = booting, last_boot_at
-        self.quiet_s, self.jitter_max_s = quiet_s, jitter_max_s
 
 
 Waiter = TypeVar("Waiter", bound=Hashable)
@@ -154,11 +151,10 @@ class DeferredBootSteps(Generic[Waiter]):
                     logger.exception("could not start the deferred boot steps of %s", waiter)
         if not self._jittered_waiters:
             self._jittered.clear()  # only dropped waiters' entries were left
-        waits = [wait for wait in (quiet_wait_s, self._jittered[0][0] - now if self._jittered else None)
-                 if wait is not None]
-        if not waits:
-            return None
-        return max(0.0, min(waits))
+        if self._jittered:
+            next_start_s = self._jittered[0][0] - now
+            return next_start_s if quiet_wait_s is None else min(quiet_wait_s, next_start_s)
+        return quiet_wait_s
 
 
 def _settle(future: asyncio.Future[None]) -> None:

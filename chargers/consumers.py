@@ -629,8 +629,8 @@ class OcppConsumer(AsyncWebsocketConsumer):
         _last_boot_at = time.monotonic()
         queued = False
         try:
-            await self._run_steps([step for step in BOOT_ACCEPTED_STEPS if step in URGENT_BOOT_STEPS])
-            if any(step not in URGENT_BOOT_STEPS for step in BOOT_ACCEPTED_STEPS):
+            await self._run_steps(_boot_steps(urgent=True))
+            if _boot_steps(urgent=False):
                 # Queued, it counts as booting until its steps are done (a second boot while it
                 # waits is not queued twice, nor counted).
                 queued = deferred_boot_steps().add(self)
@@ -640,7 +640,7 @@ class OcppConsumer(AsyncWebsocketConsumer):
 
     def _start_deferred_steps(self) -> None:
         """Called by the queue when this charger's configuration steps may go."""
-        task = self._spawn(self._run_steps([step for step in BOOT_ACCEPTED_STEPS if step not in URGENT_BOOT_STEPS]))
+        task = self._spawn(self._run_steps(_boot_steps(urgent=False)))
         task.add_done_callback(_boot_done)  # even when cancelled before it began
 
     async def _run_steps(self, steps: list[BootStep]) -> None:
@@ -748,6 +748,11 @@ admissions = PerLoop(lambda: Batcher(services.chargers_admitted_many, max_batch=
 # The websockets whose password was hashed take over their chargers in one transaction.
 connections_recorded = PerLoop(lambda: Batcher(services.chargers_connected_many, max_batch=500,
                                                name="recording connections"))
+
+def _boot_steps(*, urgent: bool) -> list[BootStep]:
+    """The registered boot steps that run at once (`urgent`, safety) or wait (configuration)."""
+    return [step for step in BOOT_ACCEPTED_STEPS if (step in URGENT_BOOT_STEPS) == urgent]
+
 
 def _boot_done(_: object) -> None:
     global _booting

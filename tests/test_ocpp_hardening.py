@@ -523,6 +523,43 @@ async def test_the_next_calls_answer_survives_the_previous_calls_clean_up(monkey
     assert (await call_b).status == "Rejected"
 
 
+def test_a_call_unanswered_within_the_response_timeout_raises_and_the_next_call_goes_out():
+    """Our CALL's answer is awaited within the charge point's response timeout (a timeout scope):
+    past it the call raises TimeoutError, its id is no longer awaited (a late answer is the
+    consumer's to drop), and the next call goes out and gets its answer."""
+    import asyncio
+    import time
+
+    from chargers.protocol import CentralSystemChargePoint
+
+    class Wire:
+        def __init__(self) -> None:
+            self.sent: list[list[Any]] = []
+
+        async def send(self, message: str) -> None:
+            self.sent.append(json.loads(message))
+
+    async def nothing() -> None:
+        return None
+
+    async def unanswered_then_answered() -> float:
+        wire = Wire()
+        point = CentralSystemChargePoint("CP-LATE", wire, charger_pk=1, response_timeout=1, on_boot_accepted=nothing)
+        began = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await point.request("ClearCache", {})
+        waited_s = time.monotonic() - began
+        assert not point.awaits(wire.sent[0][1])  # a late answer to it is not taken
+        second = asyncio.ensure_future(point.request("ClearCache", {}))
+        while len(wire.sent) < 2:
+            await asyncio.sleep(0.01)
+        await point.route_message(json.dumps([3, wire.sent[1][1], {"status": "Accepted"}]))
+        assert (await second)[2] == {"status": "Accepted"}
+        return waited_s
+
+    assert 0.9 <= asyncio.run(unanswered_then_answered()) < 5
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_processes_cutting_the_message_log_back_together_never_wait_on_each_other(settings):
     """PostgreSQL: each web process cuts the log back in its own write batch; while the other

@@ -16,6 +16,7 @@ from ocpp.v16 import call
 from chargers.commands import ChargerCallError, send_call
 from chargers.models import Charger, OcppMessage, RegistrationStatus
 from chargers.services import MESSAGE_LOG_PAYLOAD_MAX_CHARS, message_log
+from tests.central_wire import RecordingWire, central_point
 from tests.conftest import wait_until
 from transactions.models import Transaction
 
@@ -480,20 +481,8 @@ async def test_the_next_calls_answer_survives_the_previous_calls_clean_up(monkey
     from ocpp.messages import CallResult
     from ocpp.v16 import call as v16_call
 
-    from chargers.protocol import CentralSystemChargePoint
-
-    class Wire:
-        def __init__(self) -> None:
-            self.sent: list[list[Any]] = []
-
-        async def send(self, message: str) -> None:
-            self.sent.append(json.loads(message))
-
-    async def nothing() -> None:
-        return None
-
-    wire = Wire()
-    point = CentralSystemChargePoint("CP-RACE", wire, charger_pk=1, response_timeout=2, on_boot_accepted=nothing)
+    wire = RecordingWire()
+    point = central_point("CP-RACE", wire)
     gate = asyncio.Event()
     import ocpp.charge_point
 
@@ -530,21 +519,9 @@ def test_a_call_unanswered_within_the_response_timeout_raises_and_the_next_call_
     import asyncio
     import time
 
-    from chargers.protocol import CentralSystemChargePoint
-
-    class Wire:
-        def __init__(self) -> None:
-            self.sent: list[list[Any]] = []
-
-        async def send(self, message: str) -> None:
-            self.sent.append(json.loads(message))
-
-    async def nothing() -> None:
-        return None
-
     async def unanswered_then_answered() -> float:
-        wire = Wire()
-        point = CentralSystemChargePoint("CP-LATE", wire, charger_pk=1, response_timeout=1, on_boot_accepted=nothing)
+        wire = RecordingWire()
+        point = central_point("CP-LATE", wire, response_timeout=1)
         began = time.monotonic()
         with pytest.raises(TimeoutError):
             await point.request("ClearCache", {})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 import pytest
 from ocpp.exceptions import PropertyConstraintViolationError, TypeConstraintViolationError
@@ -12,6 +11,7 @@ from ocpp.v16 import call as v16_call
 
 from chargers.protocol import CentralSystemChargePoint
 from chargers.schemas import CALL, CALLRESULT, schema_problem
+from tests.central_wire import RecordingWire, central_point
 
 PROFILE = {
     "connectorId": 1,
@@ -55,25 +55,13 @@ def test_a_limit_off_the_tenth_breaks_the_profile_schema():
     assert problem is not None and problem.code == "PropertyConstraintViolation"
 
 
-class _Wire:
-    def __init__(self) -> None:
-        self.sent: list[list[Any]] = []
-
-    async def send(self, message: str) -> None:
-        self.sent.append(json.loads(message))
-
-
-async def _nothing() -> None:
-    return None
-
-
-def _point(wire: _Wire) -> CentralSystemChargePoint:
-    return CentralSystemChargePoint("CP-S", wire, charger_pk=1, response_timeout=2, on_boot_accepted=_nothing)
+def _point(wire: RecordingWire) -> CentralSystemChargePoint:
+    return central_point("CP-S", wire)
 
 
 @pytest.mark.asyncio
 async def test_an_answer_breaking_its_schema_fails_the_call_with_its_code():
-    wire = _Wire()
+    wire = RecordingWire()
     point = _point(wire)
     pending = asyncio.ensure_future(point.call(v16_call.Reset(type="Soft"), suppress=False))
     while not wire.sent:
@@ -86,7 +74,7 @@ async def test_an_answer_breaking_its_schema_fails_the_call_with_its_code():
 
 @pytest.mark.asyncio
 async def test_a_request_breaking_its_schema_is_never_sent():
-    wire = _Wire()
+    wire = RecordingWire()
     with pytest.raises(PropertyConstraintViolationError):
         await _point(wire).call(v16_call.Reset(type="Gentle"), suppress=False)
     assert wire.sent == []
@@ -94,7 +82,7 @@ async def test_a_request_breaking_its_schema_is_never_sent():
 
 @pytest.mark.asyncio
 async def test_a_valid_answer_becomes_the_librarys_call_result():
-    wire = _Wire()
+    wire = RecordingWire()
     point = _point(wire)
     pending = asyncio.ensure_future(point.call(v16_call.GetConfiguration(key=["HeartbeatInterval"])))
     while not wire.sent:
